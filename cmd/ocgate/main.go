@@ -1,0 +1,211 @@
+// Command ocgate is an OpenConnect (AnyConnect-compatible) VPN server whose default data path needs no root and no
+// TUN device. This file is wiring only: it parses flags, loads the configuration, prepares the state directory and
+// connects the packages.
+//
+//	ocgate [-c FILE] [--state-dir DIR]     serve (the default)
+//	ocgate passwd ...                      edit a password file like ocpasswd
+//	ocgate config check FILE | defaults    validate a config / print the defaults
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"ocgate/auth"
+	"ocgate/config"
+	"ocgate/egress"
+	"ocgate/netstack"
+	"ocgate/protocol"
+)
+
+const version = "0.1.0"
+
+func main() {
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "passwd":
+			os.Exit(runPasswd(args[1:], os.Stdin, os.Stdout, os.Stderr))
+		case "config":
+			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
+		case "serve":
+			args = args[1:]
+		}
+	}
+	os.Exit(runServe(args, os.Stdout, os.Stderr))
+}
+
+// stateDirDefault is $XDG_STATE_HOME/ocgate, else ~/.local/state/ocgate.
+func stateDirDefault() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "ocgate")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return filepath.Join(os.TempDir(), "ocgate-state")
+	}
+	return filepath.Join(home, ".local", "state", "ocgate")
+}
+
+type serveFlags struct {
+	config    string
+	stateDir  string
+	logFormat string
+	logLevel  string
+	version   bool
+}
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	fs := pflag.NewFlagSet("ocgate", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVarP(&f.config, "config", "c", "", "configuration file (TOML, ocserv option names); default: embedded defaults")
+	fs.StringVar(&f.stateDir, "state-dir", "", "state directory for the generated certificate and users (default "+stateDirDefault()+")")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if f.version {
+		fmt.Fprintln(stdout, "ocgate", version)
+		return 0
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "ocgate:", err)
+		return 2
+	}
+	if err := serve(f, log, stdout); err != nil {
+		fmt.Fprintln(stderr, "ocgate:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
+	cfg := config.Default()
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return err
+		}
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = stateDirDefault()
+	}
+	st, err := prepareState(stateDir, cfg)
+	if err != nil {
+		return err
+	}
+
+	passwords, err := auth.OpenPlainFile(st.passwdFile)
+	if err != nil {
+		return err
+	}
+	pool, err := protocol.NewPool(cfg.IPv4Network)
+	if err != nil {
+		return err
+	}
+	policy := egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny)
+	dp, err := netstack.New(netstack.Config{
+		Gateway:  pool.Gateway(),
+		ServeDNS: len(cfg.DNS) == 0,
+		Policy:   policy,
+		Logger:   log.With("component", "netstack"),
+	})
+	if err != nil {
+		return fmt.Errorf("starting the netstack datapath: %w", err)
+	}
+	defer dp.Close()
+
+	srv, err := protocol.NewServer(protocol.Options{
+		Config:    cfg,
+		TLSConfig: st.tlsConfig,
+		Passwords: passwords,
+		Datapath:  dp,
+		Pool:      pool,
+		Logger:    log,
+		Version:   version,
+	})
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.TCPPort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on TCP %s: %w", addr, err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "datapath", cfg.Datapath, "pool", pool.Prefix())
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	printHowToConnect(stdout, ln.Addr(), cfg, st)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	case err := <-serveErr:
+		return fmt.Errorf("serving: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown did not finish cleanly", "err", err)
+	}
+	return nil
+}
+
+func printHowToConnect(w io.Writer, addr net.Addr, cfg *config.Config, st *state) {
+	host := cfg.ListenHost
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	url := "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.TCPPort)) + "/"
+	fmt.Fprintf(w, "ocgate: listening on %s (TCP), %s datapath\n", addr, cfg.Datapath)
+	fmt.Fprintln(w, "Connect with:")
+	if st.initialUser != "" {
+		fmt.Fprintf(w, "  openconnect --servercert %s -u %s %s\n", st.pin, st.initialUser, url)
+		fmt.Fprintf(w, "Password: %s\n", st.initialPassword)
+	} else {
+		fmt.Fprintf(w, "  openconnect --servercert %s %s\n", st.pin, url)
+	}
+	if host == "127.0.0.1" {
+		fmt.Fprintln(w, "(from another machine, use this host's name or address instead of 127.0.0.1)")
+	}
+}

@@ -1,0 +1,46 @@
+// Package datapath is the seam between tunnel sessions (package protocol) and what carries their packets to the
+// network: the in-process gVisor stack (package netstack) or kernel TUN devices (package egress). It holds only
+// this contract, so that neither side imports the other and cmd/ocgate does the wiring.
+package datapath
+
+import "net/netip"
+
+// Session is what a datapath learns about a tunnel session when it attaches. The datapath must not modify it.
+type Session struct {
+	// ID is the session's unique number (also shown by the management interface).
+	ID uint64
+	// User and Groups identify who authenticated; used by policy and logs.
+	User   string
+	Groups []string
+	// Addrs are the tunnel addresses assigned to the session. A packet from the client whose source is not one of
+	// them is dropped (anti-spoofing); packets for them are delivered to this session.
+	Addrs []netip.Addr
+	// Routes are the destinations pushed to the client. An empty list, or one containing a /0 prefix, means the
+	// client routes everything through the tunnel. The datapath's egress policy refuses destinations outside them.
+	Routes []netip.Prefix
+	// NoRoutes are destinations excluded from the tunnel (split-exclude); refused as well.
+	NoRoutes []netip.Prefix
+	// MTU is the tunnel MTU negotiated with the client: packets delivered to Deliver are at most this long.
+	MTU int
+	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
+	// must not block (it queues or drops) and must not retain pkt after it returns.
+	Deliver func(pkt []byte)
+}
+
+// Port is a session's attachment to a datapath.
+type Port interface {
+	// Send injects one IP packet that the client sent. The datapath does not retain pkt after Send returns.
+	// Send is safe for concurrent use; it returns an error only when the port is closed.
+	Send(pkt []byte) error
+	// Close detaches the session: no Deliver call starts after Close returns, flows owned by the session are
+	// torn down. Close is idempotent.
+	Close() error
+}
+
+// Datapath carries the packets of every session of one server.
+type Datapath interface {
+	// Attach connects a session. It fails when one of s.Addrs is already attached.
+	Attach(s *Session) (Port, error)
+	// Close tears the datapath down; ports still attached are closed.
+	Close() error
+}

@@ -1,0 +1,308 @@
+package protocol
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"ocgate/auth"
+)
+
+const (
+	maxAuthFailuresPerConn = 3
+	cookieName             = "webvpn"
+)
+
+// handleHTTP answers one request of the authentication phase (protocol.md §3).
+func (s *Server) handleHTTP(st *connState, req *request) *response {
+	path, _, _ := strings.Cut(req.target, "?")
+	switch path {
+	case "/", "/auth", "/VPN":
+	case "/logout":
+		return &response{status: 200, reason: "OK"} // AnyConnect compatibility: an empty page
+	default:
+		s.log.Info("connection closed", "remote", st.remote, "reason", fmt.Sprintf("unknown path %.64q", path))
+		return errorResponse(404, "Not Found")
+	}
+	if req.method != "POST" && req.method != "GET" {
+		return errorResponse(405, "Method Not Allowed")
+	}
+	doc, err := parseClientDoc(req.get("Content-Type"), req.body)
+	if err != nil {
+		s.log.Info("connection closed", "remote", st.remote, "reason", "bad authentication request: "+err.Error())
+		return errorResponse(400, "Bad Request")
+	}
+	if req.method == "GET" || doc.Type == "init" {
+		return xmlResponse(loginForm(s.cfg.PreLoginBanner, ""))
+	}
+	user, password := doc.Auth.Username, doc.Auth.Password
+	if user == "" || password == "" {
+		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Please enter your username and password."))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
+	id, err := s.checker.CheckPassword(ctx, user, password)
+	cancel()
+	if err != nil {
+		st.failures++
+		reason := "wrong password or unknown user"
+		switch {
+		case errors.Is(err, auth.ErrLocked):
+			reason = "account locked"
+		case !errors.Is(err, auth.ErrBadCredentials):
+			reason = "error: " + err.Error()
+		}
+		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", reason)
+		if st.failures >= maxAuthFailuresPerConn {
+			return errorResponse(401, "Authentication failed")
+		}
+		// Cisco style: the same form again with an error; an interactive user is asked again, a scripted one
+		// stops ("Failed to complete authentication").
+		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Login failed."))
+	}
+
+	sess, err := s.newSession(id, st)
+	if err != nil {
+		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", err.Error())
+		return xmlResponse(loginForm(s.cfg.PreLoginBanner, err.Error()))
+	}
+	s.log.Info("auth success", "user", user, "remote", st.remote, "id", sess.ID)
+	resp := xmlResponse(successDoc(s.cfg.Banner, sess.cookie))
+	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
+	return resp
+}
+
+func xmlResponse(body []byte) *response {
+	r := &response{status: 200, reason: "OK", body: body}
+	r.add("Content-Type", "text/xml")
+	r.add("X-Transcend-Version", "1")
+	return r
+}
+
+// errLimit is a refusal the user is shown as is.
+type errLimit string
+
+func (e errLimit) Error() string { return string(e) }
+
+// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients.
+func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
+	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
+		return nil, errLimit("The server has reached its maximum number of clients.")
+	}
+	if n := s.cfg.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
+		return nil, errLimit(fmt.Sprintf("You have reached the maximum number of sessions (%d) for this user.", n))
+	}
+	sess := &Session{
+		ID:        s.nextID.Add(1),
+		User:      id.User,
+		Groups:    id.Groups,
+		UserAgent: st.userAgent,
+		Created:   time.Now(),
+		srv:       s,
+		cookie:    auth.NewCookie(),
+	}
+	sess.mu.Lock()
+	sess.remote = st.remote
+	// A cookie never used for a CONNECT expires like one whose tunnel went away.
+	sess.startExpiryLocked(s.cfg.CookieTimeout)
+	if d := s.cfg.SessionTimeout; d > 0 {
+		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
+	}
+	sess.mu.Unlock()
+	s.sessions.Add(sess)
+	return sess, nil
+}
+
+// handleConnect checks the cookie of a CONNECT, answers with the tunnel parameters and runs the tunnel on this
+// connection until it ends (protocol.md §5).
+func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
+	fail := func(status int, reason, why string) {
+		s.log.Info("connection closed", "remote", st.remote, "reason", "CONNECT refused: "+why)
+		st.tls.Write(errorResponse(status, reason).bytes())
+		st.tls.Close()
+	}
+	if req.target != "/CSCOSSLC/tunnel" {
+		fail(404, "Not Found", fmt.Sprintf("unknown tunnel path %.64q", req.target))
+		return
+	}
+	cookie, ok := req.cookie(cookieName)
+	if !ok || cookie == "" {
+		fail(503, "Service Unavailable", "no cookie")
+		return
+	}
+	sess := s.sessions.Lookup(cookie)
+	if sess == nil {
+		fail(401, "Cookie is not acceptable", "unknown or expired cookie")
+		return
+	}
+
+	mobile := isMobile(req)
+	dpd, idle := s.cfg.DPD, s.cfg.IdleTimeout
+	if mobile {
+		dpd, idle = s.cfg.MobileDPD, s.cfg.MobileIdleTimeout
+	}
+	base, mtu := s.tunnelMTU(req, st.remote)
+	t := newTunnel(sess, st.tls, st.br, st.remote, mtu, dpd, idle)
+	if err := sess.attach(t, st.remote); err != nil {
+		if errors.Is(err, errSessionEnded) {
+			fail(401, "Cookie is not acceptable", "session has ended")
+		} else {
+			s.log.Error("cannot start tunnel", "user", sess.User, "remote", st.remote, "err", err)
+			st.tls.Write(errorResponse(503, "Service Unavailable").bytes())
+			st.tls.Close()
+		}
+		return
+	}
+	sess.mu.Lock()
+	addr, port := sess.addr, sess.port
+	sess.mu.Unlock()
+	t.port = port
+
+	hdr := s.connectHeaders(req, addr, base, mtu, dpd, idle)
+	raw.SetDeadline(time.Time{})
+	s.markTunnel(raw)
+	if _, err := st.tls.Write(hdr); err != nil {
+		t.end("writing CONNECT response: "+describeNetErr(err), noFrame)
+	}
+	s.log.Info("session connected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
+		"mtu", mtu, "dpd", dpd, "user_agent", st.userAgent)
+
+	go t.writeLoop()
+	logout := t.readLoop()
+	<-t.writerDone
+	sess.detach(t, logout)
+	rx, tx, _, _ := sess.Stats()
+	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
+		"reason", t.reason, "rx", rx, "tx", tx, "duration", time.Since(t.start).Round(time.Millisecond))
+}
+
+func isMobile(req *request) bool {
+	p := strings.ToLower(req.get("X-AnyConnect-Identifier-Platform"))
+	return strings.HasPrefix(p, "android") || strings.HasPrefix(p, "apple-ios")
+}
+
+// tunnelMTU computes the link ("base") MTU and the tunnel MTU as ocserv does (protocol.md §7.8): the link is the
+// smaller of the configured MTU (default 1500) and the client's X-CSTP-Base-MTU; the tunnel MTU leaves room for
+// the outer IP and UDP headers. The DTLS record overhead is subtracted once DTLS is offered.
+func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) {
+	base = 1500
+	if s.cfg.MTU > 0 {
+		base = s.cfg.MTU
+	}
+	if v, err := strconv.Atoi(req.get("X-CSTP-Base-MTU")); err == nil && v >= 1280 && v < base {
+		base = v
+	}
+	ipOverhead := 20
+	if remote.Addr().Is6() {
+		ipOverhead = 40
+	}
+	return base, base - ipOverhead - 8
+}
+
+// connectHeaders renders the CONNECT response (protocol.md §5.3). It is written in one TLS write.
+func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dpd, idle time.Duration) []byte {
+	var b strings.Builder
+	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
+	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
+	b.WriteString("HTTP/1.1 200 CONNECTED\r\n")
+	h("X-CSTP-Version", "1")
+	h("X-CSTP-Server-Name", "ocgate "+s.version)
+	if hn := req.get("X-CSTP-Hostname"); validHostname(hn) {
+		h("X-CSTP-Hostname", hn)
+	}
+	h("X-CSTP-DPD", secs(dpd))
+	if s.cfg.DefaultDomain != "" {
+		h("X-CSTP-Default-Domain", s.cfg.DefaultDomain)
+	}
+	h("X-CSTP-Address", addr.String())
+	h("X-CSTP-Netmask", s.pool.Netmask().String())
+	for _, d := range s.dns {
+		if d.Is4() {
+			h("X-CSTP-DNS", d.String())
+		}
+	}
+	all := false
+	for _, r := range s.routes {
+		if r.Bits() == 0 {
+			all = true
+		}
+	}
+	all = all || len(s.routes) == 0
+	if !all {
+		for _, r := range s.routes {
+			if r.Addr().Is4() {
+				h("X-CSTP-Split-Include", dottedRoute(r))
+			}
+		}
+		// The client must reach the resolver we push even when it is outside the routes.
+		for _, d := range s.dns {
+			if d.Is4() && !containsAddr(s.routes, d) {
+				h("X-CSTP-Split-Include", d.String()+"/255.255.255.255")
+			}
+		}
+	}
+	for _, r := range s.noRoutes {
+		if r.Addr().Is4() {
+			h("X-CSTP-Split-Exclude", dottedRoute(r))
+		}
+	}
+	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all))
+	h("X-CSTP-Keepalive", secs(s.cfg.Keepalive))
+	if idle > 0 {
+		h("X-CSTP-Idle-Timeout", secs(idle))
+	} else {
+		h("X-CSTP-Idle-Timeout", "none")
+	}
+	if st := s.cfg.SessionTimeout; st > 0 {
+		h("X-CSTP-Session-Timeout", secs(st))
+	} else {
+		h("X-CSTP-Session-Timeout", "none")
+	}
+	h("X-CSTP-Disconnected-Timeout", secs(s.cfg.CookieTimeout))
+	h("X-CSTP-Keep", "true")
+	h("X-CSTP-TCP-Keepalive", "true")
+	h("X-CSTP-License", "accept")
+	// Go's TLS server cannot renegotiate: never advertise "ssl" (protocol.md §9.6).
+	h("X-CSTP-Rekey-Method", "none")
+	h("X-CSTP-Base-MTU", strconv.Itoa(base))
+	h("X-CSTP-MTU", strconv.Itoa(mtu))
+	if s.cfg.Banner != "" {
+		h("X-CSTP-Banner", strings.NewReplacer("\r", " ", "\n", " ").Replace(s.cfg.Banner))
+	}
+	b.WriteString("\r\n")
+	return []byte(b.String())
+}
+
+func dottedRoute(p netip.Prefix) string {
+	m := ^uint32(0) << (32 - p.Bits())
+	if p.Bits() == 0 {
+		m = 0
+	}
+	return fmt.Sprintf("%s/%d.%d.%d.%d", p.Masked().Addr(), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

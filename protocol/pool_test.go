@@ -1,0 +1,64 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+func TestPoolNeverLeasesReservedAddresses(t *testing.T) {
+	p, err := NewPool(netip.MustParsePrefix("10.1.2.0/29")) // 8 addresses: .0 net, .1 gateway, .7 broadcast
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Gateway() != netip.MustParseAddr("10.1.2.1") || p.Netmask() != netip.MustParseAddr("255.255.255.248") {
+		t.Fatalf("gateway %s netmask %s", p.Gateway(), p.Netmask())
+	}
+	seen := map[netip.Addr]bool{}
+	for i := range 5 {
+		a, err := p.Acquire(fmt.Sprint("user", i))
+		if err != nil {
+			t.Fatalf("Acquire #%d: %v", i, err)
+		}
+		if seen[a] || !p.Prefix().Contains(a) {
+			t.Fatalf("Acquire #%d = %s: duplicate or outside the pool", i, a)
+		}
+		switch a.String() {
+		case "10.1.2.0", "10.1.2.1", "10.1.2.7":
+			t.Fatalf("leased reserved address %s", a)
+		}
+		seen[a] = true
+	}
+	if _, err := p.Acquire("one-too-many"); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("Acquire on a full pool: %v, want ErrPoolExhausted", err)
+	}
+	for a := range seen {
+		p.Release(a)
+	}
+	if p.Leased() != 0 {
+		t.Fatalf("Leased() = %d after releasing all", p.Leased())
+	}
+}
+
+func TestPoolPredictable(t *testing.T) {
+	p, _ := NewPool(netip.MustParsePrefix("10.9.0.0/16"))
+	a, _ := p.Acquire("alice")
+	p.Release(a)
+	b, _ := p.Acquire("alice")
+	if a != b {
+		t.Fatalf("alice got %s then %s; want the same address when it is free", a, b)
+	}
+	c, _ := p.Acquire("alice") // a second session of alice while the first holds the lease
+	if c == b {
+		t.Fatalf("two live leases share %s", c)
+	}
+}
+
+func TestPoolRejectsBadPrefixes(t *testing.T) {
+	for _, s := range []string{"10.0.0.0/31", "10.0.0.0/32", "fd00::/64", "10.0.0.0/7"} {
+		if _, err := NewPool(netip.MustParsePrefix(s)); err == nil {
+			t.Errorf("NewPool(%s) succeeded", s)
+		}
+	}
+}

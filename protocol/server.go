@@ -1,0 +1,330 @@
+package protocol
+
+// The HTTPS front: accept TCP, handshake TLS under a deadline in the connection's own goroutine, then serve
+// HTTP/1.1 requests (authentication) until a CONNECT turns the connection into a tunnel. Layered like net/http:
+// Serve tracks listeners and returns ErrServerClosed after Shutdown; serveConn recovers panics so one bad client
+// cannot take the process down.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"ocgate/auth"
+	"ocgate/config"
+	"ocgate/protocol/datapath"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("ocgate: server closed")
+
+var errSessionEnded = errors.New("session has ended")
+
+const (
+	handshakeTimeout   = 10 * time.Second
+	maxRequestsPerConn = 32
+)
+
+// Options configure a Server. Config, TLSConfig, Passwords, Datapath and Pool are required.
+type Options struct {
+	Config    *config.Config
+	TLSConfig *tls.Config // must hold the server certificate; cloned and adjusted (TLS 1.2+, one record per write)
+	Passwords auth.PasswordChecker
+	Datapath  datapath.Datapath
+	Pool      *Pool
+	Sessions  SessionStore // nil = in-memory
+	Logger    *slog.Logger // nil = slog.Default()
+	Version   string       // shown in X-CSTP-Server-Name
+}
+
+// Server is an OpenConnect (AnyConnect-compatible) VPN server.
+type Server struct {
+	cfg      *config.Config
+	tlsConf  *tls.Config
+	checker  auth.PasswordChecker
+	dp       datapath.Datapath
+	pool     *Pool
+	sessions SessionStore
+	log      *slog.Logger
+	version  string
+	routes   []netip.Prefix
+	noRoutes []netip.Prefix
+	dns      []netip.Addr
+
+	nextID  atomic.Uint64
+	closing atomic.Bool
+	lastLog atomic.Int64 // rate limit for limitedLog
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{} // guarded by mu
+	conns     map[net.Conn]bool         // guarded by mu: every open client connection; true once it is a tunnel
+	connWG    sync.WaitGroup
+}
+
+// NewServer checks the options and returns a server ready to Serve.
+func NewServer(o Options) (*Server, error) {
+	if o.Config == nil || o.TLSConfig == nil || o.Passwords == nil || o.Datapath == nil || o.Pool == nil {
+		return nil, errors.New("protocol.NewServer: Config, TLSConfig, Passwords, Datapath and Pool are required")
+	}
+	tc := o.TLSConfig.Clone()
+	if tc.MinVersion < tls.VersionTLS12 {
+		tc.MinVersion = tls.VersionTLS12
+	}
+	// Every CSTP frame must be exactly one TLS record; dynamic sizing would split early large frames (§6.2).
+	tc.DynamicRecordSizingDisabled = true
+	s := &Server{
+		cfg:       o.Config,
+		tlsConf:   tc,
+		checker:   o.Passwords,
+		dp:        o.Datapath,
+		pool:      o.Pool,
+		sessions:  o.Sessions,
+		log:       o.Logger,
+		version:   o.Version,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[net.Conn]bool),
+	}
+	if s.sessions == nil {
+		s.sessions = NewMemoryStore()
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.routes, s.noRoutes = o.Config.Routes, o.Config.NoRoutes
+	s.dns = o.Config.DNS
+	if len(s.dns) == 0 {
+		s.dns = []netip.Addr{o.Pool.Gateway()}
+	}
+	return s, nil
+}
+
+// Sessions returns the session store (read by the management interface).
+func (s *Server) Sessions() SessionStore { return s.sessions }
+
+// Serve accepts TCP connections on ln and serves each in its own goroutine. It returns ErrServerClosed after
+// Shutdown, or the first accept error that is not temporary.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			if isTemporaryAcceptErr(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.track(c) {
+			c.Close()
+			continue
+		}
+		go s.serveConn(c)
+	}
+}
+
+// isTemporaryAcceptErr classifies resource exhaustion (EMFILE and friends) and aborted handshakes as retryable.
+func isTemporaryAcceptErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+func (s *Server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = false
+	s.connWG.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// Shutdown stops accepting, sends TERMINATE to every connected client, and waits until their connections are
+// closed or ctx is done; then it closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	for _, sess := range s.sessions.All() {
+		s.endSession(sess, "server shutting down")
+	}
+	s.mu.Lock()
+	for c, isTunnel := range s.conns {
+		// Connections still authenticating: close them now (tunnels close themselves after TERMINATE).
+		if !isTunnel {
+			c.SetDeadline(time.Now())
+		}
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { s.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// markTunnel records that c now carries a tunnel (see Shutdown).
+func (s *Server) markTunnel(c net.Conn) {
+	s.mu.Lock()
+	if _, ok := s.conns[c]; ok {
+		s.conns[c] = true
+	}
+	s.mu.Unlock()
+}
+
+// endSession ends a session for good: the cookie stops working, the tunnel (if any) gets a DISCONNECT, the
+// datapath port and the address lease are released.
+func (s *Server) endSession(sess *Session, reason string) {
+	t, port, addr, ok := sess.end()
+	if !ok {
+		return
+	}
+	s.sessions.Remove(sess)
+	final := pktDisconnect
+	if s.closing.Load() {
+		final = pktTerminate
+	}
+	if t != nil {
+		t.end(reason, final)
+	}
+	if port != nil {
+		port.Close()
+	}
+	if addr.IsValid() {
+		s.pool.Release(addr)
+	}
+	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
+}
+
+// limitedLog logs at most one message per second for events a client can trigger per packet.
+func (s *Server) limitedLog(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := s.lastLog.Load()
+	if now-last < int64(time.Second) || !s.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg, args...)
+}
+
+// connState is what the server knows about one client connection during authentication.
+type connState struct {
+	remote    netip.AddrPort
+	tls       *tls.Conn
+	br        *bufio.Reader
+	failures  int
+	userAgent string
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	defer s.untrack(c)
+	remote := addrPortOf(c.RemoteAddr())
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic serving connection", "remote", remote, "panic", p, "stack", string(debug.Stack()))
+			c.Close()
+		}
+	}()
+	tc := tls.Server(c, s.tlsConf)
+	c.SetDeadline(time.Now().Add(min(handshakeTimeout, s.cfg.AuthTimeout)))
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.log.Info("connection closed", "remote", remote, "reason", "TLS handshake failed: "+describeNetErr(err))
+		c.Close()
+		return
+	}
+	// The whole authentication phase must finish within auth_timeout.
+	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	st := &connState{remote: remote, tls: tc, br: bufio.NewReaderSize(tc, 16<<10)}
+	for range maxRequestsPerConn {
+		req, err := readRequest(st.br)
+		if err != nil {
+			var he *httpError
+			switch {
+			case errors.As(err, &he):
+				s.log.Info("connection closed", "remote", remote, "reason", "bad request: "+he.Error())
+				tc.Write(errorResponse(he.status, he.reason).bytes())
+			case errors.Is(err, io.EOF):
+			default:
+				s.log.Info("connection closed", "remote", remote, "reason", "reading request: "+describeNetErr(err))
+			}
+			tc.Close()
+			return
+		}
+		if ua := req.get("User-Agent"); ua != "" {
+			st.userAgent = ua
+		}
+		if req.method == "CONNECT" {
+			s.handleConnect(st, req, c)
+			return
+		}
+		resp := s.handleHTTP(st, req)
+		if _, err := tc.Write(resp.bytes()); err != nil || resp.close {
+			tc.Close()
+			return
+		}
+	}
+	s.log.Info("connection closed", "remote", remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
+	tc.Close()
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

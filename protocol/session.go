@@ -1,0 +1,163 @@
+package protocol
+
+// A Session is what a successful login creates and what its cookie names. It outlives the TLS connections that
+// carry it: a client that loses its connection comes back with the cookie (a new CONNECT, a new tunnel) and gets
+// the same address, and its flows in the datapath survive because the session, not the tunnel, is attached there.
+//
+// States:
+//
+//	authenticated ──CONNECT──► connected ──connection lost──► disconnected ──cookie_timeout──► ended
+//	      │                     ▲   │                             │
+//	      │                     │   └──CONNECT with the cookie────┘ (takeover: the old tunnel is torn down)
+//	      └──cookie_timeout──► ended ◄──logout (client BYE 0xb0), session_timeout, shutdown
+//
+// The lease and the datapath port are taken at the first CONNECT and released when the session ends.
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"ocgate/protocol/datapath"
+)
+
+// Session is one authenticated user's VPN session.
+type Session struct {
+	ID        uint64
+	User      string
+	Groups    []string
+	UserAgent string
+	Created   time.Time
+
+	srv    *Server
+	cookie string
+
+	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
+	cur atomic.Pointer[tunnel]
+
+	// Counters, from the server's point of view: rx = received from the client, tx = sent to it.
+	rxBytes, txBytes, rxPackets, txPackets, txDropped atomic.Uint64
+
+	mu           sync.Mutex
+	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT
+	port         datapath.Port  // guarded by mu: attachment to the datapath
+	tunnel       *tunnel        // guarded by mu: current tunnel, nil when disconnected
+	remote       netip.AddrPort // guarded by mu: client address of the latest connection
+	expiry       *time.Timer    // guarded by mu: ends the session when the cookie times out
+	sessionTimer *time.Timer    // guarded by mu: session_timeout
+	ended        bool           // guarded by mu
+}
+
+// Addr returns the session's tunnel address (invalid before the first CONNECT).
+func (s *Session) Addr() netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Connected reports whether a tunnel carries the session now.
+func (s *Session) Connected() bool { return s.cur.Load() != nil }
+
+// Stats returns the byte and packet counters (rx = from the client).
+func (s *Session) Stats() (rxBytes, txBytes, rxPackets, txPackets uint64) {
+	return s.rxBytes.Load(), s.txBytes.Load(), s.rxPackets.Load(), s.txPackets.Load()
+}
+
+// deliver is the datapath's Deliver callback: it queues pkt on the current tunnel, or drops it when the session
+// has none (the client is reconnecting) or the tunnel's queue is full.
+func (s *Session) deliver(pkt []byte) {
+	t := s.cur.Load()
+	if t == nil || !t.queueData(pkt) {
+		s.txDropped.Add(1)
+	}
+}
+
+// startExpiryLocked arms the cookie timer: the session ends if no tunnel takes it within d.
+// s.mu must be held.
+func (s *Session) startExpiryLocked(d time.Duration) {
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.expiry = time.AfterFunc(d, func() { s.srv.endSession(s, "cookie expired") })
+}
+
+// attach makes t the session's tunnel, tearing down the previous one (takeover), and takes the address lease and
+// the datapath port on the first CONNECT.
+func (s *Session) attach(t *tunnel, remote netip.AddrPort) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return errSessionEnded
+	}
+	if !s.addr.IsValid() {
+		a, err := s.srv.pool.Acquire(s.User)
+		if err != nil {
+			return err
+		}
+		port, err := s.srv.dp.Attach(&datapath.Session{
+			ID:       s.ID,
+			User:     s.User,
+			Groups:   s.Groups,
+			Addrs:    []netip.Addr{a},
+			Routes:   s.srv.routes,
+			NoRoutes: s.srv.noRoutes,
+			MTU:      t.mtu,
+			Deliver:  s.deliver,
+		})
+		if err != nil {
+			s.srv.pool.Release(a)
+			return fmt.Errorf("attaching to the datapath: %w", err)
+		}
+		s.addr, s.port = a, port
+	}
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	if old := s.tunnel; old != nil {
+		old.end("replaced by a new connection", pktDisconnect)
+	}
+	s.tunnel = t
+	s.remote = remote
+	s.cur.Store(t)
+	return nil
+}
+
+// detach is called when tunnel t has ended. Unless the user logged out, the session waits for a reconnect for
+// cookie_timeout.
+func (s *Session) detach(t *tunnel, logout bool) {
+	s.mu.Lock()
+	if s.tunnel == t {
+		s.tunnel = nil
+		s.cur.Store(nil)
+		if !logout && !s.ended {
+			s.startExpiryLocked(s.srv.cfg.CookieTimeout)
+		}
+	}
+	s.mu.Unlock()
+	if logout && !s.srv.cfg.PersistentCookies {
+		s.srv.endSession(s, "user logged out")
+	}
+}
+
+// end marks the session ended and returns what must be released, or ok=false if it had already ended.
+func (s *Session) end() (t *tunnel, port datapath.Port, addr netip.Addr, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, nil, netip.Addr{}, false
+	}
+	s.ended = true
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	if s.sessionTimer != nil {
+		s.sessionTimer.Stop()
+	}
+	t, port, addr = s.tunnel, s.port, s.addr
+	s.tunnel, s.port = nil, nil
+	s.cur.Store(nil)
+	return t, port, addr, true
+}
