@@ -147,7 +147,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		dpd, idle = s.cfg.MobileDPD, s.cfg.MobileIdleTimeout
 	}
 	base, mtu := s.tunnelMTU(req, st.remote)
-	t := newTunnel(sess, st.tls, st.br, st.remote, mtu, dpd, idle)
+	t := newTunnel(sess, st.tls, st.batch, st.br, st.remote, mtu, dpd, idle)
 	if err := sess.attach(t, st.remote); err != nil {
 		if errors.Is(err, errSessionEnded) {
 			fail(401, "Cookie is not acceptable", "session has ended")

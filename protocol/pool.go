@@ -1,9 +1,9 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"encoding/binary"
 	"hash/fnv"
 	"net/netip"
 	"sync"

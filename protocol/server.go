@@ -261,6 +261,7 @@ func (s *Server) limitedLog(msg string, args ...any) {
 type connState struct {
 	remote    netip.AddrPort
 	tls       *tls.Conn
+	batch     *batchConn // below tls: lets the tunnel writer batch syscalls
 	br        *bufio.Reader
 	failures  int
 	userAgent string
@@ -275,7 +276,8 @@ func (s *Server) serveConn(c net.Conn) {
 			c.Close()
 		}
 	}()
-	tc := tls.Server(c, s.tlsConf)
+	bc := newBatchConn(c)
+	tc := tls.Server(bc, s.tlsConf)
 	c.SetDeadline(time.Now().Add(min(handshakeTimeout, s.cfg.AuthTimeout)))
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -287,7 +289,7 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	// The whole authentication phase must finish within auth_timeout.
 	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	st := &connState{remote: remote, tls: tc, br: bufio.NewReaderSize(tc, 16<<10)}
+	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 16<<10)}
 	for range maxRequestsPerConn {
 		req, err := readRequest(st.br)
 		if err != nil {

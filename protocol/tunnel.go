@@ -71,7 +71,8 @@ func (f *frame) release() {
 
 type tunnel struct {
 	sess   *Session
-	conn   net.Conn // the *tls.Conn
+	conn   net.Conn   // the *tls.Conn
+	batch  *batchConn // below conn; the writer batches syscalls through it
 	br     *bufio.Reader
 	remote netip.AddrPort
 	mtu    int
@@ -91,10 +92,10 @@ type tunnel struct {
 	lastData atomic.Int64 // unix nanoseconds of the last DATA frame either way
 }
 
-func newTunnel(sess *Session, conn net.Conn, br *bufio.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
+func newTunnel(sess *Session, conn net.Conn, batch *batchConn, br *bufio.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
 	now := time.Now()
 	t := &tunnel{
-		sess: sess, conn: conn, br: br, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
+		sess: sess, conn: conn, batch: batch, br: br, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
 		data:       make(chan *frame, dataQueueLen),
 		ctrl:       make(chan *frame, ctrlQueueLen),
 		quit:       make(chan struct{}),
@@ -145,6 +146,9 @@ func (t *tunnel) end(reason string, final byte) {
 // writeLoop is the tunnel's only writer; see the file comment.
 func (t *tunnel) writeLoop() {
 	defer close(t.writerDone)
+	// Records written while more frames are queued are buffered below TLS and sent together when the queues run
+	// dry: one write(2) for a burst instead of one per packet.
+	t.batch.SetBatching(true)
 	tick := time.NewTicker(t.tickInterval())
 	defer tick.Stop()
 	var dpdSentAt int64
@@ -171,6 +175,9 @@ func (t *tunnel) writeLoop() {
 			t.lastData.Store(time.Now().UnixNano())
 		}
 		f.release()
+		if err == nil && len(t.data) == 0 && len(t.ctrl) == 0 {
+			err = t.batch.Flush()
+		}
 		if err != nil {
 			t.end("write error: "+describeNetErr(err), noFrame)
 			t.finish()
@@ -181,6 +188,7 @@ func (t *tunnel) writeLoop() {
 
 // finish writes the control frames still queued (the final DISCONNECT/TERMINATE) and closes the connection.
 func (t *tunnel) finish() {
+	defer t.batch.SetBatching(false)
 	for {
 		select {
 		case f := <-t.ctrl:
@@ -191,6 +199,7 @@ func (t *tunnel) finish() {
 				return
 			}
 		default:
+			t.batch.SetBatching(false) // flush, and let Close's alert go straight out
 			t.conn.Close()
 			return
 		}

@@ -1,0 +1,47 @@
+# integration/bench/servers/ocgate.sh — server adapter for ocgate, sourced by the benchmark scripts of
+# ../shared/bench (lib.sh, ocserv-baseline.sh, ocproxy-baseline.sh), so that ocgate and ocserv are measured by the
+# same code on the same machine:
+#
+#   BENCH_SERVER=$PWD/integration/bench/servers/ocgate.sh bash ../shared/bench/ocproxy-baseline.sh
+#
+# ocgate runs unprivileged (uid 65534) in netstack mode. OCGATE_BIN names a built binary; otherwise it is built
+# from this checkout. OCGATE_DATAPATH selects the datapath (default netstack).
+OCGATE_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+srv_name() { echo ocgate; }
+srv_version() { "$(ocgate_bin)" --version 2>&1 | awk '{print $2}'; }
+ocgate_bin() {
+  if [ -z "${OCGATE_BIN:-}" ]; then
+    OCGATE_BIN=$W/ocgate
+    (cd "$OCGATE_REPO" && go build -o "$OCGATE_BIN" ./cmd/ocgate) || fail "go build failed"
+  fi
+  echo "$OCGATE_BIN"
+}
+srv_start() {
+  local bin; bin=$(ocgate_bin)
+  mkdir -p "$W/ocgate-state"
+  cat >"$W/ocgate.toml" <<CFG
+listen_host = "$SRV_ADDR"
+tcp_port = $PORT
+udp_port = $PORT
+server_cert = "$CERT"
+server_key = "$KEY"
+auth = ["plain[passwd=$PASSWD_FILE]"]
+ipv4_network = "$POOL_NET"
+ipv4_netmask = "$POOL_MASK"
+route = ["$ROUTE_NET"]
+datapath = "${OCGATE_DATAPATH:-netstack}"
+max_clients = 64
+max_same_clients = 0
+keepalive = 32400
+dpd = 90
+cookie_timeout = 300
+auth_timeout = 240
+CFG
+  chown -R 65534:65534 "$W/ocgate-state"
+  chmod 755 "$W"
+  ip netns exec "$SNS" setpriv --reuid=65534 --regid=65534 --clear-groups \
+    "$bin" -c "$W/ocgate.toml" --state-dir "$W/ocgate-state" >"$W/ocgate.log" 2>&1 &
+  SRV_PID=$!; PIDS+=("$SRV_PID")
+  wait_server 20 || { tail -20 "$W/ocgate.log" >&2; return 1; }
+}
+srv_procs() { echo "main $SRV_PID"; }

@@ -1,0 +1,83 @@
+package protocol
+
+import (
+	"net"
+	"sync"
+)
+
+// batchConn sits below crypto/tls and lets a tunnel's writer turn a burst of TLS records (one per CSTP frame, as
+// openconnect requires) into few write(2) calls: while batching is on, Write appends to a buffer and Flush sends
+// it. Records stay separate — only the syscalls are batched (protocol.md §6.2, ARCHITECTURE.md "hot path").
+type batchConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	batching bool   // guarded by mu
+	buf      []byte // guarded by mu: pending bytes, flushed before it would exceed batchSize
+	err      error  // guarded by mu: first write error, returned forever after
+}
+
+// batchSize bounds the buffered bytes: about four maximum TLS records, few enough to keep latency low.
+const batchSize = 64 << 10
+
+func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
+
+// Write sends p at once, or buffers it while batching is on.
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if !c.batching {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Write(p)
+		c.err = err
+		return n, err
+	}
+	if len(c.buf)+len(p) > batchSize {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= batchSize {
+		n, err := c.Conn.Write(p)
+		c.err = err
+		return n, err
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, 0, batchSize)
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+// SetBatching turns buffering on or off; turning it off flushes.
+func (c *batchConn) SetBatching(on bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batching = on
+	if !on {
+		return c.flushLocked()
+	}
+	return nil
+}
+
+// Flush writes what is buffered.
+func (c *batchConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushLocked()
+}
+
+func (c *batchConn) flushLocked() error {
+	if c.err != nil || len(c.buf) == 0 {
+		return c.err
+	}
+	_, err := c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
+	c.err = err
+	return err
+}
