@@ -144,6 +144,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	policy := egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny)
 	dp, err := netstack.New(netstack.Config{
 		Gateway:  pool.Gateway(),
+		Pool:     pool.Prefix(),
 		ServeDNS: len(cfg.DNS) == 0,
 		Policy:   policy,
 		Logger:   log.With("component", "netstack"),

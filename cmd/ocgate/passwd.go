@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"ocgate/auth"
+)
+
+// runPasswd implements `ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER` like ocpasswd. Returns the exit status.
+func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("ocgate passwd", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.StringP("passwd", "c", filepath.Join(stateDirDefault(), usersFile), "password file (created when missing)")
+	groups := fs.StringP("groups", "g", "", "comma-separated groups of the user")
+	del := fs.BoolP("delete", "d", false, "delete the user")
+	lock := fs.BoolP("lock", "l", false, "lock the user")
+	unlock := fs.BoolP("unlock", "u", false, "unlock the user")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	n := 0
+	for _, b := range []bool{*del, *lock, *unlock} {
+		if b {
+			n++
+		}
+	}
+	if fs.NArg() != 1 || n > 1 {
+		fs.Usage()
+		return 2
+	}
+	user := fs.Arg(0)
+	op, password := auth.PasswdSet, ""
+	switch {
+	case *del:
+		op = auth.PasswdDelete
+	case *lock:
+		op = auth.PasswdLock
+	case *unlock:
+		op = auth.PasswdUnlock
+	default:
+		var err error
+		if password, err = readNewPassword(stdin, stderr); err != nil {
+			fmt.Fprintln(stderr, "ocgate passwd:", err)
+			return 1
+		}
+	}
+	var gs []string
+	if fs.Changed("groups") {
+		gs = []string{}
+		for g := range strings.SplitSeq(*groups, ",") {
+			if g = strings.TrimSpace(g); g != "" {
+				gs = append(gs, g)
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(*file), 0o700); err != nil {
+		fmt.Fprintln(stderr, "ocgate passwd:", err)
+		return 1
+	}
+	if err := auth.EditPasswordFile(*file, true, op, user, gs, password); err != nil {
+		fmt.Fprintln(stderr, "ocgate passwd:", err)
+		return 1
+	}
+	return 0
+}
+
+// readNewPassword asks twice, without echo on a terminal; from a pipe it reads two lines.
+func readNewPassword(stdin io.Reader, stderr io.Writer) (string, error) {
+	var first, second string
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(stderr, "Enter password: ")
+		a, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(stderr, "Re-enter password: ")
+		b, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return "", err
+		}
+		first, second = string(a), string(b)
+	} else {
+		br := bufio.NewReader(stdin)
+		a, err1 := br.ReadString('\n')
+		b, err2 := br.ReadString('\n')
+		if err1 != nil || (err2 != nil && err2 != io.EOF) {
+			return "", errors.New("expected the password twice on standard input")
+		}
+		first, second = strings.TrimRight(a, "\r\n"), strings.TrimRight(b, "\r\n")
+	}
+	if first != second {
+		return "", errors.New("passwords do not match")
+	}
+	if first == "" {
+		return "", errors.New("empty password")
+	}
+	return first, nil
+}

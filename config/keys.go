@@ -1,0 +1,118 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// ignoredKeys are ocserv options that make no sense for ocgate: accepted, with a warning saying why.
+var ignoredKeys = map[string]string{
+	"tls_priorities":            "Go's TLS stack is configured by ocgate (TLS 1.2 and 1.3)",
+	"isolate_workers":           "ocgate does not fork workers",
+	"socket_file":               "ocgate does not fork workers",
+	"chroot_dir":                "not supported",
+	"use_occtl":                 "the management socket is always on",
+	"use_utmp":                  "not supported",
+	"listen_netns":              "run ocgate in the namespace instead",
+	"sec_mod_scale":             "ocgate does not fork a security module per core",
+	"dtls_legacy":               "DTLS 0.9 is not supported",
+	"cisco_client_compat":       "not needed",
+	"cisco_svc_client_compat":   "not supported",
+	"match_tls_dtls_ciphers":    "DTLS ciphers are negotiated by PSK",
+	"dtls_psk":                  "PSK-NEGOTIATE is always on",
+	"ocsp_response":             "not supported",
+	"pin_file":                  "PKCS#11 keys are not supported",
+	"srk_pin_file":              "TPM keys are not supported",
+	"key_pin":                   "PKCS#11 keys are not supported",
+	"srk_pin":                   "TPM keys are not supported",
+	"server_stats_reset_time":   "not supported",
+	"log_level":                 "use --log-level",
+	"syslog_facility":           "ocgate logs to stderr",
+	"cgroup":                    "not supported",
+	"limit_worker_memory":       "ocgate does not fork workers",
+	"included_http_headers":     "not supported",
+	"ping_leases":               "not needed",
+	"net_priority":              "not supported",
+	"output_buffer":             "not needed",
+	"rekey_time":                "Go's TLS cannot renegotiate; ocgate advertises no rekey",
+	"rekey_method":              "Go's TLS cannot renegotiate; ocgate advertises no rekey",
+	"kkdcp":                     "Kerberos is not supported",
+	"udp_listen_host_is_dyndns": "not supported",
+	"listen_host_is_dyndns":     "not supported",
+	"server_drain_ms":           "not supported yet",
+	"predictable_ips":           "addresses are always predictable when free",
+	"cert_user_oid":             "certificate authentication is not supported yet",
+	"cert_group_oid":            "certificate authentication is not supported yet",
+	"crl":                       "certificate authentication is not supported yet",
+}
+
+// notYetKeys are ocserv options ocgate intends to implement; accepted with a warning for now.
+var notYetKeys = map[string]bool{
+	"ipv6_network": true, "ipv6_subnet_prefix": true, "ipv6_netmask": true, "ipv6_prefix": true,
+	"ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
+	"restrict_user_to_routes": true, "restrict_user_to_ports": true, "rx_data_per_sec": true, "tx_data_per_sec": true,
+	"config_per_user": true, "config_per_group": true, "default_user_config": true, "default_group_config": true,
+	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
+	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
+	"stats_report_time": true, "iroute": true, "expose_iroutes": true, "custom_header": true, "user_profile": true,
+	"proxy_url": true, "hostname": true, "acct": true, "enable_auth": true, "explicit_ipv4": true, "explicit_ipv6": true,
+	"client_bypass_protocol": true, "dtls_mtu": true, "route_add_cmd": true, "route_del_cmd": true,
+	"compression_algo_priority": true, "max_ban_score_ip": true, "restrict_user_to_routes_cmd": true,
+}
+
+// DefaultsTOML is a complete, commented default configuration: every implemented key with its default.
+func DefaultsTOML() string {
+	d := Default()
+	var b strings.Builder
+	w := func(comment, line string) { fmt.Fprintf(&b, "# %s\n%s\n\n", comment, line) }
+	b.WriteString("# ocgate configuration. Keys are ocserv's option names with '-' replaced by '_'.\n")
+	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n\n")
+	w("Address to listen on (empty: all).", `listen_host = ""`)
+	w("Address for UDP (DTLS) (empty: listen_host).", `udp_listen_host = ""`)
+	w("TCP port (TLS).", fmt.Sprintf("tcp_port = %d", d.TCPPort))
+	w("UDP port (DTLS); 0 = same as tcp_port.", "udp_port = 0")
+	w("Disable DTLS.", "no_udp = false")
+	w("Server certificate and key (PEM). Empty: a self-signed pair generated in the state directory.", "server_cert = \"\"\nserver_key = \"\"")
+	w("CA for client certificates.", `ca_cert = ""`)
+	w("Authentication, ocserv syntax. Empty: the generated user in the state directory's users.passwd.", "auth = []")
+	w("Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own.", fmt.Sprintf("ipv4_network = %q", d.IPv4Network))
+	w("DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address.", "dns = []")
+	w("Routes pushed to clients: CIDR, a.b.c.d/m.m.m.m or \"default\". Empty: everything.", "route = []")
+	w("Routes excluded from the tunnel.", "no_route = []")
+	w("Link MTU (0: 1500).", "mtu = 0")
+	w("Probe the path MTU with DPD.", "try_mtu_discovery = false")
+	w("Client keepalive interval.", fmt.Sprintf("keepalive = %d", int64(d.Keepalive.Seconds())))
+	w("Dead peer detection interval.", fmt.Sprintf("dpd = %d", int64(d.DPD.Seconds())))
+	w("Dead peer detection interval for mobile clients.", fmt.Sprintf("mobile_dpd = %d", int64(d.MobileDPD.Seconds())))
+	w("Disconnect after this much time without traffic (0: never).", "idle_timeout = 0")
+	w("The same for mobile clients.", "mobile_idle_timeout = 0")
+	w("Hard session limit (0: none).", "session_timeout = 0")
+	w("How long a cookie stays valid after its connection is lost.", fmt.Sprintf("cookie_timeout = %d", int64(d.CookieTimeout.Seconds())))
+	w("Time allowed to authenticate.", fmt.Sprintf("auth_timeout = %d", int64(d.AuthTimeout.Seconds())))
+	w("Send over TLS after this much DTLS silence.", fmt.Sprintf("switch_to_tcp_timeout = %d", int64(d.SwitchToTCPTimeout.Seconds())))
+	w("Keep the cookie valid after a user logout.", "persistent_cookies = false")
+	w("Bind cookies to the client address that authenticated.", "deny_roaming = false")
+	w("Maximum sessions (0: unlimited).", fmt.Sprintf("max_clients = %d", d.MaxClients))
+	w("Maximum sessions per user (0: unlimited).", fmt.Sprintf("max_same_clients = %d", d.MaxSameClients))
+	w("Minimum milliseconds between new connections.", fmt.Sprintf("rate_limit_ms = %d", d.RateLimitMS))
+	w("Ban an address once its score reaches this (0: never).", fmt.Sprintf("max_ban_score = %d", d.MaxBanScore))
+	w("Forget an address's score after this long.", fmt.Sprintf("ban_reset_time = %d", int64(d.BanResetTime.Seconds())))
+	w("How long a ban lasts (also accepted as min_reauth_time).", fmt.Sprintf("ban_time = %d", int64(d.BanTime.Seconds())))
+	w("Points for a wrong password.", fmt.Sprintf("ban_points_wrong_password = %d", d.BanPointsWrongPassword))
+	w("Points for a connection.", fmt.Sprintf("ban_points_connection = %d", d.BanPointsConnection))
+	w("Points for a KKDCP request.", fmt.Sprintf("ban_points_kkdcp = %d", d.BanPointsKKDCP))
+	w("Text shown after login.", `banner = ""`)
+	w("Text shown with the login form.", `pre_login_banner = ""`)
+	w("DNS search domain pushed to clients.", `default_domain = ""`)
+	w("Allow LZS/LZ4 compression (leaks information; off by default).", "compression = false")
+	w("Do not compress packets smaller than this.", fmt.Sprintf("no_compress_limit = %d", d.NoCompressLimit))
+	w("TUN device name prefix (tun datapath).", fmt.Sprintf("device = %q", d.Device))
+	w("Scripts run on connect, disconnect and host update.", "connect_script = \"\"\ndisconnect_script = \"\"\nhost_update_script = \"\"")
+	w("Drop privileges to this user and group.", "run_as_user = \"\"\nrun_as_group = \"\"")
+	w("Management socket (empty: in the state directory).", `occtl_socket_file = ""`)
+	w("PID file.", `pid_file = ""`)
+	w("Data path: \"netstack\" (no root, no TUN) or \"tun\" (kernel TUN per session).", fmt.Sprintf("datapath = %q", d.Datapath))
+	w("CIDRs reachable although loopback/link-local/multicast are refused by default (e.g. \"127.0.0.1/32\").", "egress_allow = []")
+	w("CIDRs refused for everyone.", "egress_deny = []")
+	return b.String()
+}

@@ -1,0 +1,197 @@
+package netstack
+
+// The gateway's DNS service: queries sent through the tunnel to the server's in-pool address are answered by
+// resolving with the host's resolver, so it works where the host's own resolver listens on loopback (containers)
+// and the client needs no route to it. Answers are not filtered: a name resolving to a loopback or link-local
+// address is answered truthfully, and the egress policy then refuses the connection.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+const (
+	dnsTimeout     = 5 * time.Second
+	dnsIdleTimeout = 30 * time.Second
+	dnsTTL         = 60
+)
+
+// serveDNSUDP answers the queries of one client UDP flow to the gateway until it has been idle.
+func (s *Stack) serveDNSUDP(p *port, c net.Conn) {
+	buf := make([]byte, 4096)
+	for {
+		c.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		if resp := s.answerDNS(buf[:n]); resp != nil {
+			if len(resp) > 512 {
+				resp = truncateDNS(resp)
+			}
+			c.Write(resp)
+		}
+	}
+}
+
+// serveDNSTCP answers length-prefixed queries on one TCP connection to the gateway.
+func (s *Stack) serveDNSTCP(p *port, c net.Conn) {
+	if !p.track(c) {
+		c.Close()
+		return
+	}
+	defer p.untrack(c)
+	defer c.Close()
+	var lenBuf [2]byte
+	for {
+		c.SetReadDeadline(time.Now().Add(dnsIdleTimeout))
+		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
+			return
+		}
+		q := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
+		if _, err := io.ReadFull(c, q); err != nil {
+			return
+		}
+		resp := s.answerDNS(q)
+		if resp == nil {
+			return
+		}
+		out := binary.BigEndian.AppendUint16(nil, uint16(len(resp)))
+		if _, err := c.Write(append(out, resp...)); err != nil {
+			return
+		}
+	}
+}
+
+// answerDNS builds the response to one query message; nil means "drop" (not even a header parsed).
+func (s *Stack) answerDNS(msg []byte) []byte {
+	var p dnsmessage.Parser
+	h, err := p.Start(msg)
+	if err != nil {
+		return nil
+	}
+	s.stats.dnsQueries.Add(1)
+	resp := dnsmessage.Message{Header: dnsmessage.Header{ID: h.ID, Response: true, OpCode: h.OpCode,
+		RecursionDesired: h.RecursionDesired, RecursionAvailable: true}}
+	q, err := p.Question()
+	if err != nil || h.Response || h.OpCode != 0 {
+		resp.RCode = dnsmessage.RCodeFormatError
+		if h.OpCode != 0 {
+			resp.RCode = dnsmessage.RCodeNotImplemented
+		}
+		out, _ := resp.Pack()
+		return out
+	}
+	resp.Questions = []dnsmessage.Question{q}
+	ctx, cancel := context.WithTimeout(s.ctx, dnsTimeout)
+	defer cancel()
+	name := strings.TrimSuffix(q.Name.String(), ".")
+	hdr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: dnsTTL}
+	switch q.Type {
+	case dnsmessage.TypeA, dnsmessage.TypeAAAA:
+		network := "ip4"
+		if q.Type == dnsmessage.TypeAAAA {
+			network = "ip6"
+		}
+		addrs, err := s.cfg.Resolver.LookupNetIP(ctx, network, name)
+		if err != nil {
+			resp.RCode = rcodeFor(err)
+			break
+		}
+		for _, a := range addrs {
+			a = a.Unmap()
+			hdr.Type = q.Type
+			if q.Type == dnsmessage.TypeA && a.Is4() {
+				resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AResource{A: a.As4()}})
+			} else if q.Type == dnsmessage.TypeAAAA && a.Is6() {
+				resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AAAAResource{AAAA: a.As16()}})
+			}
+		}
+	case dnsmessage.TypePTR:
+		ip, err := ptrToAddr(name)
+		if err != nil {
+			resp.RCode = dnsmessage.RCodeNameError
+			break
+		}
+		names, err := s.cfg.Resolver.LookupAddr(ctx, ip.String())
+		if err != nil {
+			resp.RCode = rcodeFor(err)
+			break
+		}
+		hdr.Type = dnsmessage.TypePTR
+		for _, n := range names {
+			if nn, err := dnsmessage.NewName(dotted(n)); err == nil {
+				resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: hdr, Body: &dnsmessage.PTRResource{PTR: nn}})
+			}
+		}
+	case dnsmessage.TypeTXT:
+		txts, err := s.cfg.Resolver.LookupTXT(ctx, name)
+		if err != nil {
+			resp.RCode = rcodeFor(err)
+			break
+		}
+		hdr.Type = dnsmessage.TypeTXT
+		for _, t := range txts {
+			resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: hdr, Body: &dnsmessage.TXTResource{TXT: []string{t}}})
+		}
+	default:
+		resp.RCode = dnsmessage.RCodeNotImplemented
+	}
+	out, err := resp.Pack()
+	if err != nil {
+		resp.Answers, resp.RCode = nil, dnsmessage.RCodeServerFailure
+		out, _ = resp.Pack()
+	}
+	return out
+}
+
+func rcodeFor(err error) dnsmessage.RCode {
+	var de *net.DNSError
+	if errors.As(err, &de) && de.IsNotFound {
+		return dnsmessage.RCodeNameError
+	}
+	return dnsmessage.RCodeServerFailure
+}
+
+func dotted(n string) string {
+	if strings.HasSuffix(n, ".") {
+		return n
+	}
+	return n + "."
+}
+
+// ptrToAddr turns "4.3.2.1.in-addr.arpa" into 1.2.3.4 (IPv4 only; IPv6 PTR is answered NXDOMAIN).
+func ptrToAddr(name string) (netip.Addr, error) {
+	rest, ok := strings.CutSuffix(strings.ToLower(name), ".in-addr.arpa")
+	if !ok {
+		return netip.Addr{}, errors.New("not an in-addr.arpa name")
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, errors.New("bad in-addr.arpa name")
+	}
+	for i, j := 0, 3; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return netip.ParseAddr(strings.Join(parts, "."))
+}
+
+// truncateDNS drops the answers of an oversized UDP response and sets TC, so the client retries over TCP.
+func truncateDNS(msg []byte) []byte {
+	var m dnsmessage.Message
+	if err := m.Unpack(msg); err != nil {
+		return nil
+	}
+	m.Answers, m.Authorities, m.Additionals = nil, nil, nil
+	m.Truncated = true
+	out, _ := m.Pack()
+	return out
+}

@@ -1,0 +1,180 @@
+package netstack
+
+// Packets in both directions:
+//
+//	client ─► Port.Send: source checked against the session's addresses, copied into a PacketBuffer,
+//	          InjectInbound (gVisor processes it in the caller's goroutine)
+//	stack  ─► link.WritePackets: destination looked up in the address snapshot (no lock), bytes copied into a
+//	          pooled buffer, the session's Deliver (which copies again into its frame and queues it; it never blocks)
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"ocgate/protocol/datapath"
+)
+
+// link is the stack's NIC. It reuses channel.Endpoint for attachment and inbound injection but replaces its
+// queue: outbound packets go straight to their session.
+type link struct {
+	*channel.Endpoint
+	s *Stack
+}
+
+var _ stack.LinkEndpoint = (*link)(nil)
+
+func newLink(s *Stack, mtu uint32) *link {
+	return &link{Endpoint: channel.New(0, mtu, ""), s: s}
+}
+
+// outBufs holds one flattened outbound packet at a time.
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 65536); return &b }}
+
+// WritePackets delivers packets the stack sends to the sessions owning their destinations.
+func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	bp := outBufs.Get().(*[]byte)
+	buf := *bp
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		size := 0
+		for _, v := range pkt.AsSlices() {
+			size += copy(buf[size:], v)
+		}
+		n++
+		dst, ok := dstAddr(buf[:size])
+		if !ok {
+			continue
+		}
+		p := l.s.lookup(dst)
+		if p == nil || p.closed.Load() {
+			l.s.stats.droppedNoSession.Add(1)
+			continue
+		}
+		l.s.stats.packetsOut.Add(1)
+		p.sess.Deliver(buf[:size])
+	}
+	outBufs.Put(bp)
+	return n, nil
+}
+
+// dstAddr returns an IP packet's destination address.
+func dstAddr(b []byte) (netip.Addr, bool) {
+	if len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4 {
+		return netip.AddrFrom4([4]byte(b[16:20])), true
+	}
+	if len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(b[24:40])), true
+	}
+	return netip.Addr{}, false
+}
+
+func srcAddr(b []byte) (netip.Addr, tcpip.NetworkProtocolNumber, bool) {
+	if len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4 {
+		return netip.AddrFrom4([4]byte(b[12:16])), ipv4.ProtocolNumber, true
+	}
+	if len(b) >= header.IPv6MinimumSize && b[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(b[8:24])), ipv6.ProtocolNumber, true
+	}
+	return netip.Addr{}, 0, false
+}
+
+// port is one session's attachment.
+type port struct {
+	s      *Stack
+	sess   *datapath.Session
+	closed atomic.Bool
+	flows  atomic.Int32 // live TCP+UDP flows
+
+	mu      sync.Mutex
+	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
+	wg      sync.WaitGroup
+}
+
+func newPort(s *Stack, sess *datapath.Session) *port {
+	return &port{s: s, sess: sess, closers: make(map[io.Closer]struct{})}
+}
+
+var errClosed = errors.New("netstack: port closed")
+
+// Send injects a packet from the client.
+func (p *port) Send(pkt []byte) error {
+	if p.closed.Load() {
+		return errClosed
+	}
+	src, proto, ok := srcAddr(pkt)
+	if !ok {
+		p.s.stats.droppedMalformed.Add(1)
+		return nil
+	}
+	if !slices.Contains(p.sess.Addrs, src) {
+		p.s.stats.droppedSpoofed.Add(1)
+		return nil
+	}
+	p.s.stats.packetsIn.Add(1)
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	p.s.link.InjectInbound(proto, pb)
+	pb.DecRef()
+	return nil
+}
+
+// track registers a flow's conns so that Close can end it; false if the port is already closed.
+func (p *port) track(cs ...io.Closer) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed.Load() {
+		return false
+	}
+	for _, c := range cs {
+		p.closers[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *port) untrack(cs ...io.Closer) {
+	p.mu.Lock()
+	for _, c := range cs {
+		delete(p.closers, c)
+	}
+	p.mu.Unlock()
+}
+
+// acquireFlow counts a new flow against the session's cap.
+func (p *port) acquireFlow() bool {
+	if int(p.flows.Add(1)) > p.s.cfg.MaxFlowsPerSession {
+		p.flows.Add(-1)
+		p.s.stats.refusedLimit.Add(1)
+		return false
+	}
+	return true
+}
+
+func (p *port) releaseFlow() { p.flows.Add(-1) }
+
+// Close detaches the session and ends its flows; it waits for their goroutines.
+func (p *port) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.s.detach(p)
+	p.mu.Lock()
+	cs := p.closers
+	p.closers = map[io.Closer]struct{}{}
+	p.mu.Unlock()
+	for c := range cs {
+		c.Close()
+	}
+	p.wg.Wait()
+	return nil
+}

@@ -1,0 +1,243 @@
+// Package netstack is ocgate's rootless data path: one in-process gVisor TCP/IP stack for the whole server. Client
+// packets are injected into it (link.go); it terminates their TCP and UDP flows (tcp.go, udp.go) and re-originates
+// them from the host's own sockets through package egress, after the egress policy allowed the destination. The
+// server's own in-pool address (the gateway) answers ICMP echo and DNS (dns.go).
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"ocgate/egress"
+	"ocgate/protocol/datapath"
+)
+
+// Config configures the stack. Gateway and Policy are required.
+type Config struct {
+	// Gateway is the server's own in-pool address: it answers ICMP echo, and DNS when ServeDNS is set.
+	Gateway netip.Addr
+	// Pool is the client address pool. Flows towards other pool addresses are not sent to the host.
+	Pool netip.Prefix
+	// ServeDNS answers DNS (UDP and TCP port 53) at Gateway by resolving with Resolver.
+	ServeDNS bool
+	// Resolver resolves DNS queries; nil means net.DefaultResolver (the host's resolver).
+	Resolver *net.Resolver
+	// Policy decides which destinations a session may reach.
+	Policy *egress.Policy
+	// Dialer opens host connections; nil means egress.NewDialer(Policy).
+	Dialer egress.Dialer
+	// MTU is the largest packet the stack sends or accepts; 0 means 1500.
+	MTU int
+	// UDPIdleTimeout closes a UDP flow after this much silence; 0 means 60 s.
+	UDPIdleTimeout time.Duration
+	// MaxFlowsPerSession caps a session's concurrent TCP and UDP flows; 0 means 1024. New flows over the cap are
+	// refused (RST for TCP, dropped for UDP) and counted.
+	MaxFlowsPerSession int
+	// Logger receives flow refusals (Debug) and errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	PacketsIn, PacketsOut            uint64 // from clients / to clients
+	DroppedSpoofed, DroppedMalformed uint64 // client packets with a foreign source / that do not parse
+	DroppedNoSession                 uint64 // packets the stack sent to an address no session holds
+	RefusedPolicy, RefusedLimit      uint64 // flows refused by the egress policy / by the per-session cap
+	TCPDialFailed                    uint64
+	TCPFlows, UDPFlows, DNSQueries   uint64
+}
+
+type counters struct {
+	packetsIn, packetsOut, droppedSpoofed, droppedMalformed, droppedNoSession  atomic.Uint64
+	refusedPolicy, refusedLimit, tcpDialFailed, tcpFlows, udpFlows, dnsQueries atomic.Uint64
+}
+
+// Stack is the netstack data path. It implements datapath.Datapath.
+type Stack struct {
+	cfg    Config
+	log    *slog.Logger
+	stack  *stack.Stack
+	link   *link
+	dialer egress.Dialer
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	stats  counters
+
+	mu     sync.Mutex                           // serialises changes of ports
+	ports  atomic.Pointer[map[netip.Addr]*port] // immutable snapshot: address → session
+	closed bool                                 // guarded by mu
+	wg     sync.WaitGroup
+}
+
+var _ datapath.Datapath = (*Stack)(nil)
+
+const nicID tcpip.NICID = 1
+
+// New builds the stack.
+func New(cfg Config) (*Stack, error) {
+	if !cfg.Gateway.IsValid() || cfg.Policy == nil {
+		return nil, errors.New("netstack: Gateway and Policy are required")
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = 1500
+	}
+	if cfg.UDPIdleTimeout == 0 {
+		cfg.UDPIdleTimeout = 60 * time.Second
+	}
+	if cfg.MaxFlowsPerSession == 0 {
+		cfg.MaxFlowsPerSession = 1024
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = egress.NewDialer(cfg.Policy)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	empty := map[netip.Addr]*port{}
+	s.ports.Store(&empty)
+
+	// Step 1: a stack with IPv4/IPv6, TCP, UDP and ICMP.
+	s.stack = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+	})
+	fail := func(step string, err tcpip.Error) (*Stack, error) {
+		s.stack.Close()
+		return nil, fmt.Errorf("netstack: %s: %s", step, err)
+	}
+	// Step 2: TCP with SACK, so that a lost segment on the client's path costs one retransmission, not a window.
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		return fail("enabling SACK", err)
+	}
+	// Step 3: one NIC whose link endpoint hands packets to sessions (link.go).
+	s.link = newLink(s, uint32(cfg.MTU))
+	if err := s.stack.CreateNIC(nicID, s.link); err != nil {
+		return fail("creating the NIC", err)
+	}
+	// Step 4: promiscuous mode makes the NIC accept packets for any destination (every address on the
+	// Internet is "local" to the forwarders); spoofing lets the stack answer from those addresses.
+	if err := s.stack.SetPromiscuousMode(nicID, true); err != nil {
+		return fail("enabling promiscuous mode", err)
+	}
+	if err := s.stack.SetSpoofing(nicID, true); err != nil {
+		return fail("enabling spoofing", err)
+	}
+	// Step 5: the gateway is a real address of the NIC, so ICMP echo to it is answered by the stack.
+	gw := tcpip.ProtocolAddress{AddressWithPrefix: tcpip.AddrFromSlice(cfg.Gateway.AsSlice()).WithPrefix()}
+	gw.Protocol = ipv4.ProtocolNumber
+	if cfg.Gateway.Is6() {
+		gw.Protocol = ipv6.ProtocolNumber
+	}
+	if err := s.stack.AddProtocolAddress(nicID, gw, stack.AddressProperties{}); err != nil {
+		return fail("adding the gateway address", err)
+	}
+	// Step 6: everything routes to the NIC (replies go back to the session that owns the destination).
+	s.stack.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	// Step 7: forwarders terminate the flows nobody listens for (all of them but DNS on the gateway).
+	tcpFwd := tcp.NewForwarder(s.stack, 0, 1024, s.handleTCP)
+	s.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(s.stack, s.handleUDP)
+	s.stack.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+	return s, nil
+}
+
+// Stats returns the counters.
+func (s *Stack) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		PacketsIn: c.packetsIn.Load(), PacketsOut: c.packetsOut.Load(),
+		DroppedSpoofed: c.droppedSpoofed.Load(), DroppedMalformed: c.droppedMalformed.Load(),
+		DroppedNoSession: c.droppedNoSession.Load(), RefusedPolicy: c.refusedPolicy.Load(),
+		RefusedLimit: c.refusedLimit.Load(), TCPDialFailed: c.tcpDialFailed.Load(),
+		TCPFlows: c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), DNSQueries: c.dnsQueries.Load(),
+	}
+}
+
+// Attach connects a session (see datapath.Datapath).
+func (s *Stack) Attach(sess *datapath.Session) (datapath.Port, error) {
+	if len(sess.Addrs) == 0 || sess.Deliver == nil {
+		return nil, errors.New("netstack: session without address or Deliver")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("netstack: closed")
+	}
+	old := *s.ports.Load()
+	for _, a := range sess.Addrs {
+		if _, dup := old[a]; dup {
+			return nil, fmt.Errorf("netstack: address %s already attached", a)
+		}
+	}
+	p := newPort(s, sess)
+	next := make(map[netip.Addr]*port, len(old)+len(sess.Addrs))
+	for a, q := range old {
+		next[a] = q
+	}
+	for _, a := range sess.Addrs {
+		next[a] = p
+	}
+	s.ports.Store(&next)
+	return p, nil
+}
+
+func (s *Stack) detach(p *port) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.ports.Load()
+	next := make(map[netip.Addr]*port, len(old))
+	for a, q := range old {
+		if q != p {
+			next[a] = q
+		}
+	}
+	s.ports.Store(&next)
+}
+
+// lookup finds the session holding address a, without locks.
+func (s *Stack) lookup(a netip.Addr) *port { return (*s.ports.Load())[a] }
+
+// Close closes every port, the stack, and waits for the flows' goroutines.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	ports := *s.ports.Load()
+	s.mu.Unlock()
+	for _, p := range ports {
+		p.Close()
+	}
+	s.cancel()
+	s.wg.Wait()
+	s.stack.Close()
+	s.stack.Wait()
+	return nil
+}

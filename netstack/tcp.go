@@ -1,0 +1,122 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"ocgate/egress"
+)
+
+const tcpDialTimeout = 10 * time.Second
+
+// handleTCP runs (in its own goroutine, started by the forwarder) for each new connection a client opens. It
+// decides, dials the destination from the host, and only then completes the client's handshake, so the client
+// sees what a real network would show: a refused connection is reset, an unreachable one times out. The
+// forwarder ignores SYN retransmits while a request is in flight.
+func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	src, dst := toAddr(id.RemoteAddress), toAddr(id.LocalAddress)
+	p := s.lookup(src)
+	if p == nil || p.closed.Load() || s.ctx.Err() != nil {
+		r.Complete(true)
+		return
+	}
+	if dst == s.cfg.Gateway {
+		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireFlow() {
+			defer p.releaseFlow()
+			if c := s.accept(r); c != nil {
+				s.serveDNSTCP(p, c)
+			}
+			return
+		}
+		r.Complete(true)
+		return
+	}
+	if v := s.decide(p, dst); v != egress.Allow {
+		s.stats.refusedPolicy.Add(1)
+		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+		r.Complete(true)
+		return
+	}
+	if !p.acquireFlow() {
+		r.Complete(true)
+		return
+	}
+	defer p.releaseFlow()
+	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
+	hc, err := s.dialer.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, id.LocalPort).String())
+	cancel()
+	if err != nil {
+		s.stats.tcpDialFailed.Add(1)
+		// Refused: reset, as the destination did. Anything else (timeout, unreachable): stay silent and let the
+		// client time out, as on a real network.
+		r.Complete(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET))
+		s.log.Debug("TCP dial failed", "user", p.sess.User, "dst", netip.AddrPortFrom(dst, id.LocalPort), "err", err)
+		return
+	}
+	hcc, ok := hc.(halfCloser)
+	if !ok {
+		hcc = fullCloser{hc}
+	}
+	c := s.accept(r)
+	if c == nil {
+		hc.Close()
+		return
+	}
+	s.stats.tcpFlows.Add(1)
+	if !p.track(c, hc) {
+		c.Close()
+		hc.Close()
+		return
+	}
+	p.wg.Add(1)
+	defer p.wg.Done()
+	relay(c, hcc)
+	p.untrack(c, hc)
+}
+
+// accept completes the client's handshake and returns the connection, or nil (after a reset) on failure.
+func (s *Stack) accept(r *tcp.ForwarderRequest) *gonet.TCPConn {
+	var wq waiter.Queue
+	ep, err := r.CreateEndpoint(&wq)
+	if err != nil {
+		r.Complete(true)
+		return nil
+	}
+	r.Complete(false)
+	ep.SocketOptions().SetKeepAlive(true)
+	return gonet.NewTCPConn(&wq, ep)
+}
+
+// decide applies the egress policy; flows to other clients' addresses never go to the host.
+func (s *Stack) decide(p *port, dst netip.Addr) egress.Verdict {
+	if s.cfg.Pool.IsValid() && s.cfg.Pool.Contains(dst) {
+		return egress.DenyNotRouted
+	}
+	return s.cfg.Policy.Decide(p.sess.Routes, p.sess.NoRoutes, dst)
+}
+
+func toAddr(a tcpip.Address) netip.Addr {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return ip.Unmap()
+}
+
+// halfCloser is a connection whose write side can be closed alone (TCP).
+type halfCloser interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// fullCloser adapts a connection without half-close (a custom Dialer's): CloseWrite closes it all.
+type fullCloser struct{ net.Conn }
+
+func (c fullCloser) CloseWrite() error { return c.Conn.Close() }

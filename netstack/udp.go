@@ -1,0 +1,118 @@
+package netstack
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+
+	"ocgate/egress"
+)
+
+const maxDatagram = 65535
+
+// handleUDP runs in the stack's packet path for the first datagram of a new flow (client addr:port → dst:port).
+// It must not block: it creates the flow's endpoint (which receives this first datagram) and starts the relay.
+// Returning true means "handled": refused datagrams are dropped silently.
+func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
+	id := r.ID()
+	src, dst := toAddr(id.RemoteAddress), toAddr(id.LocalAddress)
+	p := s.lookup(src)
+	if p == nil || p.closed.Load() || s.ctx.Err() != nil {
+		return true
+	}
+	dnsFlow := dst == s.cfg.Gateway && id.LocalPort == 53 && s.cfg.ServeDNS
+	if !dnsFlow {
+		if dst == s.cfg.Gateway {
+			return false // nothing listens: the stack answers port unreachable
+		}
+		if v := s.decide(p, dst); v != egress.Allow {
+			s.stats.refusedPolicy.Add(1)
+			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+			return true
+		}
+	}
+	if !p.acquireFlow() {
+		return true
+	}
+	var wq waiter.Queue
+	ep, err := r.CreateEndpoint(&wq)
+	if err != nil {
+		p.releaseFlow()
+		return true
+	}
+	c := gonet.NewUDPConn(&wq, ep)
+	if !p.track(c) {
+		c.Close()
+		p.releaseFlow()
+		return true
+	}
+	s.stats.udpFlows.Add(1)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.releaseFlow()
+		defer p.untrack(c)
+		defer c.Close()
+		if dnsFlow {
+			s.serveDNSUDP(p, c)
+			return
+		}
+		s.relayUDP(p, c, netip.AddrPortFrom(dst, id.LocalPort))
+	}()
+	return true
+}
+
+// relayUDP forwards datagrams between the client's flow c and a host socket connected to dst, until the flow has
+// been idle for UDPIdleTimeout or the port closes.
+func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) {
+	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
+	hc, err := s.dialer.DialContext(ctx, "udp", dst.String())
+	cancel()
+	if err != nil {
+		s.log.Debug("UDP dial failed", "user", p.sess.User, "dst", dst, "err", err)
+		return
+	}
+	if !p.track(hc) {
+		hc.Close()
+		return
+	}
+	defer p.untrack(hc)
+	var once sync.Once
+	stop := func() { once.Do(func() { c.Close(); hc.Close() }) }
+	idle := time.AfterFunc(s.cfg.UDPIdleTimeout, stop)
+	defer idle.Stop()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		copyDatagrams(hc, c, idle, s.cfg.UDPIdleTimeout)
+		stop()
+	}()
+	copyDatagrams(c, hc, idle, s.cfg.UDPIdleTimeout)
+	stop()
+	wg.Wait()
+}
+
+var datagramBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
+
+// copyDatagrams copies datagrams from src to dst, extending the idle timer on each.
+func copyDatagrams(dst, src net.Conn, idle *time.Timer, d time.Duration) {
+	bp := datagramBufs.Get().(*[]byte)
+	defer datagramBufs.Put(bp)
+	for {
+		n, err := src.Read(*bp)
+		if err != nil {
+			return
+		}
+		idle.Reset(d)
+		if _, err := dst.Write((*bp)[:n]); err != nil {
+			return
+		}
+	}
+}
