@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	gvlog "gvisor.dev/gvisor/pkg/log"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -89,6 +90,15 @@ var _ datapath.Datapath = (*Stack)(nil)
 
 const nicID tcpip.NICID = 1
 
+var gvlogOnce sync.Once
+
+// gvisorLog sends gVisor's own (process-wide) log lines to our logger at debug level.
+type gvisorLog struct{ l *slog.Logger }
+
+func (g gvisorLog) Emit(_ int, _ gvlog.Level, _ time.Time, format string, v ...any) {
+	g.l.Debug("gvisor: " + fmt.Sprintf(format, v...))
+}
+
 // New builds the stack.
 func New(cfg Config) (*Stack, error) {
 	if !cfg.Gateway.IsValid() || cfg.Policy == nil {
@@ -112,14 +122,20 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	gvlogOnce.Do(func() { gvlog.SetTarget(gvisorLog{cfg.Logger}) })
 	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	empty := map[netip.Addr]*port{}
 	s.ports.Store(&empty)
 
-	// Step 1: a stack with IPv4/IPv6, TCP, UDP and ICMP.
+	// Step 1: a stack with IPv4/IPv6, TCP, UDP and ICMP. Packets for loopback addresses are accepted ("martian"
+	// to gVisor) so that they reach the forwarders, where the egress policy refuses them with a reset unless
+	// egress_allow names them; gVisor would otherwise drop them silently and the client would wait for a timeout.
 	s.stack = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true}),
+			ipv6.NewProtocolWithOptions(ipv6.Options{AllowExternalLoopbackTraffic: true}),
+		},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	fail := func(step string, err tcpip.Error) (*Stack, error) {
