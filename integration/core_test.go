@@ -210,7 +210,7 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
 	ns.startTarget()
-	s := startServer(t, ns, newServerDir(t), ``)
+	s := startServer(t, ns, newServerDir(t), `max_same_clients = 0`)
 	c := connect(t, s, vpnUser, vpnPass)
 	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
 
@@ -238,9 +238,10 @@ func TestBadInput(t *testing.T) {
 		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
 		defer tc.Close()
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := tc.Write([]byte(req)); err != nil {
-			return "write error: " + err.Error()
+		if err := tc.Handshake(); err != nil {
+			return "handshake: " + err.Error()
 		}
+		go tc.Write([]byte(req)) // the server may answer before it has read all of it
 		line, _ := bufio.NewReader(tc).ReadString('\n')
 		return strings.TrimSpace(line)
 	}

@@ -298,6 +298,8 @@ func (s *Server) serveConn(c net.Conn) {
 			case errors.As(err, &he):
 				s.log.Info("connection closed", "remote", remote, "reason", "bad request: "+he.Error())
 				tc.Write(errorResponse(he.status, he.reason).bytes())
+				lingerClose(c, tc)
+				return
 			case errors.Is(err, io.EOF):
 			default:
 				s.log.Info("connection closed", "remote", remote, "reason", "reading request: "+describeNetErr(err))
@@ -319,6 +321,15 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 	}
 	s.log.Info("connection closed", "remote", remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
+	tc.Close()
+}
+
+// lingerClose closes after an error reply to a client that may still be sending (an oversized request): closing
+// with unread input would make the kernel send a reset that can destroy the reply before the client reads it.
+func lingerClose(raw net.Conn, tc *tls.Conn) {
+	tc.CloseWrite()
+	raw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.CopyN(io.Discard, raw, 1<<20)
 	tc.Close()
 }
 
