@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/go-crypt/crypt"
@@ -81,6 +82,7 @@ type PlainFile struct {
 	users     map[string]entry // guarded by mu
 	modTime   time.Time        // guarded by mu
 	size      int64            // guarded by mu
+	inode     uint64           // guarded by mu: editors replace the file by rename, often within one mtime tick
 	lastCheck time.Time        // guarded by mu
 	digests   map[string]algorithm.Digest
 }
@@ -111,7 +113,11 @@ func (p *PlainFile) reloadLocked(force bool) error {
 	if err != nil {
 		return fmt.Errorf("password file: %w", err)
 	}
-	if p.users != nil && fi.ModTime().Equal(p.modTime) && fi.Size() == p.size {
+	var ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = st.Ino
+	}
+	if p.users != nil && fi.ModTime().Equal(p.modTime) && fi.Size() == p.size && ino == p.inode {
 		return nil
 	}
 	data, err := os.ReadFile(p.path)
@@ -122,7 +128,7 @@ func (p *PlainFile) reloadLocked(force bool) error {
 	if err != nil {
 		return err
 	}
-	p.users, p.modTime, p.size = users, fi.ModTime(), fi.Size()
+	p.users, p.modTime, p.size, p.inode = users, fi.ModTime(), fi.Size(), ino
 	p.digests = make(map[string]algorithm.Digest)
 	return nil
 }

@@ -224,6 +224,9 @@ func (p *parser) warnf(key, format string, args ...any) {
 	p.warns = append(p.warns, fmt.Sprintf("%s:%d: %s: %s", p.path, p.line(key), key, fmt.Sprintf(format, args...)))
 }
 
+// decodeErrRE matches the decoder's type errors, which carry the line in their text only.
+var decodeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
 // Parse parses a configuration; path names it in errors and anchors relative paths.
 func Parse(data []byte, path string) (*Config, error) {
 	p := &parser{path: path, lines: strings.Split(string(data), "\n")}
@@ -237,6 +240,9 @@ func Parse(data []byte, path string) (*Config, error) {
 				return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
 			}
 			return nil, fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, key, pe.Message)
+		}
+		if m := decodeErrRE.FindStringSubmatch(err.Error()); m != nil {
+			return nil, fmt.Errorf("%s:%s: %s: %s", path, m[1], m[2], m[3])
 		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

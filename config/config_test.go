@@ -1,0 +1,125 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestErrorsNameFileLineKey(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"unknown key", "tcp_port = 443\nno_such_key = 1\n", "f.toml:2: no_such_key: unknown key"},
+		{"wrong type", "\n\ntcp_port = \"443\"\n", "f.toml:3: tcp_port:"},
+		{"bad netmask", "ipv4_network = \"10.0.0.0\"\nipv4_netmask = \"255.0.255.0\"\n", "f.toml:2: ipv4_netmask:"},
+		{"network without mask", "ipv4_network = \"10.0.0.0\"\n", "f.toml:1: ipv4_network:"},
+		{"bad route", "route = [\"10.0.0.0/8\", \"nonsense\"]\n", "f.toml:1: route: \"nonsense\" is not a route"},
+		{"unknown auth", "auth = [\"kerberos[x=y]\"]\n", "f.toml:1: auth:"},
+		{"unsupported auth", "auth = [\"radius[config=x]\"]\n", "not supported yet"},
+		{"plain without file", "auth = [\"plain\"]\n", "plain needs passwd=FILE"},
+		{"bad datapath", "\ndatapath = \"tap\"\n", "f.toml:2: datapath:"},
+		{"negative duration", "dpd = -5\n", "f.toml:1: dpd: -5 is not a valid number of seconds"},
+		{"port out of range", "tcp_port = 70000\n", "f.toml:1: tcp_port: 70000 is out of range"},
+		{"bad dns", "dns = [\"1.2.3\"]\n", "f.toml:1: dns:"},
+		{"bad egress cidr", "egress_deny = [\"10.0.0.0/33\"]\n", "f.toml:1: egress_deny:"},
+		{"syntax error", "tcp_port = = 1\n", "f.toml:1"},
+		{"unknown table", "[vhost]\nx = 1\n", "f.toml:1: vhost.x: unknown key"},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(tc.in), "f.toml")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestAllErrorsReported(t *testing.T) {
+	_, err := Parse([]byte("a = 1\nb = 2\ndpd = -1\n"), "f.toml")
+	if err == nil || strings.Count(err.Error(), "\n") != 2 {
+		t.Fatalf("want three errors, got %v", err)
+	}
+}
+
+func TestNetworkForms(t *testing.T) {
+	want := netip.MustParsePrefix("10.1.0.0/16")
+	for _, in := range []string{
+		"ipv4_network = \"10.1.0.0/16\"",
+		"ipv4_network = \"10.1.2.3/16\"",
+		"ipv4_network = \"10.1.0.0\"\nipv4_netmask = \"255.255.0.0\"",
+		"ipv4_network = \"10.1.0.0\"\nipv4_netmask = \"/16\"",
+		"ipv4_network = \"10.1.0.0\"\nipv4_netmask = \"16\"",
+		"ipv4_network = \"10.1.0.0/16\"\nipv4_netmask = \"255.255.0.0\"",
+	} {
+		c, err := Parse([]byte(in), "f.toml")
+		if err != nil || c.IPv4Network != want {
+			t.Errorf("%q: %v, %v", in, c, err)
+		}
+	}
+	if _, err := Parse([]byte("ipv4_network = \"10.1.0.0/16\"\nipv4_netmask = \"255.255.255.0\""), "f"); err == nil {
+		t.Error("disagreeing netmask accepted")
+	}
+}
+
+func TestRouteForms(t *testing.T) {
+	c, err := Parse([]byte(`route = ["10.77.0.0/255.255.255.0", "192.168.5.7/24", "fd00::/64", "default"]
+no_route = ["10.77.0.128/25"]`), "f.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.77.0.0/24"), netip.MustParsePrefix("192.168.5.0/24"),
+		netip.MustParsePrefix("fd00::/64"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	if !reflect.DeepEqual(c.Routes, want) || len(c.NoRoutes) != 1 {
+		t.Fatalf("routes %v no_routes %v", c.Routes, c.NoRoutes)
+	}
+}
+
+func TestRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ocgate.toml")
+	os.WriteFile(path, []byte("auth = [\"plain[passwd=users.passwd]\"]\nserver_cert = \"c.pem\"\nserver_key = \"/abs/k.pem\"\n"), 0o644)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PlainPasswd() != filepath.Join(dir, "users.passwd") || c.ServerCert != filepath.Join(dir, "c.pem") || c.ServerKey != "/abs/k.pem" {
+		t.Fatalf("passwd %q cert %q key %q", c.PlainPasswd(), c.ServerCert, c.ServerKey)
+	}
+}
+
+func TestOcservKeysWarn(t *testing.T) {
+	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nisolate_workers = true\nipv6_network = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 3 || !strings.HasPrefix(c.Warnings[0], "f.toml:") {
+		t.Fatalf("warnings %q", c.Warnings)
+	}
+	if c.BanTime != 60*time.Second {
+		t.Fatalf("min_reauth_time: ban time %s", c.BanTime)
+	}
+}
+
+func TestDefaultsRoundTrip(t *testing.T) {
+	c, err := Parse([]byte(DefaultsTOML()), "defaults.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 0 {
+		t.Fatalf("warnings: %q", c.Warnings)
+	}
+	c.Path, c.Dir, c.Warnings = "", "", nil
+	if d := Default(); !reflect.DeepEqual(c, d) {
+		t.Fatalf("defaults file parses to\n%+v\nwant\n%+v", c, d)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(DefaultsTOML()))
+	f.Add([]byte("route = [\"default\"]\nipv4_network = \"1.2.3.4\"\nipv4_netmask = \"/8\""))
+	f.Fuzz(func(t *testing.T, in []byte) { Parse(in, "fuzz.toml") })
+}
