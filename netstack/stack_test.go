@@ -1,0 +1,278 @@
+package netstack
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"ocgate/egress"
+	"ocgate/protocol/datapath"
+)
+
+var (
+	gateway  = netip.MustParseAddr("10.250.77.1")
+	clientIP = netip.MustParseAddr("10.250.77.5")
+)
+
+// testClient is a second gVisor stack playing the VPN client: what it sends goes into the Port, what the server
+// stack delivers is injected into it.
+type testClient struct {
+	st   *stack.Stack
+	ep   *channel.Endpoint
+	port datapath.Port
+}
+
+func newTestStack(t *testing.T, allow []netip.Prefix, routes []netip.Prefix) (*Stack, *testClient) {
+	t.Helper()
+	s, err := New(Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"), ServeDNS: true,
+		Policy: egress.NewPolicy(allow, nil), Logger: slog.New(slog.DiscardHandler), UDPIdleTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &testClient{ep: channel.New(1024, 1500, "")}
+	c.st = stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true})},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	c.st.CreateNIC(1, c.ep)
+	c.st.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddrFromSlice(clientIP.AsSlice()).WithPrefix()}, stack.AddressProperties{})
+	c.st.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	c.port, err = s.Attach(&datapath.Session{ID: 1, User: "t", Addrs: []netip.Addr{clientIP}, Routes: routes, MTU: 1500,
+		Deliver: func(pkt []byte) {
+			pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+			c.ep.InjectInbound(ipv4.ProtocolNumber, pb)
+			pb.DecRef()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // client → server pump
+		defer wg.Done()
+		for {
+			pkt := c.ep.ReadContext(ctx)
+			if pkt == nil {
+				return
+			}
+			v := pkt.ToView()
+			c.port.Send(v.AsSlice())
+			v.Release()
+			pkt.DecRef()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		s.Close()
+		c.st.Close()
+	})
+	return s, c
+}
+
+func (c *testClient) dial(t *testing.T, dst netip.AddrPort) (*gonet.TCPConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return gonet.DialContextTCP(ctx, c.st, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(dst.Addr().AsSlice()), Port: dst.Port()}, ipv4.ProtocolNumber)
+}
+
+func echoServer(t *testing.T) netip.AddrPort {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+func TestTCPRoundTrip(t *testing.T) {
+	s, c := newTestStack(t, loopback, nil)
+	conn, err := c.dial(t, echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	go func() { conn.Write(data); conn.CloseWrite() }()
+	got, err := io.ReadAll(conn)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("echo: %d bytes back, %v", len(got), err)
+	}
+	if st := s.Stats(); st.TCPFlows != 1 || st.PacketsIn == 0 || st.PacketsOut == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestTCPRefusedAndDenied(t *testing.T) {
+	s, c := newTestStack(t, loopback, []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close()
+	for _, dst := range []netip.AddrPort{closed, netip.MustParseAddrPort("192.0.2.1:80"), netip.MustParseAddrPort("10.250.77.9:22")} {
+		start := time.Now()
+		_, err := c.dial(t, dst)
+		if !errors.Is(err, syscall.ECONNREFUSED) && (err == nil || !bytes.Contains([]byte(err.Error()), []byte("refused"))) {
+			t.Errorf("dial %s: %v, want connection refused", dst, err)
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Errorf("dial %s: refusal took %s", dst, time.Since(start))
+		}
+	}
+	if st := s.Stats(); st.RefusedPolicy != 2 || st.TCPDialFailed != 1 {
+		t.Fatalf("stats %+v: want 2 policy refusals (outside routes, other client) and 1 failed dial", st)
+	}
+}
+
+func TestLoopbackDeniedByDefault(t *testing.T) {
+	s, c := newTestStack(t, nil, nil)
+	echo := echoServer(t)
+	if _, err := c.dial(t, echo); err == nil {
+		t.Fatal("reached the host's loopback without egress_allow")
+	}
+	if s.Stats().RefusedPolicy != 1 {
+		t.Fatalf("stats %+v", s.Stats())
+	}
+}
+
+func TestSpoofedSourceDropped(t *testing.T) {
+	s, c := newTestStack(t, loopback, nil)
+	pkt := make([]byte, 28)
+	pkt[0], pkt[3], pkt[8], pkt[9] = 0x45, 28, 64, 17
+	copy(pkt[12:16], netip.MustParseAddr("10.250.77.6").AsSlice())
+	copy(pkt[16:20], netip.MustParseAddr("127.0.0.1").AsSlice())
+	c.port.Send(pkt)
+	c.port.Send([]byte{0x99, 1, 2})
+	if st := s.Stats(); st.DroppedSpoofed != 1 || st.DroppedMalformed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestUDPEchoAndExpiry(t *testing.T) {
+	s, c := newTestStack(t, loopback, nil)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		b := make([]byte, 2000)
+		for {
+			n, a, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(b[:n], a)
+		}
+	}()
+	dst := netip.MustParseAddrPort(pc.LocalAddr().String())
+	uc, err := gonet.DialUDP(c.st, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(dst.Addr().AsSlice()), Port: dst.Port()}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write([]byte("ping"))
+	b := make([]byte, 100)
+	n, err := uc.Read(b)
+	if err != nil || string(b[:n]) != "ping" {
+		t.Fatalf("UDP echo: %q %v", b[:n], err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.port.(*port).flows.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("UDP flow did not expire")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.Stats().UDPFlows != 1 {
+		t.Fatalf("stats %+v", s.Stats())
+	}
+}
+
+func TestDNSAtGateway(t *testing.T) {
+	s, c := newTestStack(t, nil, nil)
+	uc, err := gonet.DialUDP(c.st, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(gateway.AsSlice()), Port: 53}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 42, RecursionDesired: true},
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("localhost."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+	msg, _ := q.Pack()
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write(msg)
+	b := make([]byte, 1500)
+	n, err := uc.Read(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r dnsmessage.Message
+	if err := r.Unpack(b[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != 42 || r.RCode != dnsmessage.RCodeSuccess || len(r.Answers) == 0 {
+		t.Fatalf("answer %+v", r)
+	}
+	if a, ok := r.Answers[0].Body.(*dnsmessage.AResource); !ok || netip.AddrFrom4(a.A) != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("answer %v", r.Answers[0].Body)
+	}
+	uc.Write([]byte{1, 2, 3}) // garbage: dropped, no crash
+	if s.Stats().DNSQueries != 1 {
+		t.Fatalf("stats %+v", s.Stats())
+	}
+}
+
+func TestPortCloseEndsFlows(t *testing.T) {
+	_, c := newTestStack(t, loopback, nil)
+	conn, err := c.dial(t, echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte("x"))
+	b := make([]byte, 1)
+	io.ReadFull(conn, b)
+	done := make(chan struct{})
+	go func() { c.port.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Port.Close did not return: a relay is stuck")
+	}
+	if err := c.port.Send([]byte{0x45}); err == nil {
+		t.Fatal("Send after Close succeeded")
+	}
+}
