@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -148,7 +149,30 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	}
 	base, mtu := s.tunnelMTU(req, st.remote)
 	t := newTunnel(sess, st.tls, st.batch, st.br, st.remote, mtu, dpd, idle)
+	t.switchToTCP = s.cfg.SwitchToTCPTimeout
+	// DTLS: registered before the response goes out, since the ClientHello may follow within milliseconds.
+	var dtlsHdr []string
+	if d := s.dtls.Load(); d != nil && !s.cfg.NoUDP && offersPSK(req) {
+		psk, err := exportPSK(st.tls.ConnectionState())
+		if err != nil {
+			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
+		} else {
+			appID := newAppID()
+			t.dtlsCancel = d.register(appID, psk, t.dtlsEstablished)
+			mtu -= dtlsOverheadGCM
+			t.mtu = mtu
+			secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
+			dtlsHdr = []string{
+				"X-DTLS-Port: " + strconv.Itoa(s.udpPort),
+				"X-DTLS-App-ID: " + hex.EncodeToString(appID[:]),
+				"X-DTLS-CipherSuite: PSK-NEGOTIATE",
+				"X-DTLS-DPD: " + secs(dpd),
+				"X-DTLS-Keepalive: " + secs(s.cfg.Keepalive),
+			}
+		}
+	}
 	if err := sess.attach(t, st.remote); err != nil {
+		t.stopDTLS()
 		if errors.Is(err, errSessionEnded) {
 			fail(401, "Cookie is not acceptable", "session has ended")
 		} else {
@@ -163,7 +187,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	sess.mu.Unlock()
 	t.port = port
 
-	hdr := s.connectHeaders(req, addr, base, mtu, dpd, idle)
+	hdr := s.connectHeaders(req, addr, base, mtu, dpd, idle, dtlsHdr)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
 	if _, err := st.tls.Write(hdr); err != nil {
@@ -175,10 +199,25 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	go t.writeLoop()
 	logout := t.readLoop()
 	<-t.writerDone
+	t.stopDTLS()
 	sess.detach(t, logout)
 	rx, tx, _, _ := sess.Stats()
+	drx, dtx := sess.DTLSBytes()
 	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
-		"reason", t.reason, "rx", rx, "tx", tx, "duration", time.Since(t.start).Round(time.Millisecond))
+		"reason", t.reason, "rx", rx, "tx", tx, "dtls_rx", drx, "dtls_tx", dtx,
+		"duration", time.Since(t.start).Round(time.Millisecond))
+}
+
+// offersPSK reports whether the client offers the PSK-NEGOTIATE DTLS mode (protocol.md §7.1).
+func offersPSK(req *request) bool {
+	for _, h := range []string{"X-DTLS-CipherSuite", "X-DTLS12-CipherSuite"} {
+		for tok := range strings.SplitSeq(req.get(h), ":") {
+			if strings.TrimSpace(tok) == "PSK-NEGOTIATE" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isMobile(req *request) bool {
@@ -205,7 +244,7 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 }
 
 // connectHeaders renders the CONNECT response (protocol.md §5.3). It is written in one TLS write.
-func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dpd, idle time.Duration) []byte {
+func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -273,6 +312,9 @@ func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dp
 	h("X-CSTP-MTU", strconv.Itoa(mtu))
 	if s.cfg.Banner != "" {
 		h("X-CSTP-Banner", strings.NewReplacer("\r", " ", "\n", " ").Replace(s.cfg.Banner))
+	}
+	for _, x := range extra {
+		b.WriteString(x + "\r\n")
 	}
 	b.WriteString("\r\n")
 	return []byte(b.String())

@@ -62,6 +62,9 @@ type Server struct {
 	noRoutes []netip.Prefix
 	dns      []netip.Addr
 
+	dtls    atomic.Pointer[dtlsServer] // set by ServeDTLS
+	udpPort int                        // the DTLS port announced to clients
+
 	nextID  atomic.Uint64
 	closing atomic.Bool
 	lastLog atomic.Int64 // rate limit for limitedLog
@@ -107,6 +110,22 @@ func NewServer(o Options) (*Server, error) {
 		s.dns = []netip.Addr{o.Pool.Gateway()}
 	}
 	return s, nil
+}
+
+// ServeDTLS serves the DTLS data channel on pc until Shutdown. Call it before Serve so that the first CONNECT
+// already offers DTLS.
+func (s *Server) ServeDTLS(pc *net.UDPConn) error {
+	d := newDTLSServer(pc, s.log)
+	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
+	s.dtls.Store(d)
+	if s.closing.Load() {
+		d.Close()
+		return ErrServerClosed
+	}
+	if err := d.Serve(); err != nil && !s.closing.Load() {
+		return err
+	}
+	return ErrServerClosed
 }
 
 // Sessions returns the session store (read by the management interface).
@@ -190,6 +209,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sess := range s.sessions.All() {
 		s.endSession(sess, "server shutting down")
 	}
+	defer func() {
+		if d := s.dtls.Load(); d != nil {
+			d.Close()
+		}
+	}()
 	s.mu.Lock()
 	for c, isTunnel := range s.conns {
 		// Connections still authenticating: close them now (tunnels close themselves after TERMINATE).

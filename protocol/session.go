@@ -39,6 +39,7 @@ type Session struct {
 
 	// Counters, from the server's point of view: rx = received from the client, tx = sent to it.
 	rxBytes, txBytes, rxPackets, txPackets, txDropped atomic.Uint64
+	dtlsRxBytes, dtlsTxBytes                          atomic.Uint64 // the part that crossed DTLS
 
 	mu           sync.Mutex
 	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT
@@ -59,6 +60,9 @@ func (s *Session) Addr() netip.Addr {
 
 // Connected reports whether a tunnel carries the session now.
 func (s *Session) Connected() bool { return s.cur.Load() != nil }
+
+// DTLSBytes returns how many of the rx/tx bytes crossed DTLS.
+func (s *Session) DTLSBytes() (rx, tx uint64) { return s.dtlsRxBytes.Load(), s.dtlsTxBytes.Load() }
 
 // Stats returns the byte and packet counters (rx = from the client).
 func (s *Session) Stats() (rxBytes, txBytes, rxPackets, txPackets uint64) {

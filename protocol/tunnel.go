@@ -90,6 +90,16 @@ type tunnel struct {
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
 	lastData atomic.Int64 // unix nanoseconds of the last DATA frame either way
+
+	// DTLS (dtls.go): the current association, whether data goes out on it, and when a record last came in.
+	dtls         atomic.Pointer[dtlsConn]
+	dtlsActive   atomic.Bool
+	lastDTLSRecv atomic.Int64
+	dtlsCancel   func()         // unregisters the App-ID; nil without DTLS
+	dtlsMu       sync.Mutex     // orders dtlsEstablished against stopDTLS
+	dtlsStopped  bool           // guarded by dtlsMu
+	dtlsWG       sync.WaitGroup // DTLS read loops
+	switchToTCP  time.Duration
 }
 
 func newTunnel(sess *Session, conn net.Conn, batch *batchConn, br *bufio.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
@@ -168,11 +178,18 @@ func (t *tunnel) writeLoop() {
 				return
 			}
 		}
-		_, err := t.conn.Write(f.b[:f.n])
-		if f.b[6] == pktData && err == nil {
-			t.sess.txBytes.Add(uint64(f.n - cstpHeaderLen))
-			t.sess.txPackets.Add(1)
-			t.lastData.Store(time.Now().UnixNano())
+		var err error
+		if f.b[6] == pktData {
+			if !t.sendDTLS(f) {
+				_, err = t.conn.Write(f.b[:f.n])
+			}
+			if err == nil {
+				t.sess.txBytes.Add(uint64(f.n - cstpHeaderLen))
+				t.sess.txPackets.Add(1)
+				t.lastData.Store(time.Now().UnixNano())
+			}
+		} else {
+			_, err = t.conn.Write(f.b[:f.n])
 		}
 		f.release()
 		if err == nil && len(t.data) == 0 && len(t.ctrl) == 0 {
@@ -184,6 +201,109 @@ func (t *tunnel) writeLoop() {
 			return
 		}
 	}
+}
+
+// sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
+// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type. false means "use CSTP".
+func (t *tunnel) sendDTLS(f *frame) bool {
+	if !t.dtlsActive.Load() {
+		return false
+	}
+	c := t.dtls.Load()
+	if c == nil {
+		return false
+	}
+	if err := c.WriteRecord(f.b[cstpHeaderLen-1 : f.n]); err != nil {
+		t.dropDTLS(c, "write error: "+err.Error())
+		return false
+	}
+	t.sess.dtlsTxBytes.Add(uint64(f.n - cstpHeaderLen))
+	return true
+}
+
+// dtlsEstablished takes a new DTLS association for this tunnel (a client's re-handshake replaces the old one).
+func (t *tunnel) dtlsEstablished(c *dtlsConn) {
+	t.dtlsMu.Lock()
+	if t.dtlsStopped {
+		t.dtlsMu.Unlock()
+		c.Close()
+		return
+	}
+	t.dtlsWG.Add(1)
+	t.dtlsMu.Unlock()
+	if old := t.dtls.Swap(c); old != nil {
+		old.Close()
+	}
+	t.lastDTLSRecv.Store(time.Now().UnixNano())
+	t.dtlsActive.Store(true)
+	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
+	go t.dtlsReadLoop(c)
+}
+
+// dropDTLS forgets association c (if still current): data goes over CSTP until the client comes back.
+func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
+	if t.dtls.CompareAndSwap(c, nil) {
+		t.dtlsActive.Store(false)
+		c.Close()
+		t.sess.srv.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
+	}
+}
+
+// dtlsReadLoop reads records of one association: DATA into the datapath, DPD requests echoed in full (openconnect
+// measures the MTU with them, protocol.md §7.5).
+func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
+	defer t.dtlsWG.Done()
+	buf := make([]byte, 1+maxCSTPPayload+64)
+	for {
+		n, err := c.ReadRecord(buf)
+		if err != nil {
+			select {
+			case <-t.quit:
+			default:
+				t.dropDTLS(c, "read error: "+describeNetErr(err))
+			}
+			return
+		}
+		if n == 0 {
+			continue
+		}
+		now := time.Now().UnixNano()
+		t.lastDTLSRecv.Store(now)
+		if t.dtls.Load() == c {
+			t.dtlsActive.Store(true)
+		}
+		switch buf[0] {
+		case pktData:
+			if n == 1 {
+				continue
+			}
+			t.lastData.Store(now)
+			t.sess.rxBytes.Add(uint64(n - 1))
+			t.sess.rxPackets.Add(1)
+			t.sess.dtlsRxBytes.Add(uint64(n - 1))
+			t.port.Send(buf[1:n])
+		case pktDPDReq:
+			buf[0] = pktDPDResp
+			c.WriteRecord(buf[:n])
+		case pktDPDResp, pktKeepalive:
+		default:
+			t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", buf[0])
+		}
+	}
+}
+
+// stopDTLS unregisters the App-ID, closes the association and waits for its reader.
+func (t *tunnel) stopDTLS() {
+	t.dtlsMu.Lock()
+	t.dtlsStopped = true
+	t.dtlsMu.Unlock()
+	if t.dtlsCancel != nil {
+		t.dtlsCancel()
+	}
+	if c := t.dtls.Swap(nil); c != nil {
+		c.Close()
+	}
+	t.dtlsWG.Wait()
 }
 
 // finish writes the control frames still queued (the final DISCONNECT/TERMINATE) and closes the connection.
@@ -230,6 +350,9 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 			dpdSentAt = now.UnixNano()
 		}
 	}
+	if t.dtlsActive.Load() && t.switchToTCP > 0 && now.Sub(time.Unix(0, t.lastDTLSRecv.Load())) > t.switchToTCP {
+		t.dtlsActive.Store(false) // quiet DTLS: send over TLS until a record arrives again
+	}
 	if t.idle > 0 && now.Sub(time.Unix(0, t.lastData.Load())) > t.idle {
 		t.end("idle timeout", pktDisconnect)
 	}
@@ -256,6 +379,8 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.lastData.Store(now)
 			t.sess.rxBytes.Add(uint64(len(payload)))
 			t.sess.rxPackets.Add(1)
+			// Data on TLS while DTLS is up: the client gave up on UDP (ocserv switches too, protocol.md §7.5).
+			t.dtlsActive.Store(false)
 			t.port.Send(payload)
 		case pktDPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.

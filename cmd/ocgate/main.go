@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -171,10 +172,29 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listening on TCP %s: %w", addr, err)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "datapath", cfg.Datapath, "pool", pool.Prefix())
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
+	udpDesc := ""
+	if !cfg.NoUDP {
+		host := cfg.UDPListenHost
+		if host == "" {
+			host = cfg.ListenHost
+		}
+		uaddr := net.JoinHostPort(host, strconv.Itoa(cfg.UDPPort))
+		pc, err := net.ListenPacket("udp", uaddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listening on UDP %s: %w", uaddr, err)
+		}
+		udpDesc = " and UDP " + pc.LocalAddr().String()
+		go func() {
+			if err := srv.ServeDTLS(pc.(*net.UDPConn)); !errors.Is(err, protocol.ErrServerClosed) {
+				serveErr <- fmt.Errorf("DTLS: %w", err)
+			}
+		}()
+	}
+	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
 	go func() { serveErr <- srv.Serve(ln) }()
-	printHowToConnect(stdout, ln.Addr(), cfg, st)
+	printHowToConnect(stdout, ln.Addr().String()+udpDesc, cfg, st)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -192,13 +212,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	return nil
 }
 
-func printHowToConnect(w io.Writer, addr net.Addr, cfg *config.Config, st *state) {
+func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *state) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
 	url := "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.TCPPort)) + "/"
-	fmt.Fprintf(w, "ocgate: listening on %s (TCP), %s datapath\n", addr, cfg.Datapath)
+	fmt.Fprintf(w, "ocgate: listening on TCP %s, %s datapath\n", listening, cfg.Datapath)
 	fmt.Fprintln(w, "Connect with:")
 	if st.initialUser != "" {
 		fmt.Fprintf(w, "  openconnect --servercert %s -u %s %s\n", st.pin, st.initialUser, url)

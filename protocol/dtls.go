@@ -1,0 +1,493 @@
+package protocol
+
+// The DTLS data channel (protocol.md §7). One UDP socket serves every session:
+//
+//	datagram ─► association of its source address? ─yes─► that association's queue ─► pion's record layer
+//	              │ no
+//	              └─► a ClientHello whose session_id (or extension 48018) is a registered App-ID?
+//	                    ─yes─► a new association for that registration (replacing its previous one), handshake
+//	                            in the association's own goroutine under a deadline
+//	                    ─no──► dropped and counted (no allocation)
+//
+// A registration is made per CONNECT: the App-ID handed to the client and the PSK exported from that TLS
+// connection. Each association runs pion's DTLS server over a virtual net.PacketConn fed by the demultiplexer;
+// the virtual conn writes to the association's client address through the shared socket.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+)
+
+const (
+	appIDLen             = 32
+	dtlsHandshakeTimeout = 10 * time.Second
+	dtlsQueueLen         = 256
+	maxDatagram          = 65535
+	// extAppID is the private ClientHello extension that openconnect 7.08–7.x used for the App-ID.
+	extAppID = 48018
+)
+
+// dtlsSuites are the PSK suites pion offers, listed explicitly (its defaults contain no PSK suite). pion picks
+// the first suite in the client's order that it supports: ChaCha20 for openconnect/GnuTLS. CBC suites are left
+// out: their overhead (IV, MAC, padding) exceeds what the advertised MTU leaves room for.
+var dtlsSuites = []dtls.CipherSuiteID{
+	dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
+	dtls.TLS_PSK_WITH_AES_128_CCM,
+}
+
+// exportPSK derives the DTLS key from the TLS connection that carried the CONNECT (protocol.md §7.2). The nil
+// context matters: for TLS 1.2 a non-nil one changes the output. TLS 1.2 sessions without Extended Master Secret
+// (openconnect's GnuTLS priority string turns EMS off) need the tlsunsafeekm GODEBUG, set in go.mod.
+func exportPSK(cs tls.ConnectionState) ([]byte, error) {
+	return cs.ExportKeyingMaterial("EXPORTER-openconnect-psk", nil, 32)
+}
+
+func newAppID() [appIDLen]byte {
+	var id [appIDLen]byte
+	rand.Read(id[:])
+	return id
+}
+
+// dtlsStats are the DTLS server's counters.
+type dtlsStats struct {
+	dropped, started, failed, completed, queueFull atomic.Uint64
+}
+
+type dtlsServer struct {
+	pc    *net.UDPConn
+	log   *slog.Logger
+	stats dtlsStats
+
+	mu      sync.RWMutex
+	regs    map[[appIDLen]byte]*dtlsReg   // guarded by mu
+	byAddr  map[netip.AddrPort]*dtlsAssoc // guarded by mu
+	closed  bool                          // guarded by mu
+	wg      sync.WaitGroup
+	lastLog atomic.Int64
+}
+
+// dtlsReg is one CONNECT's expectation of a DTLS handshake.
+type dtlsReg struct {
+	appID       [appIDLen]byte
+	psk         []byte
+	established func(*dtlsConn)
+	cur         *dtlsAssoc // guarded by dtlsServer.mu
+}
+
+func newDTLSServer(pc *net.UDPConn, log *slog.Logger) *dtlsServer {
+	pc.SetReadBuffer(4 << 20)
+	pc.SetWriteBuffer(4 << 20)
+	return &dtlsServer{pc: pc, log: log, regs: make(map[[appIDLen]byte]*dtlsReg), byAddr: make(map[netip.AddrPort]*dtlsAssoc)}
+}
+
+// register expects handshakes for appID keyed with psk; established is called for each one that completes.
+func (d *dtlsServer) register(appID [appIDLen]byte, psk []byte, established func(*dtlsConn)) (cancel func()) {
+	r := &dtlsReg{appID: appID, psk: psk, established: established}
+	d.mu.Lock()
+	d.regs[appID] = r
+	d.mu.Unlock()
+	return func() {
+		d.mu.Lock()
+		if d.regs[appID] == r {
+			delete(d.regs, appID)
+		}
+		a := r.cur
+		r.cur = nil
+		if a != nil && d.byAddr[a.peer] == a {
+			delete(d.byAddr, a.peer)
+		}
+		d.mu.Unlock()
+		if a != nil {
+			a.close()
+		}
+	}
+}
+
+// Serve reads datagrams until Close.
+func (d *dtlsServer) Serve() error {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := d.pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			d.mu.RLock()
+			closed := d.closed
+			d.mu.RUnlock()
+			if closed {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		d.dispatch(buf[:n], from)
+	}
+}
+
+func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
+	hello := isClientHello(b)
+	d.mu.RLock()
+	a := d.byAddr[from]
+	d.mu.RUnlock()
+	if a != nil && !hello {
+		a.push(b, &d.stats)
+		return
+	}
+	if !hello {
+		d.stats.dropped.Add(1)
+		return
+	}
+	id, ok := helloAppID(b)
+	if !ok {
+		d.stats.dropped.Add(1)
+		return
+	}
+	d.mu.Lock()
+	r := d.regs[id]
+	if r == nil || d.closed {
+		d.mu.Unlock()
+		d.stats.dropped.Add(1)
+		return
+	}
+	// A retransmitted ClientHello for the association being set up from the same address goes to it.
+	if a != nil && a.reg == r && !a.handshakeDone.Load() {
+		d.mu.Unlock()
+		a.push(b, &d.stats)
+		return
+	}
+	old := r.cur
+	if old != nil && d.byAddr[old.peer] == old {
+		delete(d.byAddr, old.peer)
+	}
+	if prev := d.byAddr[from]; prev != nil && prev != old {
+		// The address belonged to another session's association (NAT reuse): that one is dead now.
+		delete(d.byAddr, from)
+		defer prev.close()
+	}
+	na := newDTLSAssoc(d, r, from)
+	r.cur = na
+	d.byAddr[from] = na
+	d.wg.Add(1)
+	d.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	d.stats.started.Add(1)
+	na.push(b, &d.stats)
+	go na.handshake()
+}
+
+// Close closes the socket and every association, and waits for their goroutines.
+func (d *dtlsServer) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	as := make([]*dtlsAssoc, 0, len(d.byAddr))
+	for _, a := range d.byAddr {
+		as = append(as, a)
+	}
+	d.mu.Unlock()
+	err := d.pc.Close()
+	for _, a := range as {
+		a.close()
+	}
+	d.wg.Wait()
+	return err
+}
+
+func (d *dtlsServer) limitedLog(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := d.lastLog.Load()
+	if now-last < int64(time.Second) || !d.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	d.log.Info(msg, args...)
+}
+
+// isClientHello: record type handshake (22), epoch 0, handshake type ClientHello (1) at offset 13.
+func isClientHello(b []byte) bool {
+	return len(b) > 60 && b[0] == 22 && b[3] == 0 && b[4] == 0 && b[13] == 1
+}
+
+// helloAppID finds the App-ID of a ClientHello: the private extension 48018 if present (old clients), else the
+// session_id. Offsets: 13 record header + 12 handshake header + 2 client_version + 32 random = 59, the
+// session_id length.
+func helloAppID(b []byte) (id [appIDLen]byte, ok bool) {
+	if len(b) < 60 {
+		return id, false
+	}
+	sidLen := int(b[59])
+	p := 60 + sidLen
+	if p > len(b) {
+		return id, false
+	}
+	sid := b[60:p]
+	if ext, found := findExtension(b, p); found {
+		if len(ext) >= 1 && int(ext[0]) == len(ext)-1 && len(ext)-1 == appIDLen {
+			copy(id[:], ext[1:])
+			return id, true
+		}
+	}
+	if len(sid) != appIDLen {
+		return id, false
+	}
+	copy(id[:], sid)
+	return id, true
+}
+
+// findExtension walks a ClientHello after the session_id (at p) to extension 48018.
+func findExtension(b []byte, p int) ([]byte, bool) {
+	if p >= len(b) {
+		return nil, false
+	}
+	p += 1 + int(b[p]) // cookie
+	if p+2 > len(b) {
+		return nil, false
+	}
+	p += 2 + int(binary.BigEndian.Uint16(b[p:])) // cipher suites
+	if p >= len(b) {
+		return nil, false
+	}
+	p += 1 + int(b[p]) // compression methods
+	if p+2 > len(b) {
+		return nil, false
+	}
+	end := p + 2 + int(binary.BigEndian.Uint16(b[p:]))
+	p += 2
+	if end > len(b) {
+		return nil, false
+	}
+	for p+4 <= end {
+		typ, n := binary.BigEndian.Uint16(b[p:]), int(binary.BigEndian.Uint16(b[p+2:]))
+		p += 4
+		if p+n > end {
+			return nil, false
+		}
+		if typ == extAppID {
+			return b[p : p+n], true
+		}
+		p += n
+	}
+	return nil, false
+}
+
+// dtlsAssoc is one client address's DTLS association; it is the net.PacketConn pion reads and writes.
+type dtlsAssoc struct {
+	d             *dtlsServer
+	reg           *dtlsReg
+	peer          netip.AddrPort
+	peerAddr      *net.UDPAddr
+	in            chan *datagram
+	done          chan struct{}
+	closeOnce     sync.Once
+	handshakeDone atomic.Bool
+
+	dlMu     sync.Mutex
+	deadline time.Time     // guarded by dlMu
+	dlChange chan struct{} // guarded by dlMu: closed when the deadline changes
+}
+
+type datagram struct {
+	b []byte
+	n int
+}
+
+var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, 2048)} }}
+
+func newDTLSAssoc(d *dtlsServer, r *dtlsReg, peer netip.AddrPort) *dtlsAssoc {
+	return &dtlsAssoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
+		in: make(chan *datagram, dtlsQueueLen), done: make(chan struct{}), dlChange: make(chan struct{})}
+}
+
+// push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
+func (a *dtlsAssoc) push(b []byte, st *dtlsStats) {
+	var g *datagram
+	if len(b) <= 2048 {
+		g = datagramPool.Get().(*datagram)
+	} else {
+		g = &datagram{b: make([]byte, len(b))}
+	}
+	g.n = copy(g.b, b)
+	select {
+	case a.in <- g:
+	default:
+		st.queueFull.Add(1)
+		releaseDatagram(g)
+	}
+}
+
+func releaseDatagram(g *datagram) {
+	if len(g.b) == 2048 {
+		datagramPool.Put(g)
+	}
+}
+
+func (a *dtlsAssoc) close() {
+	a.closeOnce.Do(func() { close(a.done) })
+}
+
+// handshake runs pion's server over the association and hands the connection to the registration.
+func (a *dtlsAssoc) handshake() {
+	defer a.d.wg.Done()
+	psk := a.reg.psk
+	conn, err := dtls.ServerWithOptions(a, a.peerAddr,
+		dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), // the identity ("psk") carries nothing
+		dtls.WithCipherSuites(dtlsSuites...),
+		// Request, never require: GnuTLS clients send no EMS in PSK mode (protocol.md §11).
+		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
+		dtls.WithInsecureSkipVerifyHello(true), // no HelloVerifyRequest round trip, like ocserv
+		dtls.WithMTU(1400),
+	)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), dtlsHandshakeTimeout)
+		err = conn.HandshakeContext(ctx)
+		cancel()
+	}
+	if err != nil {
+		a.d.stats.failed.Add(1)
+		a.d.limitedLog("DTLS handshake failed", "remote", a.peer, "err", err)
+		if conn != nil {
+			conn.Close()
+		}
+		a.close()
+		return
+	}
+	a.handshakeDone.Store(true)
+	a.d.stats.completed.Add(1)
+	st, _ := conn.ConnectionState()
+	c := &dtlsConn{conn: conn, assoc: a, suite: st.CipherSuiteID}
+	select {
+	case <-a.done:
+		conn.Close()
+		return
+	default:
+	}
+	a.reg.established(c)
+}
+
+var errDeadline = os.ErrDeadlineExceeded
+
+// ReadFrom implements net.PacketConn for pion: the next datagram of this association.
+func (a *dtlsAssoc) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		a.dlMu.Lock()
+		dl, change := a.deadline, a.dlChange
+		a.dlMu.Unlock()
+		if dl.IsZero() {
+			select {
+			case g := <-a.in:
+				return a.deliver(p, g)
+			case <-a.done:
+				return 0, nil, net.ErrClosed
+			case <-change:
+				continue
+			}
+		}
+		d := time.Until(dl)
+		if d <= 0 {
+			return 0, nil, errDeadline
+		}
+		t := time.NewTimer(d)
+		select {
+		case g := <-a.in:
+			t.Stop()
+			return a.deliver(p, g)
+		case <-a.done:
+			t.Stop()
+			return 0, nil, net.ErrClosed
+		case <-t.C:
+			return 0, nil, errDeadline
+		case <-change:
+			t.Stop()
+		}
+	}
+}
+
+func (a *dtlsAssoc) deliver(p []byte, g *datagram) (int, net.Addr, error) {
+	n := copy(p, g.b[:g.n])
+	releaseDatagram(g)
+	return n, a.peerAddr, nil
+}
+
+// WriteTo sends to the association's client whatever address pion passes.
+func (a *dtlsAssoc) WriteTo(p []byte, _ net.Addr) (int, error) {
+	select {
+	case <-a.done:
+		return 0, net.ErrClosed
+	default:
+	}
+	return a.d.pc.WriteToUDPAddrPort(p, a.peer)
+}
+
+func (a *dtlsAssoc) Close() error        { a.close(); return nil }
+func (a *dtlsAssoc) LocalAddr() net.Addr { return a.d.pc.LocalAddr() }
+func (a *dtlsAssoc) SetDeadline(t time.Time) error {
+	return a.SetReadDeadline(t)
+}
+func (a *dtlsAssoc) SetWriteDeadline(time.Time) error { return nil }
+func (a *dtlsAssoc) SetReadDeadline(t time.Time) error {
+	a.dlMu.Lock()
+	a.deadline = t
+	close(a.dlChange)
+	a.dlChange = make(chan struct{})
+	a.dlMu.Unlock()
+	return nil
+}
+
+// dtlsConn is an established association.
+type dtlsConn struct {
+	conn  *dtls.Conn
+	assoc *dtlsAssoc
+	suite dtls.CipherSuiteID
+}
+
+// ReadRecord reads one record (a "type || payload" packet).
+func (c *dtlsConn) ReadRecord(buf []byte) (int, error) { return c.conn.Read(buf) }
+
+// WriteRecord sends one record.
+func (c *dtlsConn) WriteRecord(p []byte) error {
+	_, err := c.conn.Write(p)
+	return err
+}
+
+func (c *dtlsConn) Close() error {
+	c.assoc.close()
+	return c.conn.Close()
+}
+
+func (c *dtlsConn) RemoteAddr() netip.AddrPort { return c.assoc.peer }
+
+// CipherSuite names the suite in openconnect's notation.
+func (c *dtlsConn) CipherSuite() string {
+	switch c.suite {
+	case dtls.TLS_PSK_WITH_AES_128_GCM_SHA256:
+		return "(DTLS1.2)-(PSK)-(AES-128-GCM)"
+	case dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256:
+		return "(DTLS1.2)-(PSK)-(CHACHA20-POLY1305)"
+	case dtls.TLS_PSK_WITH_AES_128_CCM:
+		return "(DTLS1.2)-(PSK)-(AES-128-CCM)"
+	case dtls.TLS_PSK_WITH_AES_128_CBC_SHA256:
+		return "(DTLS1.2)-(PSK)-(AES-128-CBC)-(SHA256)"
+	}
+	return fmt.Sprintf("(DTLS1.2)-(PSK)-(0x%04x)", uint16(c.suite))
+}
+
+// dtlsOverheadGCM is the per-packet cost of DTLS 1.2 with an AEAD suite with explicit nonce (AES-GCM/CCM: 13-byte
+// record header + 8 nonce + 16 tag) plus the 1-byte packet type: what ocserv subtracts before the suite is known
+// (link 1500 ⇒ tunnel MTU 1434 over IPv4). ChaCha20 (no explicit nonce) costs 8 bytes less, so every suite we
+// offer fits the MTU we advertise.
+const dtlsOverheadGCM = 1 + 13 + 8 + 16
