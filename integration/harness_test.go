@@ -53,7 +53,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: these tests must run as root (they create network namespaces); the server under test runs unprivileged")
 		return 1
 	}
-	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "setpriv"} {
+	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "setpriv", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: %s is missing (integration/test.sh installs it): %v\n", tool, err)
 			return 1
@@ -318,7 +318,7 @@ func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 	s := &server{t: t, ns: ns, dir: dir, stateDir: filepath.Join(dir, "state"), port: port}
 	os.MkdirAll(s.stateDir, 0o700)
 	chownAll(t, dir)
-	s.start("-c", cfgPath, "--state-dir", s.stateDir)
+	s.start("-c", cfgPath, "--state-dir", s.stateDir, "--log-level", "debug")
 	return s
 }
 
@@ -336,6 +336,13 @@ func (s *server) start(args ...string) {
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	s.proc = p
 	s.t.Cleanup(func() {
+		if s.t.Failed() && os.Getenv("OCGATE_IT_DUMP") != "" && !p.exited() {
+			p.cmd.Process.Signal(syscall.SIGQUIT) // the Go runtime prints every goroutine's stack
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+			}
+		}
 		p.stop(5 * time.Second)
 		if s.t.Failed() {
 			s.t.Logf("ocgate stdout:\n%s\nocgate stderr:\n%s", s.stdout.String(), s.stderr.String())
@@ -414,7 +421,7 @@ func connect(t testing.TB, s *server, user, pass string, extra ...string) *clien
 func launch(t testing.TB, ns *netns, pin, user, pass, url string, extra ...string) *client {
 	t.Helper()
 	socks := 11080 + int(portCursor.Add(1))
-	args := append([]string{"openconnect", "--protocol=anyconnect", "--servercert", pin, "-u", user,
+	args := append([]string{"openconnect", "-v", "--protocol=anyconnect", "--servercert", pin, "-u", user,
 		"--passwd-on-stdin", "--non-inter", "--script-tun", "--script", fmt.Sprintf("ocproxy -D %d", socks)}, extra...)
 	args = append(args, url)
 	return &client{ns: ns, proc: ns.start(strings.NewReader(pass+"\n"), args...), socksPort: socks}

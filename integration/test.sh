@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the end-to-end tests drive (the stock openconnect client,
-# ocproxy, iperf3, curl) when missing, then runs vet, the unit tests and the end-to-end tests.
+# ocproxy, iperf3, curl, nftables) when missing, then runs vet, the unit tests and the end-to-end tests.
 # Needs root (apt-get, network namespaces); the server under test still runs unprivileged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in openconnect:openconnect ocproxy:ocproxy iperf3:iperf3 curl:curl setpriv:util-linux ip:iproute2; do
+for tool in openconnect:openconnect ocproxy:ocproxy iperf3:iperf3 curl:curl setpriv:util-linux ip:iproute2 nft:nftables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -80,8 +80,11 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	p.wg.Add(1)
 	defer p.wg.Done()
-	relay(c, hcc)
+	up, down := relay(c, hcc)
 	p.untrack(c, hc)
+	if up != nil || down != nil {
+		s.log.Debug("TCP flow ended with an error", "user", p.sess.User, "dst", netip.AddrPortFrom(dst, id.LocalPort), "client_to_host", up, "host_to_client", down)
+	}
 }
 
 // accept completes the client's handshake and returns the connection, or nil (after a reset) on failure.

@@ -1,7 +1,8 @@
 // Command testtarget is the service the end-to-end tests reach through the tunnel. It listens on every address
 // given (inside the test's network namespace) with HTTP on TCP and an echo on UDP:
 //
-//	GET /bytes?n=N&seed=S   N bytes of the deterministic stream S (see integration/internal/stream)
+//	GET /bytes?n=N&seed=S   N bytes of the deterministic stream S (see integration/internal/stream);
+//	                        &rate=R paces them at R bytes per second
 //	PUT /sink               reads the body, answers "SHA256HEX COUNT"
 //	GET /hello              "hello from ADDR"
 //	GET /stats              number of TCP connections accepted on this address before this request's
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"ocgate/integration/internal/stream"
 )
@@ -41,8 +43,13 @@ func main() {
 		mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
 			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
 			seed, _ := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+			rate, _ := strconv.ParseInt(r.URL.Query().Get("rate"), 10, 64)
 			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-			stream.Write(w, n, seed)
+			if rate <= 0 {
+				stream.Write(w, n, seed)
+				return
+			}
+			stream.Write(&pacedWriter{w: w, rate: rate, start: time.Now()}, n, seed)
 		})
 		mux.HandleFunc("PUT /sink", func(w http.ResponseWriter, r *http.Request) {
 			h := sha256.New()
@@ -60,6 +67,33 @@ func main() {
 	}
 	fmt.Println("ready")
 	select {}
+}
+
+// pacedWriter delays writes so that no more than rate bytes per second leave.
+type pacedWriter struct {
+	w     io.Writer
+	rate  int64
+	start time.Time
+	sent  int64
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	for len(b) > 0 {
+		chunk := b[:min(len(b), 16<<10)]
+		if ahead := time.Duration(p.sent*int64(time.Second)/p.rate) - time.Since(p.start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+		n, err := p.w.Write(chunk)
+		p.sent += int64(n)
+		if err != nil {
+			return 0, err
+		}
+		if f, ok := p.w.(http.Flusher); ok {
+			f.Flush()
+		}
+		b = b[n:]
+	}
+	return len(b), nil
 }
 
 type countingListener struct {

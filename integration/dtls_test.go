@@ -1,0 +1,151 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"ocgate/integration/internal/stream"
+)
+
+var dtlsUp = regexp.MustCompile(`Established DTLS connection \(using GnuTLS\)\. Ciphersuite \(DTLS1\.2\)-\(PSK\)-\(([A-Z0-9-]+)\)`)
+
+// sessionBytes reads the DTLS byte counters of the "session disconnected" log line of the server.
+func sessionBytes(t *testing.T, s *server) (rx, tx, dtlsRx, dtlsTx int64) {
+	t.Helper()
+	m := regexp.MustCompile(`msg="session disconnected".* rx=(\d+) tx=(\d+) dtls_rx=(\d+) dtls_tx=(\d+)`).FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		t.Fatalf("no session disconnected line with counters in the server log")
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	return n(m[1]), n(m[2]), n(m[3]), n(m[4])
+}
+
+// download fetches n bytes of stream seed through the client and checks the hash.
+func download(t *testing.T, c *client, n int64, seed uint64) {
+	t.Helper()
+	out, code := c.ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
+		"curl -sS --fail --max-time 100 --socks5-hostname 127.0.0.1:%d 'http://10.77.0.1:8080/bytes?n=%d&seed=%d' | sha256sum",
+		c.socksPort, n, seed))
+	if want := stream.SHA256(n, seed); code != 0 || !strings.HasPrefix(out, want) {
+		t.Fatalf("download: exit %d, sha256 %q, want %s", code, out, want)
+	}
+}
+
+func upload(t *testing.T, c *client, n int64, seed uint64) {
+	t.Helper()
+	file := filepath.Join(tempDir(t), "upload")
+	f, _ := os.Create(file)
+	stream.Write(f, n, seed)
+	f.Close()
+	out, code := c.curl("--fail", "-T", file, "http://10.77.0.1:8080/sink")
+	if want := fmt.Sprintf("%s %d", stream.SHA256(n, seed), n); code != 0 || strings.TrimSpace(out) != want {
+		t.Fatalf("upload: exit %d, sink says %q, want %q", code, out, want)
+	}
+}
+
+// TestDTLSTransfer: DTLS comes up with the PSK mode and carries the 64 MiB down / 16 MiB up.
+func TestDTLSTransfer(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
+	c := connect(t, s, vpnUser, vpnPass)
+	out := c.proc.out.String()
+	if !dtlsUp.MatchString(out) || !strings.Contains(out, "with SSL connected and DTLS connected") {
+		t.Fatalf("DTLS did not come up:\n%s", out)
+	}
+	if !strings.Contains(out, "No change in MTU after detection (was 1434)") {
+		t.Errorf("the client's MTU probe did not confirm 1434 (DPD echo):\n%s", out)
+	}
+	download(t, c, 64<<20, 11)
+	upload(t, c, 16<<20, 12)
+	c.proc.stop(10 * time.Second)
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
+	})
+	rx, tx, drx, dtx := sessionBytes(t, s)
+	if dtx < 64<<20 || drx < 16<<20 || dtx < tx*9/10 || drx < rx*9/10 {
+		t.Fatalf("bytes over DTLS: rx %d of %d, tx %d of %d; want the transfers on DTLS", drx, rx, dtx, tx)
+	}
+}
+
+// TestDTLSWithTLS12: a TLS 1.2 control channel (openconnect's GnuTLS without EMS) still keys DTLS.
+func TestDTLSWithTLS12(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), ``)
+	c := connect(t, s, vpnUser, vpnPass, "--gnutls-priority", "NORMAL:-VERS-TLS1.3:%COMPAT")
+	out := c.proc.out.String()
+	if !strings.Contains(out, "with ciphersuite (TLS1.2)") || !dtlsUp.MatchString(out) {
+		t.Fatalf("want TLS 1.2 and DTLS:\n%s", out)
+	}
+	download(t, c, 8<<20, 13)
+}
+
+// TestDTLSFallbackAndRecovery: UDP to the server is blocked mid-transfer; the transfer goes on over TLS with the
+// right hash; once UDP is let through again the client re-handshakes and DTLS carries traffic again.
+func TestDTLSFallbackAndRecovery(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "dpd = 2\nswitch_to_tcp_timeout = 2")
+	c := connect(t, s, vpnUser, vpnPass)
+	if !dtlsUp.MatchString(c.proc.out.String()) {
+		t.Fatalf("DTLS did not come up:\n%s", c.proc.out.String())
+	}
+	const n, seed = 48 << 20, 21
+	file := filepath.Join(tempDir(t), "down")
+	// The target paces the stream (4 MB/s) so that it spans the outage without the client's window closing.
+	dl := ns.start(nil, "curl", "-sS", "--fail", "--max-time", "120", "--socks5-hostname",
+		fmt.Sprintf("127.0.0.1:%d", c.socksPort), "-o", file, fmt.Sprintf("http://10.77.0.1:8080/bytes?n=%d&seed=%d&rate=4000000", n, seed))
+	size := func() int64 {
+		fi, err := os.Stat(file)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	waitFor(t, 20*time.Second, "the download to start", func() bool { return size() > 4<<20 })
+
+	ns.must("ip", "netns", "exec", ns.name, "nft", "add table inet block; add chain inet block in { type filter hook input priority 0; }; add rule inet block in udp dport 8443 drop")
+	blocked := true
+	defer func() {
+		if blocked {
+			exec.Command("ip", "netns", "exec", ns.name, "nft", "delete table inet block").Run()
+		}
+	}()
+	waitFor(t, 30*time.Second, "the client to declare DTLS dead", func() bool {
+		return strings.Contains(c.proc.out.String(), "DTLS Dead Peer Detection detected dead peer!")
+	})
+	before := size()
+	waitFor(t, 20*time.Second, "the download to go on over TLS", func() bool { return size() > before+4<<20 })
+	ns.must("ip", "netns", "exec", ns.name, "nft", "delete table inet block")
+	blocked = false
+	waitFor(t, 90*time.Second, "DTLS to come back", func() bool {
+		return len(dtlsUp.FindAllString(c.proc.out.String(), -1)) >= 2
+	})
+	select {
+	case <-dl.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("download did not finish")
+	}
+	if dl.err != nil {
+		t.Fatalf("curl: %v %s", dl.err, dl.out.String())
+	}
+	out, _ := ns.output(30*time.Second, "sha256sum", file)
+	if want := stream.SHA256(n, seed); !strings.HasPrefix(out, want) {
+		t.Fatalf("after fallback and recovery: sha256 %q, want %s", out, want)
+	}
+	if strings.Count(s.stderr.String(), `msg="DTLS established"`) < 2 {
+		t.Fatalf("the server did not see the second DTLS handshake")
+	}
+	download(t, c, 4<<20, 22) // and DTLS carries traffic again
+}

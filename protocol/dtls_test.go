@@ -1,0 +1,115 @@
+package protocol
+
+import (
+	"bytes"
+	"encoding/binary"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+)
+
+// clientHello builds a DTLS ClientHello datagram as openconnect sends it: session_id = App-ID, and optionally the
+// private extension 48018 that 7.x clients used instead.
+func clientHello(sid []byte, extID []byte) []byte {
+	var body []byte
+	body = append(body, 0xfe, 0xfd)                     // client_version DTLS 1.2
+	body = append(body, bytes.Repeat([]byte{7}, 32)...) // random
+	body = append(body, byte(len(sid)))
+	body = append(body, sid...)
+	body = append(body, 0)                            // cookie
+	body = append(body, 0, 4, 0x00, 0xa9, 0xcc, 0xab) // cipher suites
+	body = append(body, 1, 0)                         // compression: null
+	var ext []byte
+	ext = binary.BigEndian.AppendUint16(ext, 65281)
+	ext = binary.BigEndian.AppendUint16(ext, 1)
+	ext = append(ext, 0)
+	if extID != nil {
+		ext = binary.BigEndian.AppendUint16(ext, extAppID)
+		ext = binary.BigEndian.AppendUint16(ext, uint16(1+len(extID)))
+		ext = append(ext, byte(len(extID)))
+		ext = append(ext, extID...)
+	}
+	body = binary.BigEndian.AppendUint16(body, uint16(len(ext)))
+	body = append(body, ext...)
+	hs := []byte{1, 0, byte(len(body) >> 8), byte(len(body)), 0, 0, 0, 0, 0, 0, byte(len(body) >> 8), byte(len(body))}
+	hs = append(hs, body...)
+	rec := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, byte(len(hs) >> 8), byte(len(hs))}
+	return append(rec, hs...)
+}
+
+func TestHelloAppID(t *testing.T) {
+	id := bytes.Repeat([]byte{0xab}, 32)
+	other := bytes.Repeat([]byte{0xcd}, 32)
+	tests := []struct {
+		name string
+		pkt  []byte
+		want []byte
+	}{
+		{"session id", clientHello(id, nil), id},
+		{"extension 48018 wins", clientHello(other, id), id},
+		{"short session id", clientHello(id[:16], nil), nil},
+		{"no session id", clientHello(nil, nil), nil},
+		{"truncated extensions", clientHello(id, nil)[:95], id},
+		{"truncated session id", clientHello(id, nil)[:70], nil},
+		{"too short", clientHello(id, nil)[:40], nil},
+	}
+	for _, tc := range tests {
+		if !isClientHello(tc.pkt) && tc.want != nil {
+			t.Errorf("%s: not recognised as a ClientHello", tc.name)
+			continue
+		}
+		got, ok := helloAppID(tc.pkt)
+		if ok != (tc.want != nil) || ok && !bytes.Equal(got[:], tc.want) {
+			t.Errorf("%s: helloAppID = %x, %v; want %x", tc.name, got, ok, tc.want)
+		}
+	}
+}
+
+func FuzzHelloAppID(f *testing.F) {
+	f.Add(clientHello(bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if isClientHello(b) {
+			helloAppID(b)
+		}
+	})
+}
+
+// Bogus datagrams are dropped, counted, and allocate nothing.
+func TestDTLSDropsStrangers(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDTLSServer(pc, slog.New(slog.DiscardHandler))
+	done := make(chan error)
+	go func() { done <- d.Serve() }()
+	var id [appIDLen]byte
+	id[0] = 1
+	cancel := d.register(id, make([]byte, 32), func(*dtlsConn) {})
+	defer cancel()
+	c, _ := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
+	defer c.Close()
+	c.Write([]byte("garbage"))
+	c.Write(clientHello(bytes.Repeat([]byte{9}, 32), nil)) // unknown App-ID
+	c.Write(make([]byte, 100))
+	deadline := time.Now().Add(5 * time.Second)
+	for d.stats.dropped.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped = %d, want 3", d.stats.dropped.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d.stats.started.Load() != 0 {
+		t.Fatal("a handshake started for a stranger")
+	}
+	from := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	bogus := clientHello(bytes.Repeat([]byte{9}, 32), nil)
+	if n := testing.AllocsPerRun(100, func() { d.dispatch(bogus, from) }); n != 0 {
+		t.Fatalf("%v allocations per bogus ClientHello", n)
+	}
+	d.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+}
