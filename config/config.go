@@ -56,6 +56,8 @@ type Config struct {
 	MaxClients     int // max_clients; default 1024; 0 = unlimited
 	MaxSameClients int // max_same_clients; default 2; 0 = unlimited
 	RateLimitMS    int // rate_limit_ms; default 100
+	RxDataPerSec   int // rx_data_per_sec: bytes/s a session may send; 0 = unlimited
+	TxDataPerSec   int // tx_data_per_sec: bytes/s sent to a session; 0 = unlimited
 
 	MaxBanScore            int           // max_ban_score; default 80; 0 disables bans
 	BanResetTime           time.Duration // ban_reset_time; default 1200 s
@@ -170,6 +172,8 @@ type raw struct {
 	MaxClients         *int64   `toml:"max_clients"`
 	MaxSameClients     *int64   `toml:"max_same_clients"`
 	RateLimitMS        *int64   `toml:"rate_limit_ms"`
+	RxDataPerSec       *int64   `toml:"rx_data_per_sec"`
+	TxDataPerSec       *int64   `toml:"tx_data_per_sec"`
 	MaxBanScore        *int64   `toml:"max_ban_score"`
 	BanResetTime       *int64   `toml:"ban_reset_time"`
 	BanTime            *int64   `toml:"ban_time"`
@@ -365,6 +369,8 @@ func (p *parser) apply(r *raw, c *Config) {
 	integer("max_clients", &c.MaxClients, r.MaxClients, 0, 1<<24)
 	integer("max_same_clients", &c.MaxSameClients, r.MaxSameClients, 0, 1<<24)
 	integer("rate_limit_ms", &c.RateLimitMS, r.RateLimitMS, 0, 60000)
+	integer("rx_data_per_sec", &c.RxDataPerSec, r.RxDataPerSec, 0, 1<<40)
+	integer("tx_data_per_sec", &c.TxDataPerSec, r.TxDataPerSec, 0, 1<<40)
 	integer("max_ban_score", &c.MaxBanScore, r.MaxBanScore, 0, 1<<30)
 	seconds("ban_reset_time", &c.BanResetTime, r.BanResetTime)
 	seconds("min_reauth_time", &c.BanTime, r.MinReauthTime)

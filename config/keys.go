@@ -50,7 +50,7 @@ var ignoredKeys = map[string]string{
 var notYetKeys = map[string]bool{
 	"ipv6_network": true, "ipv6_subnet_prefix": true, "ipv6_netmask": true, "ipv6_prefix": true,
 	"ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
-	"restrict_user_to_routes": true, "restrict_user_to_ports": true, "rx_data_per_sec": true, "tx_data_per_sec": true,
+	"restrict_user_to_routes": true, "restrict_user_to_ports": true,
 	"config_per_user": true, "config_per_group": true, "default_user_config": true, "default_group_config": true,
 	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
 	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
@@ -95,6 +95,8 @@ func DefaultsTOML() string {
 	w("Maximum sessions (0: unlimited).", fmt.Sprintf("max_clients = %d", d.MaxClients))
 	w("Maximum sessions per user (0: unlimited).", fmt.Sprintf("max_same_clients = %d", d.MaxSameClients))
 	w("Minimum milliseconds between new connections.", fmt.Sprintf("rate_limit_ms = %d", d.RateLimitMS))
+	w("Bytes per second a session may send (0: unlimited); excess packets are dropped.", "rx_data_per_sec = 0")
+	w("Bytes per second sent to a session (0: unlimited); excess packets are dropped.", "tx_data_per_sec = 0")
 	w("Ban an address once its score reaches this (0: never).", fmt.Sprintf("max_ban_score = %d", d.MaxBanScore))
 	w("Forget an address's score after this long.", fmt.Sprintf("ban_reset_time = %d", int64(d.BanResetTime.Seconds())))
 	w("How long a ban lasts (also accepted as min_reauth_time).", fmt.Sprintf("ban_time = %d", int64(d.BanTime.Seconds())))

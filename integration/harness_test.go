@@ -310,7 +310,10 @@ func chownAll(t testing.TB, dir string) {
 func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 	t.Helper()
 	port := 8443
-	cfg := fmt.Sprintf("listen_host = \"127.0.0.1\"\ntcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, config)
+	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, config)
+	if !strings.Contains(config, "listen_host") {
+		cfg = "listen_host = \"127.0.0.1\"\n" + cfg
+	}
 	cfgPath := filepath.Join(dir, "ocgate.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -396,6 +399,44 @@ var configuredRE = regexp.MustCompile(`(?:Configured|Connected) as ([0-9.]+)`)
 func connect(t testing.TB, s *server, user, pass string, extra ...string) *client {
 	t.Helper()
 	c := launch(t, s.ns, s.pin, user, pass, s.url(), extra...)
+	c.waitConfigured(t)
+	return c
+}
+
+// authenticate logs in with `openconnect --authenticate` and returns the cookie line it prints (COOKIE='...').
+func authenticate(t testing.TB, s *server, user, pass string) string {
+	t.Helper()
+	out, code := s.ns.output(30*time.Second, "sh", "-c", fmt.Sprintf(
+		"printf '%%s\\n' %q | openconnect --protocol=anyconnect --servercert %s -u %s --passwd-on-stdin --non-inter --authenticate %s",
+		pass, s.pin, user, s.url()))
+	m := regexp.MustCompile(`(?m)^COOKIE='([^']+)'$`).FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("openconnect --authenticate: exit %d\n%s", code, out)
+	}
+	return m[1]
+}
+
+// launchCookie starts the client with a cookie (no login) and returns at once.
+func launchCookie(t testing.TB, s *server, cookie string, extra ...string) *client {
+	t.Helper()
+	socks := 11080 + int(portCursor.Add(1))
+	args := append([]string{"openconnect", "-v", "--protocol=anyconnect", "--servercert", s.pin, "--cookie-on-stdin",
+		"--script-tun", "--script", fmt.Sprintf("ocproxy -D %d", socks)}, extra...)
+	args = append(args, s.url())
+	return &client{ns: s.ns, proc: s.ns.start(strings.NewReader(cookie+"\n"), args...), socksPort: socks}
+}
+
+// connectCookie connects with a cookie and waits until the client is configured.
+func connectCookie(t testing.TB, s *server, cookie string) *client {
+	t.Helper()
+	c := launchCookie(t, s, cookie)
+	c.waitConfigured(t)
+	return c
+}
+
+// waitConfigured waits for "Configured as", records the address and waits for ocproxy's SOCKS port.
+func (c *client) waitConfigured(t testing.TB) {
+	t.Helper()
 	waitFor(t, 30*time.Second, "openconnect to be configured", func() bool {
 		return configuredRE.MatchString(c.proc.out.String()) || c.proc.exited()
 	})
@@ -409,13 +450,23 @@ func connect(t testing.TB, s *server, user, pass string, extra ...string) *clien
 		}
 	})
 	waitFor(t, 10*time.Second, "ocproxy's SOCKS port", func() bool {
-		conn, err := s.ns.dial(fmt.Sprintf("127.0.0.1:%d", c.socksPort))
+		conn, err := c.ns.dial(fmt.Sprintf("127.0.0.1:%d", c.socksPort))
 		if err == nil {
 			conn.Close()
 		}
 		return err == nil
 	})
-	return c
+}
+
+// waitExit waits for the client to exit and returns its exit code.
+func (c *client) waitExit(t testing.TB, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-c.proc.done:
+	case <-time.After(d):
+		t.Fatalf("openconnect still running after %s:\n%s", d, c.proc.out.String())
+	}
+	return c.proc.cmd.ProcessState.ExitCode()
 }
 
 func launch(t testing.TB, ns *netns, pin, user, pass, url string, extra ...string) *client {

@@ -147,6 +147,14 @@ func New(cfg Config) (*Stack, error) {
 	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		return fail("enabling SACK", err)
 	}
+	// Step 2b: a one-second TIME_WAIT. Clients reuse ports (ocproxy's lwIP restarts from the same port after a
+	// reconnect), and a SYN whose sequence number is not above the old connection's is swallowed by a TIME_WAIT
+	// endpoint: with gVisor's default 60 s, a user's first connection after a reconnect hung. The tunnel does not
+	// reorder by seconds, so the old connection's strays cannot outlive this.
+	tw := tcpip.TCPTimeWaitTimeoutOption(time.Second)
+	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
+		return fail("setting TIME_WAIT", err)
+	}
 	// Step 3: one NIC whose link endpoint hands packets to sessions (link.go).
 	s.link = newLink(s, uint32(cfg.MTU))
 	if err := s.stack.CreateNIC(nicID, s.link); err != nil {

@@ -33,7 +33,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if dst == s.cfg.Gateway {
 		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireFlow() {
 			defer p.releaseFlow()
-			if c := s.accept(r); c != nil {
+			if c, _ := s.accept(r); c != nil {
 				s.serveDNSTCP(p, c)
 			}
 			return
@@ -67,37 +67,50 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if !ok {
 		hcc = fullCloser{hc}
 	}
-	c := s.accept(r)
+	c, ep := s.accept(r)
 	if c == nil {
 		hc.Close()
 		return
 	}
 	s.stats.tcpFlows.Add(1)
-	if !p.track(c, hc) {
-		c.Close()
+	// When the session ends its flows are aborted (reset), not closed: a closed endpoint would linger in
+	// TIME_WAIT, and the next session with this address (ocproxy restarts its ports from the same number) would
+	// find its first connection swallowed by it.
+	ab := aborter{ep}
+	if !p.track(ab, hc) {
+		ep.Abort()
 		hc.Close()
 		return
 	}
 	p.wg.Add(1)
 	defer p.wg.Done()
 	up, down := relay(c, hcc)
-	p.untrack(c, hc)
+	p.untrack(ab, hc)
 	if up != nil || down != nil {
 		s.log.Debug("TCP flow ended with an error", "user", p.sess.User, "dst", netip.AddrPortFrom(dst, id.LocalPort), "client_to_host", up, "host_to_client", down)
 	}
 }
 
-// accept completes the client's handshake and returns the connection, or nil (after a reset) on failure.
-func (s *Stack) accept(r *tcp.ForwarderRequest) *gonet.TCPConn {
+// accept completes the client's handshake and returns the connection and its endpoint, or nil (after a reset) on
+// failure.
+func (s *Stack) accept(r *tcp.ForwarderRequest) (*gonet.TCPConn, tcpip.Endpoint) {
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
 		r.Complete(true)
-		return nil
+		return nil, nil
 	}
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
-	return gonet.NewTCPConn(&wq, ep)
+	return gonet.NewTCPConn(&wq, ep), ep
+}
+
+// aborter resets a flow's endpoint when its session's port closes.
+type aborter struct{ ep tcpip.Endpoint }
+
+func (a aborter) Close() error {
+	a.ep.Abort()
+	return nil
 }
 
 // decide applies the egress policy; flows to other clients' addresses never go to the host.

@@ -59,6 +59,10 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 			reason = "error: " + err.Error()
 		}
 		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", reason)
+		if s.bans.Add(st.remote.Addr(), s.cfg.BanPointsWrongPassword, time.Now()) {
+			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
+			return errorResponse(401, "Authentication failed")
+		}
 		if st.failures >= maxAuthFailuresPerConn {
 			return errorResponse(401, "Authentication failed")
 		}
@@ -105,8 +109,15 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		UserAgent: st.userAgent,
 		Created:   time.Now(),
 		srv:       s,
-		cookie:    auth.NewCookie(),
+		authAddr:  st.remote.Addr(),
+		rxLimit:   newTokenBucket(s.cfg.RxDataPerSec),
+		txLimit:   newTokenBucket(s.cfg.TxDataPerSec),
 	}
+	cookie, err := s.minter.MintCookie()
+	if err != nil {
+		return nil, fmt.Errorf("minting a cookie: %w", err)
+	}
+	sess.cookie = cookie
 	sess.mu.Lock()
 	sess.remote = st.remote
 	// A cookie never used for a CONNECT expires like one whose tunnel went away.
@@ -139,6 +150,10 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	sess := s.sessions.Lookup(cookie)
 	if sess == nil {
 		fail(401, "Cookie is not acceptable", "unknown or expired cookie")
+		return
+	}
+	if s.cfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
+		fail(401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
 		return
 	}
 

@@ -43,9 +43,10 @@ type Options struct {
 	Passwords auth.PasswordChecker
 	Datapath  datapath.Datapath
 	Pool      *Pool
-	Sessions  SessionStore // nil = in-memory
-	Logger    *slog.Logger // nil = slog.Default()
-	Version   string       // shown in X-CSTP-Server-Name
+	Sessions  SessionStore      // nil = in-memory
+	Cookies   auth.CookieMinter // nil = auth.RandomMinter
+	Logger    *slog.Logger      // nil = slog.Default()
+	Version   string            // shown in X-CSTP-Server-Name
 }
 
 // Server is an OpenConnect (AnyConnect-compatible) VPN server.
@@ -53,6 +54,8 @@ type Server struct {
 	cfg      *config.Config
 	tlsConf  *tls.Config
 	checker  auth.PasswordChecker
+	minter   auth.CookieMinter
+	bans     *auth.Bans
 	dp       datapath.Datapath
 	pool     *Pool
 	sessions SessionStore
@@ -65,9 +68,11 @@ type Server struct {
 	dtls    atomic.Pointer[dtlsServer] // set by ServeDTLS
 	udpPort int                        // the DTLS port announced to clients
 
-	nextID  atomic.Uint64
-	closing atomic.Bool
-	lastLog atomic.Int64 // rate limit for limitedLog
+	nextID     atomic.Uint64
+	acceptMu   sync.Mutex
+	nextAccept time.Time // guarded by acceptMu (see admit)
+	closing    atomic.Bool
+	lastLog    atomic.Int64 // rate limit for limitedLog
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -101,6 +106,11 @@ func NewServer(o Options) (*Server, error) {
 	if s.sessions == nil {
 		s.sessions = NewMemoryStore()
 	}
+	s.minter = o.Cookies
+	if s.minter == nil {
+		s.minter = auth.RandomMinter{}
+	}
+	s.bans = auth.NewBans(auth.BanConfig{MaxScore: o.Config.MaxBanScore, ResetTime: o.Config.BanResetTime, BanTime: o.Config.BanTime})
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -127,6 +137,9 @@ func (s *Server) ServeDTLS(pc *net.UDPConn) error {
 	}
 	return ErrServerClosed
 }
+
+// Bans returns the ban tracker (read by the management interface).
+func (s *Server) Bans() *auth.Bans { return s.bans }
 
 // Sessions returns the session store (read by the management interface).
 func (s *Server) Sessions() SessionStore { return s.sessions }
@@ -162,12 +175,43 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		if !s.admit(c) {
+			c.Close()
+			continue
+		}
 		if !s.track(c) {
 			c.Close()
 			continue
 		}
 		go s.serveConn(c)
 	}
+}
+
+// admit applies the cheap checks to a new connection before any TLS work: a banned address is refused (logged
+// once per ban), every connection scores ban_points_connection, and rate_limit_ms paces new connections.
+func (s *Server) admit(c net.Conn) bool {
+	now := time.Now()
+	addr := addrPortOf(c.RemoteAddr()).Addr()
+	if banned, first := s.bans.Banned(addr, now); banned {
+		if first {
+			s.log.Warn("refusing connections from a banned address", "remote", addr)
+		}
+		return false
+	}
+	if s.bans.Add(addr, s.cfg.BanPointsConnection, now) {
+		s.log.Warn("address banned", "remote", addr, "for", s.cfg.BanTime, "after", "too many connections")
+		return false
+	}
+	if d := time.Duration(s.cfg.RateLimitMS) * time.Millisecond; d > 0 {
+		s.acceptMu.Lock()
+		wait := s.nextAccept.Sub(now)
+		s.nextAccept = now.Add(max(wait, 0) + d)
+		s.acceptMu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait) // the accept loop's own pace: later connections wait in the kernel's backlog
+		}
+	}
+	return true
 }
 
 // isTemporaryAcceptErr classifies resource exhaustion (EMFILE and friends) and aborted handshakes as retryable.

@@ -31,8 +31,11 @@ type Session struct {
 	UserAgent string
 	Created   time.Time
 
-	srv    *Server
-	cookie string
+	srv      *Server
+	cookie   string
+	authAddr netip.Addr // the client address that logged in (deny_roaming)
+	rxLimit  *tokenBucket
+	txLimit  *tokenBucket
 
 	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
 	cur atomic.Pointer[tunnel]
@@ -73,7 +76,7 @@ func (s *Session) Stats() (rxBytes, txBytes, rxPackets, txPackets uint64) {
 // has none (the client is reconnecting) or the tunnel's queue is full.
 func (s *Session) deliver(pkt []byte) {
 	t := s.cur.Load()
-	if t == nil || !t.queueData(pkt) {
+	if t == nil || !s.txLimit.allow(len(pkt)) || !t.queueData(pkt) {
 		s.txDropped.Add(1)
 	}
 }

@@ -281,7 +281,9 @@ func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 			t.sess.rxBytes.Add(uint64(n - 1))
 			t.sess.rxPackets.Add(1)
 			t.sess.dtlsRxBytes.Add(uint64(n - 1))
-			t.port.Send(buf[1:n])
+			if t.sess.rxLimit.allow(n - 1) {
+				t.port.Send(buf[1:n])
+			}
 		case pktDPDReq:
 			buf[0] = pktDPDResp
 			c.WriteRecord(buf[:n])
@@ -382,7 +384,9 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.sess.rxPackets.Add(1)
 			// Data on TLS while DTLS is up: the client gave up on UDP (ocserv switches too, protocol.md §7.5).
 			t.dtlsActive.Store(false)
-			t.port.Send(payload)
+			if t.sess.rxLimit.allow(len(payload)) {
+				t.port.Send(payload)
+			}
 		case pktDPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
 			t.queueCtrl(newFrame(pktDPDResp, payload))

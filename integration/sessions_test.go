@@ -1,0 +1,152 @@
+package integration
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestReconnectWithCookie: the client is killed (no BYE); the cookie it got brings the same address back without
+// a password, and traffic flows.
+func TestReconnectWithCookie(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), ``)
+	cookie := authenticate(t, s, vpnUser, vpnPass)
+	c1 := connectCookie(t, s, cookie)
+	// A flow before the kill: the next ocproxy reuses its source port, which must not hit a stale endpoint.
+	download(t, c1, 1<<20, 30)
+	c1.proc.cmd.Process.Signal(syscall.SIGKILL)
+	c1.waitExit(t, 10*time.Second)
+	c2 := connectCookie(t, s, cookie)
+	if c2.ip != c1.ip {
+		t.Fatalf("reconnect got %s, first connection had %s", c2.ip, c1.ip)
+	}
+	if strings.Contains(c2.proc.out.String(), "Please enter") {
+		t.Fatal("the cookie reconnect asked for credentials")
+	}
+	download(t, c2, 4<<20, 31)
+}
+
+// TestTakeover: a second client with the same cookie takes the session over; the first is told the session is
+// over and exits; the second keeps the address and carries traffic.
+func TestTakeover(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), ``)
+	cookie := authenticate(t, s, vpnUser, vpnPass)
+	c1 := connectCookie(t, s, cookie)
+	c2 := connectCookie(t, s, cookie)
+	if code := c1.waitExit(t, 10*time.Second); code != 1 || !strings.Contains(c1.proc.out.String(), "Session terminated by server") {
+		t.Fatalf("first client: exit %d\n%s", code, c1.proc.out.String())
+	}
+	if c2.ip != c1.ip {
+		t.Fatalf("takeover got %s, first client had %s", c2.ip, c1.ip)
+	}
+	download(t, c2, 16<<20, 32)
+	if !strings.Contains(s.stderr.String(), `reason="replaced by a new connection"`) {
+		t.Fatal("the server did not log the takeover")
+	}
+}
+
+// TestCookieExpiryAndLogout: an unused cookie dies after cookie_timeout; a logged-out one at once. Both are then
+// refused the way ocserv refuses them (the client exits 2, "Cookie was rejected by server").
+func TestCookieExpiryAndLogout(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "cookie_timeout = 1\nmax_same_clients = 0")
+	expired := authenticate(t, s, vpnUser, vpnPass)
+	waitFor(t, 10*time.Second, "the cookie to expire", func() bool {
+		return strings.Contains(s.stderr.String(), `reason="cookie expired"`)
+	})
+	rejected := func(cookie, what string) {
+		c := launchCookie(t, s, cookie)
+		if code := c.waitExit(t, 20*time.Second); code != 2 || !strings.Contains(c.proc.out.String(), "Cookie was rejected by server") {
+			t.Fatalf("%s: exit %d\n%s", what, code, c.proc.out.String())
+		}
+	}
+	rejected(expired, "expired cookie")
+
+	cookie := authenticate(t, s, vpnUser, vpnPass)
+	c := connectCookie(t, s, cookie)
+	c.proc.stop(10 * time.Second) // SIGTERM: the client sends its BYE
+	waitFor(t, 10*time.Second, "the logout", func() bool {
+		return strings.Contains(s.stderr.String(), `reason="user logged out"`)
+	})
+	rejected(cookie, "cookie after logout")
+}
+
+// TestDeadPeerFreesAddress: a client that stops answering (SIGSTOP) is dropped after the DPD timeout; once its
+// cookie expires its address is free again, and the same user gets it back.
+func TestDeadPeerFreesAddress(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "dpd = 1\ncookie_timeout = 1\nmax_same_clients = 0")
+	c1 := connect(t, s, vpnUser, vpnPass)
+	c1.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	defer c1.proc.cmd.Process.Signal(syscall.SIGCONT)
+	waitFor(t, 15*time.Second, "the DPD timeout", func() bool {
+		return strings.Contains(s.stderr.String(), "DPD timeout")
+	})
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `reason="cookie expired"`)
+	})
+	c2 := connect(t, s, vpnUser, vpnPass)
+	if c2.ip != c1.ip {
+		t.Fatalf("after the dead peer's session ended, the user got %s, not its freed address %s", c2.ip, c1.ip)
+	}
+	download(t, c2, 1<<20, 33)
+}
+
+// TestMaxSameClients: with max_same_clients = 1 a second login of the same user is refused with a message.
+func TestMaxSameClients(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "max_same_clients = 1")
+	connect(t, s, vpnUser, vpnPass)
+	c2 := launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
+	if code := c2.waitExit(t, 20*time.Second); code != 1 || !strings.Contains(c2.proc.out.String(), "maximum number of sessions (1)") {
+		t.Fatalf("second login: exit %d\n%s", code, c2.proc.out.String())
+	}
+}
+
+// TestBanAfterWrongPasswords: wrong passwords from one address get it banned for ban_time; another address is
+// unaffected; after ban_time the first address is welcome again.
+func TestBanAfterWrongPasswords(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "listen_host = \"\"\nmax_ban_score = 20\nban_points_wrong_password = 10\nban_time = 3\nrate_limit_ms = 0")
+	for range 2 {
+		c := launch(t, ns, s.pin, vpnUser, "wrong", s.url())
+		c.waitExit(t, 20*time.Second)
+	}
+	waitFor(t, 5*time.Second, "the ban", func() bool { return strings.Contains(s.stderr.String(), `msg="address banned" remote=127.0.0.1`) })
+	c := launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
+	if code := c.waitExit(t, 20*time.Second); code == 0 || configuredRE.MatchString(c.proc.out.String()) {
+		t.Fatalf("banned address connected: exit %d\n%s", code, c.proc.out.String())
+	}
+	// 10.77.0.1 is another address of the same namespace: connecting to it, the client's source is 10.77.0.1.
+	other := launch(t, ns, s.pin, vpnUser, vpnPass, "https://10.77.0.1:8443/")
+	other.waitConfigured(t)
+	other.proc.stop(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c := launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
+		waitFor(t, 20*time.Second, "the client to connect or give up", func() bool {
+			return configuredRE.MatchString(c.proc.out.String()) || c.proc.exited()
+		})
+		if !c.proc.exited() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still refused long after ban_time:\n%s", c.proc.out.String())
+		}
+	}
+}
