@@ -28,6 +28,7 @@ type Config struct {
 	TCPPort       int    // tcp_port; default 8443
 	UDPPort       int    // udp_port; default = TCPPort
 	NoUDP         bool   // no_udp: true disables DTLS
+	DTLSPSK       bool   // dtls_psk: offer the PSK-NEGOTIATE DTLS mode (default true); false leaves legacy DTLS 1.2 only
 	ServerCert    string // server_cert, absolute; "" = generated in the state directory
 	ServerKey     string // server_key, absolute
 	CACert        string // ca_cert, absolute (client certificates)
@@ -99,6 +100,7 @@ func Default() *Config {
 	return &Config{
 		TCPPort:                8443,
 		UDPPort:                8443,
+		DTLSPSK:                true,
 		IPv4Network:            netip.MustParsePrefix("10.250.77.0/24"),
 		Keepalive:              32400 * time.Second,
 		DPD:                    90 * time.Second,
@@ -147,6 +149,7 @@ type raw struct {
 	TCPPort            *int64   `toml:"tcp_port"`
 	UDPPort            *int64   `toml:"udp_port"`
 	NoUDP              *bool    `toml:"no_udp"`
+	DTLSPSK            *bool    `toml:"dtls_psk"`
 	ServerCert         *string  `toml:"server_cert"`
 	ServerKey          *string  `toml:"server_key"`
 	CACert             *string  `toml:"ca_cert"`
@@ -322,6 +325,7 @@ func (p *parser) apply(r *raw, c *Config) {
 		integer("udp_port", &c.UDPPort, r.UDPPort, 1, 65535)
 	}
 	boolean(&c.NoUDP, r.NoUDP)
+	boolean(&c.DTLSPSK, r.DTLSPSK)
 	path("server_cert", &c.ServerCert, r.ServerCert)
 	path("server_key", &c.ServerKey, r.ServerKey)
 	path("ca_cert", &c.CACert, r.CACert)

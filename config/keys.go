@@ -72,6 +72,7 @@ func DefaultsTOML() string {
 	w("TCP port (TLS).", fmt.Sprintf("tcp_port = %d", d.TCPPort))
 	w("UDP port (DTLS); 0 = same as tcp_port.", "udp_port = 0")
 	w("Disable DTLS.", "no_udp = false")
+	w("Offer openconnect's PSK-NEGOTIATE DTLS mode (false: only the legacy DTLS 1.2 resumption mode).", "dtls_psk = true")
 	w("Server certificate and key (PEM). Empty: a self-signed pair generated in the state directory.", "server_cert = \"\"\nserver_key = \"\"")
 	w("CA for client certificates.", `ca_cert = ""`)
 	w("Authentication, ocserv syntax. Empty: the generated user in the state directory's users.passwd.", "auth = []")

@@ -149,3 +149,27 @@ func TestDTLSFallbackAndRecovery(t *testing.T) {
 	}
 	download(t, c, 4<<20, 22) // and DTLS carries traffic again
 }
+
+// TestLegacyDTLS: with dtls_psk = false the server answers the client's X-DTLS-Master-Secret and
+// X-DTLS12-CipherSuite (the Cisco AnyConnect way): the client resumes the session it was given and DTLS carries
+// the traffic.
+func TestLegacyDTLS(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "dtls_psk = false")
+	c := connect(t, s, vpnUser, vpnPass)
+	out := c.proc.out.String()
+	if !strings.Contains(out, "X-DTLS12-CipherSuite: ECDHE-RSA-AES128-GCM-SHA256") ||
+		!strings.Contains(out, "Established DTLS connection (using GnuTLS). Ciphersuite (DTLS1.2)-(ECDHE-RSA)-(AES-128-GCM).") {
+		t.Fatalf("legacy DTLS did not come up:\n%s", out)
+	}
+	download(t, c, 16<<20, 41)
+	c.proc.stop(10 * time.Second)
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
+	})
+	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
+		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
+	}
+}

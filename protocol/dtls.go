@@ -84,6 +84,7 @@ type dtlsServer struct {
 type dtlsReg struct {
 	appID       [appIDLen]byte
 	psk         []byte
+	legacy      *dtlsLegacy // set for the legacy (resumption) mode instead of psk
 	established func(*dtlsConn)
 	cur         *dtlsAssoc // guarded by dtlsServer.mu
 }
@@ -95,8 +96,8 @@ func newDTLSServer(pc *net.UDPConn, log *slog.Logger) *dtlsServer {
 }
 
 // register expects handshakes for appID keyed with psk; established is called for each one that completes.
-func (d *dtlsServer) register(appID [appIDLen]byte, psk []byte, established func(*dtlsConn)) (cancel func()) {
-	r := &dtlsReg{appID: appID, psk: psk, established: established}
+func (d *dtlsServer) register(appID [appIDLen]byte, psk []byte, legacy *dtlsLegacy, established func(*dtlsConn)) (cancel func()) {
+	r := &dtlsReg{appID: appID, psk: psk, legacy: legacy, established: established}
 	d.mu.Lock()
 	d.regs[appID] = r
 	d.mu.Unlock()
@@ -344,14 +345,22 @@ func (a *dtlsAssoc) close() {
 func (a *dtlsAssoc) handshake() {
 	defer a.d.wg.Done()
 	psk := a.reg.psk
-	conn, err := dtls.ServerWithOptions(a, a.peerAddr,
+	opts := []dtls.ServerOption{
 		dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), // the identity ("psk") carries nothing
 		dtls.WithCipherSuites(dtlsSuites...),
 		// Request, never require: GnuTLS clients send no EMS in PSK mode (protocol.md §11).
 		dtls.WithExtendedMasterSecret(dtls.RequestExtendedMasterSecret),
 		dtls.WithInsecureSkipVerifyHello(true), // no HelloVerifyRequest round trip, like ocserv
 		dtls.WithMTU(1400),
-	)
+	}
+	var err error
+	if a.reg.legacy != nil {
+		opts, err = a.reg.legacy.options(a.reg.appID[:])
+	}
+	var conn *dtls.Conn
+	if err == nil {
+		conn, err = dtls.ServerWithOptions(a, a.peerAddr, opts...)
+	}
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), dtlsHandshakeTimeout)
 		err = conn.HandshakeContext(ctx)
@@ -480,8 +489,10 @@ func (c *dtlsConn) CipherSuite() string {
 		return "(DTLS1.2)-(PSK)-(CHACHA20-POLY1305)"
 	case dtls.TLS_PSK_WITH_AES_128_CCM:
 		return "(DTLS1.2)-(PSK)-(AES-128-CCM)"
-	case dtls.TLS_PSK_WITH_AES_128_CBC_SHA256:
-		return "(DTLS1.2)-(PSK)-(AES-128-CBC)-(SHA256)"
+	case dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
+		return "(DTLS1.2)-(AES-128-GCM)"
+	case dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
+		return "(DTLS1.2)-(AES-256-GCM)"
 	}
 	return fmt.Sprintf("(DTLS1.2)-(PSK)-(0x%04x)", uint16(c.suite))
 }

@@ -86,7 +86,7 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	go func() { done <- d.Serve() }()
 	var id [appIDLen]byte
 	id[0] = 1
-	cancel := d.register(id, make([]byte, 32), func(*dtlsConn) {})
+	cancel := d.register(id, make([]byte, 32), nil, func(*dtlsConn) {})
 	defer cancel()
 	c, _ := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 	defer c.Close()

@@ -167,24 +167,30 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	t.switchToTCP = s.cfg.SwitchToTCPTimeout
 	// DTLS: registered before the response goes out, since the ClientHello may follow within milliseconds.
 	var dtlsHdr []string
-	if d := s.dtls.Load(); d != nil && !s.cfg.NoUDP && offersPSK(req) {
-		psk, err := exportPSK(st.tls.ConnectionState())
-		if err != nil {
-			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
-		} else {
-			appID := newAppID()
-			t.dtlsCancel = d.register(appID, psk, t.dtlsEstablished)
-			mtu -= dtlsOverheadGCM
-			t.mtu = mtu
-			secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
-			dtlsHdr = []string{
-				"X-DTLS-Port: " + strconv.Itoa(s.udpPort),
-				"X-DTLS-App-ID: " + hex.EncodeToString(appID[:]),
-				"X-DTLS-CipherSuite: PSK-NEGOTIATE",
-				"X-DTLS-DPD: " + secs(dpd),
-				"X-DTLS-Keepalive: " + secs(s.cfg.Keepalive),
-			}
+	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
+	if d := s.dtls.Load(); d != nil && !s.cfg.NoUDP {
+		common := func() []string {
+			return []string{"X-DTLS-Port: " + strconv.Itoa(s.udpPort), "X-DTLS-DPD: " + secs(dpd),
+				"X-DTLS-Keepalive: " + secs(s.cfg.Keepalive)}
 		}
+		if s.cfg.DTLSPSK && offersPSK(req) {
+			psk, err := exportPSK(st.tls.ConnectionState())
+			if err != nil {
+				s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
+			} else {
+				appID := newAppID()
+				t.dtlsCancel = d.register(appID, psk, nil, t.dtlsEstablished)
+				mtu -= dtlsOverheadGCM
+				dtlsHdr = append(common(), "X-DTLS-App-ID: "+hex.EncodeToString(appID[:]), "X-DTLS-CipherSuite: PSK-NEGOTIATE")
+			}
+		} else if legacy, name := legacyOffer(req); legacy != nil {
+			sid := newAppID()
+			t.dtlsCancel = d.register(sid, nil, legacy, t.dtlsEstablished)
+			mtu -= dtlsOverheadGCM
+			dtlsHdr = append(common(), "X-DTLS-Session-ID: "+hex.EncodeToString(sid[:]),
+				"X-DTLS12-CipherSuite: "+name, "X-DTLS-MTU: "+strconv.Itoa(mtu))
+		}
+		t.mtu = mtu
 	}
 	if err := sess.attach(t, st.remote); err != nil {
 		t.stopDTLS()

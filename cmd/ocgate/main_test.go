@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("tcp_port = 443\n\nroute = [\"10.0.0.0/33\"]\nbogus = 1\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := runConfig([]string{"check", bad}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{bad + ":3: route:", bad + ":4: bogus: unknown key"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr %q lacks %q", errb.String(), want)
+		}
+	}
+	good := filepath.Join(dir, "good.toml")
+	out.Reset()
+	errb.Reset()
+	runConfig([]string{"defaults"}, &out, &errb)
+	os.WriteFile(good, append(out.Bytes(), "isolate_workers = true\n"...), 0o644)
+	out.Reset()
+	if code := runConfig([]string{"check", good}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK") ||
+		!strings.Contains(errb.String(), "isolate_workers: ignored") {
+		t.Fatalf("defaults + an ocserv key: exit %d, %q %q", code, out.String(), errb.String())
+	}
+	if code := runConfig([]string{"frobnicate"}, &out, &errb); code != 2 {
+		t.Fatalf("usage error: exit %d", code)
+	}
+}
+
+func TestPasswd(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p")
+	var out, errb bytes.Buffer
+	if code := runPasswd([]string{"-c", file, "-g", "a,b", "alice"}, strings.NewReader("pw\npw\n"), &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if code := runPasswd([]string{"-c", file, "bob"}, strings.NewReader("pw\nother\n"), &out, &errb); code != 1 ||
+		!strings.Contains(errb.String(), "do not match") {
+		t.Fatalf("mismatch: exit %d %q", code, errb.String())
+	}
+	if code := runPasswd([]string{"-c", file, "-l", "alice"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("lock: exit %d", code)
+	}
+	b, _ := os.ReadFile(file)
+	if !strings.HasPrefix(string(b), "alice:a,b:!$5$") || strings.Contains(string(b), "bob") {
+		t.Fatalf("file: %q", b)
+	}
+}
