@@ -419,10 +419,16 @@ func authenticate(t testing.TB, s *server, user, pass string) string {
 // launchCookie starts the client with a cookie (no login) and returns at once.
 func launchCookie(t testing.TB, s *server, cookie string, extra ...string) *client {
 	t.Helper()
+	return launchCookieURL(t, s, cookie, s.url(), extra...)
+}
+
+// launchCookieURL is launchCookie towards another URL of the same server.
+func launchCookieURL(t testing.TB, s *server, cookie, url string, extra ...string) *client {
+	t.Helper()
 	socks := 11080 + int(portCursor.Add(1))
 	args := append([]string{"openconnect", "-v", "--protocol=anyconnect", "--servercert", s.pin, "--cookie-on-stdin",
 		"--script-tun", "--script", fmt.Sprintf("ocproxy -D %d", socks)}, extra...)
-	args = append(args, s.url())
+	args = append(args, url)
 	return &client{ns: s.ns, proc: s.ns.start(strings.NewReader(cookie+"\n"), args...), socksPort: socks}
 }
 

@@ -150,3 +150,73 @@ func TestBanAfterWrongPasswords(t *testing.T) {
 		}
 	}
 }
+
+// TestMobileDPD: a client logging in as a mobile platform gets mobile_dpd.
+func TestMobileDPD(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	s := startServer(t, ns, newServerDir(t), "dpd = 90\nmobile_dpd = 300\nmax_same_clients = 0")
+	desk := connect(t, s, vpnUser, vpnPass)
+	mobile := connect(t, s, vpnUser, vpnPass, "--os", "android")
+	if !strings.Contains(desk.proc.out.String(), "CSTP connected. DPD 90,") ||
+		!strings.Contains(mobile.proc.out.String(), "CSTP connected. DPD 300,") {
+		t.Fatalf("desktop:\n%s\nmobile:\n%s", desk.proc.out.String(), mobile.proc.out.String())
+	}
+}
+
+// TestSessionTimeout: session_timeout ends the session: the client is told so and exits, the cookie is dead.
+func TestSessionTimeout(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	s := startServer(t, ns, newServerDir(t), "session_timeout = 2")
+	cookie := authenticate(t, s, vpnUser, vpnPass)
+	c := connectCookie(t, s, cookie)
+	if code := c.waitExit(t, 20*time.Second); code != 1 || !strings.Contains(c.proc.out.String(), "Session terminated by server") {
+		t.Fatalf("exit %d\n%s", code, c.proc.out.String())
+	}
+	again := launchCookie(t, s, cookie)
+	if code := again.waitExit(t, 20*time.Second); code != 2 {
+		t.Fatalf("cookie after session_timeout: exit %d\n%s", code, again.proc.out.String())
+	}
+}
+
+// TestDenyRoaming: with deny_roaming the cookie works only from the address that logged in.
+func TestDenyRoaming(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	s := startServer(t, ns, newServerDir(t), "listen_host = \"\"\ndeny_roaming = true\nmax_same_clients = 0")
+	cookie := authenticate(t, s, vpnUser, vpnPass) // from 127.0.0.1
+	same := connectCookie(t, s, cookie)
+	same.proc.cmd.Process.Signal(syscall.SIGKILL) // no BYE: the cookie stays valid
+	same.waitExit(t, 10*time.Second)
+	// The same cookie from another source address (the client connects to 10.77.0.1, its source is 10.77.0.1).
+	other := launchCookieURL(t, s, cookie, "https://10.77.0.1:8443/")
+	if code := other.waitExit(t, 20*time.Second); code != 2 || !strings.Contains(other.proc.out.String(), "Cookie was rejected by server") {
+		t.Fatalf("cookie from another address: exit %d\n%s", code, other.proc.out.String())
+	}
+	if !strings.Contains(s.stderr.String(), "deny_roaming") {
+		t.Fatal("refusal not logged")
+	}
+}
+
+// TestDataRateLimit: tx_data_per_sec holds a download to its rate by dropping, and TCP still delivers every byte.
+func TestDataRateLimit(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "tx_data_per_sec = 1000000")
+	c := connect(t, s, vpnUser, vpnPass)
+	start := time.Now()
+	download(t, c, 4<<20, 51)
+	// A lower bound only: 4 MiB at 1 MB/s cannot arrive in under 2 s unless the limit is not enforced.
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("4 MiB arrived in %s despite tx_data_per_sec = 1000000", d)
+	}
+	c.proc.stop(10 * time.Second)
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
+	})
+	if strings.Contains(s.stderr.String(), "tx_dropped=0 ") {
+		t.Fatal("no packet was dropped by the limit")
+	}
+}

@@ -38,6 +38,9 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		s.log.Info("connection closed", "remote", st.remote, "reason", "bad authentication request: "+err.Error())
 		return errorResponse(400, "Bad Request")
 	}
+	if doc.DeviceID != "" {
+		st.deviceID = doc.DeviceID
+	}
 	if req.method == "GET" || doc.Type == "init" {
 		return xmlResponse(loginForm(s.cfg.PreLoginBanner, ""))
 	}
@@ -107,6 +110,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		User:      id.User,
 		Groups:    id.Groups,
 		UserAgent: st.userAgent,
+		DeviceID:  st.deviceID,
 		Created:   time.Now(),
 		srv:       s,
 		authAddr:  st.remote.Addr(),
@@ -157,7 +161,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		return
 	}
 
-	mobile := isMobile(req)
+	mobile := isMobile(req, sess)
 	dpd, idle := s.cfg.DPD, s.cfg.IdleTimeout
 	if mobile {
 		dpd, idle = s.cfg.MobileDPD, s.cfg.MobileIdleTimeout
@@ -226,6 +230,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	drx, dtx := sess.DTLSBytes()
 	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
 		"reason", t.reason, "rx", rx, "tx", tx, "dtls_rx", drx, "dtls_tx", dtx,
+		"rx_dropped", sess.rxDropped.Load(), "tx_dropped", sess.txDropped.Load(),
 		"duration", time.Since(t.start).Round(time.Millisecond))
 }
 
@@ -241,9 +246,16 @@ func offersPSK(req *request) bool {
 	return false
 }
 
-func isMobile(req *request) bool {
-	p := strings.ToLower(req.get("X-AnyConnect-Identifier-Platform"))
-	return strings.HasPrefix(p, "android") || strings.HasPrefix(p, "apple-ios")
+// isMobile tells mobile clients (mobile_dpd, mobile_idle_timeout) by the platform header of the CONNECT or the
+// device id the client gave when it logged in (openconnect --os android|apple-ios).
+func isMobile(req *request, sess *Session) bool {
+	for _, p := range []string{req.get("X-AnyConnect-Identifier-Platform"), sess.DeviceID} {
+		p = strings.ToLower(p)
+		if strings.HasPrefix(p, "android") || strings.HasPrefix(p, "apple-ios") {
+			return true
+		}
+	}
+	return false
 }
 
 // tunnelMTU computes the link ("base") MTU and the tunnel MTU as ocserv does (protocol.md §7.8): the link is the

@@ -333,6 +333,7 @@ type connState struct {
 	br        *bufio.Reader
 	failures  int
 	userAgent string
+	deviceID  string // <device-id> of the client's XML (linux-64, win, android, apple-ios...)
 }
 
 func (s *Server) serveConn(c net.Conn) {

@@ -29,6 +29,7 @@ type Session struct {
 	User      string
 	Groups    []string
 	UserAgent string
+	DeviceID  string // the <device-id> of the login (platform)
 	Created   time.Time
 
 	srv      *Server
@@ -41,8 +42,8 @@ type Session struct {
 	cur atomic.Pointer[tunnel]
 
 	// Counters, from the server's point of view: rx = received from the client, tx = sent to it.
-	rxBytes, txBytes, rxPackets, txPackets, txDropped atomic.Uint64
-	dtlsRxBytes, dtlsTxBytes                          atomic.Uint64 // the part that crossed DTLS
+	rxBytes, txBytes, rxPackets, txPackets, rxDropped, txDropped atomic.Uint64
+	dtlsRxBytes, dtlsTxBytes                                     atomic.Uint64 // the part that crossed DTLS
 
 	mu           sync.Mutex
 	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT

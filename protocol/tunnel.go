@@ -283,6 +283,8 @@ func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 			t.sess.dtlsRxBytes.Add(uint64(n - 1))
 			if t.sess.rxLimit.allow(n - 1) {
 				t.port.Send(buf[1:n])
+			} else {
+				t.sess.rxDropped.Add(1)
 			}
 		case pktDPDReq:
 			buf[0] = pktDPDResp
@@ -386,6 +388,8 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.dtlsActive.Store(false)
 			if t.sess.rxLimit.allow(len(payload)) {
 				t.port.Send(payload)
+			} else {
+				t.sess.rxDropped.Add(1)
 			}
 		case pktDPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
