@@ -339,6 +339,10 @@ func TestLoginConnectAndTraffic(t *testing.T) {
 	if err != nil || typ != pktData || !bytes.Equal(got, back) {
 		t.Fatalf("client got type %d % x %v, want the delivered packet", typ, got, err)
 	}
+	if in := ts.srv.Sessions().All()[0].Info(); in.User != "alice" || in.Addr != addr || !in.Connected ||
+		in.Channel != "CSTP" || in.RxBytes != uint64(len(pkt)) || in.TxBytes != uint64(len(back)) || in.CookieState != "active" {
+		t.Fatalf("session info %+v", in)
+	}
 	// DPD requests are echoed in full.
 	c.sendFrame(pktDPDReq, []byte("probe-1234"))
 	typ, got, err = c.readFrame()
