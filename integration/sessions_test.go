@@ -220,3 +220,18 @@ func TestDataRateLimit(t *testing.T) {
 		t.Fatal("no packet was dropped by the limit")
 	}
 }
+
+// TestMaxClients: with max_clients connections open, ocgate (like ocserv) closes new ones at once.
+func TestMaxClients(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	s := startServer(t, ns, newServerDir(t), "max_clients = 1\nmax_same_clients = 0")
+	connect(t, s, vpnUser, vpnPass)
+	c2 := launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
+	if code := c2.waitExit(t, 20*time.Second); code != 1 || configuredRE.MatchString(c2.proc.out.String()) {
+		t.Fatalf("second client: exit %d\n%s", code, c2.proc.out.String())
+	}
+	waitFor(t, 5*time.Second, "the refusal in the log", func() bool {
+		return strings.Contains(s.stderr.String(), "reached maximum client limit")
+	})
+}

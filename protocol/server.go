@@ -228,6 +228,11 @@ func (s *Server) track(c net.Conn) bool {
 	if s.closing.Load() {
 		return false
 	}
+	// Like ocserv, a server with max_clients connections open closes new ones at once.
+	if n := s.cfg.MaxClients; n > 0 && len(s.conns) >= n {
+		s.limitedLog("reached maximum client limit; connection closed", "active", len(s.conns), "remote", c.RemoteAddr())
+		return false
+	}
 	s.conns[c] = false
 	s.connWG.Add(1)
 	return true
