@@ -14,6 +14,7 @@ package protocol
 // the virtual conn writes to the association's client address through the shared socket.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -292,7 +293,9 @@ type dtlsAssoc struct {
 	reg           *dtlsReg
 	peer          netip.AddrPort
 	peerAddr      *net.UDPAddr
-	in            chan *datagram
+	in            chan *datagram // to pion (handshake, alerts; everything before the fast path is on)
+	fastIn        chan *datagram // application data for the fast path (dtls_fast.go)
+	fast          atomic.Pointer[dtlsFast]
 	done          chan struct{}
 	closeOnce     sync.Once
 	handshakeDone atomic.Bool
@@ -311,7 +314,8 @@ var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, 
 
 func newDTLSAssoc(d *dtlsServer, r *dtlsReg, peer netip.AddrPort) *dtlsAssoc {
 	return &dtlsAssoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
-		in: make(chan *datagram, dtlsQueueLen), done: make(chan struct{}), dlChange: make(chan struct{})}
+		in: make(chan *datagram, dtlsQueueLen), fastIn: make(chan *datagram, dtlsQueueLen),
+		done: make(chan struct{}), dlChange: make(chan struct{})}
 }
 
 // push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
@@ -323,8 +327,12 @@ func (a *dtlsAssoc) push(b []byte, st *dtlsStats) {
 		g = &datagram{b: make([]byte, len(b))}
 	}
 	g.n = copy(g.b, b)
+	q := a.in
+	if b[0] == recordAppData && a.fast.Load() != nil {
+		q = a.fastIn
+	}
 	select {
-	case a.in <- g:
+	case q <- g:
 	default:
 		st.queueFull.Add(1)
 		releaseDatagram(g)
@@ -379,6 +387,14 @@ func (a *dtlsAssoc) handshake() {
 	a.d.stats.completed.Add(1)
 	st, _ := conn.ConnectionState()
 	c := &dtlsConn{conn: conn, assoc: a, suite: st.CipherSuiteID}
+	if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
+		c.fast = f
+		c.slow = make(chan []byte, 16)
+		c.slowErr = make(chan error, 1)
+		a.fast.Store(f)
+		a.d.wg.Add(1)
+		go c.drainPion()
+	}
 	select {
 	case <-a.done:
 		conn.Close()
@@ -462,13 +478,64 @@ type dtlsConn struct {
 	conn  *dtls.Conn
 	assoc *dtlsAssoc
 	suite dtls.CipherSuiteID
+
+	fast    *dtlsFast   // nil: every record goes through pion
+	slow    chan []byte // application data pion decrypted (records that arrived before the fast path was on)
+	slowErr chan error  // pion's read loop ended
+}
+
+// drainPion keeps pion reading, so that it answers handshake retransmissions and alerts; application data it
+// returns (records queued before the fast path took over) is passed on.
+func (c *dtlsConn) drainPion() {
+	defer c.assoc.d.wg.Done()
+	buf := make([]byte, 1+maxCSTPPayload+64)
+	for {
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			c.slowErr <- err
+			return
+		}
+		select {
+		case c.slow <- bytes.Clone(buf[:n]):
+		default:
+		}
+	}
 }
 
 // ReadRecord reads one record (a "type || payload" packet).
-func (c *dtlsConn) ReadRecord(buf []byte) (int, error) { return c.conn.Read(buf) }
+func (c *dtlsConn) ReadRecord(buf []byte) (int, error) {
+	if c.fast == nil {
+		return c.conn.Read(buf)
+	}
+	for {
+		select {
+		case g := <-c.assoc.fastIn:
+			pt, ok := c.fast.open(g.b[:g.n])
+			n := copy(buf, pt)
+			releaseDatagram(g)
+			if ok {
+				return n, nil
+			}
+		case p := <-c.slow:
+			return copy(buf, p), nil
+		case err := <-c.slowErr:
+			return 0, err
+		case <-c.assoc.done:
+			return 0, net.ErrClosed
+		}
+	}
+}
 
 // WriteRecord sends one record.
 func (c *dtlsConn) WriteRecord(p []byte) error {
+	if c.fast != nil {
+		select {
+		case <-c.assoc.done:
+			return net.ErrClosed
+		default:
+		}
+		return c.fast.write(p)
+	}
 	_, err := c.conn.Write(p)
 	return err
 }

@@ -2,11 +2,15 @@ package protocol
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"log/slog"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pion/dtls/v3"
 )
 
 // clientHello builds a DTLS ClientHello datagram as openconnect sends it: session_id = App-ID, and optionally the
@@ -111,5 +115,102 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	d.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+}
+
+// A pion DTLS client against the whole server side: demultiplexing by App-ID (the client "resumes" a session
+// whose id is the App-ID, which puts it in the ClientHello like openconnect does), pion's handshake, then the fast
+// path both ways, for both suite families.
+func TestDTLSFastPathWithPionClient(t *testing.T) {
+	for _, suite := range []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256} {
+		t.Run(suite.String(), func(t *testing.T) {
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := newDTLSServer(pc, slog.New(slog.DiscardHandler))
+			go d.Serve()
+			defer d.Close()
+			appID := newAppID()
+			psk := bytes.Repeat([]byte{0x42}, 32)
+			got := make(chan *dtlsConn, 2)
+			cancel := d.register(appID, psk, nil, func(c *dtlsConn) { got <- c })
+			defer cancel()
+
+			cpc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			defer cpc.Close()
+			secret := make([]byte, 48)
+			store := &clientStore{s: dtls.Session{ID: appID[:], Secret: secret, Version: 1, IsClient: true,
+				CipherSuiteID: suite, PSKHash: sha256.Sum256(psk), IdentityHint: []byte("psk")}}
+			client, err := dtls.ClientWithOptions(cpc, pc.LocalAddr(),
+				dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), dtls.WithPSKIdentityHint([]byte("psk")),
+				dtls.WithCipherSuites(suite), dtls.WithSessionStore(store), dtls.WithServerName("vpn"),
+				dtls.WithExtendedMasterSecret(dtls.DisableExtendedMasterSecret))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			ctx, cancelCtx := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancelCtx()
+			if err := client.HandshakeContext(ctx); err != nil {
+				t.Fatalf("client handshake: %v", err)
+			}
+			var c *dtlsConn
+			select {
+			case c = <-got:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no association established")
+			}
+			if c.fast == nil {
+				t.Fatal("the fast path is not on")
+			}
+			buf := make([]byte, 2048)
+			for i := range 50 {
+				msg := append([]byte{pktData}, bytes.Repeat([]byte{byte(i)}, 1000+i)...)
+				if _, err := client.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				n, err := c.ReadRecord(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("record %d client→server: %d bytes, %v", i, n, err)
+				}
+				reply := append([]byte{pktDPDResp}, msg[1:]...)
+				if err := c.WriteRecord(reply); err != nil {
+					t.Fatal(err)
+				}
+				client.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err = client.Read(buf)
+				if err != nil || !bytes.Equal(buf[:n], reply) {
+					t.Fatalf("record %d server→client: %d bytes, %v", i, n, err)
+				}
+			}
+			if n := testing.AllocsPerRun(100, func() { c.fast.write(buf[:1400]) }); n != 0 {
+				t.Errorf("fast write: %v allocations per record", n)
+			}
+		})
+	}
+}
+
+type clientStore struct{ s dtls.Session }
+
+func (c *clientStore) Set([]byte, dtls.Session) error   { return nil }
+func (c *clientStore) Del([]byte) error                 { return nil }
+func (c *clientStore) Get([]byte) (dtls.Session, error) { return c.s, nil }
+
+func TestFastReplayWindow(t *testing.T) {
+	f := &dtlsFast{}
+	for _, seq := range []uint64{10, 12, 11, 5, 80} {
+		if !f.replayOK(seq) {
+			t.Fatalf("fresh %d refused", seq)
+		}
+		f.markSeen(seq)
+	}
+	for _, seq := range []uint64{10, 12, 80, 16} {
+		if f.replayOK(seq) && seq != 16 {
+			t.Fatalf("replayed %d accepted", seq)
+		}
+	}
+	if !f.replayOK(17) || f.replayOK(80-64) {
+		t.Fatal("window edges wrong")
 	}
 }
