@@ -29,6 +29,7 @@ type Config struct {
 	UDPPort       int    // udp_port; default = TCPPort
 	NoUDP         bool   // no_udp: true disables DTLS
 	DTLSPSK       bool   // dtls_psk: offer the PSK-NEGOTIATE DTLS mode (default true); false leaves legacy DTLS 1.2 only
+	DTLSFastPath  bool   // dtls_fast_path: our own DTLS record layer after pion's handshake (experimental, default false)
 	ServerCert    string // server_cert, absolute; "" = generated in the state directory
 	ServerKey     string // server_key, absolute
 	CACert        string // ca_cert, absolute (client certificates)
@@ -150,6 +151,7 @@ type raw struct {
 	UDPPort            *int64   `toml:"udp_port"`
 	NoUDP              *bool    `toml:"no_udp"`
 	DTLSPSK            *bool    `toml:"dtls_psk"`
+	DTLSFastPath       *bool    `toml:"dtls_fast_path"`
 	ServerCert         *string  `toml:"server_cert"`
 	ServerKey          *string  `toml:"server_key"`
 	CACert             *string  `toml:"ca_cert"`
@@ -326,6 +328,7 @@ func (p *parser) apply(r *raw, c *Config) {
 	}
 	boolean(&c.NoUDP, r.NoUDP)
 	boolean(&c.DTLSPSK, r.DTLSPSK)
+	boolean(&c.DTLSFastPath, r.DTLSFastPath)
 	path("server_cert", &c.ServerCert, r.ServerCert)
 	path("server_key", &c.ServerKey, r.ServerKey)
 	path("ca_cert", &c.CACert, r.CACert)

@@ -2,9 +2,7 @@ package integration
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -14,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"ocgate/integration/internal/stream"
 )
 
 // TestLoginAndTransfer: the stock client logs in with the right password, then 64 MiB come down and 16 MiB go up
@@ -30,29 +26,8 @@ func TestLoginAndTransfer(t *testing.T) {
 		t.Fatalf("assigned %s, want an address of the default pool 10.250.77.0/24", c.ip)
 	}
 
-	const down, seed = 64 << 20, 7
-	out, code := c.ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
-		"curl -sS --fail --max-time 100 --socks5-hostname 127.0.0.1:%d 'http://10.77.0.1:8080/bytes?n=%d&seed=%d' | sha256sum",
-		c.socksPort, down, seed))
-	if want := stream.SHA256(down, seed); code != 0 || !strings.HasPrefix(out, want) {
-		t.Fatalf("download: exit %d, sha256 %q, want %s", code, out, want)
-	}
-
-	const up = 16 << 20
-	file := filepath.Join(t.TempDir(), "upload")
-	f, err := os.Create(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	if err := stream.Write(io.MultiWriter(f, h), up, 99); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, code = c.curl("--fail", "-T", file, "http://10.77.0.1:8080/sink")
-	if want := fmt.Sprintf("%s %d", hex.EncodeToString(h.Sum(nil)), up); code != 0 || strings.TrimSpace(out) != want {
-		t.Fatalf("upload: exit %d, sink says %q, want %q", code, out, want)
-	}
+	download(t, c, 64<<20, 7)
+	upload(t, c, 16<<20, 99)
 	if !strings.Contains(s.stderr.String(), `msg="auth success" user=alice remote=127.0.0.1:`) {
 		t.Errorf("no auth success line in the server log")
 	}
@@ -285,11 +260,7 @@ func TestBadInput(t *testing.T) {
 	if s.proc.exited() {
 		t.Fatal("the server died")
 	}
-	out, code := c.ns.output(60*time.Second, "sh", "-c", fmt.Sprintf(
-		"curl -sS --fail --socks5-hostname 127.0.0.1:%d 'http://10.77.0.1:8080/bytes?n=1048576&seed=3' | sha256sum", c.socksPort))
-	if code != 0 || !strings.HasPrefix(out, stream.SHA256(1<<20, 3)) {
-		t.Fatalf("the real client's session after the abuse: exit %d %q", code, out)
-	}
+	download(t, c, 1<<20, 3) // the real client's session still works
 }
 
 // goLogin does the XML authentication exchange over tc and returns the cookie.

@@ -76,6 +76,27 @@ func TestDTLSTransfer(t *testing.T) {
 	}
 }
 
+// TestDTLSFastPath: the experimental record layer (dtls_fast_path) carries the same transfers.
+func TestDTLSFastPath(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "dtls_fast_path = true")
+	c := connect(t, s, vpnUser, vpnPass)
+	if out := c.proc.out.String(); !dtlsUp.MatchString(out) || !strings.Contains(out, "No change in MTU after detection (was 1434)") {
+		t.Fatalf("DTLS did not come up with its MTU confirmed:\n%s", out)
+	}
+	download(t, c, 64<<20, 14)
+	upload(t, c, 16<<20, 15)
+	c.proc.stop(10 * time.Second)
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
+	})
+	if _, tx, _, dtx := sessionBytes(t, s); dtx < 64<<20 || dtx < tx*9/10 {
+		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
+	}
+}
+
 // TestDTLSWithTLS12: a TLS 1.2 control channel (openconnect's GnuTLS without EMS) still keys DTLS.
 func TestDTLSWithTLS12(t *testing.T) {
 	t.Parallel()

@@ -69,9 +69,10 @@ type dtlsStats struct {
 }
 
 type dtlsServer struct {
-	pc    *net.UDPConn
-	log   *slog.Logger
-	stats dtlsStats
+	fastPath bool // seal and open application records ourselves after pion's handshake (dtls_fast.go)
+	pc       *net.UDPConn
+	log      *slog.Logger
+	stats    dtlsStats
 
 	mu      sync.RWMutex
 	regs    map[[appIDLen]byte]*dtlsReg   // guarded by mu
@@ -387,7 +388,9 @@ func (a *dtlsAssoc) handshake() {
 	a.d.stats.completed.Add(1)
 	st, _ := conn.ConnectionState()
 	c := &dtlsConn{conn: conn, assoc: a, suite: st.CipherSuiteID}
-	if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
+	if !a.d.fastPath {
+		// pion's record layer for everything (see Options.DTLSFastPath)
+	} else if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
 		c.fast = f
 		c.slow = make(chan []byte, 16)
 		c.slowErr = make(chan error, 1)

@@ -60,6 +60,7 @@ type dtlsFast struct {
 	seen    bool
 	rxAAD   [13]byte
 	rxNonce [12]byte
+	rxBad   atomic.Uint64 // records that failed authentication or were replayed
 }
 
 var errFastUnsupported = errors.New("suite not on the fast path")
@@ -206,6 +207,7 @@ func (f *dtlsFast) open(b []byte) (plaintext []byte, ok bool) {
 	body := b[dtlsRecordHeaderLen : dtlsRecordHeaderLen+n]
 	seq := seqNum & (1<<48 - 1)
 	if !f.replayOK(seq) {
+		f.rxBad.Add(1)
 		return nil, false
 	}
 	var nonce []byte
@@ -227,6 +229,7 @@ func (f *dtlsFast) open(b []byte) (plaintext []byte, ok bool) {
 	binary.BigEndian.PutUint16(aad[11:], uint16(len(body)-f.recvAEAD.Overhead()))
 	pt, err := f.recvAEAD.Open(body[:0], nonce, body, aad)
 	if err != nil {
+		f.rxBad.Add(1)
 		return nil, false
 	}
 	f.markSeen(seq)

@@ -129,6 +129,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := newDTLSServer(pc, slog.New(slog.DiscardHandler))
+			d.fastPath = true
 			go d.Serve()
 			defer d.Close()
 			appID := newAppID()

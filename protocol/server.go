@@ -126,6 +126,7 @@ func NewServer(o Options) (*Server, error) {
 // already offers DTLS.
 func (s *Server) ServeDTLS(pc *net.UDPConn) error {
 	d := newDTLSServer(pc, s.log)
+	d.fastPath = s.cfg.DTLSFastPath
 	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
 	s.dtls.Store(d)
 	if s.closing.Load() {

@@ -305,6 +305,10 @@ func (t *tunnel) stopDTLS() {
 		t.dtlsCancel()
 	}
 	if c := t.dtls.Swap(nil); c != nil {
+		if c.fast != nil {
+			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", c.fast.rxBad.Load(),
+				"queue_full", c.assoc.d.stats.queueFull.Load())
+		}
 		c.Close()
 	}
 	t.dtlsWG.Wait()

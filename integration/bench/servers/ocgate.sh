@@ -5,7 +5,8 @@
 #   BENCH_SERVER=$PWD/integration/bench/servers/ocgate.sh bash ../shared/bench/ocproxy-baseline.sh
 #
 # ocgate runs unprivileged (uid 65534) in netstack mode. OCGATE_BIN names a built binary; otherwise it is built
-# from this checkout. OCGATE_DATAPATH selects the datapath (default netstack).
+# from this checkout. OCGATE_DATAPATH selects the datapath (default netstack); OCGATE_EXTRA_CONFIG adds TOML lines
+# (e.g. "dtls_fast_path = true"); OCGATE_ARGS adds command-line flags (e.g. "--log-level debug").
 OCGATE_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 srv_name() { echo ocgate; }
 srv_version() { "$(ocgate_bin)" --version 2>&1 | awk '{print $2}'; }
@@ -36,11 +37,12 @@ keepalive = 32400
 dpd = 90
 cookie_timeout = 300
 auth_timeout = 240
+${OCGATE_EXTRA_CONFIG:-}
 CFG
   chown -R 65534:65534 "$W/ocgate-state"
   chmod 755 "$W"
   ip netns exec "$SNS" setpriv --reuid=65534 --regid=65534 --clear-groups \
-    "$bin" -c "$W/ocgate.toml" --state-dir "$W/ocgate-state" >"$W/ocgate.log" 2>&1 &
+    "$bin" -c "$W/ocgate.toml" --state-dir "$W/ocgate-state" ${OCGATE_ARGS:-} >"$W/ocgate.log" 2>&1 &
   SRV_PID=$!; PIDS+=("$SRV_PID")
   wait_server 20 || { tail -20 "$W/ocgate.log" >&2; return 1; }
 }
