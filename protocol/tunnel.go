@@ -35,6 +35,8 @@ const (
 	// finalWriteTimeout bounds how long a stopping tunnel may spend writing its last frames.
 	finalWriteTimeout = 2 * time.Second
 	smallFrameSize    = cstpHeaderLen + 2048
+	// dtlsQuietForSwitch: DTLS silence after which data arriving over TLS moves our sending to TLS as well.
+	dtlsQuietForSwitch = time.Second
 )
 
 // frame is a pooled buffer holding one CSTP frame (header included) in b[:n].
@@ -388,8 +390,13 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.lastData.Store(now)
 			t.sess.rxBytes.Add(uint64(len(payload)))
 			t.sess.rxPackets.Add(1)
-			// Data on TLS while DTLS is up: the client gave up on UDP (ocserv switches too, protocol.md §7.5).
-			t.dtlsActive.Store(false)
+			// Data on TLS while DTLS is up: the client may have given up on UDP (ocserv switches at once,
+			// protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
+			// buffer is full; switching on each of those made our downloads flap between the channels and arrive
+			// out of order. So switch only if DTLS has also been quiet for a moment.
+			if now-t.lastDTLSRecv.Load() > int64(dtlsQuietForSwitch) {
+				t.dtlsActive.Store(false)
+			}
 			if t.sess.rxLimit.allow(len(payload)) {
 				t.port.Send(payload)
 			} else {
