@@ -27,6 +27,15 @@ func sessionBytes(t *testing.T, s *server) (rx, tx, dtlsRx, dtlsTx int64) {
 	return n(m[1]), n(m[2]), n(m[3]), n(m[4])
 }
 
+// logout stops the client (SIGTERM: it sends its BYE) and waits for the server to log the session's end.
+func logout(t *testing.T, c *client, s *server) {
+	t.Helper()
+	c.proc.stop(10 * time.Second)
+	waitFor(t, 10*time.Second, "the session to end", func() bool {
+		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
+	})
+}
+
 // download fetches n bytes of stream seed through the client and checks the hash.
 func download(t *testing.T, c *client, n int64, seed uint64) {
 	t.Helper()
@@ -66,10 +75,7 @@ func TestDTLSTransfer(t *testing.T) {
 	}
 	download(t, c, 64<<20, 11)
 	upload(t, c, 16<<20, 12)
-	c.proc.stop(10 * time.Second)
-	waitFor(t, 10*time.Second, "the session to end", func() bool {
-		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
-	})
+	logout(t, c, s)
 	rx, tx, drx, dtx := sessionBytes(t, s)
 	if dtx < 64<<20 || drx < 16<<20 || dtx < tx*9/10 || drx < rx*9/10 {
 		t.Fatalf("bytes over DTLS: rx %d of %d, tx %d of %d; want the transfers on DTLS", drx, rx, dtx, tx)
@@ -88,10 +94,7 @@ func TestDTLSFastPath(t *testing.T) {
 	}
 	download(t, c, 64<<20, 14)
 	upload(t, c, 16<<20, 15)
-	c.proc.stop(10 * time.Second)
-	waitFor(t, 10*time.Second, "the session to end", func() bool {
-		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
-	})
+	logout(t, c, s)
 	if _, tx, _, dtx := sessionBytes(t, s); dtx < 64<<20 || dtx < tx*9/10 {
 		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
 	}
@@ -186,10 +189,7 @@ func TestLegacyDTLS(t *testing.T) {
 		t.Fatalf("legacy DTLS did not come up:\n%s", out)
 	}
 	download(t, c, 16<<20, 41)
-	c.proc.stop(10 * time.Second)
-	waitFor(t, 10*time.Second, "the session to end", func() bool {
-		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
-	})
+	logout(t, c, s)
 	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
 		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
 	}

@@ -212,10 +212,7 @@ func TestDataRateLimit(t *testing.T) {
 	if d := time.Since(start); d < 2*time.Second {
 		t.Fatalf("4 MiB arrived in %s despite tx_data_per_sec = 1000000", d)
 	}
-	c.proc.stop(10 * time.Second)
-	waitFor(t, 10*time.Second, "the session to end", func() bool {
-		return strings.Contains(s.stderr.String(), `msg="session disconnected"`)
-	})
+	logout(t, c, s)
 	if strings.Contains(s.stderr.String(), "tx_dropped=0 ") {
 		t.Fatal("no packet was dropped by the limit")
 	}
