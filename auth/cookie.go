@@ -22,10 +22,12 @@ func NewCookie() string {
 // RandomMinter is the in-process CookieMinter.
 type RandomMinter struct{}
 
+var _ CookieMinter = RandomMinter{}
+
 // MintCookie returns NewCookie().
 func (RandomMinter) MintCookie() (string, error) { return NewCookie(), nil }
 
-// EqualSecret compares two secrets in constant time (for equal lengths).
+// EqualSecret reports whether two secrets (cookies, tokens) are equal, in time that depends only on their lengths.
 func EqualSecret(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }

@@ -1,5 +1,3 @@
-// Package auth holds the authenticators (password files so far), cookie minting and related checks. It is pure
-// logic behind small interfaces and never talks to clients.
 package auth
 
 import (
@@ -8,8 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,50 +15,44 @@ import (
 
 	"github.com/go-crypt/crypt"
 	"github.com/go-crypt/crypt/algorithm"
+	"github.com/go-crypt/crypt/algorithm/bcrypt"
 	"github.com/go-crypt/crypt/algorithm/md5crypt"
 	"github.com/go-crypt/crypt/algorithm/shacrypt"
 )
 
-// Identity is an authenticated user.
-type Identity struct {
-	User   string
-	Groups []string
-}
-
-var (
-	// ErrBadCredentials is returned for an unknown user or a wrong password (the two are not told apart).
-	ErrBadCredentials = errors.New("wrong user name or password")
-	// ErrLocked is returned for a locked account (hash prefixed with '!').
-	ErrLocked = errors.New("account locked")
-)
-
-// PasswordChecker verifies a user's password. It is the seam that privilege separation will put behind a local
-// socket, so it takes and returns plain values only.
-type PasswordChecker interface {
-	CheckPassword(ctx context.Context, user, password string) (Identity, error)
-}
+// MaxPasswordLen is the longest password accepted, in bytes: libxcrypt's CRYPT_MAX_PASSPHRASE_SIZE, so ocserv (which
+// calls crypt(3)) refuses the same passwords. It also bounds the work of SHA-crypt, which grows with the length.
+const MaxPasswordLen = 512
 
 // entry is one line of an ocpasswd file: user:group1,group2:hash.
 type entry struct {
 	user   string
 	groups []string
-	hash   string // without the lock mark
+	digest algorithm.Digest // nil: no password login (empty or '*' hash)
 	locked bool
 }
 
-// decoder knows the crypt(3) formats ocpasswd files hold: $5$ (what ocpasswd writes), $6$ and legacy $1$.
+// decoder knows the crypt(3) formats an ocpasswd file may hold: $5$ (what ocpasswd writes), $6$, $1$ (what
+// ocpasswd falls back to) and bcrypt $2a$/$2b$/$2y$ (libxcrypt, e.g. from mkpasswd). Not $y$ (yescrypt): no Go
+// implementation in our dependencies; such lines are reported as unsupported.
 var decoder = func() *crypt.Decoder {
 	d := crypt.NewDecoder()
-	if err := shacrypt.RegisterDecoder(d); err != nil {
-		panic(err)
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
 	}
-	if err := md5crypt.RegisterDecoder(d); err != nil {
-		panic(err)
+	must(shacrypt.RegisterDecoder(d))
+	must(md5crypt.RegisterDecoderCommon(d))
+	bc := bcrypt.DecodeVariant(bcrypt.VariantStandard)
+	for _, id := range []string{bcrypt.AlgIdentifier, bcrypt.AlgIdentifierVerA, bcrypt.AlgIdentifierVerY} {
+		must(d.RegisterDecodeFunc(id, bc))
 	}
 	return d
 }()
 
-// dummyDigest is checked for unknown users so that the answer takes as long as for a known one.
+// dummyDigest is checked for unknown users (and users without a password) so that the answer takes as long as
+// for a user with a $5$ hash of the default cost, which is what ocpasswd writes.
 var dummyDigest = func() algorithm.Digest {
 	h, err := HashPassword("no such user")
 	if err == nil {
@@ -72,22 +64,41 @@ var dummyDigest = func() algorithm.Digest {
 	panic(err)
 }()
 
-// PlainFile is a PasswordChecker over an ocpasswd-format file. It re-reads the file when its modification time or
-// size changes (checked at most once a second), so `ocgate passwd` edits apply without a restart. A file that fails
-// to parse on reload keeps the previous contents; the error is returned by Reload.
+// fileStamp identifies one version of the file. The inode is there because editors replace the file by rename,
+// possibly within one modification-time tick and with the same size.
+type fileStamp struct {
+	modTime time.Time
+	size    int64
+	inode   uint64
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	s := fileStamp{modTime: fi.ModTime(), size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.inode = st.Ino
+	}
+	return s
+}
+
+// PlainFile is a PasswordChecker over an ocpasswd-format file. It re-reads the file when its modification time,
+// size or inode changes (checked at most once a second), so `ocgate passwd` edits apply without a restart. A file
+// that fails to read or parse on reload keeps the previous contents in force; a file that was removed leaves no
+// user able to log in. Reload errors are returned by Reload and passed to the OnReloadError function.
 type PlainFile struct {
 	path string
 
 	mu        sync.Mutex
 	users     map[string]entry // guarded by mu
-	modTime   time.Time        // guarded by mu
-	size      int64            // guarded by mu
-	inode     uint64           // guarded by mu: editors replace the file by rename, often within one mtime tick
+	loaded    fileStamp        // guarded by mu: the version in users
+	failed    *fileStamp       // guarded by mu: the version that last failed to load, already reported
 	lastCheck time.Time        // guarded by mu
-	digests   map[string]algorithm.Digest
+	onErr     func(error)      // guarded by mu
 }
 
-// OpenPlainFile reads an ocpasswd-format file. Errors name the file and line.
+var _ PasswordChecker = (*PlainFile)(nil)
+
+// OpenPlainFile reads an ocpasswd-format file. It fails if the file is missing or malformed; parse errors name the
+// file and line.
 func OpenPlainFile(path string) (*PlainFile, error) {
 	p := &PlainFile{path: path}
 	if err := p.Reload(); err != nil {
@@ -96,7 +107,15 @@ func OpenPlainFile(path string) (*PlainFile, error) {
 	return p, nil
 }
 
-// Reload re-reads the file if it changed.
+// OnReloadError sets a function called once for each version of the file that fails to load during the automatic
+// reloads (and for its disappearance). It runs with the PlainFile's lock held and must not call back into it.
+func (p *PlainFile) OnReloadError(fn func(error)) {
+	p.mu.Lock()
+	p.onErr = fn
+	p.mu.Unlock()
+}
+
+// Reload re-reads the file now if it changed since it was last loaded.
 func (p *PlainFile) Reload() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -111,26 +130,38 @@ func (p *PlainFile) reloadLocked(force bool) error {
 	p.lastCheck = now
 	fi, err := os.Stat(p.path)
 	if err != nil {
-		return fmt.Errorf("password file: %w", err)
+		if errors.Is(err, fs.ErrNotExist) && p.users != nil {
+			p.users, p.loaded = map[string]entry{}, fileStamp{} // removed on purpose: nobody may log in
+		}
+		return p.failLocked(fileStamp{}, fmt.Errorf("password file: %w", err))
 	}
-	var ino uint64
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-	}
-	if p.users != nil && fi.ModTime().Equal(p.modTime) && fi.Size() == p.size && ino == p.inode {
+	st := stampOf(fi)
+	if p.users != nil && st == p.loaded {
 		return nil
+	}
+	if !force && p.failed != nil && *p.failed == st {
+		return nil // this version was already tried and reported
 	}
 	data, err := os.ReadFile(p.path)
 	if err != nil {
-		return fmt.Errorf("password file: %w", err)
+		return p.failLocked(st, fmt.Errorf("password file: %w", err))
 	}
 	users, err := parsePasswd(p.path, data)
 	if err != nil {
-		return err
+		return p.failLocked(st, err)
 	}
-	p.users, p.modTime, p.size, p.inode = users, fi.ModTime(), fi.Size(), ino
-	p.digests = make(map[string]algorithm.Digest)
+	p.users, p.loaded, p.failed = users, st, nil
 	return nil
+}
+
+func (p *PlainFile) failLocked(st fileStamp, err error) error {
+	if p.failed == nil || *p.failed != st {
+		p.failed = &st
+		if p.onErr != nil {
+			p.onErr(err)
+		}
+	}
+	return err
 }
 
 func parsePasswd(path string, data []byte) (map[string]entry, error) {
@@ -138,7 +169,7 @@ func parsePasswd(path string, data []byte) (map[string]entry, error) {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimRight(sc.Text(), "\r")
+		line := strings.TrimSuffix(sc.Text(), "\r")
 		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
@@ -147,6 +178,7 @@ func parsePasswd(path string, data []byte) (map[string]entry, error) {
 			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
 		}
 		if _, dup := users[e.user]; dup {
+			// ocserv would use the first line; an edit meant for the second would silently do nothing.
 			return nil, fmt.Errorf("%s:%d: user %q appears twice", path, n, e.user)
 		}
 		users[e.user] = e
@@ -162,72 +194,86 @@ func parseLine(line string) (entry, error) {
 	if len(parts) != 3 || parts[0] == "" {
 		return entry{}, errors.New("want user:groups:hash")
 	}
-	e := entry{user: parts[0], hash: parts[2]}
-	if parts[1] != "" && parts[1] != "*" {
-		for g := range strings.SplitSeq(parts[1], ",") {
-			if g = strings.TrimSpace(g); g != "" {
-				e.groups = append(e.groups, g)
-			}
-		}
+	e := entry{user: parts[0], groups: splitGroups(parts[1])}
+	hash := strings.TrimLeft(parts[2], "!") // ocpasswd -l adds one '!' per call
+	e.locked = len(hash) != len(parts[2])
+	if hash == "" || strings.HasPrefix(hash, "*") {
+		return e, nil // no password login, as with ocserv (without an OTP file) and /etc/shadow's '*'
 	}
-	if h, ok := strings.CutPrefix(e.hash, "!"); ok {
-		e.locked, e.hash = true, h
+	d, err := decoder.Decode(hash)
+	if err != nil {
+		return entry{}, fmt.Errorf("user %q: unsupported or malformed password hash (want $5$, $6$, $1$ or $2b$ crypt)", e.user)
 	}
-	if e.hash != "" {
-		if _, err := decoder.Decode(e.hash); err != nil {
-			return entry{}, fmt.Errorf("user %q: unsupported or malformed password hash (want $5$, $6$ or $1$ crypt)", e.user)
-		}
-	}
+	e.digest = d
 	return e, nil
 }
 
-// CheckPassword verifies user's password. Unknown users and wrong passwords both give ErrBadCredentials after the
-// same amount of work; a locked user gives ErrLocked only when the password was right.
-func (p *PlainFile) CheckPassword(ctx context.Context, user, password string) (Identity, error) {
-	p.mu.Lock()
-	reloadErr := p.reloadLocked(false)
-	e, ok := p.users[user]
-	var d algorithm.Digest
-	if ok && e.hash != "" {
-		d = p.digests[e.hash]
-		if d == nil {
-			d, _ = decoder.Decode(e.hash) // validated when the file was parsed
-			p.digests[e.hash] = d
+// splitGroups splits the group field as ocserv does: comma-separated, spaces around names ignored. "*" is what
+// ocpasswd writes when no group was given; it is not a group.
+func splitGroups(field string) []string {
+	var groups []string
+	for g := range strings.SplitSeq(field, ",") {
+		if g = strings.TrimSpace(g); g != "" && g != "*" {
+			groups = append(groups, g)
 		}
 	}
-	p.mu.Unlock()
-	_ = reloadErr // the previous contents stay in force; the caller sees reload errors through Reload
+	return groups
+}
+
+// CheckPassword verifies user's password. Unknown users, users without a password and wrong passwords all give
+// ErrBadCredentials after the same kind of hash computation; a locked user gives ErrLocked, and only when the
+// password was right.
+func (p *PlainFile) CheckPassword(ctx context.Context, user, password string) (Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return Identity{}, err
 	}
-	if d == nil {
+	p.mu.Lock()
+	_ = p.reloadLocked(false) // on failure the previous contents stay in force; reported through OnReloadError
+	e, ok := p.users[user]
+	p.mu.Unlock()
+	if len(password) > MaxPasswordLen {
+		dummyDigest.Match(password[:MaxPasswordLen])
+		return Identity{}, ErrBadCredentials
+	}
+	if !ok || e.digest == nil {
 		dummyDigest.Match(password)
 		return Identity{}, ErrBadCredentials
 	}
-	if !d.Match(password) { // the library compares digests in constant time
+	if !e.digest.Match(password) { // the library compares digests with crypto/subtle
 		return Identity{}, ErrBadCredentials
 	}
 	if e.locked {
 		return Identity{}, ErrLocked
 	}
-	return Identity{User: e.user, Groups: append([]string(nil), e.groups...)}, nil
+	return e.identity(), nil
 }
 
-// Lookup returns a user's identity (groups) without checking a password.
+// Lookup returns a user's identity (name and groups) without checking a password, for methods that authenticate
+// the user otherwise (certificates). Locked users are not found; users without a password are.
 func (p *PlainFile) Lookup(user string) (Identity, bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.reloadLocked(false)
+	_ = p.reloadLocked(false)
 	e, ok := p.users[user]
-	if !ok {
+	p.mu.Unlock()
+	if !ok || e.locked {
 		return Identity{}, false
 	}
-	return Identity{User: e.user, Groups: append([]string(nil), e.groups...)}, true
+	return e.identity(), true
 }
 
-// HashPassword returns a $5$ SHA-256-crypt hash with a 16-character random salt and the default 5000 rounds, as
-// ocpasswd writes.
+func (e entry) identity() Identity {
+	return Identity{User: e.user, Groups: append([]string(nil), e.groups...)}
+}
+
+// HashPassword returns a $5$ SHA-256-crypt hash with a 16-character random salt and the default 5000 rounds (not
+// written out), as ocpasswd writes.
 func HashPassword(password string) (string, error) {
+	if len(password) > MaxPasswordLen {
+		return "", fmt.Errorf("password longer than %d bytes", MaxPasswordLen)
+	}
+	if strings.IndexByte(password, 0) >= 0 {
+		return "", errors.New("password contains a NUL byte, which crypt(3) cannot hash")
+	}
 	h, err := shacrypt.New(shacrypt.WithSHA256(), shacrypt.WithIterations(shacrypt.IterationsDefaultOmitted), shacrypt.WithSaltLength(16))
 	if err != nil {
 		return "", err
@@ -237,107 +283,4 @@ func HashPassword(password string) (string, error) {
 		return "", err
 	}
 	return d.Encode(), nil
-}
-
-// PasswdOp is an edit of a password file.
-type PasswdOp int
-
-const (
-	PasswdSet    PasswdOp = iota // add the user or change its password (and groups, when given)
-	PasswdDelete                 // remove the user
-	PasswdLock                   // prefix the hash with '!'
-	PasswdUnlock                 // remove the '!'
-)
-
-// EditPasswordFile applies op to user in the ocpasswd-format file at path, as ocpasswd does. Other lines are kept
-// byte for byte; the file is replaced atomically. With create, a missing file is created (mode 0600). groups nil
-// keeps the user's groups.
-func EditPasswordFile(path string, create bool, op PasswdOp, user string, groups []string, password string) error {
-	if user == "" || strings.ContainsAny(user, ":\n\r") {
-		return fmt.Errorf("invalid user name %q", user)
-	}
-	for _, g := range groups {
-		if g == "" || strings.ContainsAny(g, ":,\n\r") {
-			return fmt.Errorf("invalid group name %q", g)
-		}
-	}
-	data, err := os.ReadFile(path)
-	mode := os.FileMode(0o600)
-	switch {
-	case err == nil:
-		if fi, err := os.Stat(path); err == nil {
-			mode = fi.Mode().Perm()
-		}
-	case errors.Is(err, os.ErrNotExist) && (create || op == PasswdSet):
-		data = nil
-	default:
-		return err
-	}
-	if _, err := parsePasswd(path, data); err != nil {
-		return err
-	}
-	var out bytes.Buffer
-	found := false
-	for line := range strings.SplitAfterSeq(string(data), "\n") {
-		if line == "" {
-			continue
-		}
-		name, rest, _ := strings.Cut(strings.TrimRight(line, "\r\n"), ":")
-		if name != user {
-			out.WriteString(line)
-			if !strings.HasSuffix(line, "\n") {
-				out.WriteString("\n")
-			}
-			continue
-		}
-		found = true
-		oldGroups, hash, _ := strings.Cut(rest, ":")
-		switch op {
-		case PasswdDelete:
-			continue
-		case PasswdLock:
-			if !strings.HasPrefix(hash, "!") {
-				hash = "!" + hash
-			}
-		case PasswdUnlock:
-			hash = strings.TrimPrefix(hash, "!")
-		case PasswdSet:
-			if hash, err = HashPassword(password); err != nil {
-				return err
-			}
-			if groups != nil {
-				oldGroups = strings.Join(groups, ",")
-			}
-		}
-		fmt.Fprintf(&out, "%s:%s:%s\n", user, oldGroups, hash)
-	}
-	if !found {
-		if op != PasswdSet {
-			return fmt.Errorf("%s: no user %q", path, user)
-		}
-		hash, err := HashPassword(password)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&out, "%s:%s:%s\n", user, strings.Join(groups, ","), hash)
-	}
-	return writeAtomic(path, out.Bytes(), mode)
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

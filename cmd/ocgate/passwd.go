@@ -20,12 +20,13 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("ocgate passwd", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.StringP("passwd", "c", filepath.Join(stateDirDefault(), usersFile), "password file (created when missing)")
-	groups := fs.StringP("groups", "g", "", "comma-separated groups of the user")
+	groups := fs.StringP("groups", "g", "", "comma-separated groups of the user (without -g an existing user keeps its groups)")
 	del := fs.BoolP("delete", "d", false, "delete the user")
 	lock := fs.BoolP("lock", "l", false, "lock the user")
 	unlock := fs.BoolP("unlock", "u", false, "unlock the user")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER")
+		fmt.Fprintln(stderr, "Sets USER's password (asked twice on a terminal, else read from standard input), or deletes, locks or unlocks USER.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -40,7 +41,7 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			n++
 		}
 	}
-	if fs.NArg() != 1 || n > 1 {
+	if fs.NArg() != 1 || n > 1 || n == 1 && fs.Changed("groups") {
 		fs.Usage()
 		return 2
 	}
@@ -59,8 +60,13 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "ocgate passwd:", err)
 			return 1
 		}
+		// Like ocpasswd, create the file when missing; the default one lives in a directory that may not exist yet.
+		if err := os.MkdirAll(filepath.Dir(*file), 0o700); err != nil {
+			fmt.Fprintln(stderr, "ocgate passwd:", err)
+			return 1
+		}
 	}
-	var gs []string
+	var gs []string // nil: keep the groups of an existing user
 	if fs.Changed("groups") {
 		gs = []string{}
 		for g := range strings.SplitSeq(*groups, ",") {
@@ -69,10 +75,6 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(*file), 0o700); err != nil {
-		fmt.Fprintln(stderr, "ocgate passwd:", err)
-		return 1
-	}
 	if err := auth.EditPasswordFile(*file, true, op, user, gs, password); err != nil {
 		fmt.Fprintln(stderr, "ocgate passwd:", err)
 		return 1
@@ -80,7 +82,9 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// readNewPassword asks twice, without echo on a terminal; from a pipe it reads two lines.
+// readNewPassword reads the new password. On a terminal it asks twice without echo. From a pipe it reads a line,
+// and a second one if there is one, which must then match: `printf 'pw\npw\n' | ...` works, and so does the
+// single line `echo pw | ocpasswd ...` scripts send (ocpasswd reads one line from a pipe).
 func readNewPassword(stdin io.Reader, stderr io.Writer) (string, error) {
 	var first, second string
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -98,13 +102,23 @@ func readNewPassword(stdin io.Reader, stderr io.Writer) (string, error) {
 		}
 		first, second = string(a), string(b)
 	} else {
-		br := bufio.NewReader(stdin)
-		a, err1 := br.ReadString('\n')
-		b, err2 := br.ReadString('\n')
-		if err1 != nil || (err2 != nil && err2 != io.EOF) {
-			return "", errors.New("expected the password twice on standard input")
+		if stdin == nil {
+			return "", errors.New("no password on standard input")
 		}
-		first, second = strings.TrimRight(a, "\r\n"), strings.TrimRight(b, "\r\n")
+		br := bufio.NewReader(stdin)
+		a, err := br.ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		b, err := br.ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		first = strings.TrimRight(a, "\r\n")
+		second = first
+		if b != "" {
+			second = strings.TrimRight(b, "\r\n")
+		}
 	}
 	if first != second {
 		return "", errors.New("passwords do not match")
