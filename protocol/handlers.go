@@ -116,6 +116,13 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		authAddr:  st.remote.Addr(),
 		rxLimit:   newTokenBucket(s.cfg.RxDataPerSec),
 		txLimit:   newTokenBucket(s.cfg.TxDataPerSec),
+		pcfg: sessionPolicy{
+			routes: s.cfg.Routes, noRoutes: s.cfg.NoRoutes, dns: s.cfg.DNS,
+			restrict: s.cfg.RestrictUserToRoutes,
+		},
+	}
+	if len(sess.pcfg.dns) == 0 {
+		sess.pcfg.dns = s.dns
 	}
 	cookie, err := s.minter.MintCookie()
 	if err != nil {
@@ -196,7 +203,21 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		}
 		t.mtu = mtu
 	}
-	if err := sess.attach(t, st.remote); err != nil {
+	sess.mu.Lock()
+	if !sess.addr.IsValid() { // facts for the scripts, from the CONNECT that creates the device
+		sess.localReal = st.local
+		if hn := req.get("X-CSTP-Hostname"); validHostname(hn) {
+			sess.hostname = hn
+		}
+		sess.deviceType = req.get("X-AnyConnect-Identifier-DeviceType")
+		sess.platform = req.get("X-AnyConnect-Identifier-Platform")
+		if sess.platform == "" {
+			sess.platform = sess.DeviceID
+		}
+	}
+	sess.mu.Unlock()
+	first, err := sess.attach(t, st.remote)
+	if err != nil {
 		t.stopDTLS()
 		if errors.Is(err, errSessionEnded) {
 			fail(401, "Cookie is not acceptable", "session has ended")
@@ -211,8 +232,27 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	addr, port := sess.addr, sess.port
 	sess.mu.Unlock()
 	t.port = port
+	if first && s.scripts != nil {
+		info := sess.scriptInfo()
+		if err := s.runScript(info, "connect"); err != nil {
+			t.stopDTLS()
+			s.endSession(sess, "connect script failed")
+			fail(401, "Cookie is not acceptable", "connect script failed")
+			return
+		}
+		sess.mu.Lock()
+		sess.scriptsDue = true
+		sess.mu.Unlock()
+		if info.hostname != "" {
+			s.scriptWG.Add(1)
+			go func() {
+				defer s.scriptWG.Done()
+				s.runScript(info, "host-update")
+			}()
+		}
+	}
 
-	hdr := s.connectHeaders(req, addr, base, mtu, dpd, idle, dtlsHdr)
+	hdr := s.connectHeaders(req, sess, addr, base, mtu, dpd, idle, dtlsHdr)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
 	if _, err := st.tls.Write(hdr); err != nil {
@@ -277,7 +317,7 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 }
 
 // connectHeaders renders the CONNECT response (protocol.md §5.3). It is written in one TLS write.
-func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
+func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -293,32 +333,33 @@ func (s *Server) connectHeaders(req *request, addr netip.Addr, base, mtu int, dp
 	}
 	h("X-CSTP-Address", addr.String())
 	h("X-CSTP-Netmask", s.pool.Netmask().String())
-	for _, d := range s.dns {
+	pc := &sess.pcfg
+	for _, d := range pc.dns {
 		if d.Is4() {
 			h("X-CSTP-DNS", d.String())
 		}
 	}
 	all := false
-	for _, r := range s.routes {
+	for _, r := range pc.routes {
 		if r.Bits() == 0 {
 			all = true
 		}
 	}
-	all = all || len(s.routes) == 0
+	all = all || len(pc.routes) == 0
 	if !all {
-		for _, r := range s.routes {
+		for _, r := range pc.routes {
 			if r.Addr().Is4() {
 				h("X-CSTP-Split-Include", dottedRoute(r))
 			}
 		}
 		// The client must reach the resolver we push even when it is outside the routes.
-		for _, d := range s.dns {
-			if d.Is4() && !containsAddr(s.routes, d) {
+		for _, d := range pc.dns {
+			if d.Is4() && !containsAddr(pc.routes, d) {
 				h("X-CSTP-Split-Include", d.String()+"/255.255.255.255")
 			}
 		}
 	}
-	for _, r := range s.noRoutes {
+	for _, r := range pc.noRoutes {
 		if r.Addr().Is4() {
 			h("X-CSTP-Split-Exclude", dottedRoute(r))
 		}

@@ -47,6 +47,11 @@ type Options struct {
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
 	Logger    *slog.Logger      // nil = slog.Default()
 	Version   string            // shown in X-CSTP-Server-Name
+	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
+	Scripts ScriptRunner
+	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
+	// nil = no DNS server pushed (the kernel-TUN datapath has no resolver of its own).
+	DefaultDNS []netip.Addr
 }
 
 // Server is an OpenConnect (AnyConnect-compatible) VPN server.
@@ -61,9 +66,9 @@ type Server struct {
 	sessions SessionStore
 	log      *slog.Logger
 	version  string
-	routes   []netip.Prefix
-	noRoutes []netip.Prefix
-	dns      []netip.Addr
+	scripts  ScriptRunner
+	scriptWG sync.WaitGroup // disconnect and host-update scripts run in the background
+	dns      []netip.Addr   // pushed when the session's configuration names none
 
 	dtls    atomic.Pointer[dtlsServer] // set by ServeDTLS
 	udpPort int                        // the DTLS port announced to clients
@@ -114,11 +119,8 @@ func NewServer(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.routes, s.noRoutes = o.Config.Routes, o.Config.NoRoutes
-	s.dns = o.Config.DNS
-	if len(s.dns) == 0 {
-		s.dns = []netip.Addr{o.Pool.Gateway()}
-	}
+	s.scripts = o.Scripts
+	s.dns = o.DefaultDNS
 	return s, nil
 }
 
@@ -274,7 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.connWG.Wait(); close(done) }()
+	go func() { s.connWG.Wait(); s.scriptWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -304,6 +306,11 @@ func (s *Server) endSession(sess *Session, reason string) {
 	if !ok {
 		return
 	}
+	var info scriptInfo
+	armed := sess.disconnectScriptDue()
+	if armed {
+		info = sess.scriptInfo()
+	}
 	s.sessions.Remove(sess)
 	final := pktDisconnect
 	if s.closing.Load() {
@@ -319,6 +326,13 @@ func (s *Server) endSession(sess *Session, reason string) {
 		s.pool.Release(addr)
 	}
 	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
+	if armed {
+		s.scriptWG.Add(1)
+		go func() {
+			defer s.scriptWG.Done()
+			s.runScript(info, "disconnect")
+		}()
+	}
 }
 
 // limitedLog logs at most one message per second for events a client can trigger per packet.
@@ -334,6 +348,7 @@ func (s *Server) limitedLog(msg string, args ...any) {
 // connState is what the server knows about one client connection during authentication.
 type connState struct {
 	remote    netip.AddrPort
+	local     netip.AddrPort // the server's end of the connection (IP_REAL_LOCAL)
 	tls       *tls.Conn
 	batch     *batchConn // below tls: lets the tunnel writer batch syscalls
 	br        *bufio.Reader
@@ -365,6 +380,9 @@ func (s *Server) serveConn(c net.Conn) {
 	// The whole authentication phase must finish within auth_timeout.
 	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 16<<10)}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		st.local = la.AddrPort()
+	}
 	for range maxRequestsPerConn {
 		req, err := readRequest(st.br)
 		if err != nil {

@@ -132,6 +132,8 @@ func startTestServer(t *testing.T, edit func(*config.Config)) *testServer {
 		Pool:      pool,
 		Logger:    slog.New(slog.NewTextHandler(logBuf, nil)),
 		Version:   "test",
+
+		DefaultDNS: []netip.Addr{pool.Gateway()},
 	})
 	if err != nil {
 		t.Fatal(err)

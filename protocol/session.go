@@ -34,6 +34,7 @@ type Session struct {
 
 	srv      *Server
 	cookie   string
+	pcfg     sessionPolicy // what the session's configuration says, fixed at login
 	authAddr netip.Addr // the client address that logged in (deny_roaming)
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
@@ -53,6 +54,44 @@ type Session struct {
 	expiry       *time.Timer    // guarded by mu: ends the session when the cookie times out
 	sessionTimer *time.Timer    // guarded by mu: session_timeout
 	ended        bool           // guarded by mu
+
+	// For the scripts (scripts.go), set at the first CONNECT.
+	device      string         // guarded by mu: the datapath's device name (kernel TUN), "" in netstack mode
+	connectedAt time.Time      // guarded by mu
+	localReal   netip.AddrPort // guarded by mu: server end of the first tunnel's TCP connection
+	hostname    string         // guarded by mu: X-CSTP-Hostname
+	deviceType  string         // guarded by mu: X-AnyConnect-Identifier-DeviceType
+	platform    string         // guarded by mu: X-AnyConnect-Identifier-Platform, else the login's device-id
+	scriptsDue  bool           // guarded by mu: connect succeeded, so disconnect must run
+}
+
+// sessionPolicy is the per-session part of the configuration.
+type sessionPolicy struct {
+	routes, noRoutes []netip.Prefix
+	iroutes          []netip.Prefix
+	dns              []netip.Addr
+	restrict         bool // restrict_user_to_routes
+}
+
+// scriptInfo captures what the scripts' environment is built from.
+func (s *Session) scriptInfo() scriptInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rx, tx, _, _ := s.Stats()
+	return scriptInfo{
+		sess: s, device: s.device, local: s.srv.pool.Gateway(), addr: s.addr, remote: s.remote,
+		localReal: s.localReal, hostname: s.hostname, deviceType: s.deviceType, platform: s.platform,
+		rx: rx, tx: tx, connectedAt: s.connectedAt,
+	}
+}
+
+// disconnectScriptDue reports (once) whether the disconnect script must run for this session.
+func (s *Session) disconnectScriptDue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	due := s.scriptsDue
+	s.scriptsDue = false
+	return due
 }
 
 // Addr returns the session's tunnel address (invalid before the first CONNECT).
@@ -92,33 +131,41 @@ func (s *Session) startExpiryLocked(d time.Duration) {
 }
 
 // attach makes t the session's tunnel, tearing down the previous one (takeover), and takes the address lease and
-// the datapath port on the first CONNECT.
-func (s *Session) attach(t *tunnel, remote netip.AddrPort) error {
+// the datapath port on the first CONNECT, which it reports as first.
+func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
-		return errSessionEnded
+		return false, errSessionEnded
 	}
 	if !s.addr.IsValid() {
+		first = true
 		a, err := s.srv.pool.Acquire(s.User)
 		if err != nil {
-			return err
+			return false, err
 		}
 		port, err := s.srv.dp.Attach(&datapath.Session{
 			ID:       s.ID,
 			User:     s.User,
 			Groups:   s.Groups,
 			Addrs:    []netip.Addr{a},
-			Routes:   s.srv.routes,
-			NoRoutes: s.srv.noRoutes,
+			Routes:   s.pcfg.routes,
+			NoRoutes: s.pcfg.noRoutes,
+			IRoutes:  s.pcfg.iroutes,
 			MTU:      t.mtu,
 			Deliver:  s.deliver,
+
+			RestrictToRoutes: s.pcfg.restrict,
 		})
 		if err != nil {
 			s.srv.pool.Release(a)
-			return fmt.Errorf("attaching to the datapath: %w", err)
+			return false, fmt.Errorf("attaching to the datapath: %w", err)
 		}
 		s.addr, s.port = a, port
+		if d, ok := port.(datapath.Device); ok {
+			s.device = d.DeviceName()
+		}
+		s.connectedAt = time.Now()
 	}
 	if s.expiry != nil {
 		s.expiry.Stop()
@@ -130,7 +177,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort) error {
 	s.tunnel = t
 	s.remote = remote
 	s.cur.Store(t)
-	return nil
+	return first, nil
 }
 
 // detach is called when tunnel t has ended. Unless the user logged out, the session waits for a reconnect for

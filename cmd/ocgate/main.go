@@ -27,7 +27,6 @@ import (
 	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/egress"
-	"ocgate/netstack"
 	"ocgate/protocol"
 )
 
@@ -43,6 +42,13 @@ func main() {
 			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
 		case "serve":
 			args = args[1:]
+		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
+			if err := egress.ServeHelper(3, log); err != nil {
+				log.Error("exiting", "err", err)
+				os.Exit(1)
+			}
+			os.Exit(0)
 		}
 	}
 	os.Exit(runServe(args, os.Stdout, os.Stderr))
@@ -142,27 +148,22 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	policy := egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny)
-	dp, err := netstack.New(netstack.Config{
-		Gateway:  pool.Gateway(),
-		Pool:     pool.Prefix(),
-		ServeDNS: len(cfg.DNS) == 0,
-		Policy:   policy,
-		Logger:   log.With("component", "netstack"),
-	})
+	dp, err := newDatapath(cfg, pool, log)
 	if err != nil {
-		return fmt.Errorf("starting the netstack datapath: %w", err)
+		return err
 	}
 	defer dp.Close()
 
 	srv, err := protocol.NewServer(protocol.Options{
-		Config:    cfg,
-		TLSConfig: st.tlsConfig,
-		Passwords: passwords,
-		Datapath:  dp,
-		Pool:      pool,
-		Logger:    log,
-		Version:   version,
+		Config:     cfg,
+		TLSConfig:  st.tlsConfig,
+		Passwords:  passwords,
+		Datapath:   dp.Datapath,
+		Pool:       pool,
+		Logger:     log,
+		Version:    version,
+		Scripts:    dp.scripts,
+		DefaultDNS: dp.defaultDNS,
 	})
 	if err != nil {
 		return err
@@ -191,6 +192,10 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 				serveErr <- fmt.Errorf("DTLS: %w", err)
 			}
 		}()
+	}
+	if err := dp.dropPrivileges(cfg, log); err != nil {
+		ln.Close()
+		return err
 	}
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -20,6 +20,12 @@ type Session struct {
 	Routes []netip.Prefix
 	// NoRoutes are destinations excluded from the tunnel (split-exclude); refused as well.
 	NoRoutes []netip.Prefix
+	// IRoutes are networks behind the client (ocserv's iroute): packets for them are delivered to this session,
+	// and packets from them are accepted from it.
+	IRoutes []netip.Prefix
+	// RestrictToRoutes drops packets from the client to destinations outside Routes (or inside NoRoutes), for a
+	// datapath that would otherwise forward anything (kernel TUN). The netstack always enforces the routes.
+	RestrictToRoutes bool
 	// MTU is the tunnel MTU negotiated with the client: packets delivered to Deliver are at most this long.
 	MTU int
 	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
@@ -35,6 +41,12 @@ type Port interface {
 	// Close detaches the session: no Deliver call starts after Close returns, flows owned by the session are
 	// torn down. Close is idempotent.
 	Close() error
+}
+
+// Device is implemented by ports backed by a network interface (the kernel-TUN datapath): DeviceName is the
+// interface's name (vpns0), given to scripts as DEVICE.
+type Device interface {
+	DeviceName() string
 }
 
 // Datapath carries the packets of every session of one server.

@@ -1,0 +1,141 @@
+package main
+
+// Choosing the datapath, the script runner and who keeps privileges.
+//
+//	netstack                    the server process does everything; scripts run as whoever runs ocgate
+//	tun, not root               the process needs CAP_NET_ADMIN (setcap); scripts run in it
+//	tun, root, no run_as_user   everything in the process, as root (like ocserv without run-as-user)
+//	tun, root, run_as_user      a privileged helper (a copy of this binary, kept root) creates devices and runs
+//	                            scripts; the server process drops to run_as_user once its sockets are bound
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"syscall"
+
+	"ocgate/config"
+	"ocgate/egress"
+	"ocgate/netstack"
+	"ocgate/protocol"
+	"ocgate/protocol/datapath"
+)
+
+// privHelperArg is the (undocumented) first argument that makes ocgate the privileged helper.
+const privHelperArg = "__privileged-helper"
+
+type wiredDatapath struct {
+	datapath.Datapath
+	scripts    protocol.ScriptRunner
+	defaultDNS []netip.Addr
+	helper     *egress.HelperClient
+	helperCmd  *exec.Cmd
+}
+
+func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wiredDatapath, error) {
+	scripts := &egress.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
+	w := &wiredDatapath{}
+	if cfg.ConnectScript != "" || cfg.DisconnectScript != "" || cfg.HostUpdateScript != "" {
+		w.scripts = scripts
+	}
+	switch cfg.Datapath {
+	case "netstack":
+		dp, err := netstack.New(netstack.Config{
+			Gateway:  pool.Gateway(),
+			Pool:     pool.Prefix(),
+			ServeDNS: len(cfg.DNS) == 0,
+			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
+			Logger:   log.With("component", "netstack"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("starting the netstack datapath: %w", err)
+		}
+		w.Datapath = dp
+		w.defaultDNS = []netip.Addr{pool.Gateway()}
+		return w, nil
+	case "tun":
+		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Logger: log.With("component", "tun")}
+		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
+			h, cmd, err := egress.StartHelper([]string{"/proc/self/exe", privHelperArg}, egress.HelperConfig{
+				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,
+			}, os.Stderr)
+			if err != nil {
+				return nil, err
+			}
+			w.helper, w.helperCmd = h, cmd
+			tcfg.Opener = h
+			if w.scripts != nil {
+				w.scripts = h
+			}
+		}
+		dp, err := egress.NewTUN(tcfg)
+		if err != nil {
+			w.closeHelper()
+			return nil, fmt.Errorf("device: %w", err)
+		}
+		w.Datapath = dp
+		return w, nil
+	}
+	return nil, fmt.Errorf("unknown datapath %q", cfg.Datapath)
+}
+
+func (w *wiredDatapath) Close() error {
+	err := w.Datapath.Close()
+	w.closeHelper()
+	return err
+}
+
+func (w *wiredDatapath) closeHelper() {
+	if w.helper != nil {
+		w.helper.Close() // the helper exits when its socket closes
+		w.helperCmd.Wait()
+	}
+}
+
+// dropPrivileges switches to run_as_user and run_as_group when running as root; it is called once the sockets
+// are bound. Without run_as_user, a root process stays root (as ocserv does) and says so.
+func (w *wiredDatapath) dropPrivileges(cfg *config.Config, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if cfg.RunAsUser == "" {
+		log.Warn("running as root: set run_as_user to drop privileges once the sockets are bound")
+		return nil
+	}
+	u, err := user.Lookup(cfg.RunAsUser)
+	if err != nil {
+		return fmt.Errorf("run_as_user: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if cfg.RunAsGroup != "" {
+		g, err := user.LookupGroup(cfg.RunAsGroup)
+		if err != nil {
+			return fmt.Errorf("run_as_group: %w", err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	// Go applies these to every thread of the process.
+	if err := syscall.Setgroups([]int{gid}); err != nil {
+		return fmt.Errorf("dropping privileges: setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("dropping privileges: setgid: %w", err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("dropping privileges: setuid: %w", err)
+	}
+	if os.Geteuid() == 0 || syscall.Setuid(0) == nil {
+		return fmt.Errorf("dropping privileges: still root after setuid(%d)", uid)
+	}
+	helper := "none"
+	if w.helper != nil {
+		helper = "creates devices and runs scripts as root"
+	}
+	log.Info("dropped privileges", "user", cfg.RunAsUser, "uid", uid, "gid", gid, "privileged_helper", helper)
+	return nil
+}

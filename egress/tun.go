@@ -1,0 +1,70 @@
+package egress
+
+// The kernel-TUN datapath's platform-neutral part: what a session's device looks like and who creates it.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+)
+
+// DeviceRequest describes one session's point-to-point TUN device.
+type DeviceRequest struct {
+	Prefix string         // name prefix: "vpns" gives the first free of vpns0, vpns1...
+	MTU    int            // link MTU
+	Local  netip.Addr     // the server's address on the link (the pool's gateway)
+	Peer   netip.Addr     // the client's address
+	Routes []netip.Prefix // networks behind the client (iroute), routed to the device
+}
+
+// DeviceOpener creates configured TUN devices and returns the device's file descriptor (the caller owns it; the
+// kernel removes the device, its addresses and routes when the last descriptor closes) and its name.
+type DeviceOpener interface {
+	OpenDevice(ctx context.Context, r DeviceRequest) (fd int, name string, err error)
+}
+
+// TUNConfig configures the kernel-TUN datapath.
+type TUNConfig struct {
+	Prefix string       // device name prefix (config "device"), e.g. "vpns"
+	Local  netip.Addr   // the server's address on every device: the pool's gateway
+	Opener DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
+	Logger *slog.Logger // nil: slog.Default()
+}
+
+// maxPrefixLen leaves room in IFNAMSIZ (16 with the NUL) for up to four digits.
+const maxPrefixLen = 11
+
+func (r DeviceRequest) validate() error {
+	if r.Prefix == "" || len(r.Prefix) > maxPrefixLen || strings.ContainsAny(r.Prefix, "%/ \t\n:") {
+		return fmt.Errorf("device prefix %q: want up to %d characters, no '%%', '/', ':' or spaces", r.Prefix, maxPrefixLen)
+	}
+	if r.MTU < 576 || r.MTU > 65535 {
+		return fmt.Errorf("device MTU %d out of range", r.MTU)
+	}
+	if !r.Local.Is4() || !r.Peer.Is4() {
+		return fmt.Errorf("device addresses %s, %s: want IPv4", r.Local, r.Peer)
+	}
+	return nil
+}
+
+// addrs returns an IP packet's source and destination.
+func addrs(b []byte) (src, dst netip.Addr, ok bool) {
+	switch {
+	case len(b) >= 20 && b[0]>>4 == 4:
+		return netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20])), true
+	case len(b) >= 40 && b[0]>>4 == 6:
+		return netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40])), true
+	}
+	return netip.Addr{}, netip.Addr{}, false
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,290 @@
+//go:build linux
+
+package egress
+
+// The kernel-TUN datapath: one point-to-point TUN device per session (vpns0, vpns1...), as ocserv does. The kernel
+// routes and forwards; ocgate moves packets between the session and its device and, when the session is
+// restricted to its routes, drops what lies outside them before the device.
+//
+//	client ─► Port.Send: source checked (the session's address or its iroutes), destination checked when
+//	          restricted, copied behind a virtio-net header into the port's write buffer, one write(2)
+//	device ─► readLoop: one read(2) returns up to 64 KiB of TCP (TSO) that wireguard-go's tun package splits into
+//	          MTU-sized packets in preallocated buffers; each goes to the session's Deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"ocgate/protocol/datapath"
+)
+
+// TUN is the kernel-TUN datapath.
+type TUN struct {
+	cfg TUNConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	ports  map[netip.Addr]*tunPort // guarded by mu: by client address
+	closed bool                    // guarded by mu
+	wg     sync.WaitGroup          // read loops
+}
+
+var _ datapath.Datapath = (*TUN)(nil)
+
+// NewTUN returns the kernel-TUN datapath. Devices are created as sessions attach.
+func NewTUN(cfg TUNConfig) (*TUN, error) {
+	if cfg.Opener == nil {
+		cfg.Opener = LocalOpener{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := (DeviceRequest{Prefix: cfg.Prefix, MTU: 1500, Local: cfg.Local, Peer: cfg.Local}).validate(); err != nil {
+		return nil, err
+	}
+	return &TUN{cfg: cfg, log: cfg.Logger, ports: make(map[netip.Addr]*tunPort)}, nil
+}
+
+// readBatch is how many packets one device read may return: a 64 KiB TSO segment split at the smallest MTU a
+// client may have (576) would need 113; at the usual ~1400 it needs 47. wireguard-go returns an error for a
+// segment that does not fit, and that packet is lost, so the batch follows the MTU (see newTUNPort).
+const maxReadBatch = 128
+
+// Attach creates the session's device and starts moving its packets.
+func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
+	var peer netip.Addr
+	for _, a := range s.Addrs {
+		if a.Is4() {
+			peer = a
+		}
+	}
+	if !peer.IsValid() {
+		return nil, errors.New("the tun datapath needs an IPv4 address for the session")
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, errors.New("datapath closed")
+	}
+	if _, dup := t.ports[peer]; dup {
+		t.mu.Unlock()
+		return nil, fmt.Errorf("address %s already attached", peer)
+	}
+	t.ports[peer] = nil // reserved while the device is created
+	t.mu.Unlock()
+	release := func() {
+		t.mu.Lock()
+		delete(t.ports, peer)
+		t.mu.Unlock()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fd, name, err := t.cfg.Opener.OpenDevice(ctx, DeviceRequest{
+		Prefix: t.cfg.Prefix, MTU: s.MTU, Local: t.cfg.Local, Peer: peer, Routes: s.IRoutes,
+	})
+	if err != nil {
+		release()
+		return nil, err
+	}
+	dev, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		unixClose(fd)
+		release()
+		return nil, fmt.Errorf("using %s: %w", name, err)
+	}
+	p := newTUNPort(t, s, dev, name)
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		dev.Close()
+		return nil, errors.New("datapath closed")
+	}
+	t.ports[peer] = p
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go p.readLoop()
+	t.log.Debug("device up", "device", name, "session", s.ID, "user", s.User, "peer", peer, "mtu", s.MTU)
+	return p, nil
+}
+
+// Close closes every port and waits for their read loops.
+func (t *TUN) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	ports := make([]*tunPort, 0, len(t.ports))
+	for _, p := range t.ports {
+		if p != nil {
+			ports = append(ports, p)
+		}
+	}
+	t.mu.Unlock()
+	for _, p := range ports {
+		p.Close()
+	}
+	t.wg.Wait()
+	return nil
+}
+
+// tunPort is one session's device.
+type tunPort struct {
+	t    *TUN
+	sess *datapath.Session
+	dev  wgtun.Device
+	name string
+	peer netip.Addr
+
+	sources  []netip.Prefix // the session's addresses and its iroutes: accepted packet sources
+	routes   []netip.Prefix // when restricted: allowed destinations
+	noRoutes []netip.Prefix
+	restrict bool
+	allRoute bool // routes include /0 (or are empty)
+
+	wmu   sync.Mutex
+	wbuf  []byte   // guarded by wmu: virtio header room + one packet
+	wbufs [][]byte // guarded by wmu: {wbuf[:n]}
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+
+	dropSource, dropRoute, dropSize atomic.Uint64
+}
+
+// vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
+const vnetHdrRoom = 16
+
+func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
+	p := &tunPort{t: t, sess: s, dev: dev, name: name, restrict: s.RestrictToRoutes}
+	for _, a := range s.Addrs {
+		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
+		if a.Is4() {
+			p.peer = a
+		}
+	}
+	p.sources = append(p.sources, s.IRoutes...)
+	p.routes, p.noRoutes = s.Routes, s.NoRoutes
+	p.allRoute = len(s.Routes) == 0
+	for _, r := range s.Routes {
+		if r.Bits() == 0 {
+			p.allRoute = true
+		}
+	}
+	p.wbuf = make([]byte, vnetHdrRoom+65535)
+	p.wbufs = make([][]byte, 1)
+	return p
+}
+
+// DeviceName returns the device's name (vpns0...).
+func (p *tunPort) DeviceName() string { return p.name }
+
+// Send writes one packet from the client to the device. Packets with a foreign source, or (when restricted) a
+// destination outside the session's routes, are dropped and counted.
+func (p *tunPort) Send(pkt []byte) error {
+	if p.closed.Load() {
+		return os.ErrClosed
+	}
+	src, dst, ok := addrs(pkt)
+	if !ok || !inAny(p.sources, src) {
+		p.dropSource.Add(1)
+		return nil
+	}
+	if p.restrict && !p.routed(dst) {
+		p.dropRoute.Add(1)
+		return nil
+	}
+	if len(pkt) > len(p.wbuf)-vnetHdrRoom {
+		p.dropSize.Add(1)
+		return nil
+	}
+	p.wmu.Lock()
+	n := copy(p.wbuf[vnetHdrRoom:], pkt)
+	p.wbufs[0] = p.wbuf[:vnetHdrRoom+n]
+	_, err := p.dev.Write(p.wbufs, vnetHdrRoom)
+	p.wmu.Unlock()
+	if err != nil && p.closed.Load() {
+		return os.ErrClosed
+	}
+	// Other write errors (the device is down, a malformed packet the kernel refused) lose that packet only.
+	return nil
+}
+
+// routed reports whether a restricted session may send to dst: inside its routes (or the routes cover
+// everything) and not inside its no-routes. The pool's gateway is always reachable.
+func (p *tunPort) routed(dst netip.Addr) bool {
+	if dst == p.t.cfg.Local {
+		return true
+	}
+	if inAny(p.noRoutes, dst) {
+		return false
+	}
+	return p.allRoute || inAny(p.routes, dst)
+}
+
+// readLoop delivers the device's packets to the session until the device is closed.
+func (p *tunPort) readLoop() {
+	defer p.t.wg.Done()
+	mtu := p.sess.MTU
+	batch := min(maxReadBatch, 65536/(mtu-40)+2)
+	if p.dev.BatchSize() == 1 {
+		batch = 1
+	}
+	bufs := make([][]byte, batch)
+	sizes := make([]int, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, vnetHdrRoom+max(mtu, 1500))
+	}
+	failures := 0
+	for {
+		n, err := p.dev.Read(bufs, sizes, vnetHdrRoom)
+		for i := range n {
+			p.sess.Deliver(bufs[i][vnetHdrRoom : vnetHdrRoom+sizes[i]])
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if p.closed.Load() || errors.Is(err, os.ErrClosed) {
+			return
+		}
+		// A packet wireguard-go could not split or check-sum: that packet is lost. Many in a row mean the
+		// device itself fails.
+		if failures++; failures > 1000 {
+			p.t.log.Error("device read keeps failing; closing it", "device", p.name, "err", err)
+			p.Close()
+			return
+		}
+		p.t.log.Debug("device read", "device", p.name, "err", err)
+	}
+}
+
+// Close removes the device (closing its only descriptor makes the kernel delete it with its addresses and
+// routes) and waits for nothing: the read loop ends on its own.
+func (p *tunPort) Close() error {
+	p.closeOnce.Do(func() {
+		p.closed.Store(true)
+		p.wmu.Lock() // no write in progress on a descriptor being closed
+		p.dev.Close()
+		p.wmu.Unlock()
+		p.t.mu.Lock()
+		if p.t.ports[p.peer] == p {
+			delete(p.t.ports, p.peer)
+		}
+		p.t.mu.Unlock()
+		if s, r, z := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(); s+r+z > 0 {
+			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r, "dropped_oversize", z)
+		}
+	})
+	return nil
+}
+
+func unixClose(fd int) { unix.Close(fd) }

@@ -1,0 +1,145 @@
+package protocol
+
+// When ocserv's connect, disconnect and host-update scripts run, and what they see.
+//
+// ocserv runs them per TCP connection (each worker has its own TUN). Here a device belongs to the session, which
+// outlives its connections (cookie_timeout), so the scripts follow the session's attachment to the datapath:
+//
+//	connect      first CONNECT of the session, after its device exists and before the client gets 200 CONNECTED;
+//	             a non-zero exit refuses the session (the client sees "401 Cookie is not acceptable", as with ocserv)
+//	host-update  after connect, when the client announced a host name (X-CSTP-Hostname)
+//	disconnect   when the session ends (logout, cookie expiry, session timeout, shutdown), with its byte counts;
+//	             not after a connect script that refused the session
+//
+// The environment is ocserv's (src/main-user.c): routes in its "network/dotted-mask" form for IPv4, each entry
+// followed by a space.
+
+import (
+	"context"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ScriptRunner runs the script configured for reason ("connect", "disconnect", "host-update") with env
+// (NAME=value, ocserv's names; REASON is added by the runner). It returns nil when no script is configured, and an
+// error when the script fails or exits non-zero.
+type ScriptRunner interface {
+	RunScript(ctx context.Context, reason string, env []string) error
+}
+
+// scriptInfo is what the environment is built from, captured when the script is due.
+type scriptInfo struct {
+	sess        *Session
+	device      string
+	local       netip.Addr // the server's in-pool address
+	addr        netip.Addr // the client's tunnel address
+	remote      netip.AddrPort
+	localReal   netip.AddrPort // the server end of the client's TCP connection
+	hostname    string
+	deviceType  string
+	platform    string
+	rx, tx      uint64
+	connectedAt time.Time
+}
+
+func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
+	sess := in.sess
+	env := []string{
+		"ID=" + strconv.FormatUint(sess.ID, 10),
+		"VHOST=default",
+		"USERNAME=" + sess.User,
+		"GROUPNAME=" + firstOr(sess.Groups, ""),
+		"DEVICE=" + in.device,
+		"USER_AGENT=" + sess.UserAgent,
+		"DEVICE_TYPE=" + in.deviceType,
+		"DEVICE_PLATFORM=" + in.platform,
+		"HOSTNAME=" + in.hostname,
+		"REMOTE_HOSTNAME=" + in.hostname,
+	}
+	if in.remote.IsValid() {
+		env = append(env, "IP_REAL="+in.remote.Addr().Unmap().String())
+	}
+	if in.localReal.IsValid() {
+		env = append(env, "IP_REAL_LOCAL="+in.localReal.Addr().Unmap().String())
+	}
+	if in.local.IsValid() {
+		env = append(env, "IP_LOCAL="+in.local.String())
+	}
+	if in.addr.IsValid() {
+		env = append(env, "IP_REMOTE="+in.addr.String())
+	}
+	pc := sess.pcfg
+	env = appendPrefixes(env, "OCSERV_ROUTES", pc.routes)
+	env = appendPrefixes(env, "OCSERV_NO_ROUTES", pc.noRoutes)
+	var dns4, dns6, dnsAll strings.Builder
+	for _, d := range pc.dns {
+		dnsAll.WriteString(d.String() + " ")
+		if d.Is4() {
+			dns4.WriteString(d.String() + " ")
+		} else {
+			dns6.WriteString(d.String() + " ")
+		}
+	}
+	env = appendNonEmpty(env, "OCSERV_DNS", dnsAll.String())
+	env = appendNonEmpty(env, "OCSERV_DNS4", dns4.String())
+	env = appendNonEmpty(env, "OCSERV_DNS6", dns6.String())
+	if pc.restrict {
+		env = append(env, "OCSERV_RESTRICT_TO_ROUTES=1")
+	}
+	if reason == "disconnect" {
+		env = append(env,
+			"STATS_BYTES_IN="+strconv.FormatUint(in.rx, 10),
+			"STATS_BYTES_OUT="+strconv.FormatUint(in.tx, 10))
+		if !in.connectedAt.IsZero() {
+			env = append(env, "STATS_DURATION="+strconv.FormatInt(int64(time.Since(in.connectedAt)/time.Second), 10))
+		}
+	}
+	return env
+}
+
+// appendPrefixes adds NAME, NAME4 and NAME6 as ocserv exports them.
+func appendPrefixes(env []string, name string, ps []netip.Prefix) []string {
+	var all, v4, v6 strings.Builder
+	for _, p := range ps {
+		var s string
+		if p.Addr().Is4() {
+			s = dottedRoute(p)
+			v4.WriteString(s + " ")
+		} else {
+			s = p.Masked().String()
+			v6.WriteString(s + " ")
+		}
+		all.WriteString(s + " ")
+	}
+	env = appendNonEmpty(env, name+"4", v4.String())
+	env = appendNonEmpty(env, name+"6", v6.String())
+	return appendNonEmpty(env, name, all.String())
+}
+
+func appendNonEmpty(env []string, name, v string) []string {
+	if v == "" {
+		return env
+	}
+	return append(env, name+"="+v)
+}
+
+func firstOr(ss []string, def string) string {
+	if len(ss) > 0 {
+		return ss[0]
+	}
+	return def
+}
+
+// runScript runs one script and logs its failure. It returns the error.
+func (s *Server) runScript(in scriptInfo, reason string) error {
+	if s.scripts == nil {
+		return nil
+	}
+	err := s.scripts.RunScript(context.Background(), reason, s.scriptEnv(in, reason))
+	if err != nil {
+		s.log.Warn(reason+" script failed", "id", in.sess.ID, "user", in.sess.User, "device", in.device, "err", err)
+	}
+	return err
+}
