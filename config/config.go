@@ -87,6 +87,15 @@ type Config struct {
 	EgressAllow []netip.Prefix // egress_allow: reachable although the always-deny rules would refuse them
 	EgressDeny  []netip.Prefix // egress_deny: refused for everyone
 
+	// Per-user and per-group configuration (see UserConfig). The four paths are absolute; "" = none.
+	ConfigPerUser        string // config_per_user: directory of files named after users
+	ConfigPerGroup       string // config_per_group: directory of files named after groups
+	DefaultUserConfig    string // default_user_config: used when config_per_user has no file for the user
+	DefaultGroupConfig   string // default_group_config: used when config_per_group has no file for the group
+	RestrictUserToRoutes bool   // restrict_user_to_routes: sessions may only reach their routes (default false)
+	ClientToClient       bool   // client_to_client: sessions may reach each other's addresses (default true)
+	ExposeIRoutes        bool   // expose_iroutes: push every user's iroutes to the other users as routes
+
 	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored or not implemented yet
 }
 
@@ -121,6 +130,7 @@ func Default() *Config {
 		NoCompressLimit:        256,
 		Device:                 "vpns",
 		Datapath:               "netstack",
+		ClientToClient:         true,
 	}
 }
 
@@ -202,6 +212,15 @@ type raw struct {
 	Datapath           *string  `toml:"datapath"`
 	EgressAllow        []string `toml:"egress_allow"`
 	EgressDeny         []string `toml:"egress_deny"`
+	ConfigPerUser      *string  `toml:"config_per_user"`
+	ConfigPerGroup     *string  `toml:"config_per_group"`
+	DefaultUserConfig  *string  `toml:"default_user_config"`
+	DefaultGroupConfig *string  `toml:"default_group_config"`
+	RestrictToRoutes   *bool    `toml:"restrict_user_to_routes"`
+	ClientToClient     *bool    `toml:"client_to_client"`
+	ExposeIRoutes      *bool    `toml:"expose_iroutes"`
+	IRoute             []string `toml:"iroute"`        // per-user and per-group files only
+	ExplicitIPv4       *string  `toml:"explicit_ipv4"` // per-user and per-group files only
 }
 
 // parser collects every error of one file.
@@ -212,7 +231,8 @@ type parser struct {
 	warns []string
 }
 
-// line finds the line where key is set (top-level "key =" or a table header for dotted keys); 0 if unknown.
+// line finds the line where key is set (top-level "key =", or a table header for dotted keys and for tables);
+// 0 if unknown.
 func (p *parser) line(key string) int {
 	first, _, dotted := strings.Cut(key, ".")
 	re := regexp.MustCompile(`^\s*("?)` + regexp.QuoteMeta(key) + `("?)\s*=`)
@@ -220,6 +240,13 @@ func (p *parser) line(key string) int {
 	for i, l := range p.lines {
 		if re.MatchString(l) || dotted && tbl.MatchString(l) {
 			return i + 1
+		}
+	}
+	if !dotted { // a table: [key]
+		for i, l := range p.lines {
+			if tbl.MatchString(l) {
+				return i + 1
+			}
 		}
 	}
 	return 0
@@ -236,24 +263,33 @@ func (p *parser) warnf(key, format string, args ...any) {
 // decodeErrRE matches the decoder's type errors, which carry the line in their text only.
 var decodeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 
+// decode decodes TOML into r; errors name the file, the line and (when known) the key.
+func decode(data []byte, path string, r *raw) (toml.MetaData, error) {
+	md, err := toml.Decode(string(data), r)
+	if err == nil {
+		return md, nil
+	}
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		key := pe.LastKey
+		if key == "" {
+			return md, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
+		}
+		return md, fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, key, pe.Message)
+	}
+	if m := decodeErrRE.FindStringSubmatch(err.Error()); m != nil {
+		return md, fmt.Errorf("%s:%s: %s: %s", path, m[1], m[2], m[3])
+	}
+	return md, fmt.Errorf("%s: %w", path, err)
+}
+
 // Parse parses a configuration; path names it in errors and anchors relative paths.
 func Parse(data []byte, path string) (*Config, error) {
 	p := &parser{path: path, lines: strings.Split(string(data), "\n")}
 	var r raw
-	md, err := toml.Decode(string(data), &r)
+	md, err := decode(data, path, &r)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			key := pe.LastKey
-			if key == "" {
-				return nil, fmt.Errorf("%s:%d: %s", path, pe.Position.Line, pe.Message)
-			}
-			return nil, fmt.Errorf("%s:%d: %s: %s", path, pe.Position.Line, key, pe.Message)
-		}
-		if m := decodeErrRE.FindStringSubmatch(err.Error()); m != nil {
-			return nil, fmt.Errorf("%s:%s: %s: %s", path, m[1], m[2], m[3])
-		}
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	c := Default()
 	c.Path = path
@@ -274,6 +310,11 @@ func Parse(data []byte, path string) (*Config, error) {
 			p.errf(key, "unknown key")
 		}
 	}
+	for _, key := range userOnlyKeys {
+		if md.IsDefined(key) {
+			p.errf(key, "allowed only in per-user and per-group files (config_per_user, config_per_group)")
+		}
+	}
 	p.apply(&r, c)
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
@@ -282,42 +323,46 @@ func Parse(data []byte, path string) (*Config, error) {
 	return c, nil
 }
 
-func (p *parser) apply(r *raw, c *Config) {
-	str := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
-		}
+// set copies *v to *dst when the key was present.
+func set[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
 	}
+}
+
+// integer sets *dst from v when present and within lo..hi.
+func (p *parser) integer(key string, dst *int, v *int64, lo, hi int64) {
+	if v == nil {
+		return
+	}
+	if *v < lo || *v > hi {
+		p.errf(key, "%d is out of range (%d to %d)", *v, lo, hi)
+		return
+	}
+	*dst = int(*v)
+}
+
+// seconds sets *dst from a number of seconds when present.
+func (p *parser) seconds(key string, dst *time.Duration, v *int64) {
+	if v == nil {
+		return
+	}
+	if *v < 0 || *v > 10*365*86400 {
+		p.errf(key, "%d is not a valid number of seconds", *v)
+		return
+	}
+	*dst = time.Duration(*v) * time.Second
+}
+
+func (p *parser) apply(r *raw, c *Config) {
+	str := set[string]
+	boolean := set[bool]
 	path := func(key string, dst *string, v *string) {
 		if v != nil {
 			*dst = p.resolve(c, *v)
 		}
 	}
-	boolean := func(dst *bool, v *bool) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	integer := func(key string, dst *int, v *int64, lo, hi int64) {
-		if v == nil {
-			return
-		}
-		if *v < lo || *v > hi {
-			p.errf(key, "%d is out of range (%d to %d)", *v, lo, hi)
-			return
-		}
-		*dst = int(*v)
-	}
-	seconds := func(key string, dst *time.Duration, v *int64) {
-		if v == nil {
-			return
-		}
-		if *v < 0 || *v > 10*365*86400 {
-			p.errf(key, "%d is not a valid number of seconds", *v)
-			return
-		}
-		*dst = time.Duration(*v) * time.Second
-	}
+	integer, seconds := p.integer, p.seconds
 
 	str(&c.ListenHost, r.ListenHost)
 	str(&c.UDPListenHost, r.UDPListenHost)
@@ -345,14 +390,7 @@ func (p *parser) apply(r *raw, c *Config) {
 		}
 	}
 	p.network(r, c)
-	for _, s := range r.DNS {
-		a, err := netip.ParseAddr(strings.TrimSpace(s))
-		if err != nil {
-			p.errf("dns", "%q is not an IP address", s)
-			continue
-		}
-		c.DNS = append(c.DNS, a)
-	}
+	c.DNS = p.addrs("dns", r.DNS)
 	c.Routes = p.routes("route", r.Route)
 	c.NoRoutes = p.routes("no_route", r.NoRoute)
 	if r.MTU != nil && *r.MTU != 0 {
@@ -408,6 +446,22 @@ func (p *parser) apply(r *raw, c *Config) {
 	}
 	c.EgressAllow = p.cidrs("egress_allow", r.EgressAllow)
 	c.EgressDeny = p.cidrs("egress_deny", r.EgressDeny)
+	path("config_per_user", &c.ConfigPerUser, r.ConfigPerUser)
+	path("config_per_group", &c.ConfigPerGroup, r.ConfigPerGroup)
+	path("default_user_config", &c.DefaultUserConfig, r.DefaultUserConfig)
+	path("default_group_config", &c.DefaultGroupConfig, r.DefaultGroupConfig)
+	if c.DefaultUserConfig != "" && c.ConfigPerUser == "" {
+		p.warnf("default_user_config", "has no effect without config_per_user")
+	}
+	if c.DefaultGroupConfig != "" && c.ConfigPerGroup == "" {
+		p.warnf("default_group_config", "has no effect without config_per_group")
+	}
+	boolean(&c.RestrictUserToRoutes, r.RestrictToRoutes)
+	boolean(&c.ClientToClient, r.ClientToClient)
+	boolean(&c.ExposeIRoutes, r.ExposeIRoutes)
+	if c.ExposeIRoutes && c.ConfigPerUser == "" {
+		p.warnf("expose_iroutes", "has no effect without config_per_user")
+	}
 }
 
 func (p *parser) resolve(c *Config, v string) string {
@@ -528,6 +582,19 @@ func (p *parser) routes(key string, in []string) []netip.Prefix {
 			continue
 		}
 		out = append(out, pfx)
+	}
+	return out
+}
+
+func (p *parser) addrs(key string, in []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range in {
+		a, err := netip.ParseAddr(strings.TrimSpace(s))
+		if err != nil {
+			p.errf(key, "%q is not an IP address", s)
+			continue
+		}
+		out = append(out, a)
 	}
 	return out
 }

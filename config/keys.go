@@ -50,14 +50,42 @@ var ignoredKeys = map[string]string{
 var notYetKeys = map[string]bool{
 	"ipv6_network": true, "ipv6_subnet_prefix": true, "ipv6_netmask": true, "ipv6_prefix": true,
 	"ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
-	"restrict_user_to_routes": true, "restrict_user_to_ports": true,
-	"config_per_user": true, "config_per_group": true, "default_user_config": true, "default_group_config": true,
 	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
 	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
-	"stats_report_time": true, "iroute": true, "expose_iroutes": true, "custom_header": true, "user_profile": true,
-	"proxy_url": true, "hostname": true, "acct": true, "enable_auth": true, "explicit_ipv4": true, "explicit_ipv6": true,
+	"stats_report_time": true, "custom_header": true, "user_profile": true, "restrict_user_to_ports": true,
+	"proxy_url": true, "hostname": true, "acct": true, "enable_auth": true, "explicit_ipv6": true,
 	"client_bypass_protocol": true, "dtls_mtu": true, "route_add_cmd": true, "route_del_cmd": true,
 	"compression_algo_priority": true, "max_ban_score_ip": true, "restrict_user_to_routes_cmd": true,
+}
+
+// userOnlyKeys may appear only in per-user and per-group files; the global file refuses them.
+var userOnlyKeys = []string{"iroute", "explicit_ipv4"}
+
+// userKeys are the keys a per-user or per-group file may set, and what they do there:
+//   - "": implemented (a field of UserConfig);
+//   - "not yet": an ocserv per-user option that ocgate accepts with a warning, like notYetKeys globally;
+//   - anything else: an ocserv per-user option that is ignored, with the reason as the warning.
+//
+// The list is ocserv's (src/sup-config/file.c) with '-' replaced by '_', plus ocgate's client_to_client. Any other
+// key known to the global file is an error in these files ("not allowed"), and so is an unknown key.
+var userKeys = map[string]string{
+	"route": "", "no_route": "", "iroute": "", "dns": "",
+	"restrict_user_to_routes": "", "client_to_client": "",
+	"rx_data_per_sec": "", "tx_data_per_sec": "",
+	"idle_timeout": "", "mobile_idle_timeout": "", "session_timeout": "",
+	"dpd": "", "mobile_dpd": "", "keepalive": "",
+	"explicit_ipv4": "", "max_same_clients": "",
+
+	"no_udp": "not yet", "deny_roaming": "not yet", "mtu": "not yet",
+	"ipv4_network": "not yet", "ipv4_netmask": "not yet",
+	"ipv6_network": "not yet", "explicit_ipv6": "not yet", "ipv6_subnet_prefix": "not yet",
+	"ipv4_dns": "not yet", "ipv6_dns": "not yet", "split_dns": "not yet", "tunnel_all_dns": "not yet",
+	"nbns": "not yet", "ipv4_nbns": "not yet", "ipv6_nbns": "not yet",
+	"hostname": "not yet", "stats_report_time": "not yet", "restrict_user_to_ports": "not yet",
+	"user_profile": "not yet", "client_bypass_protocol": "not yet",
+
+	"net_priority": ignoredKeys["net_priority"],
+	"cgroup":       ignoredKeys["cgroup"],
 }
 
 // DefaultsTOML is a complete, commented default configuration: every implemented key with its default.
@@ -118,5 +146,13 @@ func DefaultsTOML() string {
 	w("Data path: \"netstack\" (no root, no TUN) or \"tun\" (kernel TUN per session).", fmt.Sprintf("datapath = %q", d.Datapath))
 	w("CIDRs reachable although loopback/link-local/multicast are refused by default (e.g. \"127.0.0.1/32\").", "egress_allow = []")
 	w("CIDRs refused for everyone.", "egress_deny = []")
+	w("Directory of per-user files, each named after a user, with the keys allowed per user (route, no_route, iroute,\n"+
+		"# dns, explicit_ipv4, restrict_user_to_routes, timeouts, rates...). Read at each login. Empty: none.", `config_per_user = ""`)
+	w("Directory of per-group files, each named after a group; applied before the user's file.", `config_per_group = ""`)
+	w("Used when config_per_user has no file for the user.", `default_user_config = ""`)
+	w("Used when config_per_group has no file for the session's group.", `default_group_config = ""`)
+	w("Sessions may only reach their routes (minus no_route); can be set per user.", "restrict_user_to_routes = false")
+	w("Sessions may reach each other's addresses; can be set per user.", "client_to_client = true")
+	w("Push every user's iroutes (from config_per_user) to the other users as routes.", "expose_iroutes = false")
 	return b.String()
 }

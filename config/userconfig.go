@@ -1,0 +1,411 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// maxUserFileSize bounds a per-user or per-group file.
+const maxUserFileSize = 64 << 10
+
+// UserConfig is the configuration of one session: the global values, overridden by the user's group file and then
+// by the user's own file (ocserv's order).
+//
+// Lists (route, no_route, dns, iroute) follow ocserv (src/sup-config/file.c, apply_default_config in
+// src/main-sec-mod-cmd.c): the lines of the group file and of the user file add up to one list, and when either
+// file sets the key at all, that list replaces the global one (iroute has none); it is not merged with it. So a
+// user file with `route = ["10.5.0.0/16"]` gives that user exactly 10.5.0.0/16 (plus the group file's routes)
+// whatever the global route says, and `route = []` gives a full tunnel. The other keys are single values: the
+// user file wins over the group file, which wins over the global file. (ocserv's global append-routes, which adds
+// the global routes to per-user ones, is not implemented.) The lists are the session's own copies.
+type UserConfig struct {
+	Routes   []netip.Prefix // route; same syntax as the global key (incl. "default"); empty = everything
+	NoRoutes []netip.Prefix // no_route
+	IRoutes  []netip.Prefix // iroute: networks behind this client (per-user and per-group files only)
+	DNS      []netip.Addr   // dns; empty = the server answers DNS itself, as globally
+
+	// RestrictToRoutes (restrict_user_to_routes) limits the session to destinations inside Routes and outside
+	// NoRoutes; with a default route, only NoRoutes are refused (ocserv's sample.config).
+	RestrictToRoutes bool
+	// ClientToClient (client_to_client, an ocgate key) lets the session reach other sessions' addresses (their
+	// pool addresses and iroutes).
+	ClientToClient bool
+
+	RxDataPerSec, TxDataPerSec int // rx_data_per_sec, tx_data_per_sec: bytes/s; 0 = unlimited
+
+	IdleTimeout, MobileIdleTimeout, SessionTimeout time.Duration // 0 = none
+	DPD, MobileDPD, Keepalive                      time.Duration
+
+	// ExplicitIPv4 (explicit_ipv4) is the fixed address of this user; the zero Addr means one from the pool. It is
+	// inside ipv4_network and is none of its network, broadcast and server (first usable) addresses.
+	ExplicitIPv4 netip.Addr
+
+	MaxSameClients int // max_same_clients; 0 = unlimited
+
+	Files    []string // the files that were applied, in order, for logs
+	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored or not implemented per user yet
+}
+
+// userLists accumulates the list keys over the group and user files: ocserv appends both files' lines to one list,
+// which replaces the global list when either file set the key.
+type userLists struct {
+	routes, noRoutes               []netip.Prefix
+	dns                            []netip.Addr
+	setRoutes, setNoRoutes, setDNS bool
+}
+
+// UserConfig returns the configuration of a session of user, whose groups are groups. groups[0] is the session's
+// group: the one the user selected, else the first the user belongs to; like ocserv, only that group's file is read.
+//
+// The group file is config_per_group/GROUP, or default_group_config when that file does not exist (and only if
+// the session has a group); the user file is config_per_user/USER, or default_user_config when that file does not
+// exist. A missing directory or file is no override. The files are read at each call, so edits apply to the next
+// login. A name that is empty, contains '/', '\' or NUL, or starts with '.' is refused when it would become a path.
+// A file that cannot be read (other than missing), is too large, or has an error refuses the session: ocserv
+// (since 1.5.1) does the same rather than apply a configuration without the administrator's restrictions.
+//
+// With expose_iroutes, the iroutes of every file in config_per_user except the session's own are added to Routes,
+// unless Routes is empty (everything already goes through the tunnel). Files with errors are skipped there;
+// CheckUserConfigs reports them.
+func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
+	group := ""
+	if len(groups) > 0 {
+		group = groups[0]
+	}
+	uc := c.baseUserConfig()
+	var l userLists
+	var errs []error
+	if c.ConfigPerGroup != "" && group != "" {
+		errs = append(errs, c.applyUserFile(uc, &l, "group", c.ConfigPerGroup, group, c.DefaultGroupConfig))
+	}
+	if c.ConfigPerUser != "" {
+		errs = append(errs, c.applyUserFile(uc, &l, "user", c.ConfigPerUser, user, c.DefaultUserConfig))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if l.setRoutes {
+		uc.Routes = l.routes
+	}
+	if l.setNoRoutes {
+		uc.NoRoutes = l.noRoutes
+	}
+	if l.setDNS {
+		uc.DNS = l.dns
+	}
+	if c.ExposeIRoutes && c.ConfigPerUser != "" && len(uc.Routes) > 0 {
+		for _, r := range c.knownIRoutes() {
+			if !slices.Contains(uc.IRoutes, r) && !slices.Contains(uc.Routes, r) {
+				uc.Routes = append(uc.Routes, r)
+			}
+		}
+	}
+	return uc, nil
+}
+
+// baseUserConfig is the configuration of a session without per-user or per-group files.
+func (c *Config) baseUserConfig() *UserConfig {
+	return &UserConfig{
+		Routes:            slices.Clone(c.Routes),
+		NoRoutes:          slices.Clone(c.NoRoutes),
+		DNS:               slices.Clone(c.DNS),
+		RestrictToRoutes:  c.RestrictUserToRoutes,
+		ClientToClient:    c.ClientToClient,
+		RxDataPerSec:      c.RxDataPerSec,
+		TxDataPerSec:      c.TxDataPerSec,
+		IdleTimeout:       c.IdleTimeout,
+		MobileIdleTimeout: c.MobileIdleTimeout,
+		SessionTimeout:    c.SessionTimeout,
+		DPD:               c.DPD,
+		MobileDPD:         c.MobileDPD,
+		Keepalive:         c.Keepalive,
+		MaxSameClients:    c.MaxSameClients,
+	}
+}
+
+// applyUserFile applies dir/name, or fallback when dir/name does not exist; kind ("user" or "group") names the
+// name in errors.
+func (c *Config) applyUserFile(uc *UserConfig, l *userLists, kind, dir, name, fallback string) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("%s name %q refused for a file in %s: %v", kind, name, dir, err)
+	}
+	path := filepath.Join(dir, name)
+	data, err := readUserFile(path)
+	if errors.Is(err, fs.ErrNotExist) && fallback != "" {
+		path = fallback
+		data, err = readUserFile(path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	warns, err := c.parseUserFile(data, path, uc, l)
+	if err != nil {
+		return err
+	}
+	uc.Files = append(uc.Files, path)
+	uc.Warnings = append(uc.Warnings, warns...)
+	return nil
+}
+
+// checkName refuses user and group names that could name something other than a file inside the directory.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case strings.HasPrefix(name, "."):
+		return errors.New("name starts with '.'")
+	case strings.ContainsAny(name, "/\\\x00"):
+		return errors.New("name contains '/', '\\' or NUL")
+	}
+	return nil
+}
+
+// readUserFile reads a per-user or per-group file of at most maxUserFileSize bytes. The error wraps
+// fs.ErrNotExist when the file (or its directory) does not exist.
+func readUserFile(path string) ([]byte, error) {
+	// O_NONBLOCK: opening a FIFO must not hang the login; the file is then refused as not regular.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxUserFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxUserFileSize {
+		return nil, fmt.Errorf("%s: larger than %d KiB", path, maxUserFileSize>>10)
+	}
+	return data, nil
+}
+
+// rawKeys are the keys of the global file's raw struct.
+var rawKeys = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[raw]()
+	for i := range t.NumField() {
+		m[t.Field(i).Tag.Get("toml")] = true
+	}
+	return m
+}()
+
+// parseUserFile parses a per-user or per-group file into uc (single values) and l (lists). It returns the
+// warnings, or every error of the file.
+func (c *Config) parseUserFile(data []byte, path string, uc *UserConfig, l *userLists) ([]string, error) {
+	p := &parser{path: path, lines: strings.Split(string(data), "\n")}
+	var r raw
+	md, err := decode(data, path, &r)
+	if err != nil {
+		return nil, err
+	}
+	undecoded := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		undecoded[k.String()] = true
+	}
+	for _, k := range md.Keys() {
+		key, top := k.String(), k[0]
+		why, perUser := userKeys[top]
+		known := rawKeys[top] || ignoredKeys[top] != "" || notYetKeys[top]
+		switch {
+		case len(k) > 1 && (perUser || known):
+			// inside a table of a known key: reported once, at the table
+		case perUser && why == "":
+		case perUser && why == "not yet":
+			p.warnf(key, "accepted but not implemented per user yet")
+		case perUser:
+			p.warnf(key, "ignored: %s", why)
+		case known:
+			p.errf(key, "not allowed in a per-user or per-group file")
+		case undecoded[key]:
+			p.errf(key, "unknown key")
+		}
+	}
+	p.applyUser(&r, md, c, uc, l)
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return p.warns, nil
+}
+
+// applyUser applies the keys implemented per user; parseUserFile has refused or warned about the others.
+func (p *parser) applyUser(r *raw, md toml.MetaData, c *Config, uc *UserConfig, l *userLists) {
+	if md.IsDefined("route") {
+		l.setRoutes = true
+		l.routes = append(l.routes, p.routes("route", r.Route)...)
+	}
+	if md.IsDefined("no_route") {
+		l.setNoRoutes = true
+		l.noRoutes = append(l.noRoutes, p.routes("no_route", r.NoRoute)...)
+	}
+	if md.IsDefined("dns") {
+		l.setDNS = true
+		l.dns = append(l.dns, p.addrs("dns", r.DNS)...)
+	}
+	for _, pfx := range p.cidrs("iroute", r.IRoute) {
+		switch {
+		case pfx.Bits() == 0:
+			p.errf("iroute", "%s: a default route cannot be an iroute", pfx)
+		case pfx.Overlaps(c.IPv4Network):
+			p.errf("iroute", "%s overlaps the address pool ipv4_network %s", pfx, c.IPv4Network)
+		default:
+			uc.IRoutes = append(uc.IRoutes, pfx)
+		}
+	}
+	set(&uc.RestrictToRoutes, r.RestrictToRoutes)
+	set(&uc.ClientToClient, r.ClientToClient)
+	p.integer("rx_data_per_sec", &uc.RxDataPerSec, r.RxDataPerSec, 0, 1<<40)
+	p.integer("tx_data_per_sec", &uc.TxDataPerSec, r.TxDataPerSec, 0, 1<<40)
+	p.seconds("idle_timeout", &uc.IdleTimeout, r.IdleTimeout)
+	p.seconds("mobile_idle_timeout", &uc.MobileIdleTimeout, r.MobileIdleTimeout)
+	p.seconds("session_timeout", &uc.SessionTimeout, r.SessionTimeout)
+	p.seconds("dpd", &uc.DPD, r.DPD)
+	p.seconds("mobile_dpd", &uc.MobileDPD, r.MobileDPD)
+	p.seconds("keepalive", &uc.Keepalive, r.Keepalive)
+	p.integer("max_same_clients", &uc.MaxSameClients, r.MaxSameClients, 0, 1<<24)
+	if r.ExplicitIPv4 != nil {
+		if a, err := explicitIPv4(strings.TrimSpace(*r.ExplicitIPv4), c.IPv4Network); err != nil {
+			p.errf("explicit_ipv4", "%q: %v", *r.ExplicitIPv4, err)
+		} else {
+			uc.ExplicitIPv4 = a
+		}
+	}
+}
+
+// explicitIPv4 checks a fixed address against the pool: inside it, and none of its network address, its
+// broadcast address and the server's own address (the first usable one).
+func explicitIPv4(s string, pool netip.Prefix) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Unmap().Is4() {
+		return netip.Addr{}, errors.New("not an IPv4 address")
+	}
+	a = a.Unmap()
+	if !pool.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("outside ipv4_network %s", pool)
+	}
+	network := pool.Masked().Addr()
+	b := network.As4()
+	host := uint32(1)<<(32-pool.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	broadcast := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	switch a {
+	case network:
+		return netip.Addr{}, fmt.Errorf("the network address of ipv4_network %s", pool)
+	case broadcast:
+		return netip.Addr{}, fmt.Errorf("the broadcast address of ipv4_network %s", pool)
+	case network.Next():
+		return netip.Addr{}, fmt.Errorf("the server's own address in ipv4_network %s", pool)
+	}
+	return a, nil
+}
+
+// knownIRoutes are the iroutes of every file in config_per_user (ocserv's expose-iroutes reads that directory
+// only). Files that cannot be read or parsed are skipped.
+func (c *Config) knownIRoutes() []netip.Prefix {
+	entries, err := os.ReadDir(c.ConfigPerUser)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, e := range entries {
+		if checkName(e.Name()) != nil {
+			continue
+		}
+		path := filepath.Join(c.ConfigPerUser, e.Name())
+		data, err := readUserFile(path)
+		if err != nil {
+			continue
+		}
+		uc := c.baseUserConfig()
+		if _, err := c.parseUserFile(data, path, uc, &userLists{}); err != nil {
+			continue
+		}
+		for _, r := range uc.IRoutes {
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// CheckUserConfigs parses every file in config_per_user and config_per_group, and default_user_config and
+// default_group_config, as UserConfig would at a login, for `ocgate config check`. Missing directories and files
+// are not errors (UserConfig treats them as no override); entries whose names start with '.' are skipped (UserConfig
+// never looks them up). It also warns when two users have the same explicit_ipv4. Every error and warning names
+// the file, and the line and key when the problem is inside the file.
+func (c *Config) CheckUserConfigs() (warnings []string, errs []error) {
+	explicit := map[netip.Addr]string{} // explicit_ipv4 → the per-user file that set it
+	check := func(path string, perUser bool) {
+		data, err := readUserFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		uc := c.baseUserConfig()
+		warns, err := c.parseUserFile(data, path, uc, &userLists{})
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		warnings = append(warnings, warns...)
+		if a := uc.ExplicitIPv4; perUser && a.IsValid() {
+			if other, ok := explicit[a]; ok {
+				warnings = append(warnings, fmt.Sprintf("%s: explicit_ipv4: %s is also the address of %s; "+
+					"only one of them can be connected at a time", path, a, other))
+			} else {
+				explicit[a] = path
+			}
+		}
+	}
+	for _, d := range []struct {
+		dir     string
+		perUser bool
+	}{{c.ConfigPerUser, true}, {c.ConfigPerGroup, false}} {
+		if d.dir == "" {
+			continue
+		}
+		entries, err := os.ReadDir(d.dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".") {
+				check(filepath.Join(d.dir, e.Name()), d.perUser)
+			}
+		}
+	}
+	if c.DefaultUserConfig != "" {
+		check(c.DefaultUserConfig, false)
+	}
+	if c.DefaultGroupConfig != "" {
+		check(c.DefaultGroupConfig, false)
+	}
+	return warnings, errs
+}
