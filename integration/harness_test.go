@@ -162,11 +162,8 @@ type netns struct {
 // target.test, which `ip netns exec` bind-mounts over /etc/hosts for every process started in it.
 func newNetns(t testing.TB) *netns {
 	t.Helper()
-	name := fmt.Sprintf("ocgt-%d-%d", os.Getpid(), nsCounter.Add(1))
-	ns := &netns{t: t, name: name}
-	ns.must("ip", "netns", "add", name)
-	t.Cleanup(ns.remove)
-	ns.must("ip", "-n", name, "link", "set", "lo", "up")
+	ns := newBareNetns(t)
+	name := ns.name
 	for _, a := range []string{"10.77.0.1/32", "10.77.0.2/32", "10.88.0.1/32"} {
 		ns.must("ip", "-n", name, "addr", "add", a, "dev", "lo")
 	}
@@ -178,6 +175,17 @@ func newNetns(t testing.TB) *netns {
 	if err := os.WriteFile(filepath.Join(etc, "hosts"), []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return ns
+}
+
+// newBareNetns creates a namespace with only lo up (a client's side in the kernel-TUN tests).
+func newBareNetns(t testing.TB) *netns {
+	t.Helper()
+	name := fmt.Sprintf("ocgt-%d-%d", os.Getpid(), nsCounter.Add(1))
+	ns := &netns{t: t, name: name}
+	ns.must("ip", "netns", "add", name)
+	t.Cleanup(ns.remove)
+	ns.must("ip", "-n", name, "link", "set", "lo", "up")
 	return ns
 }
 
@@ -264,6 +272,8 @@ type server struct {
 	stderr   *syncBuffer
 	pin      string
 	env      []string // the server's environment; nil = the test's
+	root     bool     // run as root (kernel-TUN mode; the config's run_as_user drops privileges)
+	host     string   // address in the URL; "" = 127.0.0.1
 }
 
 // newServerDir prepares a directory owned by the unprivileged user with a password file for vpnUser and
@@ -309,6 +319,12 @@ func chownAll(t testing.TB, dir string) {
 // startServer writes config (TOML lines, plus listen/port/auth) into dir and runs ocgate as uid 65534 in ns.
 func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 	t.Helper()
+	return startServerAs(t, ns, dir, config, false, "")
+}
+
+// startServerAs is startServer with the server run as root (kernel-TUN mode) and reached at host.
+func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool, host string) *server {
+	t.Helper()
 	port := 8443
 	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, config)
 	if !strings.Contains(config, "listen_host") {
@@ -318,7 +334,7 @@ func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, ns: ns, dir: dir, stateDir: filepath.Join(dir, "state"), port: port}
+	s := &server{t: t, ns: ns, dir: dir, stateDir: filepath.Join(dir, "state"), port: port, root: root, host: host}
 	os.MkdirAll(s.stateDir, 0o700)
 	chownAll(t, dir)
 	s.start("-c", cfgPath, "--state-dir", s.stateDir, "--log-level", "debug")
@@ -330,6 +346,9 @@ func (s *server) start(args ...string) {
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", s.ns.name, "setpriv", fmt.Sprintf("--reuid=%d", unprivUID),
 		fmt.Sprintf("--regid=%d", unprivUID), "--clear-groups", ocgateBin}, args...)...)
+	if s.root {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", s.ns.name, ocgateBin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
 	cmd.Env = s.env
 	p := &proc{cmd: cmd, out: s.stderr, done: make(chan struct{})}
@@ -363,7 +382,13 @@ func (s *server) start(args ...string) {
 // stop stops the server with SIGTERM and returns its exit code.
 func (s *server) stop() int { return s.proc.stop(10 * time.Second) }
 
-func (s *server) url() string { return fmt.Sprintf("https://127.0.0.1:%d/", s.port) }
+func (s *server) url() string {
+	host := s.host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("https://%s:%d/", host, s.port)
+}
 
 // pinOf computes openconnect's pin-sha256 of a certificate's public key.
 func pinOf(t testing.TB, certPath string) string {

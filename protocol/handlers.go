@@ -102,7 +102,16 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
-	if n := s.cfg.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
+	uc, err := s.cfg.UserConfig(id.User, id.Groups)
+	if err != nil {
+		// An administrator's mistake in a per-user file: refuse (ocserv does too) and say where.
+		s.log.Error("per-user configuration", "user", id.User, "err", err)
+		return nil, errLimit("The server could not load your configuration; contact the administrator.")
+	}
+	for _, w := range uc.Warnings {
+		s.log.Warn(w, "user", id.User)
+	}
+	if n := uc.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
 		return nil, errLimit(fmt.Sprintf("You have reached the maximum number of sessions (%d) for this user.", n))
 	}
 	sess := &Session{
@@ -114,11 +123,12 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		Created:   time.Now(),
 		srv:       s,
 		authAddr:  st.remote.Addr(),
-		rxLimit:   newTokenBucket(s.cfg.RxDataPerSec),
-		txLimit:   newTokenBucket(s.cfg.TxDataPerSec),
+		rxLimit:   newTokenBucket(uc.RxDataPerSec),
+		txLimit:   newTokenBucket(uc.TxDataPerSec),
+		ucfg:      uc,
 		pcfg: sessionPolicy{
-			routes: s.cfg.Routes, noRoutes: s.cfg.NoRoutes, dns: s.cfg.DNS,
-			restrict: s.cfg.RestrictUserToRoutes,
+			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,
+			restrict: uc.RestrictToRoutes,
 		},
 	}
 	if len(sess.pcfg.dns) == 0 {
@@ -133,7 +143,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	sess.remote = st.remote
 	// A cookie never used for a CONNECT expires like one whose tunnel went away.
 	sess.startExpiryLocked(s.cfg.CookieTimeout)
-	if d := s.cfg.SessionTimeout; d > 0 {
+	if d := uc.SessionTimeout; d > 0 {
 		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
 	}
 	sess.mu.Unlock()
@@ -169,9 +179,9 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	}
 
 	mobile := isMobile(req, sess)
-	dpd, idle := s.cfg.DPD, s.cfg.IdleTimeout
+	dpd, idle := sess.ucfg.DPD, sess.ucfg.IdleTimeout
 	if mobile {
-		dpd, idle = s.cfg.MobileDPD, s.cfg.MobileIdleTimeout
+		dpd, idle = sess.ucfg.MobileDPD, sess.ucfg.MobileIdleTimeout
 	}
 	base, mtu := s.tunnelMTU(req, st.remote)
 	t := newTunnel(sess, st.tls, st.batch, st.br, st.remote, mtu, dpd, idle)
@@ -182,7 +192,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	if d := s.dtls.Load(); d != nil && !s.cfg.NoUDP {
 		common := func() []string {
 			return []string{"X-DTLS-Port: " + strconv.Itoa(s.udpPort), "X-DTLS-DPD: " + secs(dpd),
-				"X-DTLS-Keepalive: " + secs(s.cfg.Keepalive)}
+				"X-DTLS-Keepalive: " + secs(sess.ucfg.Keepalive)}
 		}
 		if s.cfg.DTLSPSK && offersPSK(req) {
 			psk, err := exportPSK(st.tls.ConnectionState())
@@ -365,13 +375,13 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, ba
 		}
 	}
 	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all))
-	h("X-CSTP-Keepalive", secs(s.cfg.Keepalive))
+	h("X-CSTP-Keepalive", secs(sess.ucfg.Keepalive))
 	if idle > 0 {
 		h("X-CSTP-Idle-Timeout", secs(idle))
 	} else {
 		h("X-CSTP-Idle-Timeout", "none")
 	}
-	if st := s.cfg.SessionTimeout; st > 0 {
+	if st := sess.ucfg.SessionTimeout; st > 0 {
 		h("X-CSTP-Session-Timeout", secs(st))
 	} else {
 		h("X-CSTP-Session-Timeout", "none")

@@ -73,6 +73,23 @@ func (p *Pool) Acquire(user string) (netip.Addr, error) {
 	return netip.Addr{}, ErrPoolExhausted
 }
 
+// ErrAddressInUse is returned by AcquireAddr when the address is leased already.
+var ErrAddressInUse = errors.New("the user's fixed address (explicit_ipv4) is in use by another session")
+
+// AcquireAddr leases a specific address of the pool (explicit_ipv4).
+func (p *Pool) AcquireAddr(a netip.Addr) error {
+	if !p.prefix.Contains(a) || a == p.gateway || a == p.prefix.Addr() {
+		return fmt.Errorf("address %s is not a client address of the pool %s", a, p.prefix)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, taken := p.leased[a]; taken {
+		return ErrAddressInUse
+	}
+	p.leased[a] = struct{}{}
+	return nil
+}
+
 // Release returns a leased address to the pool. Releasing an address that is not leased is a no-op.
 func (p *Pool) Release(a netip.Addr) {
 	p.mu.Lock()

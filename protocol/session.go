@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/config"
 	"ocgate/protocol/datapath"
 )
 
@@ -34,8 +35,9 @@ type Session struct {
 
 	srv      *Server
 	cookie   string
-	pcfg     sessionPolicy // what the session's configuration says, fixed at login
-	authAddr netip.Addr // the client address that logged in (deny_roaming)
+	ucfg     *config.UserConfig // the session's configuration (global + group + user files), fixed at login
+	pcfg     sessionPolicy      // the part of ucfg the datapath and the CONNECT response use
+	authAddr netip.Addr    // the client address that logged in (deny_roaming)
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
 
@@ -140,7 +142,13 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err erro
 	}
 	if !s.addr.IsValid() {
 		first = true
-		a, err := s.srv.pool.Acquire(s.User)
+		var a netip.Addr
+		var err error
+		if fixed := s.ucfg.ExplicitIPv4; fixed.IsValid() {
+			a, err = fixed, s.srv.pool.AcquireAddr(fixed)
+		} else {
+			a, err = s.srv.pool.Acquire(s.User)
+		}
 		if err != nil {
 			return false, err
 		}

@@ -35,6 +35,17 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 		for _, w := range c.Warnings {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
+		// The per-user and per-group files are read at each login; check them all now.
+		warns, errs := c.CheckUserConfigs()
+		for _, w := range warns {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		if len(errs) > 0 {
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: OK\n", args[1])
 		return 0
 	}
