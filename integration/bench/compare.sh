@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # integration/bench/compare.sh — ocgate against Debian's ocserv on this machine, in one run, by the same scripts:
 # ocserv-baseline.sh (stock openconnect on a kernel TUN in a client namespace, iperf3) and ocproxy-baseline.sh
-# (openconnect --script-tun with ocproxy, curl through SOCKS). Prints one table: each figure for both servers and
-# the ratio ocgate/ocserv. Needs root (namespaces); apt-get installs ocserv, iperf3, ocproxy when missing.
+# (openconnect --script-tun with ocproxy, curl through SOCKS). Prints one table: each figure for ocserv and for each
+# ocgate variant (netstack; kernel TUN; kernel TUN with the DTLS fast path) with the ratio ocgate/ocserv.
+# Needs root (namespaces); apt-get installs ocserv, iperf3, ocproxy when missing.
 #
 #   bash integration/bench/compare.sh                   # all figures
 #   BENCH_MODES=tls bash integration/bench/compare.sh   # TLS-only rows (no DTLS)
 #   DURATION=10 CONNECT_RUNS=10 FILE_MB=200             # knobs of the underlying scripts
+#   OCGATE_VARIANTS="tun=tun tun-fast=tun+fast"          # which ocgate set-ups (NAME=DATAPATH[+fast]) to compare
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 need=()
@@ -19,15 +21,23 @@ fi
 out=$(mktemp -d /tmp/ocgate-compare.XXXXXX)
 export OCGATE_BIN=$out/ocgate
 (cd "$here/../.." && go build -o "$OCGATE_BIN" ./cmd/ocgate)
-for srv in ocserv ocgate; do
+# Each variant is NAME=DATAPATH[+fast]: "+fast" turns on dtls_fast_path.
+variants=${OCGATE_VARIANTS:-"netstack=netstack tun=tun tun-fast=tun+fast"}
+names=(ocserv)
+for srv in ocserv $variants; do
+  name=${srv%%=*} spec=${srv#*=} adapter=$here/servers/ocgate.sh
+  if [ "$srv" = ocserv ]; then adapter=$here/servers/ocserv.sh; else names+=("$name"); fi
+  extra=""; [[ $spec == *+fast ]] && extra="dtls_fast_path = true"
   for script in ocserv-baseline ocproxy-baseline; do
-    echo "== $srv $script" >&2
-    BENCH_SERVER=$here/servers/$srv.sh bash "$here/$script.sh" >"$out/$srv-$script.txt"
+    echo "== $name $script" >&2
+    OCGATE_DATAPATH=${spec%+fast} OCGATE_EXTRA_CONFIG=$extra BENCH_SERVER=$adapter \
+      bash "$here/$script.sh" >"$out/$name-$script.txt"
   done
-  cat "$out/$srv"-*.txt >"$out/$srv.txt"
+  cat "$out/$name"-*.txt >"$out/$name.txt"
 done
-python3 - "$out/ocserv.txt" "$out/ocgate.txt" <<'PY'
+python3 - "$out" "${names[@]}" <<'PY'
 import sys
+out, names = sys.argv[1], sys.argv[2:]
 def load(p):
     d, info = {}, []
     for line in open(p):
@@ -36,14 +46,21 @@ def load(p):
         f = line.split()
         if len(f) == 3: d[f[0]] = (f[1], f[2])
     return d, info
-a, ia = load(sys.argv[1]); b, ib = load(sys.argv[2])
-for l in ia + ib: print(l)
-print(f"{'figure':34} {'ocserv':>10} {'ocgate':>10} {'unit':8} {'ocgate/ocserv':>13}")
-for k in a:
-    if k not in b: continue
-    va, vb = a[k][0], b[k][0]
-    try: r = f"{float(vb)/float(va):.2f}"
-    except (ValueError, ZeroDivisionError): r = "-"
-    print(f"{k:34} {va:>10} {vb:>10} {a[k][1]:8} {r:>13}")
+data = {}
+for n in names:
+    data[n], info = load(f"{out}/{n}.txt")
+    for l in info: print(l)
+base = data[names[0]]
+hdr = f"{'figure':34} {'unit':8} {names[0]:>9}"
+for n in names[1:]: hdr += f" {n:>9} {'ratio':>6}"
+print(hdr)
+for k in base:
+    row = f"{k:34} {base[k][1]:8} {base[k][0]:>9}"
+    for n in names[1:]:
+        v = data[n].get(k, ("-",))[0]
+        try: r = f"{float(v)/float(base[k][0]):.2f}"
+        except (ValueError, ZeroDivisionError): r = "-"
+        row += f" {v:>9} {r:>6}"
+    print(row)
 PY
 echo "raw results: $out" >&2

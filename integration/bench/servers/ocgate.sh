@@ -4,9 +4,10 @@
 #
 #   BENCH_SERVER=$PWD/integration/bench/servers/ocgate.sh bash ../shared/bench/ocproxy-baseline.sh
 #
-# ocgate runs unprivileged (uid 65534) in netstack mode. OCGATE_BIN names a built binary; otherwise it is built
-# from this checkout. OCGATE_DATAPATH selects the datapath (default netstack); OCGATE_EXTRA_CONFIG adds TOML lines
-# (e.g. "dtls_fast_path = true"); OCGATE_ARGS adds command-line flags (e.g. "--log-level debug").
+# ocgate runs unprivileged (uid 65534) in netstack mode; with OCGATE_DATAPATH=tun it starts as root with
+# run_as_user = "nobody" (a gateway's setup: the privileged helper keeps root for the devices). OCGATE_BIN names a
+# built binary; otherwise it is built from this checkout. OCGATE_EXTRA_CONFIG adds TOML lines (e.g.
+# "dtls_fast_path = true"); OCGATE_ARGS adds command-line flags (e.g. "--log-level debug").
 OCGATE_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 srv_name() { echo ocgate; }
 srv_version() { "$(ocgate_bin)" --version 2>&1 | awk '{print $2}'; }
@@ -41,9 +42,18 @@ ${OCGATE_EXTRA_CONFIG:-}
 CFG
   chown -R 65534:65534 "$W/ocgate-state"
   chmod 755 "$W"
-  ip netns exec "$SNS" setpriv --reuid=65534 --regid=65534 --clear-groups \
+  local as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+  if [ "${OCGATE_DATAPATH:-netstack}" = tun ]; then
+    echo 'run_as_user = "nobody"' >>"$W/ocgate.toml"
+    as=()
+  fi
+  ip netns exec "$SNS" "${as[@]}" \
     "$bin" -c "$W/ocgate.toml" --state-dir "$W/ocgate-state" ${OCGATE_ARGS:-} >"$W/ocgate.log" 2>&1 &
   SRV_PID=$!; PIDS+=("$SRV_PID")
   wait_server 20 || { tail -20 "$W/ocgate.log" >&2; return 1; }
 }
-srv_procs() { echo "main $SRV_PID"; }
+# The PID above is `ip netns exec`'s, which execs ocgate; in tun mode the privileged helper is its child.
+srv_procs() {
+  echo "main $SRV_PID"
+  local c; for c in $(pgrep -P "$SRV_PID" 2>/dev/null); do echo "helper $c"; done
+}
