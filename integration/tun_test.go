@@ -64,11 +64,18 @@ type tunRig struct {
 // newTUNRig starts the server with config (TOML lines added to the common ones).
 func newTUNRig(t *testing.T, config string) *tunRig {
 	t.Helper()
+	return newRig(t, true, config)
+}
+
+// newRig starts ocgate in kernel-TUN mode (as root, run_as_user nobody) or in netstack mode (unprivileged), with
+// the recording script as connect and disconnect script, reachable from client namespaces over veths.
+func newRig(t *testing.T, tun bool, config string) *tunRig {
+	t.Helper()
 	ns := newNetns(t)
 	ns.startTarget()
 	ns.must("ip", "netns", "exec", ns.name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	r := &tunRig{t: t, ns: ns, dir: newServerDir(t), envDir: tempDir(t)}
-	for _, u := range []string{"bob", "refused"} {
+	for _, u := range []string{"bob", "carol", "refused"} {
 		addUser(t, r.dir, u)
 	}
 	scriptPath := filepath.Join(r.envDir, "script.sh")
@@ -81,11 +88,15 @@ func newTUNRig(t *testing.T, config string) *tunRig {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`listen_host = "0.0.0.0"
-datapath = "tun"
-run_as_user = "nobody"
 connect_script = %q
 disconnect_script = %q
 %s`, scriptPath, scriptPath, config)
+	if !tun {
+		chownAll(t, r.envDir) // the unprivileged server runs the script itself
+		r.s = startServerAs(t, ns, r.dir, cfg, false, "")
+		return r
+	}
+	cfg = "datapath = \"tun\"\nrun_as_user = \"nobody\"\n" + cfg
 	r.s = startServerAs(t, ns, r.dir, cfg, true, "")
 	if !strings.Contains(r.s.stderr.String(), "dropped privileges") {
 		t.Fatalf("the server did not drop privileges:\n%s", r.s.stderr.String())

@@ -23,6 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"ocgate/egress"
 	"ocgate/protocol/datapath"
 )
 
@@ -123,10 +124,33 @@ func (p *port) Send(pkt []byte) error {
 		return nil
 	}
 	p.s.stats.packetsIn.Add(1)
+	// Client to client: switched here when both sessions allow it. Otherwise the packet goes into the stack,
+	// whose policy refuses pool addresses like any destination outside the routes (TCP gets a reset).
+	if dst, ok := dstAddr(pkt); ok && p.s.cfg.Pool.Contains(dst) && dst != p.s.cfg.Gateway {
+		if q := p.s.lookup(dst); q != nil && !q.closed.Load() {
+			if p.clientToClient(q, dst) {
+				p.s.stats.switched.Add(1)
+				q.sess.Deliver(pkt)
+				return nil
+			}
+			p.s.stats.deniedClientToClient.Add(1)
+		}
+	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	p.s.link.InjectInbound(proto, pb)
 	pb.DecRef()
 	return nil
+}
+
+// clientToClient reports whether the session may send to q's address dst.
+func (p *port) clientToClient(q *port, dst netip.Addr) bool {
+	if !p.sess.ClientToClient || !q.sess.ClientToClient {
+		return false
+	}
+	if p.sess.RestrictToRoutes {
+		return p.s.cfg.Policy.Decide(p.sess.Routes, p.sess.NoRoutes, dst) != egress.DenyNotRouted
+	}
+	return true
 }
 
 // track registers a flow's conns so that Close can end it; false if the port is already closed.

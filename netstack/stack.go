@@ -59,6 +59,7 @@ type Stats struct {
 	PacketsIn, PacketsOut            uint64 // from clients / to clients
 	DroppedSpoofed, DroppedMalformed uint64 // client packets with a foreign source / that do not parse
 	DroppedNoSession                 uint64 // packets the stack sent to an address no session holds
+	Switched, DeniedClientToClient   uint64 // client-to-client packets switched / refused by client_to_client
 	RefusedPolicy, RefusedLimit      uint64 // flows refused by the egress policy / by the per-session cap
 	TCPDialFailed                    uint64
 	TCPFlows, UDPFlows, DNSQueries   uint64
@@ -67,6 +68,7 @@ type Stats struct {
 type counters struct {
 	packetsIn, packetsOut, droppedSpoofed, droppedMalformed, droppedNoSession  atomic.Uint64
 	refusedPolicy, refusedLimit, tcpDialFailed, tcpFlows, udpFlows, dnsQueries atomic.Uint64
+	switched, deniedClientToClient                                             atomic.Uint64
 }
 
 // Stack is the netstack data path. It implements datapath.Datapath.
@@ -199,6 +201,7 @@ func (s *Stack) Stats() Stats {
 		DroppedNoSession: c.droppedNoSession.Load(), RefusedPolicy: c.refusedPolicy.Load(),
 		RefusedLimit: c.refusedLimit.Load(), TCPDialFailed: c.tcpDialFailed.Load(),
 		TCPFlows: c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), DNSQueries: c.dnsQueries.Load(),
+		Switched: c.switched.Load(), DeniedClientToClient: c.deniedClientToClient.Load(),
 	}
 }
 

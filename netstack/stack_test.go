@@ -325,3 +325,46 @@ func checksumOf(b []byte) uint16 {
 	}
 	return uint16(sum)
 }
+
+// TestClientToClient: a packet for another session's address is switched to that session when both allow it,
+// and refused (not delivered, counted) when either does not.
+func TestClientToClient(t *testing.T) {
+	s, err := New(Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"),
+		Policy: egress.NewPolicy(nil, nil), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, b, c := netip.MustParseAddr("10.250.77.10"), netip.MustParseAddr("10.250.77.11"), netip.MustParseAddr("10.250.77.12")
+	got := map[netip.Addr]int{}
+	var mu sync.Mutex
+	attach := func(addr netip.Addr, c2c bool) datapath.Port {
+		p, err := s.Attach(&datapath.Session{Addrs: []netip.Addr{addr}, MTU: 1500, ClientToClient: c2c,
+			Deliver: func([]byte) { mu.Lock(); got[addr]++; mu.Unlock() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pa, pb, pc := attach(a, true), attach(b, true), attach(c, false)
+	udp4 := func(src, dst netip.Addr) []byte {
+		pkt := make([]byte, header.IPv4MinimumSize+header.UDPMinimumSize+4)
+		ip := header.IPv4(pkt)
+		ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+			SrcAddr: tcpip.AddrFromSlice(src.AsSlice()), DstAddr: tcpip.AddrFromSlice(dst.AsSlice())})
+		ip.SetChecksum(^ip.CalculateChecksum())
+		return pkt
+	}
+	pa.Send(udp4(a, b)) // allowed both ways
+	pb.Send(udp4(b, a))
+	pa.Send(udp4(a, c)) // c refuses
+	pc.Send(udp4(c, a))
+	mu.Lock()
+	defer mu.Unlock()
+	if got[a] != 1 || got[b] != 1 || got[c] != 0 {
+		t.Fatalf("deliveries %v, want one each to a and b, none to c", got)
+	}
+	if st := s.Stats(); st.Switched != 2 || st.DeniedClientToClient != 2 {
+		t.Fatalf("stats %+v: want 2 switched, 2 denied", st)
+	}
+}

@@ -37,7 +37,7 @@ type Session struct {
 	cookie   string
 	ucfg     *config.UserConfig // the session's configuration (global + group + user files), fixed at login
 	pcfg     sessionPolicy      // the part of ucfg the datapath and the CONNECT response use
-	authAddr netip.Addr    // the client address that logged in (deny_roaming)
+	authAddr netip.Addr         // the client address that logged in (deny_roaming)
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
 
@@ -164,6 +164,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err erro
 			Deliver:  s.deliver,
 
 			RestrictToRoutes: s.pcfg.restrict,
+			ClientToClient:   s.ucfg.ClientToClient,
 		})
 		if err != nil {
 			s.srv.pool.Release(a)

@@ -26,6 +26,10 @@ type Session struct {
 	// RestrictToRoutes drops packets from the client to destinations outside Routes (or inside NoRoutes), for a
 	// datapath that would otherwise forward anything (kernel TUN). The netstack always enforces the routes.
 	RestrictToRoutes bool
+	// ClientToClient lets the session exchange packets with other sessions' addresses (both must allow it; with
+	// RestrictToRoutes the other address must also be inside Routes). The netstack switches such packets
+	// between the two sessions itself.
+	ClientToClient bool
 	// MTU is the tunnel MTU negotiated with the client: packets delivered to Deliver are at most this long.
 	MTU int
 	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
