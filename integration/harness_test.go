@@ -262,18 +262,19 @@ func (ns *netns) startTarget() {
 
 // server is an ocgate process under test.
 type server struct {
-	t        testing.TB
-	ns       *netns
-	dir      string // config + state, owned by the unprivileged user
-	stateDir string
-	port     int
-	proc     *proc
-	stdout   *syncBuffer
-	stderr   *syncBuffer
-	pin      string
-	env      []string // the server's environment; nil = the test's
-	root     bool     // run as root (kernel-TUN mode; the config's run_as_user drops privileges)
-	host     string   // address in the URL; "" = 127.0.0.1
+	t           testing.TB
+	ns          *netns
+	dir         string // config + state, owned by the unprivileged user
+	stateDir    string
+	port        int
+	proc        *proc
+	stdout      *syncBuffer
+	stderr      *syncBuffer
+	pin         string
+	env         []string // the server's environment; nil = the test's
+	root        bool     // run as root (kernel-TUN mode; the config's run_as_user drops privileges)
+	setprivArgs []string // more setpriv arguments for the unprivileged server
+	host        string   // address in the URL; "" = 127.0.0.1
 }
 
 // newServerDir prepares a directory owned by the unprivileged user with a password file for vpnUser and
@@ -322,8 +323,9 @@ func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 	return startServerAs(t, ns, dir, config, false, "")
 }
 
-// startServerAs is startServer with the server run as root (kernel-TUN mode) and reached at host.
-func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool, host string) *server {
+// startServerAs is startServer with the server run as root (kernel-TUN mode) and reached at host; setprivArgs
+// are added to setpriv's arguments (e.g. capabilities) when not root.
+func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool, host string, setprivArgs ...string) *server {
 	t.Helper()
 	port := 8443
 	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, config)
@@ -334,7 +336,8 @@ func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, ns: ns, dir: dir, stateDir: filepath.Join(dir, "state"), port: port, root: root, host: host}
+	s := &server{t: t, ns: ns, dir: dir, stateDir: filepath.Join(dir, "state"), port: port, root: root, host: host,
+		setprivArgs: setprivArgs}
 	os.MkdirAll(s.stateDir, 0o700)
 	chownAll(t, dir)
 	s.start("-c", cfgPath, "--state-dir", s.stateDir, "--log-level", "debug")
@@ -344,8 +347,9 @@ func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool
 func (s *server) start(args ...string) {
 	s.t.Helper()
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", s.ns.name, "setpriv", fmt.Sprintf("--reuid=%d", unprivUID),
-		fmt.Sprintf("--regid=%d", unprivUID), "--clear-groups", ocgateBin}, args...)...)
+	sp := append([]string{"netns", "exec", s.ns.name, "setpriv", fmt.Sprintf("--reuid=%d", unprivUID),
+		fmt.Sprintf("--regid=%d", unprivUID), "--clear-groups"}, s.setprivArgs...)
+	cmd := exec.Command("ip", append(append(sp, ocgateBin), args...)...)
 	if s.root {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", s.ns.name, ocgateBin}, args...)...)
 	}

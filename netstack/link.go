@@ -97,6 +97,7 @@ type port struct {
 	sess   *datapath.Session
 	closed atomic.Bool
 	flows  atomic.Int32 // live TCP+UDP flows
+	echoes atomic.Int32 // echo requests in flight
 
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
@@ -135,6 +136,11 @@ func (p *port) Send(pkt []byte) error {
 			}
 			p.s.stats.deniedClientToClient.Add(1)
 		}
+	}
+	// Echo requests to anything but the gateway are answered from the host (icmp.go), never by the stack.
+	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == icmpProtocolNumber &&
+		[4]byte(pkt[16:20]) != p.s.gw4 && p.takeEcho(pkt) {
+		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	p.s.link.InjectInbound(proto, pb)

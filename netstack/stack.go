@@ -50,6 +50,9 @@ type Config struct {
 	// MaxFlowsPerSession caps a session's concurrent TCP and UDP flows; 0 means 1024. New flows over the cap are
 	// refused (RST for TCP, dropped for UDP) and counted.
 	MaxFlowsPerSession int
+	// ICMP is how echo requests to the world are re-originated: "auto" (or ""), "socket", "raw", "exec" or
+	// "off" (see icmp.go).
+	ICMP string
 	// Logger receives flow refusals (Debug) and errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -63,12 +66,13 @@ type Stats struct {
 	RefusedPolicy, RefusedLimit      uint64 // flows refused by the egress policy / by the per-session cap
 	TCPDialFailed                    uint64
 	TCPFlows, UDPFlows, DNSQueries   uint64
+	EchoAnswered, EchoLost           uint64 // echo requests re-originated from the host: answered / not
 }
 
 type counters struct {
 	packetsIn, packetsOut, droppedSpoofed, droppedMalformed, droppedNoSession  atomic.Uint64
 	refusedPolicy, refusedLimit, tcpDialFailed, tcpFlows, udpFlows, dnsQueries atomic.Uint64
-	switched, deniedClientToClient                                             atomic.Uint64
+	switched, deniedClientToClient, echoAnswered, echoLost                     atomic.Uint64
 }
 
 // Stack is the netstack data path. It implements datapath.Datapath.
@@ -78,6 +82,8 @@ type Stack struct {
 	stack  *stack.Stack
 	link   *link
 	dialer egress.Dialer
+	pinger pinger          // nil: echo requests to the world are dropped
+	gw4    [4]byte         // the gateway, as the packet path compares it
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	stats  counters
@@ -126,6 +132,18 @@ func New(cfg Config) (*Stack, error) {
 	}
 	gvlogOnce.Do(func() { gvlog.SetTarget(gvisorLog{cfg.Logger}) })
 	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer}
+	if cfg.Gateway.Is4() {
+		s.gw4 = cfg.Gateway.As4()
+	}
+	var err error
+	if s.pinger, err = newPinger(cfg.ICMP); err != nil {
+		if cfg.ICMP != "" && cfg.ICMP != "auto" {
+			return nil, err
+		}
+		s.log.Warn("ICMP echo to destinations beyond the gateway will go unanswered", "err", err)
+	} else if s.pinger != nil {
+		s.log.Info("ICMP echo re-originated with the "+s.pinger.String())
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	empty := map[netip.Addr]*port{}
 	s.ports.Store(&empty)
@@ -202,6 +220,7 @@ func (s *Stack) Stats() Stats {
 		RefusedLimit: c.refusedLimit.Load(), TCPDialFailed: c.tcpDialFailed.Load(),
 		TCPFlows: c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), DNSQueries: c.dnsQueries.Load(),
 		Switched: c.switched.Load(), DeniedClientToClient: c.deniedClientToClient.Load(),
+		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(),
 	}
 }
 

@@ -1,0 +1,259 @@
+package netstack
+
+// ICMP echo towards the world. gVisor would answer every echo request itself (the NIC is promiscuous), which is a
+// lie for hosts that are down. So echo requests are taken out before the stack (except those for the gateway,
+// which the stack answers truthfully) and re-originated from the host, and the client gets an echo reply only if
+// the host got one:
+//
+//	socket  an unprivileged ICMP socket (SOCK_DGRAM, IPPROTO_ICMP), when net.ipv4.ping_group_range admits us
+//	raw     a raw ICMP socket, with CAP_NET_RAW
+//	exec    the system ping (which carries cap_net_raw), one process per echo request, bounded
+//
+// The first that works at start-up is used (Config.ICMP forces one, or "off"). A destination the policy refuses
+// gets ICMP destination unreachable, administratively prohibited (type 3 code 13). IPv4 only for now.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	tcpipchecksum "gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"ocgate/egress"
+)
+
+const (
+	echoTimeout        = 3 * time.Second
+	maxEchoPerSession  = 8
+	maxEchoServer      = 64
+	icmpProtocolNumber = 1
+)
+
+// pinger sends one echo request to dst from the host and waits for the reply.
+type pinger interface {
+	echo(ctx context.Context, dst netip.Addr, id, seq uint16, data []byte) error
+	String() string
+}
+
+// newPinger picks the ICMP strategy: want is "auto" (or ""), "socket", "raw", "exec" or "off" (nil pinger).
+func newPinger(want string) (pinger, error) {
+	try := []string{"socket", "raw", "exec"}
+	switch want {
+	case "", "auto":
+	case "off":
+		return nil, nil
+	case "socket", "raw", "exec":
+		try = []string{want}
+	default:
+		return nil, fmt.Errorf("ICMP strategy %q: want auto, socket, raw, exec or off", want)
+	}
+	var errs []error
+	for _, s := range try {
+		var p pinger
+		var err error
+		switch s {
+		case "socket":
+			p, err = probeSocket("udp4")
+		case "raw":
+			p, err = probeSocket("ip4:icmp")
+		case "exec":
+			var path string
+			if path, err = exec.LookPath("ping"); err == nil {
+				p = execPinger{path: path}
+			}
+		}
+		if err == nil {
+			return p, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", s, err))
+	}
+	return nil, fmt.Errorf("no way to send ICMP echo from this host: %w", errors.Join(errs...))
+}
+
+// socketPinger uses an unprivileged ICMP socket ("udp4") or a raw one ("ip4:icmp"), one per echo request.
+type socketPinger struct{ network string }
+
+func probeSocket(network string) (pinger, error) {
+	c, err := icmp.ListenPacket(network, "0.0.0.0")
+	if err != nil {
+		return nil, err
+	}
+	c.Close()
+	return socketPinger{network: network}, nil
+}
+
+func (p socketPinger) String() string {
+	if p.network == "udp4" {
+		return "unprivileged ICMP socket"
+	}
+	return "raw ICMP socket"
+}
+
+func (p socketPinger) echo(ctx context.Context, dst netip.Addr, id, seq uint16, data []byte) error {
+	c, err := icmp.ListenPacket(p.network, "0.0.0.0")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: int(id), Seq: int(seq), Data: data}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return err
+	}
+	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
+	if p.network == "udp4" {
+		to = &net.UDPAddr{IP: dst.AsSlice()} // the kernel replaces the ID with the socket's and filters replies
+	}
+	if _, err := c.WriteTo(b, to); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return err
+		}
+		rm, err := icmp.ParseMessage(icmpProtocolNumber, buf[:n])
+		if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+			continue // a raw socket sees every ICMP message of the host
+		}
+		e, ok := rm.Body.(*icmp.Echo)
+		if !ok || e.Seq != int(seq) || (p.network != "udp4" && e.ID != int(id)) {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(addrIP(from)); !ok || a.Unmap() != dst {
+			continue
+		}
+		return nil
+	}
+}
+
+func addrIP(a net.Addr) net.IP {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.IP
+	case *net.IPAddr:
+		return a.IP
+	}
+	return nil
+}
+
+// execPinger runs the system ping once per echo request.
+type execPinger struct{ path string }
+
+func (execPinger) String() string { return "system ping" }
+
+func (p execPinger) echo(ctx context.Context, dst netip.Addr, _, _ uint16, data []byte) error {
+	secs := strconv.Itoa(int(echoTimeout / time.Second))
+	return exec.CommandContext(ctx, p.path, "-n", "-q", "-c", "1", "-W", secs, "-s", strconv.Itoa(len(data)), dst.String()).Run()
+}
+
+// takeEcho answers an echo request (IPv4, not for the gateway) of the session's client. It runs in its own
+// goroutine; false means the request was not taken (the caller drops it).
+func (p *port) takeEcho(pkt []byte) bool {
+	s := p.s
+	ip := header.IPv4(pkt)
+	hl := int(ip.HeaderLength())
+	if hl < header.IPv4MinimumSize || len(pkt) < hl+header.ICMPv4MinimumSize || ip.FragmentOffset() != 0 || ip.More() {
+		return false
+	}
+	ic := header.ICMPv4(pkt[hl:])
+	if ic.Type() != header.ICMPv4Echo {
+		return false
+	}
+	dst := netip.AddrFrom4(ip.DestinationAddress().As4())
+	if v := s.decide(p, dst); v != egress.Allow {
+		s.stats.refusedPolicy.Add(1)
+		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
+		return true
+	}
+	if s.pinger == nil || !p.echoSlot() {
+		return true // no strategy, or too many in flight: dropped
+	}
+	req := append([]byte(nil), pkt...) // the caller's buffer is not ours after Send returns
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.echoDone()
+		ip := header.IPv4(req)
+		ic := header.ICMPv4(req[hl:])
+		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
+		defer cancel()
+		if err := s.pinger.echo(ctx, dst, ic.Ident(), ic.Sequence(), ic.Payload()); err != nil {
+			s.stats.echoLost.Add(1)
+			return
+		}
+		s.stats.echoAnswered.Add(1)
+		// The reply: addresses swapped, type 0, same ID, sequence and data.
+		ic.SetType(header.ICMPv4EchoReply)
+		ic.SetChecksum(0)
+		ic.SetChecksum(^checksum(req[hl:]))
+		src, dstA := ip.SourceAddress(), ip.DestinationAddress()
+		ip.SetSourceAddress(dstA)
+		ip.SetDestinationAddress(src)
+		ip.SetTTL(64)
+		ip.SetChecksum(0)
+		ip.SetChecksum(^ip.CalculateChecksum())
+		p.deliverICMP(req)
+	}()
+	return true
+}
+
+var echoInFlight atomic.Int32 // across the server
+
+func (p *port) echoSlot() bool {
+	if p.echoes.Add(1) > maxEchoPerSession {
+		p.echoes.Add(-1)
+		return false
+	}
+	if echoInFlight.Add(1) > maxEchoServer {
+		echoInFlight.Add(-1)
+		p.echoes.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (p *port) echoDone() {
+	echoInFlight.Add(-1)
+	p.echoes.Add(-1)
+}
+
+func (p *port) deliverICMP(pkt []byte) {
+	if pkt != nil && !p.closed.Load() {
+		p.s.stats.packetsOut.Add(1)
+		p.sess.Deliver(pkt)
+	}
+}
+
+// unreachable builds ICMP destination unreachable (type 3, code) from the gateway about the client's packet
+// orig: its IP header and first 8 bytes of payload (RFC 792).
+func unreachable(gw netip.Addr, orig []byte, code header.ICMPv4Code) []byte {
+	oip := header.IPv4(orig)
+	quote := min(len(orig), int(oip.HeaderLength())+8)
+	pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+quote)
+	ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+	ic.SetType(header.ICMPv4DstUnreachable)
+	ic.SetCode(code)
+	copy(ic.Payload(), orig[:quote])
+	ic.SetChecksum(^checksum(pkt[header.IPv4MinimumSize:]))
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(gw.As4()), DstAddr: oip.SourceAddress()})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	return pkt
+}
+
+func checksum(b []byte) uint16 { return tcpipchecksum.Checksum(b, 0) }
