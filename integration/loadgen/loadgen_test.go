@@ -154,10 +154,10 @@ func TestLoadAgainstOcgate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tgt.Close()
-	for _, dtls := range []bool{true, false} {
-		t.Run(fmt.Sprintf("bulk dtls=%v", dtls), func(t *testing.T) {
+	for _, v := range []struct{ dtls, pion bool }{{true, false}, {true, true}, {false, false}} {
+		t.Run(fmt.Sprintf("bulk dtls=%v pion-records=%v", v.dtls, v.pion), func(t *testing.T) {
 			c := srv.config()
-			c.N, c.Mode, c.BulkTarget, c.BulkDir, c.DTLS = 2, "bulk", tgt.TCPAddr(), "both", dtls
+			c.N, c.Mode, c.BulkTarget, c.BulkDir, c.DTLS, c.PionRecords = 2, "bulk", tgt.TCPAddr(), "both", v.dtls, v.pion
 			c.Warmup, c.Duration = 200*time.Millisecond, time.Second
 			rep, err := run(ctx, c, io.Discard)
 			if err != nil {
@@ -166,6 +166,9 @@ func TestLoadAgainstOcgate(t *testing.T) {
 			b := rep.Bulk
 			if rep.Established != 2 || len(rep.Errors) != 0 || b == nil || b.Conns != 4 || b.DownBytes == 0 || b.UpBytes == 0 {
 				t.Fatalf("established %d, errors %v, bulk %+v", rep.Established, rep.Errors, b)
+			}
+			if v.dtls && (rep.Client.DTLSRx == 0 || rep.Client.DTLSTx == 0) {
+				t.Errorf("no data over DTLS: %+v", rep.Client)
 			}
 			rep.print(testWriter{t})
 		})

@@ -33,6 +33,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -59,6 +60,7 @@ func main() {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to hold the sessions (idle) or push traffic (ping, bulk)")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "bulk: traffic before the measured window starts")
 	fs.BoolVar(&cfg.DTLS, "dtls", cfg.DTLS, "establish DTLS (PSK-NEGOTIATE) and require it; --dtls=false for CSTP only")
+	fs.BoolVar(&cfg.PionRecords, "pion-records", false, "DTLS application records through pion's record layer (default: the client's own, for GCM/ChaCha20)")
 	fs.IntSliceVar(&cfg.ServerPIDs, "server-pid", nil, "server process(es) to sample VmRSS and CPU time of, from /proc")
 	fs.BoolVar(&cfg.ServerTree, "server-tree", false, "include the descendants of --server-pid (ocserv: workers, sec-mod)")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "wait after establishing before sampling the server's RSS")
@@ -66,6 +68,7 @@ func main() {
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON on stdout")
 	fs.BoolVarP(&cfg.Quiet, "quiet", "q", false, "no progress lines on stderr")
 	fs.StringVar(&cfg.Serve, "serve", "", "instead of a load: run the bulk/echo target on this IP:PORT (TCP and UDP) until interrupted")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the loadgen to this file")
 	fs.SortFlags = false
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if err == pflag.ErrHelp {
@@ -95,6 +98,15 @@ func main() {
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("LOADGEN_PASSWORD")
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(2)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	var progress io.Writer = os.Stderr
 	if cfg.Quiet {
 		progress = io.Discard
@@ -111,6 +123,7 @@ func main() {
 	} else {
 		rep.print(os.Stdout)
 	}
+	pprof.StopCPUProfile()
 	if rep.Established < rep.Requested || len(rep.Errors) > 0 {
 		os.Exit(1)
 	}
@@ -127,7 +140,7 @@ type config struct {
 	Target                          string
 	BulkTarget, BulkDir             string
 	Duration, Warmup                time.Duration
-	DTLS                            bool
+	DTLS, PionRecords               bool
 	ServerPIDs                      []int
 	ServerTree                      bool
 	Settle, Timeout                 time.Duration

@@ -34,6 +34,7 @@ type Report struct {
 	Errors  map[string]int         `json:"errors"`
 	Lost    int                    `json:"sessions_lost_during_run"` // ended before the loadgen closed them
 
+	Client client.Stats  `json:"client_counters"` // summed over the sessions, before closing
 	Server *ServerReport `json:"server,omitempty"`
 	Ping   *PingReport   `json:"ping,omitempty"`
 	Bulk   *BulkReport   `json:"bulk,omitempty"`
@@ -80,7 +81,9 @@ type ServerReport struct {
 	PSSBeforeKiB  uint64  `json:"pss_before_kib,omitempty"`
 	PSSAfterKiB   uint64  `json:"pss_after_kib,omitempty"`
 	PSSPerSession float64 `json:"pss_per_session_kib,omitempty"`
-	CPUSeconds    float64 `json:"cpu_seconds_traffic"` // user+system during the traffic phase (bulk: the measured window)
+	CPUEstablish  float64 `json:"cpu_seconds_establish"` // user+system while the sessions were being established
+	CPUPerSession float64 `json:"cpu_ms_per_session"`    // the same per established session, in ms
+	CPUSeconds    float64 `json:"cpu_seconds_traffic"`   // user+system during the traffic phase (bulk: the measured window)
 	Error         string  `json:"error,omitempty"`
 }
 
@@ -151,7 +154,7 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	opts := client.Options{URL: c.URL, User: c.User, Password: c.Password, Group: c.Group, Pin: c.Pin,
-		InsecureSkipVerify: c.Insecure, DTLS: c.DTLS, RequireDTLS: c.DTLS}
+		InsecureSkipVerify: c.Insecure, DTLS: c.DTLS, RequireDTLS: c.DTLS, PionRecords: c.PionRecords}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -171,6 +174,7 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 	}
 
 	// Establish.
+	cpuEst := srv.cpu()
 	results := make([]result, c.N)
 	jobs := make(chan int)
 	var done sync.WaitGroup
@@ -210,6 +214,9 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 	done.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
+	if srv != nil {
+		rep.Server.CPUEstablish = srv.cpu() - cpuEst
+	}
 	var sessions []*client.Session
 	var total []time.Duration
 	stages := map[string][]time.Duration{}
@@ -231,6 +238,9 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 		}
 	}
 	rep.Established = len(sessions)
+	if srv != nil && len(sessions) > 0 {
+		rep.Server.CPUPerSession = 1000 * rep.Server.CPUEstablish / float64(len(sessions))
+	}
 	rep.EstablishS = elapsed.Seconds()
 	if elapsed > 0 {
 		rep.PerSecond = float64(len(sessions)) / elapsed.Seconds()
@@ -282,6 +292,21 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 		}
 	}
 	for _, s := range sessions {
+		st := s.Stats()
+		c := &rep.Client
+		c.TxPackets += st.TxPackets
+		c.TxBytes += st.TxBytes
+		c.RxPackets += st.RxPackets
+		c.RxBytes += st.RxBytes
+		c.DTLSTx += st.DTLSTx
+		c.DTLSRx += st.DTLSRx
+		c.RxDropped += st.RxDropped
+		c.DPDAnswered += st.DPDAnswered
+		c.DTLSFallbacks += st.DTLSFallbacks
+		c.CSTPWriteErrors += st.CSTPWriteErrors
+		c.ServerDPDSeenOnDTLS += st.ServerDPDSeenOnDTLS
+		c.ServerDPDSeenOnCSTP += st.ServerDPDSeenOnCSTP
+		c.UnknownFramesIgnored += st.UnknownFramesIgnored
 		if err := s.Err(); err != nil {
 			rep.Lost++
 			errs.add("session ended: " + errorKind(err))
@@ -450,7 +475,8 @@ func (r *Report) print(w io.Writer) {
 		if s.PSSAfterKiB > 0 {
 			fmt.Fprintf(w, "server PSS    %.1f → %.1f MiB: %.1f KiB per session\n", float64(s.PSSBeforeKiB)/1024, float64(s.PSSAfterKiB)/1024, s.PSSPerSession)
 		}
-		fmt.Fprintf(w, "server CPU    %.2f s during the traffic phase\n", s.CPUSeconds)
+		fmt.Fprintf(w, "server CPU    %.2f s establishing (%.1f ms per session), %.2f s during the traffic phase\n",
+			s.CPUEstablish, s.CPUPerSession, s.CPUSeconds)
 		if s.Error != "" {
 			fmt.Fprintf(w, "server        sampling error: %s\n", s.Error)
 		}
@@ -468,6 +494,9 @@ func (r *Report) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  per session down/up MiB/s: min %.1f/%.1f max %.1f/%.1f\n", b.MinDown, b.MinUp, b.MaxDown, b.MaxUp)
 	}
+	c := r.Client
+	fmt.Fprintf(w, "client        %d packets sent (%d over DTLS), %d received (%d over DTLS), %d dropped; %d server DPD answered (CSTP %d, DTLS %d), %d DTLS fallbacks\n",
+		c.TxPackets, c.DTLSTx, c.RxPackets, c.DTLSRx, c.RxDropped, c.DPDAnswered, c.ServerDPDSeenOnCSTP, c.ServerDPDSeenOnDTLS, c.DTLSFallbacks)
 	fmt.Fprintf(w, "loadgen CPU   %.2f s\n", r.LoadgenCPUSeconds)
 	if len(r.Errors) == 0 && r.Lost == 0 {
 		fmt.Fprintln(w, "errors        none")

@@ -26,8 +26,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pion/dtls/v3"
 )
 
 // CSTP/DTLS packet types (protocol.md §6.1).
@@ -62,6 +60,8 @@ type Options struct {
 	DTLS        bool          // offer PSK-NEGOTIATE and run the DTLS handshake
 	RequireDTLS bool          // fail Dial if DTLS cannot be established (otherwise the session stays on CSTP)
 	DTLSTimeout time.Duration // DTLS handshake bound (default 12 s, openconnect's)
+	UDPBuffer   int           // SO_RCVBUF/SO_SNDBUF of the DTLS socket (default 4 MiB, capped by net.core.[rw]mem_max; <0: system default)
+	PionRecords bool          // application records through pion\'s record layer too (slower; default: our own for GCM/ChaCha20)
 
 	UserAgent   string // default "Open AnyConnect VPN Agent v9.01-3"
 	Hostname    string // X-CSTP-Hostname (default "loadgen")
@@ -126,16 +126,19 @@ func (e *DisconnectError) Error() string {
 
 // Stats are a session's packet counters.
 type Stats struct {
-	TxPackets, TxBytes   uint64 // DATA packets sent (both channels)
-	RxPackets, RxBytes   uint64 // DATA packets received (both channels)
-	DTLSTx, DTLSRx       uint64 // DATA packets sent/received over DTLS
-	RxDropped            uint64 // received DATA packets dropped: ReadPacket queue full, or compressed (not negotiated)
-	DPDAnswered          uint64 // DPD requests from the server answered
-	DTLSFallbacks        uint64 // DTLS write failures that moved sending to CSTP
-	CSTPWriteErrors      uint64
-	ServerDPDSeenOnDTLS  uint64
-	ServerDPDSeenOnCSTP  uint64
-	UnknownFramesIgnored uint64
+	TxPackets            uint64 `json:"tx_packets"` // DATA packets sent (both channels)
+	TxBytes              uint64 `json:"tx_bytes"`
+	RxPackets            uint64 `json:"rx_packets"` // DATA packets received (both channels)
+	RxBytes              uint64 `json:"rx_bytes"`
+	DTLSTx               uint64 `json:"dtls_tx_packets"` // DATA packets sent over DTLS
+	DTLSRx               uint64 `json:"dtls_rx_packets"`
+	RxDropped            uint64 `json:"rx_dropped"`     // received DATA dropped: ReadPacket queue full, or compressed (not negotiated)
+	DPDAnswered          uint64 `json:"dpd_answered"`   // DPD requests from the server answered (both channels)
+	DTLSFallbacks        uint64 `json:"dtls_fallbacks"` // DTLS write failures that moved sending to CSTP
+	CSTPWriteErrors      uint64 `json:"cstp_write_errors"`
+	ServerDPDSeenOnDTLS  uint64 `json:"server_dpd_dtls"`
+	ServerDPDSeenOnCSTP  uint64 `json:"server_dpd_cstp"`
+	UnknownFramesIgnored uint64 `json:"unknown_frames"`
 }
 
 // Session is an established tunnel.
@@ -159,9 +162,8 @@ type Session struct {
 	br     *bufio.Reader
 	peer   netip.AddrPort // TCP peer
 	local  netip.AddrPort // TCP local address
-	mu     sync.Mutex     // guards dconn and udp while DTLS starts
-	dconn  *dtls.Conn
-	udp    net.PacketConn
+	mu     sync.Mutex     // guards dtls while it starts
+	dtls   *dtlsChan
 	dtlsOK atomic.Bool
 
 	hmu     sync.Mutex
@@ -193,6 +195,9 @@ func Dial(ctx context.Context, o Options) (*Session, error) {
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = 256
+	}
+	if o.UDPBuffer == 0 {
+		o.UDPBuffer = 4 << 20
 	}
 	if o.DTLSTimeout <= 0 {
 		o.DTLSTimeout = 12 * time.Second
@@ -330,13 +335,10 @@ func (s *Session) end(err error) {
 		close(s.done)
 		s.conn.Close()
 		s.mu.Lock()
-		dc, udp := s.dconn, s.udp
+		d := s.dtls
 		s.mu.Unlock()
-		if dc != nil {
-			dc.Close()
-		}
-		if udp != nil {
-			udp.Close()
+		if d != nil {
+			d.close()
 		}
 	})
 }
@@ -402,7 +404,7 @@ func (s *Session) WritePacket(pkt []byte) error {
 		rec := (*bp)[:1+len(pkt)]
 		rec[0] = TypeData
 		copy(rec[1:], pkt)
-		_, err := s.dconn.Write(rec)
+		err := s.dtls.write(rec)
 		framePool.Put(bp)
 		if err == nil {
 			s.txPackets.Add(1)
