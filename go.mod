@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
 	github.com/go-crypt/crypt v0.14.15
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/spf13/pflag v1.1.0

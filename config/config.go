@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -95,6 +96,11 @@ type Config struct {
 	RestrictUserToRoutes bool   // restrict_user_to_routes: sessions may only reach their routes (default false)
 	ClientToClient       bool   // client_to_client: sessions may reach each other's addresses (default true)
 	ExposeIRoutes        bool   // expose_iroutes: push every user's iroutes to the other users as routes
+
+	// SOCKS5 ingress (netstack datapath): host applications reach the VPN clients' addresses through the stack.
+	SOCKS5Listen   string // socks5_listen: HOST:PORT (host an IP address or "localhost"); "" = off
+	SOCKS5User     string // socks5_user: with SOCKS5Password, required from SOCKS clients; "" = no authentication
+	SOCKS5Password string // socks5_password
 
 	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored or not implemented yet
 }
@@ -219,6 +225,9 @@ type raw struct {
 	RestrictToRoutes   *bool    `toml:"restrict_user_to_routes"`
 	ClientToClient     *bool    `toml:"client_to_client"`
 	ExposeIRoutes      *bool    `toml:"expose_iroutes"`
+	SOCKS5Listen       *string  `toml:"socks5_listen"`
+	SOCKS5User         *string  `toml:"socks5_user"`
+	SOCKS5Password     *string  `toml:"socks5_password"`
 	IRoute             []string `toml:"iroute"`        // per-user and per-group files only
 	ExplicitIPv4       *string  `toml:"explicit_ipv4"` // per-user and per-group files only
 }
@@ -461,6 +470,56 @@ func (p *parser) apply(r *raw, c *Config) {
 	boolean(&c.ExposeIRoutes, r.ExposeIRoutes)
 	if c.ExposeIRoutes && c.ConfigPerUser == "" {
 		p.warnf("expose_iroutes", "has no effect without config_per_user")
+	}
+	p.socks5(r, c)
+}
+
+// socks5 handles socks5_listen, socks5_user and socks5_password (after datapath).
+func (p *parser) socks5(r *raw, c *Config) {
+	if r.SOCKS5Listen != nil && *r.SOCKS5Listen != "" {
+		v := *r.SOCKS5Listen
+		host, port, err := net.SplitHostPort(v)
+		n, perr := strconv.Atoi(port)
+		_, aerr := netip.ParseAddr(host)
+		switch {
+		case err != nil:
+			p.errf("socks5_listen", "%q: want HOST:PORT, e.g. \"127.0.0.1:1080\"", v)
+		case perr != nil || n < 1 || n > 65535:
+			p.errf("socks5_listen", "%q: the port must be 1 to 65535", v)
+		case host == "":
+			p.errf("socks5_listen", "%q: give the address to listen on, e.g. \"127.0.0.1:1080\" (use \"0.0.0.0:%d\" to listen on every address)", v, n)
+		case host != "localhost" && aerr != nil:
+			p.errf("socks5_listen", "%q: the host must be an IP address or \"localhost\"", v)
+		default:
+			c.SOCKS5Listen = v
+		}
+	}
+	set(&c.SOCKS5User, r.SOCKS5User)
+	set(&c.SOCKS5Password, r.SOCKS5Password)
+	switch {
+	case c.SOCKS5User != "" && c.SOCKS5Password == "":
+		p.errf("socks5_user", "set without socks5_password (set both, or neither for no authentication)")
+	case c.SOCKS5User == "" && c.SOCKS5Password != "":
+		p.errf("socks5_password", "set without socks5_user (set both, or neither for no authentication)")
+	}
+	for _, kv := range [][2]string{{"socks5_user", c.SOCKS5User}, {"socks5_password", c.SOCKS5Password}} {
+		if len(kv[1]) > 255 {
+			p.errf(kv[0], "longer than 255 bytes (the SOCKS5 limit)")
+		}
+	}
+	if c.SOCKS5Listen == "" {
+		if c.SOCKS5User != "" && c.SOCKS5Password != "" {
+			p.warnf("socks5_user", "has no effect without socks5_listen")
+		}
+		return
+	}
+	if c.Datapath == "tun" {
+		p.warnf("socks5_listen", "ignored with datapath = \"tun\": the host reaches the clients' addresses through the kernel's routes")
+		return
+	}
+	host, _, _ := net.SplitHostPort(c.SOCKS5Listen)
+	if a, err := netip.ParseAddr(host); err == nil && !a.IsLoopback() && c.SOCKS5User == "" {
+		p.warnf("socks5_listen", "%s is not a loopback address and socks5_user is not set: whoever reaches it reaches the VPN clients", host)
 	}
 }
 

@@ -123,3 +123,60 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("route = [\"default\"]\nipv4_network = \"1.2.3.4\"\nipv4_netmask = \"/8\""))
 	f.Fuzz(func(t *testing.T, in []byte) { Parse(in, "fuzz.toml") })
 }
+
+func TestSOCKS5Keys(t *testing.T) {
+	tests := []struct {
+		name, in string
+		err      string // substring of the error; "" = no error
+		warn     string // substring of the only warning; "" = no warning
+		listen   string
+	}{
+		{"off by default", "", "", "", ""},
+		{"empty is off", "socks5_listen = \"\"\n", "", "", ""},
+		{"loopback", "socks5_listen = \"127.0.0.1:1080\"\n", "", "", "127.0.0.1:1080"},
+		{"localhost", "socks5_listen = \"localhost:1080\"\n", "", "", "localhost:1080"},
+		{"ipv6 loopback", "socks5_listen = \"[::1]:1080\"\n", "", "", "[::1]:1080"},
+		{"with auth", "socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"u\"\nsocks5_password = \"p\"\n", "", "", "127.0.0.1:1080"},
+		{"every address without auth", "socks5_listen = \"0.0.0.0:1080\"\n", "", "f.toml:1: socks5_listen: 0.0.0.0 is not a loopback address", "0.0.0.0:1080"},
+		{"every address with auth", "socks5_listen = \"0.0.0.0:1080\"\nsocks5_user = \"u\"\nsocks5_password = \"p\"\n", "", "", "0.0.0.0:1080"},
+		{"tun mode", "datapath = \"tun\"\n\nsocks5_listen = \"127.0.0.1:1080\"\n", "", "f.toml:3: socks5_listen: ignored with datapath = \"tun\"", "127.0.0.1:1080"},
+		{"auth without listen", "socks5_user = \"u\"\nsocks5_password = \"p\"\n", "", "f.toml:1: socks5_user: has no effect without socks5_listen", ""},
+		{"no port", "\nsocks5_listen = \"127.0.0.1\"\n", "f.toml:2: socks5_listen: \"127.0.0.1\": want HOST:PORT", "", ""},
+		{"port zero", "socks5_listen = \"127.0.0.1:0\"\n", "f.toml:1: socks5_listen: \"127.0.0.1:0\": the port must be 1 to 65535", "", ""},
+		{"port too big", "socks5_listen = \"127.0.0.1:65536\"\n", "f.toml:1: socks5_listen:", "", ""},
+		{"named port", "socks5_listen = \"127.0.0.1:socks\"\n", "f.toml:1: socks5_listen:", "", ""},
+		{"empty host", "socks5_listen = \":1080\"\n", "f.toml:1: socks5_listen: \":1080\": give the address to listen on", "", ""},
+		{"host name", "socks5_listen = \"example.com:1080\"\n", "f.toml:1: socks5_listen: \"example.com:1080\": the host must be an IP address", "", ""},
+		{"wrong type", "socks5_listen = 1080\n", "f.toml:1: socks5_listen:", "", ""},
+		{"user without password", "socks5_listen = \"127.0.0.1:1080\"\n\nsocks5_user = \"u\"\n", "f.toml:3: socks5_user: set without socks5_password", "", ""},
+		{"password without user", "socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"\"\nsocks5_password = \"p\"\n", "f.toml:3: socks5_password: set without socks5_user", "", ""},
+		{"user too long", "socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"" + strings.Repeat("u", 256) + "\"\nsocks5_password = \"p\"\n", "f.toml:2: socks5_user: longer than 255 bytes", "", ""},
+		{"password too long", "socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"u\"\nsocks5_password = \"" + strings.Repeat("p", 256) + "\"\n", "f.toml:3: socks5_password: longer than 255 bytes", "", ""},
+	}
+	for _, tc := range tests {
+		c, err := Parse([]byte(tc.in), "f.toml")
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.SOCKS5Listen != tc.listen {
+			t.Errorf("%s: SOCKS5Listen = %q, want %q", tc.name, c.SOCKS5Listen, tc.listen)
+		}
+		switch {
+		case tc.warn == "" && len(c.Warnings) != 0:
+			t.Errorf("%s: warnings %q, want none", tc.name, c.Warnings)
+		case tc.warn != "" && (len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], tc.warn)):
+			t.Errorf("%s: warnings %q, want one containing %q", tc.name, c.Warnings, tc.warn)
+		}
+	}
+	c, err := Parse([]byte("socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"u\"\nsocks5_password = \"p w\"\n"), "f.toml")
+	if err != nil || c.SOCKS5User != "u" || c.SOCKS5Password != "p w" {
+		t.Fatalf("credentials: %+v, %v", c, err)
+	}
+}

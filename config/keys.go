@@ -154,5 +154,10 @@ func DefaultsTOML() string {
 	w("Sessions may only reach their routes (minus no_route); can be set per user.", "restrict_user_to_routes = false")
 	w("Sessions may reach each other's addresses; can be set per user.", "client_to_client = true")
 	w("Push every user's iroutes (from config_per_user) to the other users as routes.", "expose_iroutes = false")
+	w("SOCKS5 ingress (netstack datapath only; ignored with a warning in tun mode, where the kernel routes to the\n"+
+		"# clients): HOST:PORT where host applications open TCP connections to VPN clients' addresses, and only those,\n"+
+		"# through the stack (CONNECT to literal addresses; the client sees a connection from the server's in-pool\n"+
+		"# address), e.g. \"127.0.0.1:1080\". Empty: off.", `socks5_listen = ""`)
+	w("Username and password the SOCKS5 ingress requires (RFC 1929); both or neither. Empty: no authentication.", "socks5_user = \"\"\nsocks5_password = \"\"")
 	return b.String()
 }

@@ -11,6 +11,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -34,6 +35,7 @@ type wiredDatapath struct {
 	defaultDNS []netip.Addr
 	helper     *egress.HelperClient
 	helperCmd  *exec.Cmd
+	socksDone  chan struct{} // closed when the SOCKS5 ingress has stopped (netstack with socks5_listen)
 }
 
 func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wiredDatapath, error) {
@@ -56,6 +58,12 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wi
 		}
 		w.Datapath = dp
 		w.defaultDNS = []netip.Addr{pool.Gateway()}
+		if cfg.SOCKS5Listen != "" {
+			if err := w.startSOCKS(dp, cfg, log); err != nil {
+				dp.Close()
+				return nil, err
+			}
+		}
 		return w, nil
 	case "tun":
 		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Logger: log.With("component", "tun")}
@@ -72,6 +80,8 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wi
 				w.scripts = h
 			}
 		}
+		// socks5_listen is ignored here (config.Parse warned): the kernel routes the host's connections to the
+		// clients' addresses through their devices already.
 		dp, err := egress.NewTUN(tcfg)
 		if err != nil {
 			w.closeHelper()
@@ -83,8 +93,29 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wi
 	return nil, fmt.Errorf("unknown datapath %q", cfg.Datapath)
 }
 
+// startSOCKS serves the SOCKS5 ingress (socks5_listen): host applications reach VPN clients' addresses, and only
+// those, through the stack. It binds now, before privileges are dropped; the stack's Close stops it.
+func (w *wiredDatapath) startSOCKS(dp *netstack.Stack, cfg *config.Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.SOCKS5Listen)
+	if err != nil {
+		return fmt.Errorf("socks5_listen: %w", err)
+	}
+	log.Info("socks5 ingress listening", "addr", ln.Addr().String(), "auth", cfg.SOCKS5User != "")
+	w.socksDone = make(chan struct{})
+	go func() {
+		defer close(w.socksDone)
+		if err := dp.ServeSOCKS(ln, netstack.SOCKSConfig{User: cfg.SOCKS5User, Password: cfg.SOCKS5Password}); err != nil {
+			log.Error("socks5 ingress stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
 func (w *wiredDatapath) Close() error {
-	err := w.Datapath.Close()
+	err := w.Datapath.Close() // a netstack's Close also stops the SOCKS5 ingress
+	if w.socksDone != nil {
+		<-w.socksDone
+	}
 	w.closeHelper()
 	return err
 }
