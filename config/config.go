@@ -96,6 +96,7 @@ type Config struct {
 	RestrictUserToRoutes bool   // restrict_user_to_routes: sessions may only reach their routes (default false)
 	ClientToClient       bool   // client_to_client: sessions may reach each other's addresses (default true)
 	ExposeIRoutes        bool   // expose_iroutes: push every user's iroutes to the other users as routes
+	ICMPEcho             string // icmp_echo: how the netstack sends clients' pings: auto (default), socket, raw, exec, off
 
 	// SOCKS5 ingress (netstack datapath): host applications reach the VPN clients' addresses through the stack.
 	SOCKS5Listen   string // socks5_listen: HOST:PORT (host an IP address or "localhost"); "" = off
@@ -137,6 +138,7 @@ func Default() *Config {
 		Device:                 "vpns",
 		Datapath:               "netstack",
 		ClientToClient:         true,
+		ICMPEcho:               "auto",
 	}
 }
 
@@ -225,6 +227,7 @@ type raw struct {
 	RestrictToRoutes   *bool    `toml:"restrict_user_to_routes"`
 	ClientToClient     *bool    `toml:"client_to_client"`
 	ExposeIRoutes      *bool    `toml:"expose_iroutes"`
+	ICMPEcho           *string  `toml:"icmp_echo"`
 	SOCKS5Listen       *string  `toml:"socks5_listen"`
 	SOCKS5User         *string  `toml:"socks5_user"`
 	SOCKS5Password     *string  `toml:"socks5_password"`
@@ -467,6 +470,14 @@ func (p *parser) apply(r *raw, c *Config) {
 	}
 	boolean(&c.RestrictUserToRoutes, r.RestrictToRoutes)
 	boolean(&c.ClientToClient, r.ClientToClient)
+	if r.ICMPEcho != nil {
+		switch *r.ICMPEcho {
+		case "auto", "socket", "raw", "exec", "off":
+			c.ICMPEcho = *r.ICMPEcho
+		default:
+			p.errf("icmp_echo", "%q: want \"auto\", \"socket\", \"raw\", \"exec\" or \"off\"", *r.ICMPEcho)
+		}
+	}
 	boolean(&c.ExposeIRoutes, r.ExposeIRoutes)
 	if c.ExposeIRoutes && c.ConfigPerUser == "" {
 		p.warnf("expose_iroutes", "has no effect without config_per_user")

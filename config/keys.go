@@ -153,6 +153,7 @@ func DefaultsTOML() string {
 	w("Used when config_per_group has no file for the session's group.", `default_group_config = ""`)
 	w("Sessions may only reach their routes (minus no_route); can be set per user.", "restrict_user_to_routes = false")
 	w("Sessions may reach each other's addresses; can be set per user.", "client_to_client = true")
+	w("How the netstack re-originates clients' pings: \"socket\" (unprivileged ICMP socket, if ping_group_range\n# allows), \"raw\" (CAP_NET_RAW), \"exec\" (the system ping), \"off\"; \"auto\" takes the first that works.", fmt.Sprintf("icmp_echo = %q", d.ICMPEcho))
 	w("Push every user's iroutes (from config_per_user) to the other users as routes.", "expose_iroutes = false")
 	w("SOCKS5 ingress (netstack datapath only; ignored with a warning in tun mode, where the kernel routes to the\n"+
 		"# clients): HOST:PORT where host applications open TCP connections to VPN clients' addresses, and only those,\n"+

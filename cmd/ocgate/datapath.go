@@ -51,6 +51,7 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wi
 			Pool:     pool.Prefix(),
 			ServeDNS: len(cfg.DNS) == 0,
 			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
+			ICMP:     cfg.ICMPEcho,
 			Logger:   log.With("component", "netstack"),
 		})
 		if err != nil {
