@@ -55,7 +55,7 @@ func main() {
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "ping: packets per second per session")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "ping: payload bytes per packet (≥ 16)")
 	fs.StringVar(&cfg.Target, "target", "", "ping: IP (ICMP echo) or IP:PORT (UDP echo) inside the tunnel; default the first pushed DNS server")
-	fs.StringVar(&cfg.BulkTarget, "bulk-target", "", "bulk: IP:PORT of a `loadgen --serve` target, reached through the tunnel")
+	fs.StringVar(&cfg.BulkTarget, "bulk-target", "", "bulk: IP:PORT of a \"loadgen --serve\" target, reached through the tunnel")
 	fs.StringVar(&cfg.BulkDir, "bulk-dir", cfg.BulkDir, "bulk: down, up or both (two TCP connections per session)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to hold the sessions (idle) or push traffic (ping, bulk)")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "bulk: traffic before the measured window starts")

@@ -186,8 +186,10 @@ type BulkReport struct {
 	TotalBytesAll    uint64  `json:"total_bytes_including_warmup"`
 	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
 	ServerCPUPerGiB  float64 `json:"server_cpu_seconds_per_gib,omitempty"`
-	MinDown, MaxDown float64 `json:"-"`
-	MinUp, MaxUp     float64 `json:"-"`
+	MinDown          float64 `json:"session_down_mib_per_s_min"`
+	MaxDown          float64 `json:"session_down_mib_per_s_max"`
+	MinUp            float64 `json:"session_up_mib_per_s_min"`
+	MaxUp            float64 `json:"session_up_mib_per_s_max"`
 	serverCPU        float64
 }
 

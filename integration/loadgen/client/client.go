@@ -399,6 +399,9 @@ func (s *Session) writeCSTP(typ byte, payload []byte) error {
 
 // WritePacket sends one IP packet: over DTLS when it is up, otherwise (or if the DTLS write fails) over CSTP.
 func (s *Session) WritePacket(pkt []byte) error {
+	if len(pkt) > maxPayload {
+		return fmt.Errorf("packet of %d bytes is too large", len(pkt))
+	}
 	if s.dtlsOK.Load() {
 		bp := framePool.Get().(*[]byte)
 		rec := (*bp)[:1+len(pkt)]

@@ -156,7 +156,7 @@ func (s *Session) udpReader(d *dtlsChan) {
 			}
 			return
 		}
-		if from != d.mux.peer || n == 0 {
+		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != d.mux.peer || n == 0 {
 			continue
 		}
 		f := d.mux.fast.Load()
