@@ -37,12 +37,14 @@ type Config struct {
 
 	Auth []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]"; empty = the generated user
 
-	IPv4Network     netip.Prefix   // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
-	DNS             []netip.Addr   // dns; empty = the server answers DNS itself at its in-pool address
-	Routes          []netip.Prefix // route; "default" is 0.0.0.0/0 and ::/0; empty = everything
-	NoRoutes        []netip.Prefix // no_route
-	MTU             int            // mtu; 0 = 1500
-	TryMTUDiscovery bool           // try_mtu_discovery
+	IPv4Network      netip.Prefix   // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
+	IPv6Network      netip.Prefix   // ipv6_network (+ ipv6_prefix); invalid (unset) = no IPv6 inside the tunnel
+	IPv6SubnetPrefix int            // ipv6_subnet_prefix: the prefix each client gets out of IPv6Network; default 128
+	DNS              []netip.Addr   // dns; empty = the server answers DNS itself at its in-pool address
+	Routes           []netip.Prefix // route; "default" is 0.0.0.0/0 and ::/0; empty = everything
+	NoRoutes         []netip.Prefix // no_route
+	MTU              int            // mtu; 0 = 1500
+	TryMTUDiscovery  bool           // try_mtu_discovery
 
 	Keepalive          time.Duration // keepalive; default 32400 s
 	DPD                time.Duration // dpd; default 90 s
@@ -98,6 +100,15 @@ type Config struct {
 	ExposeIRoutes        bool   // expose_iroutes: push every user's iroutes to the other users as routes
 	ICMPEcho             string // icmp_echo: how the netstack sends clients' pings: auto (default), socket, raw, exec, off
 
+	// Per-session policy and limits enforced in-process. restrict_user_to_ports applies to both datapaths (and can
+	// be set per user); the others are the netstack's and have no effect with datapath = "tun".
+	RestrictUserToPorts   PortRules     // restrict_user_to_ports, ocserv syntax; zero = no restriction
+	MaxFlowsPerSession    int           // max_flows_per_session: a session's concurrent TCP and UDP flows; default 1024
+	MaxHalfOpenPerSession int           // max_half_open_per_session: a session's TCP flows still connecting; default 64
+	MaxDialsInFlight      int           // max_dials_in_flight: TCP connections being opened from the host; default 1024
+	TCPKeepalive          time.Duration // tcp_keepalive: idle time before keepalive probes on host-side TCP; default 30 s; 0 = off
+	UDPIdleTimeout        time.Duration // udp_idle_timeout: a UDP flow ends after this much silence; default 60 s
+
 	// SOCKS5 ingress (netstack datapath): host applications reach the VPN clients' addresses through the stack.
 	SOCKS5Listen   string // socks5_listen: HOST:PORT (host an IP address or "localhost"); "" = off
 	SOCKS5User     string // socks5_user: with SOCKS5Password, required from SOCKS clients; "" = no authentication
@@ -119,6 +130,7 @@ func Default() *Config {
 		UDPPort:                8443,
 		DTLSPSK:                true,
 		IPv4Network:            netip.MustParsePrefix("10.250.77.0/24"),
+		IPv6SubnetPrefix:       128,
 		Keepalive:              32400 * time.Second,
 		DPD:                    90 * time.Second,
 		MobileDPD:              1800 * time.Second,
@@ -139,6 +151,11 @@ func Default() *Config {
 		Datapath:               "netstack",
 		ClientToClient:         true,
 		ICMPEcho:               "auto",
+		MaxFlowsPerSession:     1024,
+		MaxHalfOpenPerSession:  64,
+		MaxDialsInFlight:       1024,
+		TCPKeepalive:           30 * time.Second,
+		UDPIdleTimeout:         60 * time.Second,
 	}
 }
 
@@ -176,6 +193,9 @@ type raw struct {
 	Auth               []string `toml:"auth"`
 	IPv4Network        *string  `toml:"ipv4_network"`
 	IPv4Netmask        *string  `toml:"ipv4_netmask"`
+	IPv6Network        *string  `toml:"ipv6_network"`
+	IPv6Prefix         *int     `toml:"ipv6_prefix"`
+	IPv6SubnetPrefix   *int     `toml:"ipv6_subnet_prefix"`
 	DNS                []string `toml:"dns"`
 	Route              []string `toml:"route"`
 	NoRoute            []string `toml:"no_route"`
@@ -228,6 +248,12 @@ type raw struct {
 	ClientToClient     *bool    `toml:"client_to_client"`
 	ExposeIRoutes      *bool    `toml:"expose_iroutes"`
 	ICMPEcho           *string  `toml:"icmp_echo"`
+	RestrictToPorts    *string  `toml:"restrict_user_to_ports"`
+	MaxFlows           *int64   `toml:"max_flows_per_session"`
+	MaxHalfOpen        *int64   `toml:"max_half_open_per_session"`
+	MaxDials           *int64   `toml:"max_dials_in_flight"`
+	TCPKeepalive       *int64   `toml:"tcp_keepalive"`
+	UDPIdleTimeout     *int64   `toml:"udp_idle_timeout"`
 	SOCKS5Listen       *string  `toml:"socks5_listen"`
 	SOCKS5User         *string  `toml:"socks5_user"`
 	SOCKS5Password     *string  `toml:"socks5_password"`
@@ -402,6 +428,7 @@ func (p *parser) apply(r *raw, c *Config) {
 		}
 	}
 	p.network(r, c)
+	p.network6(r, c)
 	c.DNS = p.addrs("dns", r.DNS)
 	c.Routes = p.routes("route", r.Route)
 	c.NoRoutes = p.routes("no_route", r.NoRoute)
@@ -482,6 +509,7 @@ func (p *parser) apply(r *raw, c *Config) {
 	if c.ExposeIRoutes && c.ConfigPerUser == "" {
 		p.warnf("expose_iroutes", "has no effect without config_per_user")
 	}
+	p.limits(r, c)
 	p.socks5(r, c)
 }
 
@@ -585,6 +613,51 @@ func (p *parser) network(r *raw, c *Config) {
 		return
 	}
 	c.IPv4Network = pfx.Masked()
+}
+
+// network6 handles ipv6_network (CIDR, or an address with ipv6_prefix) and ipv6_subnet_prefix.
+func (p *parser) network6(r *raw, c *Config) {
+	if r.IPv6SubnetPrefix != nil {
+		c.IPv6SubnetPrefix = *r.IPv6SubnetPrefix
+	}
+	if r.IPv6Network == nil {
+		if r.IPv6Prefix != nil {
+			p.errf("ipv6_prefix", "set without ipv6_network")
+		}
+		return
+	}
+	s := strings.TrimSpace(*r.IPv6Network)
+	var pfx netip.Prefix
+	var err error
+	if strings.Contains(s, "/") {
+		pfx, err = netip.ParsePrefix(s)
+		if r.IPv6Prefix != nil && err == nil && *r.IPv6Prefix != pfx.Bits() {
+			p.errf("ipv6_prefix", "%d does not agree with ipv6_network %q", *r.IPv6Prefix, s)
+			return
+		}
+	} else if r.IPv6Prefix == nil {
+		p.errf("ipv6_network", "%q needs a prefix length (e.g. %s/64)", s, s)
+		return
+	} else {
+		var a netip.Addr
+		if a, err = netip.ParseAddr(s); err == nil {
+			pfx, err = a.Prefix(*r.IPv6Prefix)
+		}
+	}
+	if err != nil || !pfx.Addr().Is6() || pfx.Addr().Is4In6() {
+		p.errf("ipv6_network", "%q is not an IPv6 network", s)
+		return
+	}
+	sub := c.IPv6SubnetPrefix
+	if sub < pfx.Bits()+1 || sub > 128 {
+		p.errf("ipv6_subnet_prefix", "%d: want more than ipv6_network's /%d and at most 128", sub, pfx.Bits())
+		return
+	}
+	if sub < 128 && sub > 124 {
+		p.errf("ipv6_subnet_prefix", "%d: want 128 or at most 124", sub)
+		return
+	}
+	c.IPv6Network = pfx.Masked()
 }
 
 // parseMask accepts "255.255.255.0", "/24" or "24" (contiguous masks only).

@@ -92,7 +92,7 @@ func TestRelativePaths(t *testing.T) {
 }
 
 func TestOcservKeysWarn(t *testing.T) {
-	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nisolate_workers = true\nipv6_network = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
+	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nisolate_workers = true\nipv6_netmask = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,5 +178,28 @@ func TestSOCKS5Keys(t *testing.T) {
 	c, err := Parse([]byte("socks5_listen = \"127.0.0.1:1080\"\nsocks5_user = \"u\"\nsocks5_password = \"p w\"\n"), "f.toml")
 	if err != nil || c.SOCKS5User != "u" || c.SOCKS5Password != "p w" {
 		t.Fatalf("credentials: %+v, %v", c, err)
+	}
+}
+
+func TestIPv6Network(t *testing.T) {
+	for _, tc := range []struct{ in, want, err string }{
+		{`ipv6_network = "fd00:77::/64"`, "fd00:77::/64", ""},
+		{"ipv6_network = \"fd00:77::\"\nipv6_prefix = 48", "fd00:77::/48", ""},
+		{"ipv6_network = \"fd00:77::/48\"\nipv6_subnet_prefix = 64", "fd00:77::/48", ""},
+		{`ipv6_network = "fd00:77::"`, "", "needs a prefix length"},
+		{`ipv6_network = "10.0.0.0/8"`, "", "not an IPv6 network"},
+		{"ipv6_network = \"fd00:77::/64\"\nipv6_subnet_prefix = 64", "", "ipv6_subnet_prefix"},
+		{"ipv6_network = \"fd00::/64\"\nipv6_subnet_prefix = 126", "", "128 or at most 124"},
+	} {
+		c, err := Parse([]byte(tc.in), "t.toml")
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || c.IPv6Network.String() != tc.want {
+			t.Errorf("%q: %v %v, want %s", tc.in, c, err, tc.want)
+		}
 	}
 }

@@ -48,11 +48,11 @@ var ignoredKeys = map[string]string{
 
 // notYetKeys are ocserv options ocgate intends to implement; accepted with a warning for now.
 var notYetKeys = map[string]bool{
-	"ipv6_network": true, "ipv6_subnet_prefix": true, "ipv6_netmask": true, "ipv6_prefix": true,
+	"ipv6_netmask": true,
 	"ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
 	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
 	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
-	"stats_report_time": true, "custom_header": true, "user_profile": true, "restrict_user_to_ports": true,
+	"stats_report_time": true, "custom_header": true, "user_profile": true,
 	"proxy_url": true, "hostname": true, "acct": true, "enable_auth": true, "explicit_ipv6": true,
 	"client_bypass_protocol": true, "dtls_mtu": true, "route_add_cmd": true, "route_del_cmd": true,
 	"compression_algo_priority": true, "max_ban_score_ip": true, "restrict_user_to_routes_cmd": true,
@@ -70,7 +70,7 @@ var userOnlyKeys = []string{"iroute", "explicit_ipv4"}
 // key known to the global file is an error in these files ("not allowed"), and so is an unknown key.
 var userKeys = map[string]string{
 	"route": "", "no_route": "", "iroute": "", "dns": "",
-	"restrict_user_to_routes": "", "client_to_client": "",
+	"restrict_user_to_routes": "", "client_to_client": "", "restrict_user_to_ports": "",
 	"rx_data_per_sec": "", "tx_data_per_sec": "",
 	"idle_timeout": "", "mobile_idle_timeout": "", "session_timeout": "",
 	"dpd": "", "mobile_dpd": "", "keepalive": "",
@@ -81,7 +81,7 @@ var userKeys = map[string]string{
 	"ipv6_network": "not yet", "explicit_ipv6": "not yet", "ipv6_subnet_prefix": "not yet",
 	"ipv4_dns": "not yet", "ipv6_dns": "not yet", "split_dns": "not yet", "tunnel_all_dns": "not yet",
 	"nbns": "not yet", "ipv4_nbns": "not yet", "ipv6_nbns": "not yet",
-	"hostname": "not yet", "stats_report_time": "not yet", "restrict_user_to_ports": "not yet",
+	"hostname": "not yet", "stats_report_time": "not yet",
 	"user_profile": "not yet", "client_bypass_protocol": "not yet",
 
 	"net_priority": ignoredKeys["net_priority"],
@@ -106,6 +106,7 @@ func DefaultsTOML() string {
 	w("CA for client certificates.", `ca_cert = ""`)
 	w("Authentication, ocserv syntax. Empty: the generated user in the state directory's users.passwd.", "auth = []")
 	w("Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own.", fmt.Sprintf("ipv4_network = %q", d.IPv4Network))
+	w("IPv6 inside the tunnel (netstack datapath): the pool, and the prefix each client gets out of it (128: one\n# address). Unset: IPv4 only.", "# ipv6_network = \"fd00:77::/64\"\nipv6_subnet_prefix = 128")
 	w("DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address.", "dns = []")
 	w("Routes pushed to clients: CIDR, a.b.c.d/m.m.m.m or \"default\". Empty: everything.", "route = []")
 	w("Routes excluded from the tunnel.", "no_route = []")
@@ -155,6 +156,22 @@ func DefaultsTOML() string {
 	w("Sessions may reach each other's addresses; can be set per user.", "client_to_client = true")
 	w("How the netstack re-originates clients' pings: \"socket\" (unprivileged ICMP socket, if ping_group_range\n# allows), \"raw\" (CAP_NET_RAW), \"exec\" (the system ping), \"off\"; \"auto\" takes the first that works.", fmt.Sprintf("icmp_echo = %q", d.ICMPEcho))
 	w("Push every user's iroutes (from config_per_user) to the other users as routes.", "expose_iroutes = false")
+	w("Destination ports sessions may reach, ocserv syntax: only these, e.g. \"tcp(443), udp(53), icmp()\", or all\n"+
+		"# but these, \"!(tcp(25), udp(161))\". Protocols: tcp, udp and sctp with a port; icmp, icmpv6 and esp without.\n"+
+		"# Enforced in-process: TCP is reset, UDP dropped, pings get ICMP administratively prohibited (tun datapath: every\n"+
+		"# packet from the client is checked, refused ones dropped). The server's in-pool address and DNS to the DNS\n"+
+		"# servers pushed to the user are exempt. Can be set per user (replacing this list). Empty: no restriction.",
+		`restrict_user_to_ports = ""`)
+	w("Netstack: concurrent TCP and UDP flows per session; new ones beyond are refused (TCP reset, UDP dropped).",
+		fmt.Sprintf("max_flows_per_session = %d", d.MaxFlowsPerSession))
+	w("Netstack: TCP flows per session still being connected from the host (half-open); new ones beyond are reset.",
+		fmt.Sprintf("max_half_open_per_session = %d", d.MaxHalfOpenPerSession))
+	w("Netstack: TCP connections being opened from the host at once, whole server; new flows beyond are reset.",
+		fmt.Sprintf("max_dials_in_flight = %d", d.MaxDialsInFlight))
+	w("Netstack: idle time before TCP keepalive probes on the host side of TCP flows (0: no keepalive).",
+		fmt.Sprintf("tcp_keepalive = %d", int64(d.TCPKeepalive.Seconds())))
+	w("Netstack: a UDP flow ends after this much time without a datagram either way.",
+		fmt.Sprintf("udp_idle_timeout = %d", int64(d.UDPIdleTimeout.Seconds())))
 	w("SOCKS5 ingress (netstack datapath only; ignored with a warning in tun mode, where the kernel routes to the\n"+
 		"# clients): HOST:PORT where host applications open TCP connections to VPN clients' addresses, and only those,\n"+
 		"# through the stack (CONNECT to literal addresses; the client sees a connection from the server's in-pool\n"+

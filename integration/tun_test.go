@@ -35,6 +35,15 @@ connect)
 		i=$((i+1))
 	done
 	if [ "${CISCO_SPLIT_INC:-0}" = 0 ]; then ip route replace default dev "$TUNDEV"; fi
+	if [ -n "$INTERNAL_IP6_NETMASK" ]; then
+		ip -6 addr add "$INTERNAL_IP6_NETMASK" dev "$TUNDEV" nodad
+		i=0
+		while [ "$i" -lt "${CISCO_IPV6_SPLIT_INC:-0}" ]; do
+			eval "a=\$CISCO_IPV6_SPLIT_INC_${i}_ADDR m=\$CISCO_IPV6_SPLIT_INC_${i}_MASKLEN"
+			ip -6 route replace "$a/$m" dev "$TUNDEV"
+			i=$((i+1))
+		done
+	fi
 	;;
 esac
 exit 0

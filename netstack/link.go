@@ -127,7 +127,8 @@ func (p *port) Send(pkt []byte) error {
 	p.s.stats.packetsIn.Add(1)
 	// Client to client: switched here when both sessions allow it. Otherwise the packet goes into the stack,
 	// whose policy refuses pool addresses like any destination outside the routes (TCP gets a reset).
-	if dst, ok := dstAddr(pkt); ok && p.s.cfg.Pool.Contains(dst) && dst != p.s.cfg.Gateway {
+	if dst, ok := dstAddr(pkt); ok && (p.s.cfg.Pool.Contains(dst) || p.s.cfg.Pool6.Contains(dst)) &&
+		dst != p.s.cfg.Gateway && dst != p.s.cfg.Gateway6 {
 		if q := p.s.lookup(dst); q != nil && !q.closed.Load() {
 			if p.clientToClient(q, dst) {
 				p.s.stats.switched.Add(1)
@@ -140,6 +141,13 @@ func (p *port) Send(pkt []byte) error {
 	// Echo requests to anything but the gateway are answered from the host (icmp.go), never by the stack.
 	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == icmpProtocolNumber &&
 		[4]byte(pkt[16:20]) != p.s.gw4 && p.takeEcho(pkt) {
+		return nil
+	}
+	// ICMPv6 echo beyond the gateway is not re-originated yet: dropped rather than answered by the stack, which
+	// would claim every address is up. (Next header 58 right after the fixed header; extension headers are rare
+	// on echo requests.)
+	if proto == ipv6.ProtocolNumber && len(pkt) > 40 && pkt[6] == 58 && pkt[40] == 128 &&
+		netip.AddrFrom16([16]byte(pkt[24:40])) != p.s.cfg.Gateway6 {
 		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})

@@ -35,6 +35,9 @@ type Config struct {
 	Gateway netip.Addr
 	// Pool is the client address pool. Flows towards other pool addresses are not sent to the host.
 	Pool netip.Prefix
+	// Gateway6 and Pool6 are the IPv6 counterparts (invalid: no IPv6 inside the tunnel).
+	Gateway6 netip.Addr
+	Pool6    netip.Prefix
 	// ServeDNS answers DNS (UDP and TCP port 53) at Gateway by resolving with Resolver.
 	ServeDNS bool
 	// Resolver resolves DNS queries; nil means net.DefaultResolver (the host's resolver).
@@ -196,6 +199,13 @@ func New(cfg Config) (*Stack, error) {
 	}
 	if err := s.stack.AddProtocolAddress(nicID, gw, stack.AddressProperties{}); err != nil {
 		return fail("adding the gateway address", err)
+	}
+	if cfg.Gateway6.Is6() {
+		gw6 := tcpip.ProtocolAddress{Protocol: ipv6.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddrFromSlice(cfg.Gateway6.AsSlice()).WithPrefix()}
+		if err := s.stack.AddProtocolAddress(nicID, gw6, stack.AddressProperties{}); err != nil {
+			return fail("adding the IPv6 gateway address", err)
+		}
 	}
 	// Step 6: everything routes to the NIC (replies go back to the session that owns the destination).
 	s.stack.SetRouteTable([]tcpip.Route{

@@ -115,7 +115,7 @@ func (a aborter) Close() error {
 
 // decide applies the egress policy; flows to other clients' addresses never go to the host.
 func (s *Stack) decide(p *port, dst netip.Addr) egress.Verdict {
-	if s.cfg.Pool.IsValid() && s.cfg.Pool.Contains(dst) {
+	if s.cfg.Pool.IsValid() && s.cfg.Pool.Contains(dst) || s.cfg.Pool6.IsValid() && s.cfg.Pool6.Contains(dst) {
 		return egress.DenyNotRouted
 	}
 	return s.cfg.Policy.Decide(p.sess.Routes, p.sess.NoRoutes, dst)

@@ -226,7 +226,11 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		}
 	}
 	sess.mu.Unlock()
-	first, err := sess.attach(t, st.remote)
+	// IPv6 inside the tunnel: when the pool has it, the client takes it (openconnect sends
+	// "X-CSTP-Address-Type: IPv6,IPv4" and the full-capability header) and the tunnel can carry it (MTU >= 1280).
+	want6 := s.pool6 != nil && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
+		req.get("X-CSTP-Full-IPv6-Capability") == "true"
+	first, err := sess.attach(t, st.remote, want6)
 	if err != nil {
 		t.stopDTLS()
 		if errors.Is(err, errSessionEnded) {
@@ -239,7 +243,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		return
 	}
 	sess.mu.Lock()
-	addr, port := sess.addr, sess.port
+	addr, addr6, port := sess.addr, sess.addr6, sess.port
 	sess.mu.Unlock()
 	t.port = port
 	if first && s.scripts != nil {
@@ -262,7 +266,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		}
 	}
 
-	hdr := s.connectHeaders(req, sess, addr, base, mtu, dpd, idle, dtlsHdr)
+	hdr := s.connectHeaders(req, sess, addr, addr6, base, mtu, dpd, idle, dtlsHdr)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
 	if _, err := st.tls.Write(hdr); err != nil {
@@ -327,7 +331,7 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 }
 
 // connectHeaders renders the CONNECT response (protocol.md §5.3). It is written in one TLS write.
-func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
+func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -343,10 +347,13 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, ba
 	}
 	h("X-CSTP-Address", addr.String())
 	h("X-CSTP-Netmask", s.pool.Netmask().String())
+	if addr6.IsValid() {
+		h("X-CSTP-Address-IP6", netip.PrefixFrom(addr6, s.pool6.SubnetBits()).String())
+	}
 	pc := &sess.pcfg
 	for _, d := range pc.dns {
-		if d.Is4() {
-			h("X-CSTP-DNS", d.String())
+		if d.Is4() || addr6.IsValid() {
+			h("X-CSTP-DNS", d.String()) // openconnect takes IPv6 resolvers in this header too
 		}
 	}
 	all := false
@@ -360,6 +367,8 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, ba
 		for _, r := range pc.routes {
 			if r.Addr().Is4() {
 				h("X-CSTP-Split-Include", dottedRoute(r))
+			} else if addr6.IsValid() {
+				h("X-CSTP-Split-Include-IP6", r.Masked().String())
 			}
 		}
 		// The client must reach the resolver we push even when it is outside the routes.
@@ -372,6 +381,8 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr netip.Addr, ba
 	for _, r := range pc.noRoutes {
 		if r.Addr().Is4() {
 			h("X-CSTP-Split-Exclude", dottedRoute(r))
+		} else if addr6.IsValid() {
+			h("X-CSTP-Split-Exclude-IP6", r.Masked().String())
 		}
 	}
 	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all))

@@ -62,3 +62,39 @@ func TestPoolRejectsBadPrefixes(t *testing.T) {
 		}
 	}
 }
+
+func TestPool6(t *testing.T) {
+	p, err := NewPool6(netip.MustParsePrefix("fd00:77::/64"), 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := p.Gateway(); g != netip.MustParseAddr("fd00:77::1") {
+		t.Fatalf("gateway %s", g)
+	}
+	a, _ := p.Acquire("alice")
+	b, _ := p.Acquire("alice")
+	if a == b || !p.Prefix().Contains(a) || a == p.Gateway() || a == p.Prefix().Addr() {
+		t.Fatalf("leases %s %s", a, b)
+	}
+	p.Release(a)
+	if c, _ := p.Acquire("alice"); c != a {
+		t.Fatalf("alice got %s, then %s: not predictable", a, c)
+	}
+	// /64 client prefixes out of a /56: the client's address is ::1 of its own /64, never block 0 (the server's).
+	q, _ := NewPool6(netip.MustParsePrefix("fd00:77::/56"), 64)
+	seen := map[netip.Addr]bool{}
+	for i := range 255 {
+		a, err := q.Acquire(fmt.Sprint("u", i))
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+		b := a.As16()
+		if b[15] != 1 || netip.PrefixFrom(a, 64).Masked() == netip.MustParsePrefix("fd00:77::/64") || seen[a] {
+			t.Fatalf("lease %s", a)
+		}
+		seen[a] = true
+	}
+	if _, err := q.Acquire("one too many"); err == nil {
+		t.Fatal("a /56 gave more than 255 client /64s")
+	}
+}

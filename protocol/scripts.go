@@ -35,6 +35,7 @@ type scriptInfo struct {
 	device      string
 	local       netip.Addr // the server's in-pool address
 	addr        netip.Addr // the client's tunnel address
+	addr6       netip.Addr // and its IPv6 address, if any
 	remote      netip.AddrPort
 	localReal   netip.AddrPort // the server end of the client's TCP connection
 	hostname    string
@@ -69,6 +70,10 @@ func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
 	}
 	if in.addr.IsValid() {
 		env = append(env, "IP_REMOTE="+in.addr.String())
+	}
+	if in.addr6.IsValid() {
+		env = append(env, "IPV6_LOCAL="+sess.srv.pool6.Gateway().String(), "IPV6_REMOTE="+in.addr6.String(),
+			"IPV6_PREFIX="+strconv.Itoa(sess.srv.pool6.SubnetBits()))
 	}
 	pc := sess.pcfg
 	env = appendPrefixes(env, "OCSERV_ROUTES", pc.routes)

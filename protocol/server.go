@@ -43,6 +43,7 @@ type Options struct {
 	Passwords auth.PasswordChecker
 	Datapath  datapath.Datapath
 	Pool      *Pool
+	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
 	Sessions  SessionStore      // nil = in-memory
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
 	Logger    *slog.Logger      // nil = slog.Default()
@@ -63,6 +64,7 @@ type Server struct {
 	bans     *auth.Bans
 	dp       datapath.Datapath
 	pool     *Pool
+	pool6    *Pool6
 	sessions SessionStore
 	log      *slog.Logger
 	version  string
@@ -102,6 +104,7 @@ func NewServer(o Options) (*Server, error) {
 		checker:   o.Passwords,
 		dp:        o.Datapath,
 		pool:      o.Pool,
+		pool6:     o.Pool6,
 		sessions:  o.Sessions,
 		log:       o.Logger,
 		version:   o.Version,
@@ -324,6 +327,12 @@ func (s *Server) endSession(sess *Session, reason string) {
 	}
 	if addr.IsValid() {
 		s.pool.Release(addr)
+	}
+	sess.mu.Lock()
+	addr6 := sess.addr6
+	sess.mu.Unlock()
+	if addr6.IsValid() {
+		s.pool6.Release(addr6)
 	}
 	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
 	if armed {

@@ -50,6 +50,7 @@ type Session struct {
 
 	mu           sync.Mutex
 	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT
+	addr6        netip.Addr     // guarded by mu: leased IPv6 address (its prefix is the client's), if any
 	port         datapath.Port  // guarded by mu: attachment to the datapath
 	tunnel       *tunnel        // guarded by mu: current tunnel, nil when disconnected
 	remote       netip.AddrPort // guarded by mu: client address of the latest connection
@@ -81,7 +82,7 @@ func (s *Session) scriptInfo() scriptInfo {
 	defer s.mu.Unlock()
 	rx, tx, _, _ := s.Stats()
 	return scriptInfo{
-		sess: s, device: s.device, local: s.srv.pool.Gateway(), addr: s.addr, remote: s.remote,
+		sess: s, device: s.device, local: s.srv.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: s.remote,
 		localReal: s.localReal, hostname: s.hostname, deviceType: s.deviceType, platform: s.platform,
 		rx: rx, tx: tx, connectedAt: s.connectedAt,
 	}
@@ -134,7 +135,8 @@ func (s *Session) startExpiryLocked(d time.Duration) {
 
 // attach makes t the session's tunnel, tearing down the previous one (takeover), and takes the address lease and
 // the datapath port on the first CONNECT, which it reports as first.
-func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err error) {
+// want6 asks for an IPv6 address too (the client takes IPv6 and the pool has it).
+func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended {
@@ -152,11 +154,20 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err erro
 		if err != nil {
 			return false, err
 		}
+		addrs := []netip.Addr{a}
+		var a6 netip.Addr
+		if want6 && s.srv.pool6 != nil {
+			if a6, err = s.srv.pool6.Acquire(s.User); err != nil {
+				s.srv.pool.Release(a)
+				return false, err
+			}
+			addrs = append(addrs, a6)
+		}
 		port, err := s.srv.dp.Attach(&datapath.Session{
 			ID:       s.ID,
 			User:     s.User,
 			Groups:   s.Groups,
-			Addrs:    []netip.Addr{a},
+			Addrs:    addrs,
 			Routes:   s.pcfg.routes,
 			NoRoutes: s.pcfg.noRoutes,
 			IRoutes:  s.pcfg.iroutes,
@@ -168,9 +179,12 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort) (first bool, err erro
 		})
 		if err != nil {
 			s.srv.pool.Release(a)
+			if a6.IsValid() {
+				s.srv.pool6.Release(a6)
+			}
 			return false, fmt.Errorf("attaching to the datapath: %w", err)
 		}
-		s.addr, s.port = a, port
+		s.addr, s.addr6, s.port = a, a6, port
 		if d, ok := port.(datapath.Device); ok {
 			s.device = d.DeviceName()
 		}

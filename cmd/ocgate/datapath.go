@@ -38,7 +38,7 @@ type wiredDatapath struct {
 	socksDone  chan struct{} // closed when the SOCKS5 ingress has stopped (netstack with socks5_listen)
 }
 
-func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wiredDatapath, error) {
+func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6, log *slog.Logger) (*wiredDatapath, error) {
 	scripts := &egress.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
 	w := &wiredDatapath{}
 	if cfg.ConnectScript != "" || cfg.DisconnectScript != "" || cfg.HostUpdateScript != "" {
@@ -49,6 +49,8 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, log *slog.Logger) (*wi
 		dp, err := netstack.New(netstack.Config{
 			Gateway:  pool.Gateway(),
 			Pool:     pool.Prefix(),
+			Gateway6: gateway6(pool6),
+			Pool6:    prefix6(pool6),
 			ServeDNS: len(cfg.DNS) == 0,
 			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
 			ICMP:     cfg.ICMPEcho,
@@ -170,4 +172,18 @@ func (w *wiredDatapath) dropPrivileges(cfg *config.Config, log *slog.Logger) err
 	}
 	log.Info("dropped privileges", "user", cfg.RunAsUser, "uid", uid, "gid", gid, "privileged_helper", helper)
 	return nil
+}
+
+func gateway6(p *protocol.Pool6) netip.Addr {
+	if p == nil {
+		return netip.Addr{}
+	}
+	return p.Gateway()
+}
+
+func prefix6(p *protocol.Pool6) netip.Prefix {
+	if p == nil {
+		return netip.Prefix{}
+	}
+	return p.Prefix()
 }

@@ -148,7 +148,15 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dp, err := newDatapath(cfg, pool, log)
+	var pool6 *protocol.Pool6
+	if cfg.IPv6Network.IsValid() {
+		if cfg.Datapath == "tun" {
+			log.Warn("ipv6_network ignored: the tun datapath carries IPv4 only for now")
+		} else if pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
+			return err
+		}
+	}
+	dp, err := newDatapath(cfg, pool, pool6, log)
 	if err != nil {
 		return err
 	}
@@ -160,6 +168,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		Passwords:  passwords,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
+		Pool6:      pool6,
 		Logger:     log,
 		Version:    version,
 		Scripts:    dp.scripts,

@@ -1,0 +1,63 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ocgate/integration/internal/stream"
+)
+
+// TestIPv6InsideTheTunnel: with ipv6_network, the stock client on a real TUN gets an IPv6 address from the
+// pool; TCP both ways to an IPv6 target (fd99::1 on the server namespace's loopback) crosses the netstack, whose
+// host side dials over IPv6; the scripts see IPV6_REMOTE; an IPv6 destination outside the routes is refused.
+func TestIPv6InsideTheTunnel(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.must("ip", "-n", ns.name, "addr", "add", "fd99::1/128", "dev", "lo")
+	ns.must("ip", "-n", ns.name, "addr", "add", "fd98::1/128", "dev", "lo")
+	p := ns.start(nil, targetBin, "-listen", "[fd99::1]:8080,[fd98::1]:8080")
+	waitFor(t, 10*time.Second, "the IPv6 target", func() bool { return strings.Contains(p.out.String(), "ready") || p.exited() })
+	r := newRigIn(t, ns, false, "ipv6_network = \"fd00:77::/64\"\nroute = [\"10.77.0.0/24\", \"fd99::/64\"]")
+	c := r.connect(vpnUser)
+	out := c.proc.out.String()
+	if !strings.Contains(out, "X-CSTP-Address-IP6: fd00:77::") {
+		t.Fatalf("no IPv6 address in the CONNECT response:\n%s", out)
+	}
+	env := r.scriptEnv("connect", vpnUser)
+	ip6 := env["IPV6_REMOTE"]
+	if !strings.HasPrefix(ip6, "fd00:77::") || env["IPV6_LOCAL"] != "fd00:77::1" || env["IPV6_PREFIX"] != "128" {
+		t.Fatalf("connect script: IPV6_REMOTE=%q IPV6_LOCAL=%q IPV6_PREFIX=%q", ip6, env["IPV6_LOCAL"], env["IPV6_PREFIX"])
+	}
+	waitFor(t, 10*time.Second, "the client's TUN to carry "+ip6, func() bool {
+		o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
+		return strings.Contains(o, ip6+"/128")
+	})
+
+	const n = 16 << 20
+	o, code := c.ns.output(60*time.Second, "sh", "-c", fmt.Sprintf(
+		"curl -sS --fail --max-time 50 -g 'http://[fd99::1]:8080/bytes?n=%d&seed=61' | sha256sum", n))
+	if want := stream.SHA256(n, 61); code != 0 || !strings.HasPrefix(o, want) {
+		t.Fatalf("IPv6 download: exit %d, sha256 %q, want %s", code, o, want)
+	}
+	file := filepath.Join(tempDir(t), "upload")
+	f, _ := os.Create(file)
+	stream.Write(f, n, 62)
+	f.Close()
+	o, code = c.ns.output(60*time.Second, "curl", "-sS", "--fail", "--max-time", "50", "-g", "-T", file, "http://[fd99::1]:8080/sink")
+	if want := fmt.Sprintf("%s %d", stream.SHA256(n, 62), n); code != 0 || strings.TrimSpace(o) != want {
+		t.Fatalf("IPv6 upload: exit %d, sink says %q, want %q", code, o, want)
+	}
+	o, code = c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd99::1]:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from [fd99::1]:8080") {
+		t.Fatalf("hello over IPv6: exit %d %q", code, o)
+	}
+	// fd98::1 is up but outside the routes: a client that routes it anyway is reset.
+	c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "-6", "route", "add", "fd98::/64", "dev", "tun0")
+	if o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd98::1]:8080/hello"); code != 7 {
+		t.Fatalf("outside the routes over IPv6: exit %d %q, want a refused connection (7)", code, o)
+	}
+}
