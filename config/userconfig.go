@@ -42,6 +42,11 @@ type UserConfig struct {
 	// ClientToClient (client_to_client, an ocgate key) lets the session reach other sessions' addresses (their
 	// pool addresses and iroutes).
 	ClientToClient bool
+	// Ports (restrict_user_to_ports) restricts the destination ports the session may reach. Like ocserv, the group
+	// file's and the user file's entries add up to one list, which replaces the global one when it is not empty
+	// (so a per-user file can replace the global restriction but not lift it), and a "!(...)" list in either file
+	// makes every entry a denied one (with a warning).
+	Ports PortRules
 
 	RxDataPerSec, TxDataPerSec int // rx_data_per_sec, tx_data_per_sec: bytes/s; 0 = unlimited
 
@@ -64,6 +69,7 @@ type userLists struct {
 	routes, noRoutes               []netip.Prefix
 	dns                            []netip.Addr
 	setRoutes, setNoRoutes, setDNS bool
+	ports                          PortRules // restrict_user_to_ports: replaces the global list when not empty
 }
 
 // UserConfig returns the configuration of a session of user, whose groups are groups. groups[0] is the session's
@@ -105,6 +111,9 @@ func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
 	if l.setDNS {
 		uc.DNS = l.dns
 	}
+	if !l.ports.Empty() {
+		uc.Ports = l.ports
+	}
 	if c.ExposeIRoutes && c.ConfigPerUser != "" && len(uc.Routes) > 0 {
 		for _, r := range c.knownIRoutes() {
 			if !slices.Contains(uc.IRoutes, r) && !slices.Contains(uc.Routes, r) {
@@ -123,6 +132,7 @@ func (c *Config) baseUserConfig() *UserConfig {
 		DNS:               slices.Clone(c.DNS),
 		RestrictToRoutes:  c.RestrictUserToRoutes,
 		ClientToClient:    c.ClientToClient,
+		Ports:             c.RestrictUserToPorts.clone(),
 		RxDataPerSec:      c.RxDataPerSec,
 		TxDataPerSec:      c.TxDataPerSec,
 		IdleTimeout:       c.IdleTimeout,
@@ -273,6 +283,11 @@ func (p *parser) applyUser(r *raw, md toml.MetaData, c *Config, uc *UserConfig, 
 	}
 	set(&uc.RestrictToRoutes, r.RestrictToRoutes)
 	set(&uc.ClientToClient, r.ClientToClient)
+	var ports PortRules
+	p.ports("restrict_user_to_ports", &ports, r.RestrictToPorts)
+	if w := mergePorts(&l.ports, ports); w != "" {
+		p.warnf("restrict_user_to_ports", "%s", w)
+	}
 	p.integer("rx_data_per_sec", &uc.RxDataPerSec, r.RxDataPerSec, 0, 1<<40)
 	p.integer("tx_data_per_sec", &uc.TxDataPerSec, r.TxDataPerSec, 0, 1<<40)
 	p.seconds("idle_timeout", &uc.IdleTimeout, r.IdleTimeout)
