@@ -48,8 +48,7 @@ var ignoredKeys = map[string]string{
 
 // notYetKeys are ocserv options ocgate intends to implement; accepted with a warning for now.
 var notYetKeys = map[string]bool{
-	"ipv6_netmask": true,
-	"ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
+	"ipv6_netmask": true, "ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
 	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
 	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
 	"stats_report_time": true, "custom_header": true, "user_profile": true,

@@ -157,7 +157,7 @@ type tunPort struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	dropSource, dropRoute, dropSize atomic.Uint64
+	dropSource, dropRoute, dropSize, dropPort atomic.Uint64
 }
 
 // vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
@@ -187,8 +187,9 @@ func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tun
 // DeviceName returns the device's name (vpns0...).
 func (p *tunPort) DeviceName() string { return p.name }
 
-// Send writes one packet from the client to the device. Packets with a foreign source, or (when restricted) a
-// destination outside the session's routes, are dropped and counted.
+// Send writes one packet from the client to the device. Packets with a foreign source, (when restricted) a
+// destination outside the session's routes, or (restrict_user_to_ports) a refused protocol or destination port
+// other than the server's own address, are dropped and counted.
 func (p *tunPort) Send(pkt []byte) error {
 	if p.closed.Load() {
 		return os.ErrClosed
@@ -200,6 +201,10 @@ func (p *tunPort) Send(pkt []byte) error {
 	}
 	if p.restrict && !p.routed(dst) {
 		p.dropRoute.Add(1)
+		return nil
+	}
+	if p.sess.AllowPort != nil && dst != p.t.cfg.Local && !AllowedPacket(pkt, p.sess.AllowPort) {
+		p.dropPort.Add(1)
 		return nil
 	}
 	if len(pkt) > len(p.wbuf)-vnetHdrRoom {
@@ -280,8 +285,9 @@ func (p *tunPort) Close() error {
 			delete(p.t.ports, p.peer)
 		}
 		p.t.mu.Unlock()
-		if s, r, z := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(); s+r+z > 0 {
-			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r, "dropped_oversize", z)
+		if s, r, z, o := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(); s+r+z+o > 0 {
+			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r,
+				"dropped_oversize", z, "dropped_port", o)
 		}
 	})
 	return nil

@@ -10,7 +10,8 @@ package netstack
 //	exec    the system ping (which carries cap_net_raw), one process per echo request, bounded
 //
 // The first that works at start-up is used (Config.ICMP forces one, or "off"). A destination the policy refuses
-// gets ICMP destination unreachable, administratively prohibited (type 3 code 13). IPv4 only for now.
+// gets ICMP destination unreachable, administratively prohibited (type 3 code 13), and so does one that
+// restrict_user_to_ports refuses (icmp() not allowed, or denied). IPv4 only for now.
 
 import (
 	"context"
@@ -176,6 +177,10 @@ func (p *port) takeEcho(pkt []byte) bool {
 	dst := netip.AddrFrom4(ip.DestinationAddress().As4())
 	if v := s.decide(p, dst); v != egress.Allow {
 		s.stats.refusedPolicy.Add(1)
+		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
+		return true
+	}
+	if !p.allowPort(icmpProtocolNumber, netip.AddrPortFrom(dst, 0)) {
 		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
 		return true
 	}

@@ -98,6 +98,7 @@ type port struct {
 	closed atomic.Bool
 	flows  atomic.Int32 // live TCP+UDP flows
 	echoes atomic.Int32 // echo requests in flight
+	syns   atomic.Int32 // TCP flows being opened (MaxHalfOpenPerSession)
 
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
@@ -130,7 +131,7 @@ func (p *port) Send(pkt []byte) error {
 	if dst, ok := dstAddr(pkt); ok && (p.s.cfg.Pool.Contains(dst) || p.s.cfg.Pool6.Contains(dst)) &&
 		dst != p.s.cfg.Gateway && dst != p.s.cfg.Gateway6 {
 		if q := p.s.lookup(dst); q != nil && !q.closed.Load() {
-			if p.clientToClient(q, dst) {
+			if p.clientToClient(q, dst) && p.allowPacket(pkt) {
 				p.s.stats.switched.Add(1)
 				q.sess.Deliver(pkt)
 				return nil

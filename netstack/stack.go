@@ -53,6 +53,13 @@ type Config struct {
 	// MaxFlowsPerSession caps a session's concurrent TCP and UDP flows; 0 means 1024. New flows over the cap are
 	// refused (RST for TCP, dropped for UDP) and counted.
 	MaxFlowsPerSession int
+	// MaxHalfOpenPerSession caps a session's TCP flows being opened (the host-side dial, then the client's
+	// handshake); 0 means 64. MaxDialsInFlight caps the host-side TCP dials of the whole server; 0 means 1024. New
+	// flows over either cap are reset and counted (limits.go).
+	MaxHalfOpenPerSession, MaxDialsInFlight int
+	// TCPKeepalive is the idle time before keepalive probes on the host side of TCP flows, which are then sent
+	// TCPKeepalive apart, 4 at most; 0 means 30 s, negative means no keepalive.
+	TCPKeepalive time.Duration
 	// ICMP is how echo requests to the world are re-originated: "auto" (or ""), "socket", "raw", "exec" or
 	// "off" (see icmp.go).
 	ICMP string
@@ -70,12 +77,15 @@ type Stats struct {
 	TCPDialFailed                    uint64
 	TCPFlows, UDPFlows, DNSQueries   uint64
 	EchoAnswered, EchoLost           uint64 // echo requests re-originated from the host: answered / not
+	RefusedHalfOpen, RefusedDials    uint64 // TCP flows refused by the per-session half-open cap / the dial cap
+	RefusedPorts                     uint64 // flows and client-to-client packets refused by restrict_user_to_ports
 }
 
 type counters struct {
 	packetsIn, packetsOut, droppedSpoofed, droppedMalformed, droppedNoSession  atomic.Uint64
 	refusedPolicy, refusedLimit, tcpDialFailed, tcpFlows, udpFlows, dnsQueries atomic.Uint64
 	switched, deniedClientToClient, echoAnswered, echoLost                     atomic.Uint64
+	refusedHalfOpen, refusedDials, refusedPorts                                atomic.Uint64
 }
 
 // Stack is the netstack data path. It implements datapath.Datapath.
@@ -90,6 +100,7 @@ type Stack struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	stats  counters
+	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
 
 	mu     sync.Mutex                           // serialises changes of ports
 	ports  atomic.Pointer[map[netip.Addr]*port] // immutable snapshot: address → session
@@ -124,6 +135,15 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.MaxFlowsPerSession == 0 {
 		cfg.MaxFlowsPerSession = 1024
 	}
+	if cfg.MaxHalfOpenPerSession == 0 {
+		cfg.MaxHalfOpenPerSession = 64
+	}
+	if cfg.MaxDialsInFlight == 0 {
+		cfg.MaxDialsInFlight = 1024
+	}
+	if cfg.TCPKeepalive == 0 {
+		cfg.TCPKeepalive = 30 * time.Second
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -145,7 +165,7 @@ func New(cfg Config) (*Stack, error) {
 		}
 		s.log.Warn("ICMP echo to destinations beyond the gateway will go unanswered", "err", err)
 	} else if s.pinger != nil {
-		s.log.Info("ICMP echo re-originated with the "+s.pinger.String())
+		s.log.Info("ICMP echo re-originated with the " + s.pinger.String())
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	empty := map[netip.Addr]*port{}
@@ -213,7 +233,9 @@ func New(cfg Config) (*Stack, error) {
 		{Destination: header.IPv6EmptySubnet, NIC: nicID},
 	})
 	// Step 7: forwarders terminate the flows nobody listens for (all of them but DNS on the gateway).
-	tcpFwd := tcp.NewForwarder(s.stack, 0, 1024, s.handleTCP)
+	// Beyond its in-flight limit (requests from the SYN until handleTCP completes them) the forwarder drops SYNs
+	// silently: twice the dial cap leaves room for the clients' handshakes and for the resets of refused flows.
+	tcpFwd := tcp.NewForwarder(s.stack, 0, max(2*cfg.MaxDialsInFlight, 1024), s.handleTCP)
 	s.stack.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
 	udpFwd := udp.NewForwarder(s.stack, s.handleUDP)
 	s.stack.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
@@ -231,6 +253,7 @@ func (s *Stack) Stats() Stats {
 		TCPFlows: c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), DNSQueries: c.dnsQueries.Load(),
 		Switched: c.switched.Load(), DeniedClientToClient: c.deniedClientToClient.Load(),
 		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(),
+		RefusedHalfOpen: c.refusedHalfOpen.Load(), RefusedDials: c.refusedDials.Load(), RefusedPorts: c.refusedPorts.Load(),
 	}
 }
 

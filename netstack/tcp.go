@@ -1,7 +1,6 @@
 package netstack
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -16,7 +15,10 @@ import (
 	"ocgate/egress"
 )
 
-const tcpDialTimeout = 10 * time.Second
+const (
+	tcpDialTimeout    = 10 * time.Second
+	tcpProtocolNumber = 6
+)
 
 // handleTCP runs (in its own goroutine, started by the forwarder) for each new connection a client opens. It
 // decides, dials the destination from the host, and only then completes the client's handshake, so the client
@@ -47,15 +49,29 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if !p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
+		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
+		r.Complete(true)
+		return
+	}
+	// The caps (limits.go): live flows, then flows being opened, then the server's dials.
 	if !p.acquireFlow() {
 		r.Complete(true)
 		return
 	}
 	defer p.releaseFlow()
-	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
-	hc, err := s.dialer.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, id.LocalPort).String())
-	cancel()
+	if !p.acquireOpening() {
+		r.Complete(true)
+		return
+	}
+	hc, err := s.dialTCP(netip.AddrPortFrom(dst, id.LocalPort))
+	if errors.Is(err, errDialLimit) {
+		p.releaseOpening()
+		r.Complete(true)
+		return
+	}
 	if err != nil {
+		p.releaseOpening()
 		s.stats.tcpDialFailed.Add(1)
 		// Refused: reset, as the destination did. Anything else (timeout, unreachable): stay silent and let the
 		// client time out, as on a real network.
@@ -67,7 +83,8 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if !ok {
 		hcc = fullCloser{hc}
 	}
-	c, ep := s.accept(r)
+	c, ep := s.accept(r) // returns once the client's handshake is over
+	p.releaseOpening()
 	if c == nil {
 		hc.Close()
 		return

@@ -14,7 +14,10 @@ import (
 	"ocgate/egress"
 )
 
-const maxDatagram = 65535
+const (
+	maxDatagram       = 65535
+	udpProtocolNumber = 17
+)
 
 // handleUDP runs in the stack's packet path for the first datagram of a new flow (client addr:port → dst:port).
 // It must not block: it creates the flow's endpoint (which receives this first datagram) and starts the relay.
@@ -34,6 +37,10 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 		if v := s.decide(p, dst); v != egress.Allow {
 			s.stats.refusedPolicy.Add(1)
 			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+			return true
+		}
+		if !p.allowPort(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
+			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
 			return true
 		}
 	}

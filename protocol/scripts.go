@@ -93,6 +93,7 @@ func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
 	if pc.restrict {
 		env = append(env, "OCSERV_RESTRICT_TO_ROUTES=1")
 	}
+	env = appendPortsEnv(env, sess.ucfg)
 	if reason == "disconnect" {
 		env = append(env,
 			"STATS_BYTES_IN="+strconv.FormatUint(in.rx, 10),

@@ -176,6 +176,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 
 			RestrictToRoutes: s.pcfg.restrict,
 			ClientToClient:   s.ucfg.ClientToClient,
+			AllowPort:        s.allowPort(),
 		})
 		if err != nil {
 			s.srv.pool.Release(a)

@@ -46,6 +46,10 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 	}
 	switch cfg.Datapath {
 	case "netstack":
+		keepalive := cfg.TCPKeepalive
+		if keepalive == 0 {
+			keepalive = -1 // tcp_keepalive = 0: none (the netstack's zero means its default)
+		}
 		dp, err := netstack.New(netstack.Config{
 			Gateway:  pool.Gateway(),
 			Pool:     pool.Prefix(),
@@ -55,6 +59,12 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
 			ICMP:     cfg.ICMPEcho,
 			Logger:   log.With("component", "netstack"),
+
+			MaxFlowsPerSession:    cfg.MaxFlowsPerSession,
+			MaxHalfOpenPerSession: cfg.MaxHalfOpenPerSession,
+			MaxDialsInFlight:      cfg.MaxDialsInFlight,
+			TCPKeepalive:          keepalive,
+			UDPIdleTimeout:        cfg.UDPIdleTimeout,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("starting the netstack datapath: %w", err)

@@ -30,6 +30,13 @@ type Session struct {
 	// RestrictToRoutes the other address must also be inside Routes). The netstack switches such packets
 	// between the two sessions itself.
 	ClientToClient bool
+	// AllowPort is restrict_user_to_ports: whether the client may send IP protocol proto to dst, whose port is the
+	// destination port for TCP (6), UDP (17) and SCTP (132) and 0 for other protocols (ICMP 1, ICMPv6 58, ESP 50...).
+	// nil allows everything. Traffic to the server's own in-pool address is never asked about (ocserv's firewall
+	// filters forwarded traffic only). The netstack asks once per new flow (a refused TCP flow is reset, a UDP flow
+	// dropped, an ICMP echo answered "administratively prohibited") and per client-to-client packet; the kernel-TUN
+	// datapath per packet from the client (refused ones are dropped). It must be safe for concurrent use and fast.
+	AllowPort func(proto uint8, dst netip.AddrPort) bool
 	// MTU is the tunnel MTU negotiated with the client: packets delivered to Deliver are at most this long.
 	MTU int
 	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
