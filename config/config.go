@@ -30,7 +30,7 @@ type Config struct {
 	UDPPort       int    // udp_port; default = TCPPort
 	NoUDP         bool   // no_udp: true disables DTLS
 	DTLSPSK       bool   // dtls_psk: offer the PSK-NEGOTIATE DTLS mode (default true); false leaves legacy DTLS 1.2 only
-	DTLSFastPath  bool   // dtls_fast_path: our own DTLS record layer after pion's handshake (experimental, default false)
+	DTLSFastPath  bool   // dtls_fast_path: our own DTLS record layer after pion's handshake (default true)
 	ServerCert    string // server_cert, absolute; "" = generated in the state directory
 	ServerKey     string // server_key, absolute
 	CACert        string // ca_cert, absolute (client certificates)
@@ -129,6 +129,7 @@ func Default() *Config {
 		TCPPort:                8443,
 		UDPPort:                8443,
 		DTLSPSK:                true,
+		DTLSFastPath:           true,
 		IPv4Network:            netip.MustParsePrefix("10.250.77.0/24"),
 		IPv6SubnetPrefix:       128,
 		Keepalive:              32400 * time.Second,

@@ -2,13 +2,13 @@
 # integration/bench/compare.sh — ocgate against Debian's ocserv on this machine, in one run, by the same scripts:
 # ocserv-baseline.sh (stock openconnect on a kernel TUN in a client namespace, iperf3) and ocproxy-baseline.sh
 # (openconnect --script-tun with ocproxy, curl through SOCKS). Prints one table: each figure for ocserv and for each
-# ocgate variant (netstack; kernel TUN; kernel TUN with the DTLS fast path) with the ratio ocgate/ocserv.
+# ocgate variant (default: netstack and kernel TUN) with the ratio ocgate/ocserv.
 # Needs root (namespaces); apt-get installs ocserv, iperf3, ocproxy when missing.
 #
 #   bash integration/bench/compare.sh                   # all figures
 #   BENCH_MODES=tls bash integration/bench/compare.sh   # TLS-only rows (no DTLS)
 #   DURATION=10 CONNECT_RUNS=10 FILE_MB=200             # knobs of the underlying scripts
-#   OCGATE_VARIANTS="tun=tun tun-fast=tun+fast"          # which ocgate set-ups (NAME=DATAPATH[+fast]) to compare
+#   OCGATE_VARIANTS="tun=tun tun-pion=tun+pion"          # which ocgate set-ups (NAME=DATAPATH[+pion]) to compare
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 need=()
@@ -21,16 +21,16 @@ fi
 out=$(mktemp -d /tmp/ocgate-compare.XXXXXX)
 export OCGATE_BIN=$out/ocgate
 (cd "$here/../.." && go build -o "$OCGATE_BIN" ./cmd/ocgate)
-# Each variant is NAME=DATAPATH[+fast]: "+fast" turns on dtls_fast_path.
-variants=${OCGATE_VARIANTS:-"netstack=netstack tun=tun tun-fast=tun+fast"}
+# Each variant is NAME=DATAPATH[+pion]: "+pion" turns dtls_fast_path off (pion's DTLS record layer).
+variants=${OCGATE_VARIANTS:-"netstack=netstack tun=tun"}
 names=(ocserv)
 for srv in ocserv $variants; do
   name=${srv%%=*} spec=${srv#*=} adapter=$here/servers/ocgate.sh
   if [ "$srv" = ocserv ]; then adapter=$here/servers/ocserv.sh; else names+=("$name"); fi
-  extra=""; [[ $spec == *+fast ]] && extra="dtls_fast_path = true"
+  extra=""; [[ $spec == *+pion ]] && extra="dtls_fast_path = false"
   for script in ocserv-baseline ocproxy-baseline; do
     echo "== $name $script" >&2
-    OCGATE_DATAPATH=${spec%+fast} OCGATE_EXTRA_CONFIG=$extra BENCH_SERVER=$adapter \
+    OCGATE_DATAPATH=${spec%+pion} OCGATE_EXTRA_CONFIG=$extra BENCH_SERVER=$adapter \
       bash "$here/$script.sh" >"$out/$name-$script.txt"
   done
   cat "$out/$name"-*.txt >"$out/$name.txt"
