@@ -53,7 +53,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: these tests must run as root (they create network namespaces); the server under test runs unprivileged")
 		return 1
 	}
-	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "setpriv", "nft"} {
+	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "setpriv", "nft", "ping", "sysctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: %s is missing (integration/test.sh installs it): %v\n", tool, err)
 			return 1
