@@ -37,14 +37,18 @@ type Config struct {
 
 	Auth []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]"; empty = the generated user
 
-	IPv4Network      netip.Prefix   // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
-	IPv6Network      netip.Prefix   // ipv6_network (+ ipv6_prefix); invalid (unset) = no IPv6 inside the tunnel
-	IPv6SubnetPrefix int            // ipv6_subnet_prefix: the prefix each client gets out of IPv6Network; default 128
-	DNS              []netip.Addr   // dns; empty = the server answers DNS itself at its in-pool address
-	Routes           []netip.Prefix // route; "default" is 0.0.0.0/0 and ::/0; empty = everything
-	NoRoutes         []netip.Prefix // no_route
-	MTU              int            // mtu; 0 = 1500
-	TryMTUDiscovery  bool           // try_mtu_discovery
+	IPv4Network      netip.Prefix     // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
+	IPv6Network      netip.Prefix     // ipv6_network (+ ipv6_prefix); invalid (unset) = no IPv6 inside the tunnel
+	IPv6SubnetPrefix int              // ipv6_subnet_prefix: the prefix each client gets out of IPv6Network; default 128
+	DNS              []netip.Addr     // dns; empty = the server answers DNS itself at its in-pool address
+	DNSUpstream      []netip.AddrPort // dns_upstream: where the built-in resolver asks; empty = the host's resolver
+	SplitDNS         []string         // split_dns: domains the client resolves through the tunnel (others: its own DNS)
+	TunnelAllDNS     bool             // tunnel_all_dns: every DNS query goes through the tunnel, even with split routes
+	FlowLog          string           // flow_log: file (absolute) getting one JSON line per ended or refused flow; "-" = standard error; "" = off
+	Routes           []netip.Prefix   // route; "default" is 0.0.0.0/0 and ::/0; empty = everything
+	NoRoutes         []netip.Prefix   // no_route
+	MTU              int              // mtu; 0 = 1500
+	TryMTUDiscovery  bool             // try_mtu_discovery
 
 	Keepalive          time.Duration // keepalive; default 32400 s
 	DPD                time.Duration // dpd; default 90 s
@@ -198,6 +202,10 @@ type raw struct {
 	IPv6Prefix         *int     `toml:"ipv6_prefix"`
 	IPv6SubnetPrefix   *int     `toml:"ipv6_subnet_prefix"`
 	DNS                []string `toml:"dns"`
+	DNSUpstream        []string `toml:"dns_upstream"`
+	SplitDNS           []string `toml:"split_dns"`
+	TunnelAllDNS       *bool    `toml:"tunnel_all_dns"`
+	FlowLog            *string  `toml:"flow_log"`
 	Route              []string `toml:"route"`
 	NoRoute            []string `toml:"no_route"`
 	MTU                *int64   `toml:"mtu"`
@@ -431,6 +439,30 @@ func (p *parser) apply(r *raw, c *Config) {
 	p.network(r, c)
 	p.network6(r, c)
 	c.DNS = p.addrs("dns", r.DNS)
+	for _, s := range r.DNSUpstream {
+		s = strings.TrimSpace(s)
+		if a, err := netip.ParseAddr(s); err == nil {
+			c.DNSUpstream = append(c.DNSUpstream, netip.AddrPortFrom(a, 53))
+		} else if ap, err := netip.ParseAddrPort(s); err == nil && ap.Port() != 0 {
+			c.DNSUpstream = append(c.DNSUpstream, ap)
+		} else {
+			p.errf("dns_upstream", "%q: want an IP address or IP:PORT (e.g. \"127.0.0.53\" or \"[::1]:5353\")", s)
+		}
+	}
+	for _, d := range r.SplitDNS {
+		d = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d)), ".")
+		if d == "" || len(d) > 253 || strings.ContainsAny(d, " \t\r\n,;") {
+			p.errf("split_dns", "%q is not a domain name", d)
+			continue
+		}
+		c.SplitDNS = append(c.SplitDNS, d)
+	}
+	boolean(&c.TunnelAllDNS, r.TunnelAllDNS)
+	if r.FlowLog != nil && *r.FlowLog == "-" {
+		c.FlowLog = "-"
+	} else {
+		path("flow_log", &c.FlowLog, r.FlowLog)
+	}
 	c.Routes = p.routes("route", r.Route)
 	c.NoRoutes = p.routes("no_route", r.NoRoute)
 	if r.MTU != nil && *r.MTU != 0 {

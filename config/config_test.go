@@ -203,3 +203,22 @@ func TestIPv6Network(t *testing.T) {
 		}
 	}
 }
+
+func TestDNSKeys(t *testing.T) {
+	c, err := Parse([]byte("dns_upstream = [\"127.0.0.53\", \"[::1]:5353\"]\nsplit_dns = [\"Corp.Example.\"]\ntunnel_all_dns = true\n"), "d.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.DNSUpstream) != 2 || c.DNSUpstream[0].String() != "127.0.0.53:53" || c.DNSUpstream[1].String() != "[::1]:5353" ||
+		len(c.SplitDNS) != 1 || c.SplitDNS[0] != "corp.example" || !c.TunnelAllDNS {
+		t.Fatalf("%v %v %v", c.DNSUpstream, c.SplitDNS, c.TunnelAllDNS)
+	}
+	for in, want := range map[string]string{
+		`dns_upstream = ["resolver.example"]`: "d.toml:1: dns_upstream:",
+		`split_dns = ["a b"]`:                 "d.toml:1: split_dns:",
+	} {
+		if _, err := Parse([]byte(in), "d.toml"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}

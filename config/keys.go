@@ -48,7 +48,7 @@ var ignoredKeys = map[string]string{
 
 // notYetKeys are ocserv options ocgate intends to implement; accepted with a warning for now.
 var notYetKeys = map[string]bool{
-	"ipv6_netmask": true, "ipv4_dns": true, "ipv6_dns": true, "split_dns": true, "nbns": true, "tunnel_all_dns": true,
+	"ipv6_netmask": true, "ipv4_dns": true, "ipv6_dns": true, "nbns": true,
 	"select_group": true, "auto_select_group": true, "default_select_group": true, "select_group_by_url": true,
 	"listen_proxy_proto": true, "camouflage": true, "camouflage_secret": true, "camouflage_realm": true,
 	"stats_report_time": true, "custom_header": true, "user_profile": true,
@@ -107,6 +107,10 @@ func DefaultsTOML() string {
 	w("Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own.", fmt.Sprintf("ipv4_network = %q", d.IPv4Network))
 	w("IPv6 inside the tunnel (netstack datapath): the pool, and the prefix each client gets out of it (128: one\n# address). Unset: IPv4 only.", "# ipv6_network = \"fd00:77::/64\"\nipv6_subnet_prefix = 128")
 	w("DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address.", "dns = []")
+	w("Where the built-in resolver (netstack, no dns set) sends queries: IP or IP:PORT. Empty: the host's resolver.\n# It never answers a user with an address the user may not reach.", "dns_upstream = []")
+	w("Domains the client resolves through the tunnel (pushed as split DNS); others use the client's own DNS.", "split_dns = []")
+	w("Send every DNS query through the tunnel, even when the routes are split.", "tunnel_all_dns = false")
+	w("Netstack flow log: one JSON line per ended or refused TCP/UDP flow (user, addresses, bytes each way,\n# duration, reason). A file, or \"-\" for standard error. Empty: off.", `flow_log = ""`)
 	w("Routes pushed to clients: CIDR, a.b.c.d/m.m.m.m or \"default\". Empty: everything.", "route = []")
 	w("Routes excluded from the tunnel.", "no_route = []")
 	w("Link MTU (0: 1500).", "mtu = 0")

@@ -39,6 +39,13 @@ func TestICMPEcho(t *testing.T) {
 			if _, code := c.ns.output(15*time.Second, "ping", "-c", "2", "-W", "2", "-i", "0.3", "10.77.0.99"); code == 0 {
 				t.Fatal("echo reply from 10.77.0.99, which does not exist")
 			}
+			if tc.name == "exec" {
+				// TCP to an address the server's host has no route to: ICMP network unreachable comes back, so
+				// the connection fails at once (curl 7) instead of timing out (curl 28).
+				if o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "20", "http://10.77.0.99:8080/"); code != 7 {
+					t.Errorf("TCP to an unroutable host: curl exit %d %q, want 7 (unreachable)", code, o)
+				}
+			}
 			c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "route", "add", "10.88.0.1/32", "dev", "tun0")
 			out, _ := c.ns.output(15*time.Second, "ping", "-c", "1", "-W", "3", "10.88.0.1")
 			if !strings.Contains(out, "Packet filtered") {

@@ -55,6 +55,13 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	if code != 0 || !strings.Contains(o, "hello from [fd99::1]:8080") {
 		t.Fatalf("hello over IPv6: exit %d %q", code, o)
 	}
+	// Ping over IPv6: re-originated from the host (here with the system ping), answered only when the host is up.
+	if !c.ping("fd99::1") {
+		t.Fatal("no ICMPv6 echo reply from fd99::1")
+	}
+	if _, code := c.ns.output(15*time.Second, "ping", "-c", "2", "-W", "2", "-i", "0.3", "fd99::99"); code == 0 {
+		t.Fatal("echo reply from fd99::99, which does not exist")
+	}
 	// fd98::1 is up but outside the routes: a client that routes it anyway is reset.
 	c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "-6", "route", "add", "fd98::/64", "dev", "tun0")
 	if o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd98::1]:8080/hello"); code != 7 {

@@ -12,7 +12,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"ocgate/egress"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -33,7 +35,7 @@ func (s *Stack) serveDNSUDP(p *port, c net.Conn) {
 		if err != nil {
 			return
 		}
-		if resp := s.answerDNS(buf[:n]); resp != nil {
+		if resp := s.answerDNS(p, buf[:n]); resp != nil {
 			if len(resp) > 512 {
 				resp = truncateDNS(resp)
 			}
@@ -60,7 +62,7 @@ func (s *Stack) serveDNSTCP(p *port, c net.Conn) {
 		if _, err := io.ReadFull(c, q); err != nil {
 			return
 		}
-		resp := s.answerDNS(q)
+		resp := s.answerDNS(p, q)
 		if resp == nil {
 			return
 		}
@@ -71,17 +73,19 @@ func (s *Stack) serveDNSTCP(p *port, c net.Conn) {
 	}
 }
 
-// answerDNS builds the response to one query message; nil means "drop" (not even a header parsed).
-func (s *Stack) answerDNS(msg []byte) []byte {
-	var p dnsmessage.Parser
-	h, err := p.Start(msg)
+// answerDNS builds the response to one query message of p's client; nil means "drop" (not even a header
+// parsed). Addresses the client may not reach are left out of A and AAAA answers: a name whose every address is
+// refused gets an empty answer (NOERROR, no data), so the user is not handed a destination that would then fail.
+func (s *Stack) answerDNS(p *port, msg []byte) []byte {
+	var pr dnsmessage.Parser
+	h, err := pr.Start(msg)
 	if err != nil {
 		return nil
 	}
 	s.stats.dnsQueries.Add(1)
 	resp := dnsmessage.Message{Header: dnsmessage.Header{ID: h.ID, Response: true, OpCode: h.OpCode,
 		RecursionDesired: h.RecursionDesired, RecursionAvailable: true}}
-	q, err := p.Question()
+	q, err := pr.Question()
 	if err != nil || h.Response || h.OpCode != 0 {
 		resp.RCode = dnsmessage.RCodeFormatError
 		if h.OpCode != 0 {
@@ -108,6 +112,10 @@ func (s *Stack) answerDNS(msg []byte) []byte {
 		}
 		for _, a := range addrs {
 			a = a.Unmap()
+			if p != nil && s.decide(p, a) != egress.Allow {
+				s.stats.dnsFiltered.Add(1)
+				continue
+			}
 			hdr.Type = q.Type
 			if q.Type == dnsmessage.TypeA && a.Is4() {
 				resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: hdr, Body: &dnsmessage.AResource{A: a.As4()}})
@@ -194,4 +202,24 @@ func truncateDNS(msg []byte) []byte {
 	m.Truncated = true
 	out, _ := m.Pack()
 	return out
+}
+
+// upstreamResolver is Go's resolver talking to servers instead of those of /etc/resolv.conf: each connection it
+// opens goes to the next server in turn (Go's resolver retries a failed query, so a dead server costs a retry);
+// a server that cannot be dialled (TCP) is skipped.
+func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
+	var next atomic.Uint32
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		i := int(next.Add(1)-1) % len(servers)
+		var err error
+		for range servers {
+			var c net.Conn
+			if c, err = d.DialContext(ctx, network, servers[i].String()); err == nil {
+				return c, nil
+			}
+			i = (i + 1) % len(servers)
+		}
+		return nil, err
+	}}
 }

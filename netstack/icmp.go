@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	tcpipchecksum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -34,10 +35,11 @@ import (
 )
 
 const (
-	echoTimeout        = 3 * time.Second
-	maxEchoPerSession  = 8
-	maxEchoServer      = 64
-	icmpProtocolNumber = 1
+	icmpv6ProtocolNumber = 58
+	echoTimeout          = 3 * time.Second
+	maxEchoPerSession    = 8
+	maxEchoServer        = 64
+	icmpProtocolNumber   = 1
 )
 
 // pinger sends one echo request to dst from the host and waits for the reply.
@@ -101,20 +103,27 @@ func (p socketPinger) String() string {
 }
 
 func (p socketPinger) echo(ctx context.Context, dst netip.Addr, id, seq uint16, data []byte) error {
-	c, err := icmp.ListenPacket(p.network, "0.0.0.0")
+	network, local, proto := p.network, "0.0.0.0", icmpProtocolNumber
+	var reqType, replyType icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	if dst.Is6() {
+		network, local, proto = map[string]string{"udp4": "udp6", "ip4:icmp": "ip6:ipv6-icmp"}[p.network], "::", icmpv6ProtocolNumber
+		reqType, replyType = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+	}
+	c, err := icmp.ListenPacket(network, local)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
-	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: int(id), Seq: int(seq), Data: data}}
-	b, err := msg.Marshal(nil)
+	msg := icmp.Message{Type: reqType, Body: &icmp.Echo{ID: int(id), Seq: int(seq), Data: data}}
+	b, err := msg.Marshal(nil) // ICMPv6: the kernel fills in the checksum
 	if err != nil {
 		return err
 	}
+	datagram := network == "udp4" || network == "udp6"
 	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
-	if p.network == "udp4" {
+	if datagram {
 		to = &net.UDPAddr{IP: dst.AsSlice()} // the kernel replaces the ID with the socket's and filters replies
 	}
 	if _, err := c.WriteTo(b, to); err != nil {
@@ -126,12 +135,12 @@ func (p socketPinger) echo(ctx context.Context, dst netip.Addr, id, seq uint16, 
 		if err != nil {
 			return err
 		}
-		rm, err := icmp.ParseMessage(icmpProtocolNumber, buf[:n])
-		if err != nil || rm.Type != ipv4.ICMPTypeEchoReply {
+		rm, err := icmp.ParseMessage(proto, buf[:n])
+		if err != nil || rm.Type != replyType {
 			continue // a raw socket sees every ICMP message of the host
 		}
 		e, ok := rm.Body.(*icmp.Echo)
-		if !ok || e.Seq != int(seq) || (p.network != "udp4" && e.ID != int(id)) {
+		if !ok || e.Seq != int(seq) || (!datagram && e.ID != int(id)) {
 			continue
 		}
 		if a, ok := netip.AddrFromSlice(addrIP(from)); !ok || a.Unmap() != dst {
@@ -262,3 +271,132 @@ func unreachable(gw netip.Addr, orig []byte, code header.ICMPv4Code) []byte {
 }
 
 func checksum(b []byte) uint16 { return tcpipchecksum.Checksum(b, 0) }
+
+// takeEcho6 is takeEcho for ICMPv6 (an echo request right after the fixed IPv6 header).
+func (p *port) takeEcho6(pkt []byte) bool {
+	s := p.s
+	ip := header.IPv6(pkt)
+	if len(pkt) < header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize || ip.NextHeader() != icmpv6ProtocolNumber {
+		return false
+	}
+	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+	if ic.Type() != header.ICMPv6EchoRequest {
+		return false
+	}
+	dst := netip.AddrFrom16(ip.DestinationAddress().As16())
+	if v := s.decide(p, dst); v != egress.Allow || !p.allowPort(icmpv6ProtocolNumber, netip.AddrPortFrom(dst, 0)) {
+		s.stats.refusedPolicy.Add(1)
+		p.deliverICMP(unreachable6(s.cfg.Gateway6, pkt))
+		return true
+	}
+	if s.pinger == nil || !p.echoSlot() {
+		return true
+	}
+	req := append([]byte(nil), pkt...)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.echoDone()
+		ip := header.IPv6(req)
+		ic := header.ICMPv6(req[header.IPv6MinimumSize:])
+		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
+		defer cancel()
+		if err := s.pinger.echo(ctx, dst, ic.Ident(), ic.Sequence(), ic.Payload()); err != nil {
+			s.stats.echoLost.Add(1)
+			return
+		}
+		s.stats.echoAnswered.Add(1)
+		src, dstA := ip.SourceAddress(), ip.DestinationAddress()
+		ip.SetSourceAddress(dstA)
+		ip.SetDestinationAddress(src)
+		ip.SetHopLimit(64)
+		ic.SetType(header.ICMPv6EchoReply)
+		ic.SetChecksum(0)
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: dstA, Dst: src}))
+		p.deliverICMP(req)
+	}()
+	return true
+}
+
+// unreachable6 builds ICMPv6 destination unreachable, administratively prohibited (type 1 code 1) from the
+// gateway about the client's packet orig (as much of it as fits in 1280 bytes, RFC 4443).
+func unreachable6(gw netip.Addr, orig []byte) []byte {
+	if !gw.Is6() {
+		return nil
+	}
+	quote := min(len(orig), 1280-header.IPv6MinimumSize-header.ICMPv6DstUnreachableMinimumSize)
+	pkt := make([]byte, header.IPv6MinimumSize+header.ICMPv6DstUnreachableMinimumSize+quote)
+	oip := header.IPv6(orig)
+	ip := header.IPv6(pkt)
+	ip.Encode(&header.IPv6Fields{PayloadLength: uint16(len(pkt) - header.IPv6MinimumSize), TransportProtocol: header.ICMPv6ProtocolNumber,
+		HopLimit: 64, SrcAddr: tcpip.AddrFrom16(gw.As16()), DstAddr: oip.SourceAddress()})
+	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+	ic.SetType(header.ICMPv6DstUnreachable)
+	ic.SetCode(header.ICMPv6Prohibited)
+	copy(ic[header.ICMPv6DstUnreachableMinimumSize:], orig[:quote])
+	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: ip.SourceAddress(), Dst: ip.DestinationAddress()}))
+	return pkt
+}
+
+// synKey names a client's TCP connection attempt.
+type synKey struct {
+	dst     netip.AddrPort
+	srcPort uint16
+}
+
+// maxSYNs bounds the SYN headers a session keeps for ICMP errors (more than the half-open cap ever needs).
+const maxSYNs = 256
+
+// noteSYN keeps the IPv4 header and first 8 bytes of a client's SYN, which an ICMP error about that connection
+// must quote (Linux checks the quoted sequence number against the connection's).
+func (p *port) noteSYN(pkt []byte) {
+	ip := header.IPv4(pkt)
+	hl := int(ip.HeaderLength())
+	if len(pkt) < hl+header.TCPMinimumSize {
+		return
+	}
+	tcp := header.TCP(pkt[hl:])
+	if tcp.Flags()&(header.TCPFlagSyn|header.TCPFlagAck) != header.TCPFlagSyn {
+		return
+	}
+	k := synKey{dst: netip.AddrPortFrom(netip.AddrFrom4(ip.DestinationAddress().As4()), tcp.DestinationPort()), srcPort: tcp.SourcePort()}
+	q := append([]byte(nil), pkt[:hl+8]...)
+	p.synMu.Lock()
+	if p.synQuotes == nil {
+		p.synQuotes = make(map[synKey][]byte)
+	}
+	if len(p.synQuotes) >= maxSYNs {
+		for old := range p.synQuotes { // evict any one
+			delete(p.synQuotes, old)
+			break
+		}
+	}
+	p.synQuotes[k] = q
+	p.synMu.Unlock()
+}
+
+// takeSYN returns (and forgets) the quoted SYN of a connection attempt.
+func (p *port) takeSYN(dst netip.AddrPort, srcPort uint16) []byte {
+	p.synMu.Lock()
+	defer p.synMu.Unlock()
+	k := synKey{dst: dst, srcPort: srcPort}
+	q := p.synQuotes[k]
+	delete(p.synQuotes, k)
+	return q
+}
+
+// dialUnreachable tells the client that its connection attempt cannot reach the destination, as a router would:
+// ICMP network or host unreachable quoting its SYN. It reports whether it could (IPv4, SYN seen).
+func (p *port) dialUnreachable(dst netip.AddrPort, srcPort uint16, netUnreachable bool) bool {
+	q := p.takeSYN(dst, srcPort)
+	if q == nil {
+		return false
+	}
+	code := header.ICMPv4HostUnreachable
+	if netUnreachable {
+		code = header.ICMPv4NetUnreachable
+	}
+	p.s.stats.icmpErrors.Add(1)
+	p.deliverICMP(unreachable(p.s.cfg.Gateway, q, code))
+	return true
+}

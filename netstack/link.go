@@ -98,7 +98,10 @@ type port struct {
 	closed atomic.Bool
 	flows  atomic.Int32 // live TCP+UDP flows
 	echoes atomic.Int32 // echo requests in flight
-	syns   atomic.Int32 // TCP flows being opened (MaxHalfOpenPerSession)
+
+	synMu     sync.Mutex
+	synQuotes map[synKey][]byte // guarded by synMu: quotes of recent SYNs, for ICMP errors (icmp.go)
+	syns      atomic.Int32      // TCP flows being opened (MaxHalfOpenPerSession)
 
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
@@ -139,16 +142,16 @@ func (p *port) Send(pkt []byte) error {
 			p.s.stats.deniedClientToClient.Add(1)
 		}
 	}
+	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == tcpProtocolNumber {
+		p.noteSYN(pkt) // keeps SYNs only
+	}
 	// Echo requests to anything but the gateway are answered from the host (icmp.go), never by the stack.
 	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == icmpProtocolNumber &&
 		[4]byte(pkt[16:20]) != p.s.gw4 && p.takeEcho(pkt) {
 		return nil
 	}
-	// ICMPv6 echo beyond the gateway is not re-originated yet: dropped rather than answered by the stack, which
-	// would claim every address is up. (Next header 58 right after the fixed header; extension headers are rare
-	// on echo requests.)
-	if proto == ipv6.ProtocolNumber && len(pkt) > 40 && pkt[6] == 58 && pkt[40] == 128 &&
-		netip.AddrFrom16([16]byte(pkt[24:40])) != p.s.cfg.Gateway6 {
+	if proto == ipv6.ProtocolNumber && len(pkt) > 40 && pkt[6] == icmpv6ProtocolNumber && pkt[40] == 128 &&
+		netip.AddrFrom16([16]byte(pkt[24:40])) != p.s.cfg.Gateway6 && p.takeEcho6(pkt) {
 		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})

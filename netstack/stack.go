@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -40,8 +41,13 @@ type Config struct {
 	Pool6    netip.Prefix
 	// ServeDNS answers DNS (UDP and TCP port 53) at Gateway by resolving with Resolver.
 	ServeDNS bool
-	// Resolver resolves DNS queries; nil means net.DefaultResolver (the host's resolver).
+	// Resolver resolves DNS queries; nil means Upstream's servers, or net.DefaultResolver (the host's resolver)
+	// when there are none.
 	Resolver *net.Resolver
+	// FlowLog receives one JSON line per ended or refused TCP/UDP flow (flowlog.go); nil = off.
+	FlowLog io.Writer
+	// Upstream are DNS servers (dns_upstream) the built-in resolver asks, in order, instead of the host's.
+	Upstream []netip.AddrPort
 	// Policy decides which destinations a session may reach.
 	Policy *egress.Policy
 	// Dialer opens host connections; nil means egress.NewDialer(Policy).
@@ -77,6 +83,8 @@ type Stats struct {
 	TCPDialFailed                    uint64
 	TCPFlows, UDPFlows, DNSQueries   uint64
 	EchoAnswered, EchoLost           uint64 // echo requests re-originated from the host: answered / not
+	DNSFiltered                      uint64 // addresses left out of DNS answers because the user may not reach them
+	ICMPErrors                       uint64 // ICMP unreachable sent to clients for host-side failures
 	RefusedHalfOpen, RefusedDials    uint64 // TCP flows refused by the per-session half-open cap / the dial cap
 	RefusedPorts                     uint64 // flows and client-to-client packets refused by restrict_user_to_ports
 }
@@ -84,7 +92,8 @@ type Stats struct {
 type counters struct {
 	packetsIn, packetsOut, droppedSpoofed, droppedMalformed, droppedNoSession  atomic.Uint64
 	refusedPolicy, refusedLimit, tcpDialFailed, tcpFlows, udpFlows, dnsQueries atomic.Uint64
-	switched, deniedClientToClient, echoAnswered, echoLost                     atomic.Uint64
+	switched, deniedClientToClient, echoAnswered, echoLost, dnsFiltered        atomic.Uint64
+	icmpErrors                                                                 atomic.Uint64
 	refusedHalfOpen, refusedDials, refusedPorts                                atomic.Uint64
 }
 
@@ -102,6 +111,7 @@ type Stack struct {
 	stats  counters
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
 
+	flowMu sync.Mutex                           // serialises flow log lines
 	mu     sync.Mutex                           // serialises changes of ports
 	ports  atomic.Pointer[map[netip.Addr]*port] // immutable snapshot: address → session
 	closed bool                                 // guarded by mu
@@ -143,6 +153,9 @@ func New(cfg Config) (*Stack, error) {
 	}
 	if cfg.TCPKeepalive == 0 {
 		cfg.TCPKeepalive = 30 * time.Second
+	}
+	if cfg.Resolver == nil && len(cfg.Upstream) > 0 {
+		cfg.Resolver = upstreamResolver(cfg.Upstream)
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
@@ -259,7 +272,8 @@ func (s *Stack) Stats() Stats {
 		RefusedLimit: c.refusedLimit.Load(), TCPDialFailed: c.tcpDialFailed.Load(),
 		TCPFlows: c.tcpFlows.Load(), UDPFlows: c.udpFlows.Load(), DNSQueries: c.dnsQueries.Load(),
 		Switched: c.switched.Load(), DeniedClientToClient: c.deniedClientToClient.Load(),
-		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(),
+		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(), DNSFiltered: c.dnsFiltered.Load(),
+		ICMPErrors:      c.icmpErrors.Load(),
 		RefusedHalfOpen: c.refusedHalfOpen.Load(), RefusedDials: c.refusedDials.Load(), RefusedPorts: c.refusedPorts.Load(),
 	}
 }

@@ -223,36 +223,81 @@ func TestUDPEchoAndExpiry(t *testing.T) {
 	}
 }
 
+// TestDNSAtGateway: the gateway answers from the host's resolver, leaves out addresses the user may not reach
+// (localhost is 127.0.0.1, refused unless egress_allow names it), and survives garbage.
 func TestDNSAtGateway(t *testing.T) {
+	query := func(c *testClient) dnsmessage.Message {
+		t.Helper()
+		uc, err := gonet.DialUDP(c.st, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(gateway.AsSlice()), Port: 53}, ipv4.ProtocolNumber)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer uc.Close()
+		q := dnsmessage.Message{Header: dnsmessage.Header{ID: 42, RecursionDesired: true},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("localhost."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+		msg, _ := q.Pack()
+		uc.SetDeadline(time.Now().Add(5 * time.Second))
+		uc.Write([]byte{1, 2, 3}) // garbage: dropped, no crash
+		uc.Write(msg)
+		b := make([]byte, 1500)
+		n, err := uc.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r dnsmessage.Message
+		if err := r.Unpack(b[:n]); err != nil {
+			t.Fatal(err)
+		}
+		if r.ID != 42 || r.RCode != dnsmessage.RCodeSuccess {
+			t.Fatalf("answer %+v", r)
+		}
+		return r
+	}
 	s, c := newTestStack(t, nil, nil)
-	uc, err := gonet.DialUDP(c.st, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(gateway.AsSlice()), Port: 53}, ipv4.ProtocolNumber)
-	if err != nil {
-		t.Fatal(err)
+	if r := query(c); len(r.Answers) != 0 || s.Stats().DNSFiltered != 1 || s.Stats().DNSQueries != 1 {
+		t.Fatalf("localhost without egress_allow: answers %v, stats %+v; want none, one filtered", r.Answers, s.Stats())
 	}
-	defer uc.Close()
-	q := dnsmessage.Message{Header: dnsmessage.Header{ID: 42, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("localhost."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
-	msg, _ := q.Pack()
-	uc.SetDeadline(time.Now().Add(5 * time.Second))
-	uc.Write(msg)
-	b := make([]byte, 1500)
-	n, err := uc.Read(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r dnsmessage.Message
-	if err := r.Unpack(b[:n]); err != nil {
-		t.Fatal(err)
-	}
-	if r.ID != 42 || r.RCode != dnsmessage.RCodeSuccess || len(r.Answers) == 0 {
-		t.Fatalf("answer %+v", r)
+	_, c = newTestStack(t, loopback, nil)
+	r := query(c)
+	if len(r.Answers) == 0 {
+		t.Fatalf("localhost with egress_allow: no answer")
 	}
 	if a, ok := r.Answers[0].Body.(*dnsmessage.AResource); !ok || netip.AddrFrom4(a.A) != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("answer %v", r.Answers[0].Body)
 	}
-	uc.Write([]byte{1, 2, 3}) // garbage: dropped, no crash
-	if s.Stats().DNSQueries != 1 {
-		t.Fatalf("stats %+v", s.Stats())
+}
+
+// TestDNSUpstream: dns_upstream servers answer instead of the host's resolver.
+func TestDNSUpstream(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() { // a one-record DNS server: every A query is 10.77.0.9
+		b := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			var m dnsmessage.Message
+			if m.Unpack(b[:n]) != nil || len(m.Questions) == 0 {
+				continue
+			}
+			m.Response = true
+			m.Answers = []dnsmessage.Resource{{Header: dnsmessage.ResourceHeader{Name: m.Questions[0].Name, Type: dnsmessage.TypeA,
+				Class: dnsmessage.ClassINET, TTL: 5}, Body: &dnsmessage.AResource{A: [4]byte{10, 77, 0, 9}}}}
+			out, _ := m.Pack()
+			pc.WriteTo(out, from)
+		}
+	}()
+	res := upstreamResolver([]netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := res.LookupNetIP(ctx, "ip4", "anything.example")
+	if err != nil || len(addrs) != 1 || addrs[0] != netip.MustParseAddr("10.77.0.9") {
+		t.Fatalf("lookup through the upstream: %v %v", addrs, err)
 	}
 }
 

@@ -26,12 +26,14 @@ const (
 // forwarder ignores SYN retransmits while a request is in flight.
 func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
+	start := time.Now()
 	src, dst := toAddr(id.RemoteAddress), toAddr(id.LocalAddress)
 	p := s.lookup(src)
 	if p == nil || p.closed.Load() || s.ctx.Err() != nil {
 		r.Complete(true)
 		return
 	}
+	srcAP, dstAP := netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort)
 	if dst == s.cfg.Gateway {
 		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireFlow() {
 			defer p.releaseFlow()
@@ -46,11 +48,13 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if v := s.decide(p, dst); v != egress.Allow {
 		s.stats.refusedPolicy.Add(1)
 		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "refused", v.String())
 		r.Complete(true)
 		return
 	}
 	if !p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
 		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
+		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "refused", "restrict_user_to_ports")
 		r.Complete(true)
 		return
 	}
@@ -73,10 +77,17 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	if err != nil {
 		p.releaseOpening()
 		s.stats.tcpDialFailed.Add(1)
-		// Refused: reset, as the destination did. Anything else (timeout, unreachable): stay silent and let the
-		// client time out, as on a real network.
-		r.Complete(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET))
+		// Refused: reset, as the destination did. No route or no host: ICMP unreachable, as a router says. A
+		// timeout: silence, and the client times out as on a real network.
+		switch {
+		case errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH):
+			r.Complete(false)
+			p.dialUnreachable(dstAP, id.RemotePort, errors.Is(err, syscall.ENETUNREACH))
+		default:
+			r.Complete(errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET))
+		}
 		s.log.Debug("TCP dial failed", "user", p.sess.User, "dst", netip.AddrPortFrom(dst, id.LocalPort), "err", err)
+		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "failed", err.Error())
 		return
 	}
 	hcc, ok := hc.(halfCloser)
@@ -101,8 +112,9 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	p.wg.Add(1)
 	defer p.wg.Done()
-	up, down := relay(c, hcc)
+	nUp, nDown, up, down := relay(c, hcc)
 	p.untrack(ab, hc)
+	s.logFlow(p, "tcp", srcAP, dstAP, start, nUp, nDown, "ended", "")
 	if up != nil || down != nil {
 		s.log.Debug("TCP flow ended with an error", "user", p.sess.User, "dst", netip.AddrPortFrom(dst, id.LocalPort), "client_to_host", up, "host_to_client", down)
 	}

@@ -24,6 +24,7 @@ const (
 // Returning true means "handled": refused datagrams are dropped silently.
 func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 	id := r.ID()
+	start := time.Now()
 	src, dst := toAddr(id.RemoteAddress), toAddr(id.LocalAddress)
 	p := s.lookup(src)
 	if p == nil || p.closed.Load() || s.ctx.Err() != nil {
@@ -37,10 +38,12 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 		if v := s.decide(p, dst); v != egress.Allow {
 			s.stats.refusedPolicy.Add(1)
 			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+			s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, 0, 0, "refused", v.String())
 			return true
 		}
 		if !p.allowPort(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
 			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
+			s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, 0, 0, "refused", "restrict_user_to_ports")
 			return true
 		}
 	}
@@ -70,24 +73,30 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 			s.serveDNSUDP(p, c)
 			return
 		}
-		s.relayUDP(p, c, netip.AddrPortFrom(dst, id.LocalPort))
+		up, down, err := s.relayUDP(p, c, netip.AddrPortFrom(dst, id.LocalPort))
+		verdict, reason := "ended", ""
+		if err != nil {
+			verdict, reason = "failed", err.Error()
+		}
+		s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, up, down, verdict, reason)
 	}()
 	return true
 }
 
 // relayUDP forwards datagrams between the client's flow c and a host socket connected to dst, until the flow has
 // been idle for UDPIdleTimeout or the port closes.
-func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) {
+// It returns the bytes each way (client to host, host to client).
+func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) (up, down int64, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
 	hc, err := s.dialer.DialContext(ctx, "udp", dst.String())
 	cancel()
 	if err != nil {
 		s.log.Debug("UDP dial failed", "user", p.sess.User, "dst", dst, "err", err)
-		return
+		return 0, 0, err
 	}
 	if !p.track(hc) {
 		hc.Close()
-		return
+		return 0, 0, nil
 	}
 	defer p.untrack(hc)
 	var once sync.Once
@@ -98,28 +107,30 @@ func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		copyDatagrams(hc, c, idle, s.cfg.UDPIdleTimeout)
+		up = copyDatagrams(hc, c, idle, s.cfg.UDPIdleTimeout)
 		stop()
 	}()
-	copyDatagrams(c, hc, idle, s.cfg.UDPIdleTimeout)
+	down = copyDatagrams(c, hc, idle, s.cfg.UDPIdleTimeout)
 	stop()
 	wg.Wait()
+	return up, down, nil
 }
 
 var datagramBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
 
-// copyDatagrams copies datagrams from src to dst, extending the idle timer on each.
-func copyDatagrams(dst, src net.Conn, idle *time.Timer, d time.Duration) {
+// copyDatagrams copies datagrams from src to dst, extending the idle timer on each; it returns the bytes copied.
+func copyDatagrams(dst, src net.Conn, idle *time.Timer, d time.Duration) (total int64) {
 	bp := datagramBufs.Get().(*[]byte)
 	defer datagramBufs.Put(bp)
 	for {
 		n, err := src.Read(*bp)
 		if err != nil {
-			return
+			return total
 		}
 		idle.Reset(d)
 		if _, err := dst.Write((*bp)[:n]); err != nil {
-			return
+			return total
 		}
+		total += int64(n)
 	}
 }

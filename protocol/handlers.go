@@ -385,7 +385,10 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 			h("X-CSTP-Split-Exclude-IP6", r.Masked().String())
 		}
 	}
-	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all))
+	for _, d := range s.cfg.SplitDNS {
+		h("X-CSTP-Split-DNS", d)
+	}
+	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all || s.cfg.TunnelAllDNS))
 	h("X-CSTP-Keepalive", secs(sess.ucfg.Keepalive))
 	if idle > 0 {
 		h("X-CSTP-Idle-Timeout", secs(idle))

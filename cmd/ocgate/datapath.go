@@ -10,6 +10,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -33,6 +34,7 @@ type wiredDatapath struct {
 	datapath.Datapath
 	scripts    protocol.ScriptRunner
 	defaultDNS []netip.Addr
+	flowLog    *os.File // closed with the datapath
 	helper     *egress.HelperClient
 	helperCmd  *exec.Cmd
 	socksDone  chan struct{} // closed when the SOCKS5 ingress has stopped (netstack with socks5_listen)
@@ -46,6 +48,18 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 	}
 	switch cfg.Datapath {
 	case "netstack":
+		var flowLog io.Writer
+		switch cfg.FlowLog {
+		case "":
+		case "-":
+			flowLog = os.Stderr
+		default:
+			f, err := os.OpenFile(cfg.FlowLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("flow_log: %w", err)
+			}
+			flowLog, w.flowLog = f, f
+		}
 		keepalive := cfg.TCPKeepalive
 		if keepalive == 0 {
 			keepalive = -1 // tcp_keepalive = 0: none (the netstack's zero means its default)
@@ -58,6 +72,8 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 			ServeDNS: len(cfg.DNS) == 0,
 			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
 			ICMP:     cfg.ICMPEcho,
+			Upstream: cfg.DNSUpstream,
+			FlowLog:  flowLog,
 			Logger:   log.With("component", "netstack"),
 
 			MaxFlowsPerSession:    cfg.MaxFlowsPerSession,
@@ -125,7 +141,10 @@ func (w *wiredDatapath) startSOCKS(dp *netstack.Stack, cfg *config.Config, log *
 }
 
 func (w *wiredDatapath) Close() error {
-	err := w.Datapath.Close() // a netstack's Close also stops the SOCKS5 ingress
+	err := w.Datapath.Close()
+	if w.flowLog != nil {
+		w.flowLog.Close()
+	} // a netstack's Close also stops the SOCKS5 ingress
 	if w.socksDone != nil {
 		<-w.socksDone
 	}

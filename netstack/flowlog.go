@@ -1,0 +1,44 @@
+package netstack
+
+// The flow log (flow_log, off by default): one JSON line per flow that ended or was refused, for audit and
+// debugging. Lines are written whole under a lock; a failing writer loses lines, never flows.
+
+import (
+	"encoding/json"
+	"net/netip"
+	"time"
+)
+
+// FlowRecord is one line of the flow log.
+type FlowRecord struct {
+	Time       time.Time `json:"time"`             // when the flow ended or was refused
+	User       string    `json:"user"`             // the session's user
+	Session    uint64    `json:"session"`          // the session's ID
+	Proto      string    `json:"proto"`            // "tcp" or "udp"
+	Src        string    `json:"src"`              // client address:port (inside the tunnel)
+	Dst        string    `json:"dst"`              // destination address:port
+	BytesUp    int64     `json:"bytes_up"`         // client → destination
+	BytesDown  int64     `json:"bytes_down"`       // destination → client
+	DurationMS int64     `json:"duration_ms"`      // from the first packet to the end
+	Verdict    string    `json:"verdict"`          // "ended", "refused" or "failed"
+	Reason     string    `json:"reason,omitempty"` // why it was refused or failed
+}
+
+// logFlow writes one record when the flow log is on.
+func (s *Stack) logFlow(p *port, proto string, src, dst netip.AddrPort, start time.Time, up, down int64, verdict, reason string) {
+	if s.cfg.FlowLog == nil {
+		return
+	}
+	now := time.Now()
+	rec := FlowRecord{Time: now.UTC(), User: p.sess.User, Session: p.sess.ID, Proto: proto, Src: src.String(),
+		Dst: dst.String(), BytesUp: up, BytesDown: down, DurationMS: now.Sub(start).Milliseconds(), Verdict: verdict,
+		Reason: reason}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	s.flowMu.Lock()
+	s.cfg.FlowLog.Write(b)
+	s.flowMu.Unlock()
+}
