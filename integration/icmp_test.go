@@ -45,6 +45,12 @@ func TestICMPEcho(t *testing.T) {
 				if o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "20", "http://10.77.0.99:8080/"); code != 7 {
 					t.Errorf("TCP to an unroutable host: curl exit %d %q, want 7 (unreachable)", code, o)
 				}
+				// UDP to a closed port of a reachable host: ICMP port unreachable comes back to the client,
+				// whose connected socket (bash's /dev/udp) reports it.
+				o, _ := c.ns.output(30*time.Second, "bash", "-c", "exec 3<>/dev/udp/10.77.0.1/9; echo x >&3; read -t 5 <&3")
+				if !strings.Contains(o, "Connection refused") {
+					t.Errorf("UDP to a closed port: %q, want the client's socket to see Connection refused", o)
+				}
 			}
 			c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "route", "add", "10.88.0.1/32", "dev", "tun0")
 			out, _ := c.ns.output(15*time.Second, "ping", "-c", "1", "-W", "3", "10.88.0.1")

@@ -321,6 +321,11 @@ func (p *port) takeEcho6(pkt []byte) bool {
 // unreachable6 builds ICMPv6 destination unreachable, administratively prohibited (type 1 code 1) from the
 // gateway about the client's packet orig (as much of it as fits in 1280 bytes, RFC 4443).
 func unreachable6(gw netip.Addr, orig []byte) []byte {
+	return unreachable6code(gw, orig, header.ICMPv6Prohibited)
+}
+
+// unreachable6code is unreachable6 with another destination-unreachable code.
+func unreachable6code(gw netip.Addr, orig []byte, code header.ICMPv6Code) []byte {
 	if !gw.Is6() {
 		return nil
 	}
@@ -332,7 +337,7 @@ func unreachable6(gw netip.Addr, orig []byte) []byte {
 		HopLimit: 64, SrcAddr: tcpip.AddrFrom16(gw.As16()), DstAddr: oip.SourceAddress()})
 	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
 	ic.SetType(header.ICMPv6DstUnreachable)
-	ic.SetCode(header.ICMPv6Prohibited)
+	ic.SetCode(code)
 	copy(ic[header.ICMPv6DstUnreachableMinimumSize:], orig[:quote])
 	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: ip.SourceAddress(), Dst: ip.DestinationAddress()}))
 	return pkt
@@ -399,4 +404,29 @@ func (p *port) dialUnreachable(dst netip.AddrPort, srcPort uint16, netUnreachabl
 	p.s.stats.icmpErrors.Add(1)
 	p.deliverICMP(unreachable(p.s.cfg.Gateway, q, code))
 	return true
+}
+
+// udpUnreachable tells the client that the destination of its UDP flow src → dst refused it (the host got ICMP
+// port unreachable): ICMP(v6) port unreachable quoting a header of the flow (the client matches it by addresses
+// and ports).
+func (p *port) udpUnreachable(src, dst netip.AddrPort) {
+	udp := make([]byte, header.UDPMinimumSize)
+	header.UDP(udp).Encode(&header.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: header.UDPMinimumSize})
+	var pkt []byte
+	if src.Addr().Is4() {
+		q := make([]byte, header.IPv4MinimumSize, header.IPv4MinimumSize+len(udp))
+		header.IPv4(q).Encode(&header.IPv4Fields{TotalLength: uint16(cap(q)), TTL: 64, Protocol: uint8(header.UDPProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4(src.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.Addr().As4())})
+		header.IPv4(q).SetChecksum(^header.IPv4(q).CalculateChecksum())
+		pkt = unreachable(p.s.cfg.Gateway, append(q, udp...), header.ICMPv4PortUnreachable)
+	} else {
+		q := make([]byte, header.IPv6MinimumSize, header.IPv6MinimumSize+len(udp))
+		header.IPv6(q).Encode(&header.IPv6Fields{PayloadLength: uint16(len(udp)), TransportProtocol: header.UDPProtocolNumber,
+			HopLimit: 64, SrcAddr: tcpip.AddrFrom16(src.Addr().As16()), DstAddr: tcpip.AddrFrom16(dst.Addr().As16())})
+		pkt = unreachable6code(p.s.cfg.Gateway6, append(q, udp...), header.ICMPv6PortUnreachable)
+	}
+	if pkt != nil {
+		p.s.stats.icmpErrors.Add(1)
+		p.deliverICMP(pkt)
+	}
 }

@@ -2,9 +2,11 @@ package netstack
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
@@ -73,7 +75,7 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 			s.serveDNSUDP(p, c)
 			return
 		}
-		up, down, err := s.relayUDP(p, c, netip.AddrPortFrom(dst, id.LocalPort))
+		up, down, err := s.relayUDP(p, c, netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort))
 		verdict, reason := "ended", ""
 		if err != nil {
 			verdict, reason = "failed", err.Error()
@@ -86,7 +88,9 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 // relayUDP forwards datagrams between the client's flow c and a host socket connected to dst, until the flow has
 // been idle for UDPIdleTimeout or the port closes.
 // It returns the bytes each way (client to host, host to client).
-func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) (up, down int64, err error) {
+// A destination port that answers with ICMP port unreachable makes the flow end, and the client gets ICMP port
+// unreachable too.
+func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, src, dst netip.AddrPort) (up, down int64, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, tcpDialTimeout)
 	hc, err := s.dialer.DialContext(ctx, "udp", dst.String())
 	cancel()
@@ -104,32 +108,38 @@ func (s *Stack) relayUDP(p *port, c *gonet.UDPConn, dst netip.AddrPort) (up, dow
 	idle := time.AfterFunc(s.cfg.UDPIdleTimeout, stop)
 	defer idle.Stop()
 	var wg sync.WaitGroup
+	var errUp, errDown error
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		up = copyDatagrams(hc, c, idle, s.cfg.UDPIdleTimeout)
+		up, errUp = copyDatagrams(hc, c, idle, s.cfg.UDPIdleTimeout)
 		stop()
 	}()
-	down = copyDatagrams(c, hc, idle, s.cfg.UDPIdleTimeout)
+	down, errDown = copyDatagrams(c, hc, idle, s.cfg.UDPIdleTimeout)
 	stop()
 	wg.Wait()
+	if errors.Is(errUp, syscall.ECONNREFUSED) || errors.Is(errDown, syscall.ECONNREFUSED) {
+		p.udpUnreachable(src, dst)
+		return up, down, errors.New("port unreachable")
+	}
 	return up, down, nil
 }
 
 var datagramBufs = sync.Pool{New: func() any { b := make([]byte, maxDatagram); return &b }}
 
-// copyDatagrams copies datagrams from src to dst, extending the idle timer on each; it returns the bytes copied.
-func copyDatagrams(dst, src net.Conn, idle *time.Timer, d time.Duration) (total int64) {
+// copyDatagrams copies datagrams from src to dst, extending the idle timer on each; it returns the bytes copied
+// and the error that ended the copy.
+func copyDatagrams(dst, src net.Conn, idle *time.Timer, d time.Duration) (total int64, err error) {
 	bp := datagramBufs.Get().(*[]byte)
 	defer datagramBufs.Put(bp)
 	for {
 		n, err := src.Read(*bp)
 		if err != nil {
-			return total
+			return total, err
 		}
 		idle.Reset(d)
 		if _, err := dst.Write((*bp)[:n]); err != nil {
-			return total
+			return total, err
 		}
 		total += int64(n)
 	}
