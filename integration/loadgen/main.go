@@ -57,6 +57,7 @@ func main() {
 	fs.StringVar(&cfg.Target, "target", "", "ping: IP (ICMP echo) or IP:PORT (UDP echo) inside the tunnel; default the first pushed DNS server")
 	fs.StringVar(&cfg.BulkTarget, "bulk-target", "", "bulk: IP:PORT of a \"loadgen --serve\" target, reached through the tunnel")
 	fs.StringVar(&cfg.BulkDir, "bulk-dir", cfg.BulkDir, "bulk: down, up or both (two TCP connections per session)")
+	fs.IntVar(&cfg.Flows, "flows", 1000, "flows: TCP connections each session opens to --bulk-target and holds")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to hold the sessions (idle) or push traffic (ping, bulk)")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "bulk: traffic before the measured window starts")
 	fs.BoolVar(&cfg.DTLS, "dtls", cfg.DTLS, "establish DTLS (PSK-NEGOTIATE) and require it; --dtls=false for CSTP only")
@@ -139,6 +140,7 @@ type config struct {
 	Size                            int
 	Target                          string
 	BulkTarget, BulkDir             string
+	Flows                           int
 	Duration, Warmup                time.Duration
 	DTLS, PionRecords               bool
 	ServerPIDs                      []int

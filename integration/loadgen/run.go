@@ -38,6 +38,7 @@ type Report struct {
 	Server *ServerReport `json:"server,omitempty"`
 	Ping   *PingReport   `json:"ping,omitempty"`
 	Bulk   *BulkReport   `json:"bulk,omitempty"`
+	Flows  *FlowsReport  `json:"flows,omitempty"`
 
 	LoadgenCPUSeconds float64 `json:"loadgen_cpu_seconds"`
 }
@@ -142,8 +143,15 @@ func (c *config) validate() error {
 		if c.Duration <= 0 {
 			return errors.New("bulk needs --duration > 0")
 		}
+	case "flows":
+		if _, err := netip.ParseAddrPort(c.BulkTarget); err != nil {
+			return fmt.Errorf("--bulk-target: want IP:PORT: %v", err)
+		}
+		if c.Flows <= 0 || c.Flows > 100000 {
+			return errors.New("--flows must be 1..100000")
+		}
 	default:
-		return fmt.Errorf("--mode %q: want idle, ping or bulk", c.Mode)
+		return fmt.Errorf("--mode %q: want idle, ping, bulk or flows", c.Mode)
 	}
 	return nil
 }
@@ -280,6 +288,8 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 		rep.Ping = runPing(ctx, c, sessions, errs, progress)
 	case "bulk":
 		rep.Bulk = runBulk(ctx, c, sessions, errs, progress, srv)
+	case "flows":
+		rep.Flows = runFlows(ctx, c, sessions, errs, progress, srv)
 	}
 	if srv != nil {
 		if rep.Bulk != nil {
@@ -484,6 +494,10 @@ func (r *Report) print(w io.Writer) {
 	if p := r.Ping; p != nil {
 		fmt.Fprintf(w, "ping          %s, %d sent, %d answered (%.2f%% lost), RTT p50 %.2f ms p99 %.2f ms max %.2f ms\n",
 			p.Target, p.Sent, p.Received, p.LossPercent, p.RTT.P50, p.RTT.P99, p.RTT.Max)
+	}
+	if f := r.Flows; f != nil {
+		fmt.Fprintf(w, "flows         %d of %d TCP connections open in %.2f s: %.0f flows/s; server RSS +%d KiB = %.1f KiB per flow\n",
+			f.Open, f.Requested, f.Seconds, f.PerSecond, f.RSSDeltaKiB, f.RSSPerFlowKiB)
 	}
 	if b := r.Bulk; b != nil {
 		fmt.Fprintf(w, "bulk          %s to %s, %d sessions, %d connections, %.2f s window\n", b.Dir, b.Target, b.Sessions, b.Conns, b.Seconds)

@@ -455,3 +455,87 @@ func (t *target) Close() {
 	t.mu.Unlock()
 	t.wg.Wait()
 }
+
+// FlowsReport is what --mode flows measured: many concurrent TCP connections through the sessions.
+type FlowsReport struct {
+	Requested     int     `json:"requested"`
+	Open          int     `json:"open"`
+	Seconds       float64 `json:"seconds"`
+	PerSecond     float64 `json:"flows_per_second"`
+	RSSDeltaKiB   int64   `json:"server_rss_delta_kib"`
+	RSSPerFlowKiB float64 `json:"server_rss_per_flow_kib"`
+}
+
+// runFlows opens --flows TCP connections per session to the target ('U': it reads and discards, so they stay
+// idle), all at once, holds them for --duration and reports the setup rate and the server's RSS per flow.
+func runFlows(ctx context.Context, c config, sessions []*client.Session, errs *errorCounter, progress io.Writer, srv *procSampler) *FlowsReport {
+	target := netip.MustParseAddrPort(c.BulkTarget)
+	rep := &FlowsReport{Requested: c.Flows * len(sessions)}
+	var before int64
+	if srv != nil {
+		if s, err := srv.sample(); err == nil {
+			before = int64(s.rssKiB)
+		}
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var nets []*client.Net
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+		for _, n := range nets {
+			n.Close()
+		}
+	}()
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(c.Concurrency, 1))
+	for _, s := range sessions {
+		n, err := client.NewNet(s)
+		if err != nil {
+			errs.add("flows: stack: " + cause(err))
+			continue
+		}
+		nets = append(nets, n)
+		for range c.Flows {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				conn, err := n.DialTCP(dctx, target)
+				cancel()
+				if err != nil {
+					errs.add("flows: dial: " + cause(err))
+					return
+				}
+				conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				if _, err := conn.Write([]byte{'U'}); err != nil {
+					errs.add("flows: " + cause(err))
+					conn.Close()
+					return
+				}
+				mu.Lock()
+				conns = append(conns, conn)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	rep.Seconds = time.Since(start).Seconds()
+	rep.Open = len(conns)
+	if rep.Seconds > 0 {
+		rep.PerSecond = float64(rep.Open) / rep.Seconds
+	}
+	stop := startProgress(progress, func() string { return fmt.Sprintf("holding %d flows", rep.Open) })
+	sleepCtx(ctx, c.Duration)
+	stop()
+	if srv != nil && rep.Open > 0 {
+		if s, err := srv.sample(); err == nil {
+			rep.RSSDeltaKiB = int64(s.rssKiB) - before
+			rep.RSSPerFlowKiB = float64(rep.RSSDeltaKiB) / float64(rep.Open)
+		}
+	}
+	return rep
+}
