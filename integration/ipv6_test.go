@@ -21,7 +21,15 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	ns.must("ip", "-n", ns.name, "addr", "add", "fd98::1/128", "dev", "lo")
 	p := ns.start(nil, targetBin, "-listen", "[fd99::1]:8080,[fd98::1]:8080")
 	waitFor(t, 10*time.Second, "the IPv6 target", func() bool { return strings.Contains(p.out.String(), "ready") || p.exited() })
-	r := newRigIn(t, ns, false, "ipv6_network = \"fd00:77::/64\"\nroute = [\"10.77.0.0/24\", \"fd99::/64\"]")
+	// dual.test has an IPv6 address the server's host cannot reach (no route to fd97::/64) and an IPv4 one.
+	hosts := filepath.Join("/etc/netns", ns.name, "hosts")
+	f0, err := os.OpenFile(hosts, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f0.WriteString("fd97::1 dual.test\n10.77.0.1 dual.test\n")
+	f0.Close()
+	r := newRigIn(t, ns, false, "ipv6_network = \"fd00:77::/64\"\nroute = [\"10.77.0.0/24\", \"fd99::/64\", \"fd97::/64\"]")
 	c := r.connect(vpnUser)
 	out := c.proc.out.String()
 	if !strings.Contains(out, "X-CSTP-Address-IP6: fd00:77::") {
@@ -54,6 +62,20 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	o, code = c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd99::1]:8080/hello")
 	if code != 0 || !strings.Contains(o, "hello from [fd99::1]:8080") {
 		t.Fatalf("hello over IPv6: exit %d %q", code, o)
+	}
+	// The client resolves through the tunnel (its namespace's resolv.conf names the pushed DNS server) and
+	// connects to dual.test over IPv6; the server's host has no IPv6 route there, so the flow goes to the name's
+	// IPv4 address.
+	os.MkdirAll(filepath.Join("/etc/netns", c.ns.name), 0o755) // removed with the namespace
+	if err := os.WriteFile(filepath.Join("/etc/netns", c.ns.name, "resolv.conf"), []byte("nameserver 10.250.77.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o, code = c.ns.output(30*time.Second, "curl", "-6", "-sS", "--max-time", "10", "http://dual.test:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from 10.77.0.1:8080") {
+		t.Fatalf("dual.test over IPv6 with no IPv6 path on the host: exit %d %q, want the IPv4 address's answer", code, o)
+	}
+	if !strings.Contains(r.s.stderr.String(), "using its name's IPv4 address") {
+		t.Fatalf("the server did not log the IPv4 fallback:\n%s", r.s.stderr.String())
 	}
 	// Ping over IPv6: re-originated from the host (here with the system ping), answered only when the host is up.
 	if !c.ping("fd99::1") {

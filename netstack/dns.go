@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"ocgate/egress"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -115,6 +116,9 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 			if p != nil && s.decide(p, a) != egress.Allow {
 				s.stats.dnsFiltered.Add(1)
 				continue
+			}
+			if a.Is6() {
+				s.names.remember(a, name)
 			}
 			hdr.Type = q.Type
 			if q.Type == dnsmessage.TypeA && a.Is4() {
@@ -222,4 +226,69 @@ func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
 		}
 		return nil, err
 	}}
+}
+
+// nameCache remembers which name each IPv6 address the built-in DNS handed out belongs to, so that a flow to an
+// IPv6 address the host cannot reach can use the same name's IPv4 address instead. Bounded; entries expire.
+type nameCache struct {
+	mu    sync.Mutex
+	names map[netip.Addr]cachedName // guarded by mu
+}
+
+type cachedName struct {
+	name    string
+	expires time.Time
+}
+
+const (
+	nameCacheMax = 4096
+	nameCacheTTL = 10 * time.Minute
+)
+
+func (c *nameCache) remember(a netip.Addr, name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.names == nil {
+		c.names = make(map[netip.Addr]cachedName)
+	}
+	if len(c.names) >= nameCacheMax {
+		now := time.Now()
+		for k, v := range c.names {
+			if now.After(v.expires) || len(c.names) >= nameCacheMax {
+				delete(c.names, k)
+			}
+		}
+	}
+	c.names[a] = cachedName{name: name, expires: time.Now().Add(nameCacheTTL)}
+}
+
+func (c *nameCache) lookup(a netip.Addr) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.names[a]
+	if !ok || time.Now().After(v.expires) {
+		return "", false
+	}
+	return v.name, true
+}
+
+// ipv4Fallback finds an IPv4 address of the name the built-in DNS gave dst for, that p's user may reach.
+func (s *Stack) ipv4Fallback(p *port, dst netip.Addr, port uint16) (netip.Addr, bool) {
+	name, ok := s.names.lookup(dst)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, dnsTimeout)
+	defer cancel()
+	addrs, err := s.cfg.Resolver.LookupNetIP(ctx, "ip4", name)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is4() && s.decide(p, a) == egress.Allow && p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(a, port)) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }

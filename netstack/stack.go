@@ -112,6 +112,7 @@ type Stack struct {
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
 
 	flowMu sync.Mutex                           // serialises flow log lines
+	names  nameCache                            // IPv6 address → the name the built-in DNS answered it for
 	mu     sync.Mutex                           // serialises changes of ports
 	ports  atomic.Pointer[map[netip.Addr]*port] // immutable snapshot: address → session
 	closed bool                                 // guarded by mu

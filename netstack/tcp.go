@@ -69,6 +69,14 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	hc, err := s.dialTCP(netip.AddrPortFrom(dst, id.LocalPort))
+	if dst.Is6() && (errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)) {
+		// The host cannot reach this IPv6 address; if the client got it from our DNS for a name that also has
+		// an IPv4 address the user may reach, the flow goes there instead (dns.go).
+		if alt, ok := s.ipv4Fallback(p, dst, id.LocalPort); ok {
+			s.log.Debug("IPv6 destination unreachable from the host: using its name's IPv4 address", "user", p.sess.User, "dst", dst, "via", alt)
+			hc, err = s.dialTCP(netip.AddrPortFrom(alt, id.LocalPort))
+		}
+	}
 	if errors.Is(err, errDialLimit) {
 		p.releaseOpening()
 		r.Complete(true)
