@@ -25,6 +25,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/net/ipv4"
 )
 
 const (
@@ -165,11 +166,19 @@ var sealBufs = sync.Pool{New: func() any {
 
 // write seals plaintext (type || payload) into one application-data record and sends it.
 func (f *dtlsFast) write(plaintext []byte) error {
-	seq := f.sendSeq.Add(1)
-	seqNum := uint64(f.epoch)<<48 | seq&(1<<48-1)
 	sc := sealBufs.Get().(*sealScratch)
 	defer sealBufs.Put(sc)
-	rec := sc.rec[:dtlsRecordHeaderLen]
+	rec := f.seal(sc, sc.rec[:0], plaintext)
+	_, err := f.pc.WriteToUDPAddrPort(rec, f.peer)
+	sc.rec = rec[:0]
+	return err
+}
+
+// seal appends to rec (empty, with room) one application-data record of plaintext, using sc's scratch space.
+func (f *dtlsFast) seal(sc *sealScratch, rec, plaintext []byte) []byte {
+	seq := f.sendSeq.Add(1)
+	seqNum := uint64(f.epoch)<<48 | seq&(1<<48-1)
+	rec = rec[:dtlsRecordHeaderLen]
 	rec[0], rec[1], rec[2] = recordAppData, 0xfe, 0xfd
 	binary.BigEndian.PutUint64(rec[3:11], seqNum)
 	ctLen := len(plaintext) + f.sendAEAD.Overhead()
@@ -184,10 +193,60 @@ func (f *dtlsFast) write(plaintext []byte) error {
 	} else {
 		binary.BigEndian.PutUint16(rec[11:13], uint16(ctLen))
 	}
-	rec = f.sendAEAD.Seal(rec, nonce, plaintext, aad)
-	_, err := f.pc.WriteToUDPAddrPort(rec, f.peer)
-	sc.rec = rec[:0]
-	return err
+	return f.sendAEAD.Seal(rec, nonce, plaintext, aad)
+}
+
+// dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2) (x/net/ipv4 WriteBatch)
+// when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's writer goroutine.
+type dtlsBatch struct {
+	f    *dtlsFast
+	pc   *ipv4.PacketConn
+	addr net.Addr
+	sc   sealScratch
+	bufs [dtlsBatchLen][]byte
+	msgs []ipv4.Message
+	n    int
+}
+
+const dtlsBatchLen = 32
+
+func newDTLSBatch(f *dtlsFast) *dtlsBatch {
+	b := &dtlsBatch{f: f, pc: ipv4.NewPacketConn(f.pc), addr: net.UDPAddrFromAddrPort(f.peer),
+		msgs: make([]ipv4.Message, dtlsBatchLen)}
+	for i := range b.bufs {
+		b.bufs[i] = make([]byte, 0, dtlsRecordHeaderLen+8+1+maxCSTPPayload+64)
+		b.msgs[i].Buffers = make([][]byte, 1)
+		b.msgs[i].Addr = b.addr
+	}
+	return b
+}
+
+// add seals plaintext into the batch, sending the batch first if it is full.
+func (b *dtlsBatch) add(plaintext []byte) error {
+	if b.n == dtlsBatchLen {
+		if err := b.flush(); err != nil {
+			return err
+		}
+	}
+	b.bufs[b.n] = b.f.seal(&b.sc, b.bufs[b.n][:0], plaintext)
+	b.msgs[b.n].Buffers[0] = b.bufs[b.n]
+	b.n++
+	return nil
+}
+
+// flush sends what the batch holds.
+func (b *dtlsBatch) flush() error {
+	msgs := b.msgs[:b.n]
+	for len(msgs) > 0 {
+		n, err := b.pc.WriteBatch(msgs, 0)
+		if err != nil {
+			b.n = 0
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	b.n = 0
+	return nil
 }
 
 // open decrypts the first application-data record of datagram b in place and returns its plaintext, or nil if

@@ -102,6 +102,9 @@ type tunnel struct {
 	dtlsStopped  bool           // guarded by dtlsMu
 	dtlsWG       sync.WaitGroup // DTLS read loops
 	switchToTCP  time.Duration
+
+	dbatch     *dtlsBatch // owned by writeLoop: fast-path records waiting for sendmmsg
+	dbatchConn *dtlsConn  // the association dbatch was made for
 }
 
 func newTunnel(sess *Session, conn net.Conn, batch *batchConn, br *bufio.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
@@ -195,6 +198,7 @@ func (t *tunnel) writeLoop() {
 		}
 		f.release()
 		if err == nil && len(t.data) == 0 && len(t.ctrl) == 0 {
+			t.flushDTLS()
 			err = t.batch.Flush()
 		}
 		if err != nil {
@@ -215,12 +219,34 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 	if c == nil {
 		return false
 	}
-	if err := c.WriteRecord(f.b[cstpHeaderLen-1 : f.n]); err != nil {
+	var err error
+	if c.fast != nil {
+		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
+		if t.dbatchConn != c {
+			t.flushDTLS()
+			t.dbatch, t.dbatchConn = newDTLSBatch(c.fast), c
+		}
+		err = t.dbatch.add(f.b[cstpHeaderLen-1 : f.n])
+	} else {
+		err = c.WriteRecord(f.b[cstpHeaderLen-1 : f.n])
+	}
+	if err != nil {
 		t.dropDTLS(c, "write error: "+err.Error())
 		return false
 	}
 	t.sess.dtlsTxBytes.Add(uint64(f.n - cstpHeaderLen))
 	return true
+}
+
+// flushDTLS sends the records batched for the fast path. A failed send loses that batch (DTLS is lossy anyway)
+// and drops the association, as a failed single write does.
+func (t *tunnel) flushDTLS() {
+	if t.dbatch == nil || t.dbatch.n == 0 {
+		return
+	}
+	if err := t.dbatch.flush(); err != nil {
+		t.dropDTLS(t.dbatchConn, "write error: "+err.Error())
+	}
 }
 
 // dtlsEstablished takes a new DTLS association for this tunnel (a client's re-handshake replaces the old one).
