@@ -12,15 +12,20 @@ type batchConn struct {
 	net.Conn
 
 	mu       sync.Mutex
-	batching bool   // guarded by mu
-	buf      []byte // guarded by mu: pending bytes, flushed before it would exceed batchSize
-	err      error  // guarded by mu: first write error, returned forever after
+	batching bool    // guarded by mu
+	buf      []byte  // guarded by mu: pending bytes, flushed before it would exceed batchSize
+	bufp     *[]byte // guarded by mu: the pooled buffer buf lives in, nil between bursts
+	err      error   // guarded by mu: first write error, returned forever after
 }
 
 // batchSize bounds the buffered bytes: about four maximum TLS records, few enough to keep latency low.
 const batchSize = 64 << 10
 
 func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
+
+// batchBufs lends the buffer for one burst: a connection holds one only between its first buffered write and the
+// flush, so idle tunnels (most of them) hold none.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, batchSize); return &b }}
 
 // Write sends p at once, or buffers it while batching is on.
 func (c *batchConn) Write(p []byte) (int, error) {
@@ -47,8 +52,9 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		c.err = err
 		return n, err
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, 0, batchSize)
+	if c.bufp == nil {
+		c.bufp = batchBufs.Get().(*[]byte)
+		c.buf = (*c.bufp)[:0]
 	}
 	c.buf = append(c.buf, p...)
 	return len(p), nil
@@ -77,7 +83,9 @@ func (c *batchConn) flushLocked() error {
 		return c.err
 	}
 	_, err := c.Conn.Write(c.buf)
-	c.buf = c.buf[:0]
+	*c.bufp = c.buf[:0]
+	batchBufs.Put(c.bufp)
+	c.buf, c.bufp = nil, nil
 	c.err = err
 	return err
 }

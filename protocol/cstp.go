@@ -63,12 +63,24 @@ func parseCSTPHeader(h []byte) (typ byte, n int, err error) {
 // readCSTPFrame reads one frame from r into buf (which must hold cstpHeaderLen+maxCSTPPayload bytes) and returns
 // its type and payload, a sub-slice of buf. It reads the stream as bytes, so any record layout is accepted.
 func readCSTPFrame(r io.Reader, buf []byte) (typ byte, payload []byte, err error) {
+	return readCSTPFrameInto(r, &buf)
+}
+
+// readCSTPFrameInto is readCSTPFrame into *bufp, which it grows (once, for good) when a frame does not fit: a
+// tunnel starts with a buffer for MTU-sized frames rather than the 16 KiB the protocol allows.
+func readCSTPFrameInto(r io.Reader, bufp *[]byte) (typ byte, payload []byte, err error) {
+	buf := *bufp
 	if _, err := io.ReadFull(r, buf[:cstpHeaderLen]); err != nil {
 		return 0, nil, err
 	}
 	typ, n, err := parseCSTPHeader(buf[:cstpHeaderLen])
 	if err != nil {
 		return 0, nil, err
+	}
+	if cstpHeaderLen+n > len(buf) {
+		grown := make([]byte, cstpHeaderLen+maxCSTPPayload)
+		copy(grown, buf[:cstpHeaderLen])
+		buf, *bufp = grown, grown
 	}
 	payload = buf[cstpHeaderLen : cstpHeaderLen+n]
 	if _, err := io.ReadFull(r, payload); err != nil {

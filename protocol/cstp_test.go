@@ -63,3 +63,16 @@ func FuzzReadCSTPFrame(f *testing.F) {
 		}
 	})
 }
+
+// A tunnel's read buffer starts small and grows once for a frame larger than an MTU.
+func TestReadCSTPFrameGrows(t *testing.T) {
+	big := bytes.Repeat([]byte{7}, 5000)
+	f := newFrame(pktData, big)
+	wire := bytes.Clone(f.b[:f.n])
+	f.release()
+	buf := make([]byte, cstpHeaderLen+100)
+	typ, got, err := readCSTPFrameInto(bytes.NewReader(wire), &buf)
+	if err != nil || typ != pktData || !bytes.Equal(got, big) || len(buf) < cstpHeaderLen+5000 {
+		t.Fatalf("typ %d, %d bytes, err %v, buffer %d", typ, len(got), err, len(buf))
+	}
+}

@@ -553,7 +553,7 @@ func (c *dtlsConn) ReadRecord(buf []byte) (int, error) {
 			pt, ok := c.fast.open(g.b[:g.n])
 			n := copy(buf, pt)
 			releaseDatagram(g)
-			if ok {
+			if ok && n == len(pt) {
 				return n, nil
 			}
 		case p := <-c.slow:

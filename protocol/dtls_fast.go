@@ -213,8 +213,7 @@ const dtlsBatchLen = 32
 func newDTLSBatch(f *dtlsFast) *dtlsBatch {
 	b := &dtlsBatch{f: f, pc: ipv4.NewPacketConn(f.pc), addr: net.UDPAddrFromAddrPort(f.peer),
 		msgs: make([]ipv4.Message, dtlsBatchLen)}
-	for i := range b.bufs {
-		b.bufs[i] = make([]byte, 0, dtlsRecordHeaderLen+8+1+maxCSTPPayload+64)
+	for i := range b.msgs {
 		b.msgs[i].Buffers = make([][]byte, 1)
 		b.msgs[i].Addr = b.addr
 	}
@@ -227,6 +226,11 @@ func (b *dtlsBatch) add(plaintext []byte) error {
 		if err := b.flush(); err != nil {
 			return err
 		}
+	}
+	// Buffers are allocated as deep as the batches get (a quiet tunnel holds one or two), sized for the usual
+	// MTU-sized record; a bigger one grows its buffer once.
+	if need := dtlsRecordHeaderLen + 8 + len(plaintext) + 16; cap(b.bufs[b.n]) < need {
+		b.bufs[b.n] = make([]byte, 0, max(need, 2048))
 	}
 	b.bufs[b.n] = b.f.seal(&b.sc, b.bufs[b.n][:0], plaintext)
 	b.msgs[b.n].Buffers[0] = b.bufs[b.n]

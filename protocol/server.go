@@ -388,7 +388,8 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 	// The whole authentication phase must finish within auth_timeout.
 	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 16<<10)}
+	// 4 KiB: header lines longer than that are read in pieces (readLine), CSTP frames pass through it.
+	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 4<<10)}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		st.local = la.AddrPort()
 	}

@@ -281,7 +281,13 @@ func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
 // measures the MTU with them, protocol.md §7.5).
 func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 	defer t.dtlsWG.Done()
-	buf := make([]byte, 1+maxCSTPPayload+64)
+	// pion's Read needs room for any record; the fast path's records come from datagrams of at most 2 KiB
+	// (bigger ones are dropped by ReadRecord rather than truncated).
+	size := 1 + maxCSTPPayload + 64
+	if c.fast != nil {
+		size = 2048
+	}
+	buf := make([]byte, size)
 	for {
 		n, err := c.ReadRecord(buf)
 		if err != nil {
@@ -399,9 +405,9 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // readLoop reads frames until the connection ends. It reports whether the client logged out (DISCONNECT with the
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
-	buf := make([]byte, cstpHeaderLen+maxCSTPPayload)
+	buf := make([]byte, cstpHeaderLen+smallFrameSize)
 	for {
-		typ, payload, err := readCSTPFrame(t.br, buf)
+		typ, payload, err := readCSTPFrameInto(t.br, &buf)
 		if err != nil {
 			t.end(readErrReason(err), noFrame)
 			return false
