@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -121,6 +123,12 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
+	// OCGATE_PPROF=127.0.0.1:6060 serves Go's profiler (net/http/pprof) there, for performance work only: never
+	// on a public address.
+	if addr := os.Getenv("OCGATE_PPROF"); addr != "" {
+		go func() { log.Warn("pprof listener ended", "err", http.ListenAndServe(addr, nil)) }()
+		log.Warn("profiling endpoint enabled (OCGATE_PPROF)", "addr", addr)
+	}
 	cfg := config.Default()
 	if f.config != "" {
 		var err error
