@@ -179,7 +179,7 @@ func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tun
 			p.allRoute = true
 		}
 	}
-	p.wbuf = make([]byte, vnetHdrRoom+65535)
+	p.wbuf = make([]byte, vnetHdrRoom+16384+64) // the largest CSTP payload; bigger packets are dropped and counted
 	p.wbufs = make([][]byte, 1)
 	return p
 }
