@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"net"
+	"ocgate/protocol/dtlsrec"
 	"testing"
 	"time"
 )
@@ -59,8 +60,7 @@ func TestDTLSBatchAllocs(t *testing.T) {
 	defer sink.Close()
 	block, _ := aes.NewCipher(make([]byte, 16))
 	gcm, _ := cipher.NewGCM(block)
-	f := &dtlsFast{pc: pc, peer: sink.LocalAddr().(*net.UDPAddr).AddrPort(), epoch: 1, sendAEAD: gcm,
-		sendIV: make([]byte, 4), explicitNonce: true}
+	f := &dtlsFast{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), pc: pc, peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	b := newDTLSBatch(f)
 	pkt := bytes.Repeat([]byte{0}, 1401)
 	if n := testing.AllocsPerRun(100, func() {

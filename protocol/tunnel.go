@@ -340,7 +340,7 @@ func (t *tunnel) stopDTLS() {
 	}
 	if c := t.dtls.Swap(nil); c != nil {
 		if c.fast != nil {
-			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", c.fast.rxBad.Load(),
+			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", c.fast.Bad.Load(),
 				"queue_full", c.assoc.d.stats.queueFull.Load())
 		}
 		c.Close()
