@@ -60,7 +60,7 @@ func TestDTLSBatchAllocs(t *testing.T) {
 	defer sink.Close()
 	block, _ := aes.NewCipher(make([]byte, 16))
 	gcm, _ := cipher.NewGCM(block)
-	f := &dtlsFast{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), pc: pc, peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
+	f := &dtlsFast{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), PC: pc, Peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	b := newDTLSBatch(f)
 	pkt := bytes.Repeat([]byte{0}, 1401)
 	if n := testing.AllocsPerRun(100, func() {

@@ -550,7 +550,7 @@ func (c *dtlsConn) ReadRecord(buf []byte) (int, error) {
 	for {
 		select {
 		case g := <-c.assoc.fastIn:
-			pt, ok := c.fast.open(g.b[:g.n])
+			pt, ok := c.fast.Open(g.b[:g.n])
 			n := copy(buf, pt)
 			releaseDatagram(g)
 			if ok && n == len(pt) {
@@ -574,7 +574,7 @@ func (c *dtlsConn) WriteRecord(p []byte) error {
 			return net.ErrClosed
 		default:
 		}
-		return c.fast.write(p)
+		return c.fast.Write(p)
 	}
 	_, err := c.conn.Write(p)
 	return err

@@ -7,7 +7,6 @@ package protocol
 import (
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/pion/dtls/v3"
 	"golang.org/x/net/ipv4"
@@ -21,44 +20,13 @@ const (
 )
 
 // dtlsFast is an association's record layer once pion's handshake is done.
-type dtlsFast struct {
-	*dtlsrec.Layer
-	pc   *net.UDPConn
-	peer netip.AddrPort
-}
+type dtlsFast = dtlsrec.Conn
 
 // newDTLSFast derives the record keys of an established pion connection (dtlsrec.ErrUnsupported for suites it
 // does not implement: those stay on pion's record layer).
 func newDTLSFast(conn *dtls.Conn, pc *net.UDPConn, peer netip.AddrPort) (*dtlsFast, error) {
-	l, err := dtlsrec.New(conn)
-	if err != nil {
-		return nil, err
-	}
-	return &dtlsFast{Layer: l, pc: pc, peer: peer}, nil
+	return dtlsrec.Dial(conn, pc, peer)
 }
-
-// sealScratch holds what one write needs, so that nothing escapes to the heap per record.
-type sealScratch struct {
-	rec []byte
-	sc  dtlsrec.Scratch
-}
-
-var sealBufs = sync.Pool{New: func() any {
-	return &sealScratch{rec: make([]byte, 0, dtlsRecordHeaderLen+8+1+maxCSTPPayload+64)}
-}}
-
-// write seals plaintext (type || payload) into one application-data record and sends it.
-func (f *dtlsFast) write(plaintext []byte) error {
-	s := sealBufs.Get().(*sealScratch)
-	defer sealBufs.Put(s)
-	rec := f.Seal(&s.sc, s.rec[:0], plaintext)
-	_, err := f.pc.WriteToUDPAddrPort(rec, f.peer)
-	s.rec = rec[:0]
-	return err
-}
-
-// open decrypts the application-data record at the start of datagram b in place (see dtlsrec.Layer.Open).
-func (f *dtlsFast) open(b []byte) ([]byte, bool) { return f.Open(b) }
 
 // dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2) (x/net/ipv4 WriteBatch)
 // when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's writer goroutine.
@@ -75,7 +43,7 @@ type dtlsBatch struct {
 const dtlsBatchLen = 32
 
 func newDTLSBatch(f *dtlsFast) *dtlsBatch {
-	b := &dtlsBatch{f: f, pc: ipv4.NewPacketConn(f.pc), addr: net.UDPAddrFromAddrPort(f.peer),
+	b := &dtlsBatch{f: f, pc: ipv4.NewPacketConn(f.PC), addr: net.UDPAddrFromAddrPort(f.Peer),
 		msgs: make([]ipv4.Message, dtlsBatchLen)}
 	for i := range b.msgs {
 		b.msgs[i].Buffers = make([][]byte, 1)

@@ -185,7 +185,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 					t.Fatalf("record %d server→client: %d bytes, %v", i, n, err)
 				}
 			}
-			if n := testing.AllocsPerRun(100, func() { c.fast.write(buf[:1400]) }); n != 0 {
+			if n := testing.AllocsPerRun(100, func() { c.fast.Write(buf[:1400]) }); n != 0 {
 				t.Errorf("fast write: %v allocations per record", n)
 			}
 		})

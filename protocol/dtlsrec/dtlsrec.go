@@ -18,6 +18,9 @@ import (
 	"encoding/gob"
 	"errors"
 	"hash"
+	"net"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/pion/dtls/v3"
@@ -277,4 +280,38 @@ func (l *Layer) markSeen(seq uint64) {
 		return
 	}
 	l.window |= 1 << (l.maxSeq - seq)
+}
+
+// Conn is a Layer bound to a UDP socket (possibly shared by many peers) and one peer.
+type Conn struct {
+	*Layer
+	PC   *net.UDPConn
+	Peer netip.AddrPort
+}
+
+// Dial derives conn's record keys (see New) and binds them to pc and peer.
+func Dial(conn *dtls.Conn, pc *net.UDPConn, peer netip.AddrPort) (*Conn, error) {
+	l, err := New(conn)
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Layer: l, PC: pc, Peer: peer}, nil
+}
+
+// writeScratch is what one Write works in, pooled so that nothing is allocated per record.
+type writeScratch struct {
+	rec []byte
+	sc  Scratch
+}
+
+var writeBufs = sync.Pool{New: func() any { return &writeScratch{rec: make([]byte, 0, 16384+128)} }}
+
+// Write seals plaintext into one application-data record and sends it to the peer.
+func (c *Conn) Write(plaintext []byte) error {
+	s := writeBufs.Get().(*writeScratch)
+	defer writeBufs.Put(s)
+	rec := c.Seal(&s.sc, s.rec[:0], plaintext)
+	_, err := c.PC.WriteToUDPAddrPort(rec, c.Peer)
+	s.rec = rec[:0]
+	return err
 }

@@ -38,7 +38,7 @@ type dtlsChan struct {
 
 func (d *dtlsChan) write(rec []byte) error {
 	if d.fast != nil {
-		return d.fast.write(rec)
+		return d.fast.Write(rec)
 	}
 	_, err := d.conn.Write(rec)
 	return err
@@ -169,8 +169,8 @@ func (s *Session) udpReader(d *dtlsChan) {
 			if rl > len(b) {
 				break
 			}
-			if pt, ok := f.open(b[:rl]); ok && len(pt) > 0 {
-				s.handleDTLSRecord(pt, f.write)
+			if pt, ok := f.Open(b[:rl]); ok && len(pt) > 0 {
+				s.handleDTLSRecord(pt, f.Write)
 			}
 			b = b[rl:]
 		}
@@ -183,7 +183,7 @@ func (s *Session) pionReader(d *dtlsChan) {
 	buf := make([]byte, 65536)
 	write := func(p []byte) error { _, err := d.conn.Write(p); return err }
 	if d.fast != nil {
-		write = d.fast.write
+		write = d.fast.Write
 	}
 	for {
 		n, err := d.conn.Read(buf)

@@ -6,7 +6,6 @@ package client
 import (
 	"net"
 	"net/netip"
-	"sync"
 
 	"github.com/pion/dtls/v3"
 
@@ -18,38 +17,8 @@ const (
 	recordAppData       = dtlsrec.AppData
 )
 
-type dtlsFast struct {
-	*dtlsrec.Layer
-	pc   *net.UDPConn
-	peer netip.AddrPort
-}
+type dtlsFast = dtlsrec.Conn
 
 func newDTLSFast(conn *dtls.Conn, pc *net.UDPConn, peer netip.AddrPort) (*dtlsFast, error) {
-	l, err := dtlsrec.New(conn)
-	if err != nil {
-		return nil, err
-	}
-	return &dtlsFast{Layer: l, pc: pc, peer: peer}, nil
+	return dtlsrec.Dial(conn, pc, peer)
 }
-
-type sealScratch struct {
-	rec []byte
-	sc  dtlsrec.Scratch
-}
-
-var sealBufs = sync.Pool{New: func() any {
-	return &sealScratch{rec: make([]byte, 0, dtlsRecordHeaderLen+8+1+maxPayload+64)}
-}}
-
-// write seals plaintext (type || payload) into one application-data record and sends it.
-func (f *dtlsFast) write(plaintext []byte) error {
-	s := sealBufs.Get().(*sealScratch)
-	defer sealBufs.Put(s)
-	rec := f.Seal(&s.sc, s.rec[:0], plaintext)
-	_, err := f.pc.WriteToUDPAddrPort(rec, f.peer)
-	s.rec = rec[:0]
-	return err
-}
-
-// open decrypts one application-data record in place; ok=false for a foreign epoch, a bad or a replayed record.
-func (f *dtlsFast) open(b []byte) ([]byte, bool) { return f.Open(b) }
