@@ -336,7 +336,13 @@ type dtlsAssoc struct {
 	done          chan struct{}
 	closeOnce     sync.Once
 	handshakeDone atomic.Bool
-	suites        []dtls.CipherSuiteID // PSK suites offered to this client
+	// pion's side, retired once the fast path has heard from the client (retirePion): its Close then ends only
+	// pion's goroutines, its writes are dropped (no close_notify reaches the client), what would go to it is
+	// dropped.
+	pionRetired atomic.Bool
+	pionClosed  chan struct{}
+	pionOnce    sync.Once
+	suites      []dtls.CipherSuiteID // PSK suites offered to this client
 
 	dlMu     sync.Mutex
 	deadline time.Time     // guarded by dlMu
@@ -353,7 +359,7 @@ var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, 
 func newDTLSAssoc(d *dtlsServer, r *dtlsReg, peer netip.AddrPort) *dtlsAssoc {
 	return &dtlsAssoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
 		in: make(chan *datagram, dtlsQueueLen), fastIn: make(chan *datagram, dtlsQueueLen),
-		done: make(chan struct{}), dlChange: make(chan struct{})}
+		done: make(chan struct{}), dlChange: make(chan struct{}), pionClosed: make(chan struct{})}
 }
 
 // push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
@@ -368,6 +374,10 @@ func (a *dtlsAssoc) push(b []byte, st *dtlsStats) {
 	q := a.in
 	if b[0] == recordAppData && a.fast.Load() != nil {
 		q = a.fastIn
+	} else if a.pionRetired.Load() {
+		st.dropped.Add(1) // an alert or a stray handshake record: nobody reads them any more
+		releaseDatagram(g)
+		return
 	}
 	select {
 	case q <- g:
@@ -458,6 +468,8 @@ func (a *dtlsAssoc) ReadFrom(p []byte) (int, net.Addr, error) {
 				return a.deliver(p, g)
 			case <-a.done:
 				return 0, nil, net.ErrClosed
+			case <-a.pionClosed:
+				return 0, nil, net.ErrClosed
 			case <-change:
 				continue
 			}
@@ -472,6 +484,9 @@ func (a *dtlsAssoc) ReadFrom(p []byte) (int, net.Addr, error) {
 			t.Stop()
 			return a.deliver(p, g)
 		case <-a.done:
+			t.Stop()
+			return 0, nil, net.ErrClosed
+		case <-a.pionClosed:
 			t.Stop()
 			return 0, nil, net.ErrClosed
 		case <-t.C:
@@ -495,10 +510,21 @@ func (a *dtlsAssoc) WriteTo(p []byte, _ net.Addr) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
+	if a.pionRetired.Load() {
+		return len(p), nil
+	}
 	return a.d.pc.WriteToUDPAddrPort(p, a.peer)
 }
 
-func (a *dtlsAssoc) Close() error        { a.close(); return nil }
+// Close is pion's: it closes the association, or only pion's side once it is retired.
+func (a *dtlsAssoc) Close() error {
+	if a.pionRetired.Load() {
+		a.pionOnce.Do(func() { close(a.pionClosed) })
+		return nil
+	}
+	a.close()
+	return nil
+}
 func (a *dtlsAssoc) LocalAddr() net.Addr { return a.d.pc.LocalAddr() }
 func (a *dtlsAssoc) SetDeadline(t time.Time) error {
 	return a.SetReadDeadline(t)
@@ -520,6 +546,7 @@ type dtlsConn struct {
 	suite dtls.CipherSuiteID
 
 	fast    *dtlsFast   // nil: every record goes through pion
+	retired bool        // owned by the reader: pion's side was retired (retirePion)
 	slow    chan []byte // application data pion decrypted (records that arrived before the fast path was on)
 	slowErr chan error  // pion's read loop ended
 }
@@ -532,7 +559,9 @@ func (c *dtlsConn) drainPion() {
 	for {
 		n, err := c.conn.Read(buf)
 		if err != nil {
-			c.slowErr <- err
+			if !c.assoc.pionRetired.Load() {
+				c.slowErr <- err
+			}
 			return
 		}
 		select {
@@ -540,6 +569,20 @@ func (c *dtlsConn) drainPion() {
 		default:
 		}
 	}
+}
+
+// retirePion ends pion's part once the client has sent application data under the new keys, which it does only
+// after it received our Finished: no handshake retransmission can be due any more. pion's three goroutines and
+// its buffers (and drainPion) go; a close_notify the client may send later is dropped, the tunnel's DPD and the
+// CSTP channel carry on as before. Memory per idle DTLS session: see the closing note of issue 6.
+func (c *dtlsConn) retirePion() {
+	c.retired = true
+	c.assoc.pionRetired.Store(true)
+	c.assoc.d.wg.Add(1)
+	go func() {
+		defer c.assoc.d.wg.Done()
+		c.conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+	}()
 }
 
 // ReadRecord reads one record (a "type || payload" packet).
@@ -554,6 +597,9 @@ func (c *dtlsConn) ReadRecord(buf []byte) (int, error) {
 			n := copy(buf, pt)
 			releaseDatagram(g)
 			if ok && n == len(pt) {
+				if !c.retired {
+					c.retirePion()
+				}
 				return n, nil
 			}
 		case p := <-c.slow:

@@ -138,6 +138,9 @@ func (s *Session) startDTLS(ctx context.Context) error {
 	s.dtls = d
 	s.mu.Unlock()
 	s.dtlsOK.Store(true)
+	// Like openconnect, which starts its MTU detection right away: one DPD request over DTLS. (The server
+	// retires pion's side of the association once application data arrives under the new keys.)
+	d.write([]byte{TypeDPDReq})
 	// Records pion decrypted (all of them without the fast path; before it, those that arrived early).
 	s.readersWG.Add(1)
 	go s.pionReader(d)
