@@ -69,7 +69,11 @@ func run(m *testing.M) int {
 	os.Chmod(binDir, 0o755)
 	ocgateBin, targetBin = filepath.Join(binDir, "ocgate"), filepath.Join(binDir, "testtarget")
 	for bin, pkg := range map[string]string{ocgateBin: "./cmd/ocgate", targetBin: "./integration/testtarget"} {
-		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		args := []string{"build", "-o", bin}
+		if os.Getenv("OCGATE_IT_RACE") != "" && bin == ocgateBin {
+			args = append(args, "-race") // the server under test with the race detector: OCGATE_IT_RACE=1
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: go build %s: %v\n%s", pkg, err, out)

@@ -403,6 +403,13 @@ func TestTakeoverKeepsAddress(t *testing.T) {
 	if typ, _, err := c2.readFrame(); err != nil || typ != pktData {
 		t.Fatalf("new tunnel: type %d, %v", typ, err)
 	}
+	// The replaced client says goodbye (a logout) on its old tunnel as it leaves, possibly after the takeover:
+	// that must not end the session its successor uses.
+	sess := ts.srv.Sessions().All()[0]
+	sess.detach(&tunnel{}, true)
+	if ts.srv.Sessions().Len() != 1 || !sess.Connected() {
+		t.Fatal("a logout from a replaced tunnel ended the session")
+	}
 }
 
 func TestLogoutInvalidatesCookie(t *testing.T) {

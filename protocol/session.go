@@ -208,7 +208,8 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 // cookie_timeout.
 func (s *Session) detach(t *tunnel, logout bool) {
 	s.mu.Lock()
-	if s.tunnel == t {
+	current := s.tunnel == t
+	if current {
 		s.tunnel = nil
 		s.cur.Store(nil)
 		if !logout && !s.ended {
@@ -216,7 +217,9 @@ func (s *Session) detach(t *tunnel, logout bool) {
 		}
 	}
 	s.mu.Unlock()
-	if logout && !s.srv.cfg.PersistentCookies {
+	// A logout counts only from the tunnel that carries the session: a client that was replaced (takeover) says
+	// goodbye on its old connection as it leaves, and that must not end the session its successor now uses.
+	if logout && current && !s.srv.cfg.PersistentCookies {
 		s.srv.endSession(s, "user logged out")
 	}
 }
