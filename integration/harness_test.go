@@ -374,6 +374,9 @@ func (s *server) start(args ...string) {
 			}
 		}
 		p.stop(5 * time.Second)
+		if strings.Contains(s.stderr.String(), "WARNING: DATA RACE") {
+			s.t.Errorf("the race detector reported a data race in ocgate (OCGATE_IT_RACE)")
+		}
 		if s.t.Failed() {
 			s.t.Logf("ocgate stdout:\n%s\nocgate stderr:\n%s", s.stdout.String(), s.stderr.String())
 		}
