@@ -29,6 +29,8 @@ import (
 type HelperConfig struct {
 	Prefix  string       // device name prefix
 	Local   netip.Addr   // the server's address on every device
+	Local6  netip.Addr   // its IPv6 address (invalid: no IPv6)
+	Pool6   netip.Prefix // client IPv6 addresses must be inside
 	Pool    netip.Prefix // client addresses must be inside
 	Scripts Scripts
 }
@@ -155,13 +157,15 @@ func (h *helper) handle(req helperRequest) helperReply {
 			return fail(fmt.Errorf("device prefix %q refused", d.Prefix))
 		case d.Local != h.cfg.Local:
 			return fail(fmt.Errorf("server address %s refused", d.Local))
+		case d.Peer6.IsValid() && (d.Local6 != h.cfg.Local6 || !h.cfg.Pool6.Contains(d.Peer6) || d.Peer6 == h.cfg.Local6):
+			return fail(fmt.Errorf("IPv6 addresses %s, %s refused", d.Local6, d.Peer6))
 		case !h.cfg.Pool.Contains(d.Peer) || d.Peer == h.cfg.Local:
 			return fail(fmt.Errorf("client address %s outside the pool", d.Peer))
 		case len(d.Routes) > 64:
 			return fail(errors.New("too many routes"))
 		}
 		for _, r := range d.Routes {
-			if r.Bits() == 0 || !r.Addr().Is4() {
+			if r.Bits() == 0 || r.Addr().Is6() && !h.cfg.Pool6.Contains(r.Addr()) {
 				return fail(fmt.Errorf("route %s refused", r))
 			}
 		}

@@ -16,6 +16,8 @@ type DeviceRequest struct {
 	MTU    int            // link MTU
 	Local  netip.Addr     // the server's address on the link (the pool's gateway)
 	Peer   netip.Addr     // the client's address
+	Local6 netip.Addr     // the server's IPv6 address on the link; invalid: no IPv6
+	Peer6  netip.Addr     // the client's IPv6 address (its prefix, if wider, comes as a route)
 	Routes []netip.Prefix // networks behind the client (iroute), routed to the device
 }
 
@@ -29,6 +31,7 @@ type DeviceOpener interface {
 type TUNConfig struct {
 	Prefix string       // device name prefix (config "device"), e.g. "vpns"
 	Local  netip.Addr   // the server's address on every device: the pool's gateway
+	Local6 netip.Addr   // and its IPv6 address (the IPv6 pool's gateway); invalid: IPv4 only
 	Opener DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
 	Logger *slog.Logger // nil: slog.Default()
 }
@@ -45,6 +48,9 @@ func (r DeviceRequest) validate() error {
 	}
 	if !r.Local.Is4() || !r.Peer.Is4() {
 		return fmt.Errorf("device addresses %s, %s: want IPv4", r.Local, r.Peer)
+	}
+	if r.Peer6.IsValid() && (!r.Local6.Is6() || !r.Peer6.Is6() || r.Peer6.Is4In6()) {
+		return fmt.Errorf("device IPv6 addresses %s, %s: want IPv6", r.Local6, r.Peer6)
 	}
 	return nil
 }

@@ -62,10 +62,12 @@ const maxReadBatch = 128
 
 // Attach creates the session's device and starts moving its packets.
 func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
-	var peer netip.Addr
+	var peer, peer6 netip.Addr
 	for _, a := range s.Addrs {
 		if a.Is4() {
 			peer = a
+		} else if t.cfg.Local6.IsValid() {
+			peer6 = a
 		}
 	}
 	if !peer.IsValid() {
@@ -92,6 +94,7 @@ func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
 	defer cancel()
 	fd, name, err := t.cfg.Opener.OpenDevice(ctx, DeviceRequest{
 		Prefix: t.cfg.Prefix, MTU: s.MTU, Local: t.cfg.Local, Peer: peer, Routes: s.IRoutes,
+		Local6: t.cfg.Local6, Peer6: peer6,
 	})
 	if err != nil {
 		release()
@@ -226,7 +229,7 @@ func (p *tunPort) Send(pkt []byte) error {
 // routed reports whether a restricted session may send to dst: inside its routes (or the routes cover
 // everything) and not inside its no-routes. The pool's gateway is always reachable.
 func (p *tunPort) routed(dst netip.Addr) bool {
-	if dst == p.t.cfg.Local {
+	if dst == p.t.cfg.Local || dst == p.t.cfg.Local6 {
 		return true
 	}
 	if inAny(p.noRoutes, dst) {

@@ -36,7 +36,9 @@ func (*TUN) Close() error                                    { return nil }
 type HelperConfig struct {
 	Prefix  string
 	Local   netip.Addr
+	Local6  netip.Addr
 	Pool    netip.Prefix
+	Pool6   netip.Prefix
 	Scripts Scripts
 }
 

@@ -71,7 +71,9 @@ func configure(name string, r DeviceRequest) error {
 	}
 	// Without IPv6 inside the tunnel, keep the kernel from sending router solicitations and MLD reports to the
 	// client. Best effort: the sysctl may be absent.
-	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0)
+	if !r.Peer6.IsValid() {
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0)
+	}
 	addr := &netlink.Addr{
 		IPNet: &net.IPNet{IP: r.Local.AsSlice(), Mask: net.CIDRMask(32, 32)},
 		Peer:  &net.IPNet{IP: r.Peer.AsSlice(), Mask: net.CIDRMask(32, 32)},
@@ -79,12 +81,31 @@ func configure(name string, r DeviceRequest) error {
 	if err := netlink.AddrAdd(link, addr); err != nil {
 		return fmt.Errorf("adding address %s peer %s: %w", r.Local, r.Peer, err)
 	}
+	if r.Peer6.IsValid() {
+		addr6 := &netlink.Addr{
+			IPNet: &net.IPNet{IP: r.Local6.AsSlice(), Mask: net.CIDRMask(128, 128)},
+			Peer:  &net.IPNet{IP: r.Peer6.AsSlice(), Mask: net.CIDRMask(128, 128)},
+			Flags: unix.IFA_F_NODAD,
+		}
+		if err := netlink.AddrAdd(link, addr6); err != nil {
+			return fmt.Errorf("adding address %s peer %s: %w", r.Local6, r.Peer6, err)
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bringing the link up: %w", err)
+	}
+	if r.Peer6.IsValid() {
+		// IPv6 gets no route to a point-to-point peer from the address alone (IPv4 does).
+		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Family: netlink.FAMILY_V6, Scope: netlink.SCOPE_UNIVERSE,
+			Dst: &net.IPNet{IP: r.Peer6.AsSlice(), Mask: net.CIDRMask(128, 128)}}
+		if err := netlink.RouteAdd(rt); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("adding the route to %s: %w", r.Peer6, err)
+		}
 	}
 	for _, p := range r.Routes {
 		rt := &netlink.Route{
 			LinkIndex: link.Attrs().Index,
+			Family:    map[bool]int{true: netlink.FAMILY_V4, false: netlink.FAMILY_V6}[p.Addr().Is4()],
 			Dst:       &net.IPNet{IP: p.Masked().Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
 			Scope:     netlink.SCOPE_LINK,
 		}

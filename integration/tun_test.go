@@ -408,3 +408,36 @@ func TestTUNReconnectKeepsDevice(t *testing.T) {
 		t.Errorf("%d tunnels, want 2", n)
 	}
 }
+
+// TestTUNIPv6: with ipv6_network, the session's device carries IPv6 too: the client gets an IPv6 address,
+// reaches an IPv6 target on the server's host (HTTP and ping) through the kernel, and the scripts see it.
+func TestTUNIPv6(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.must("ip", "-n", ns.name, "addr", "add", "fd99::1/128", "dev", "lo")
+	p := ns.start(nil, targetBin, "-listen", "[fd99::1]:8080")
+	waitFor(t, 10*time.Second, "the IPv6 target", func() bool { return strings.Contains(p.out.String(), "ready") || p.exited() })
+	r := newRigIn(t, ns, true, "ipv6_network = \"fd00:78::/64\"\nroute = [\"10.77.0.0/24\", \"fd99::/64\"]")
+	c := r.connect(vpnUser)
+	env := r.scriptEnv("connect", vpnUser)
+	ip6 := env["IPV6_REMOTE"]
+	if !strings.HasPrefix(ip6, "fd00:78::") || env["IPV6_LOCAL"] != "fd00:78::1" {
+		t.Fatalf("connect script: IPV6_REMOTE=%q IPV6_LOCAL=%q", ip6, env["IPV6_LOCAL"])
+	}
+	waitFor(t, 10*time.Second, "the client's TUN to carry "+ip6, func() bool {
+		o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
+		return strings.Contains(o, ip6+"/128")
+	})
+	if o, _ := r.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", env["DEVICE"]); !strings.Contains(o, "peer "+ip6) {
+		t.Fatalf("server device %s has no IPv6 peer %s:\n%s", env["DEVICE"], ip6, o)
+	}
+	o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "10", "-g", "http://[fd99::1]:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from [fd99::1]:8080") {
+		routes, _ := r.ns.output(5*time.Second, "sh", "-c", "ip -6 route; ip -6 addr; ip -s link show "+env["DEVICE"]+"; sysctl net.ipv6.conf.all.forwarding")
+		croutes, _ := c.ns.output(5*time.Second, "sh", "-c", "ip -6 route; ip -6 addr; ip -s link show tun0")
+		t.Fatalf("HTTP over IPv6 through the device: exit %d %q\nserver:\n%s\nclient:\n%s", code, o, routes, croutes)
+	}
+	if !c.ping("fd99::1") {
+		t.Fatal("no ICMPv6 echo reply from fd99::1")
+	}
+}

@@ -16,6 +16,7 @@ package protocol
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,10 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			}
 			addrs = append(addrs, a6)
 		}
+		iroutes := s.pcfg.iroutes
+		if a6.IsValid() && s.srv.pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
+			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, s.srv.pool6.SubnetBits()).Masked())
+		}
 		port, err := s.srv.dp.Attach(&datapath.Session{
 			ID:       s.ID,
 			User:     s.User,
@@ -170,7 +175,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			Addrs:    addrs,
 			Routes:   s.pcfg.routes,
 			NoRoutes: s.pcfg.noRoutes,
-			IRoutes:  s.pcfg.iroutes,
+			IRoutes:  iroutes,
 			MTU:      t.mtu,
 			Deliver:  s.deliver,
 

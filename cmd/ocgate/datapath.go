@@ -95,10 +95,11 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		}
 		return w, nil
 	case "tun":
-		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Logger: log.With("component", "tun")}
+		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: gateway6(pool6), Logger: log.With("component", "tun")}
 		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
 			h, cmd, err := egress.StartHelper([]string{"/proc/self/exe", privHelperArg}, egress.HelperConfig{
 				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,
+				Local6: gateway6(pool6), Pool6: prefix6(pool6),
 			}, os.Stderr)
 			if err != nil {
 				return nil, err

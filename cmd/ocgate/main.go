@@ -158,9 +158,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	var pool6 *protocol.Pool6
 	if cfg.IPv6Network.IsValid() {
-		if cfg.Datapath == "tun" {
-			log.Warn("ipv6_network ignored: the tun datapath carries IPv4 only for now")
-		} else if pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
+		if pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
 			return err
 		}
 	}
