@@ -28,7 +28,7 @@ import (
 	"ocgate/protocol/datapath"
 )
 
-// newLimitStack is a stack for the limit tests: loopback reachable, cfg adjusted by mod.
+// newLimitStack is a test stack: loopback reachable, cfg adjusted by mod.
 func newLimitStack(t *testing.T, mod func(*Config)) *Stack {
 	t.Helper()
 	cfg := Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"), ServeDNS: true,
@@ -44,8 +44,8 @@ func newLimitStack(t *testing.T, mod func(*Config)) *Stack {
 	return s
 }
 
-// attachClient attaches a session at ip, played by its own client stack (as newTestStack's); mod adjusts the
-// session.
+// attachClient attaches a session at ip, played by a client gVisor stack of its own: what the client sends goes
+// into the Port, what the server delivers is injected into it; mod adjusts the session.
 func attachClient(t *testing.T, s *Stack, ip netip.Addr, mod func(*datapath.Session)) *testClient {
 	t.Helper()
 	c := &testClient{ep: channel.New(1024, 1500, "")}

@@ -15,15 +15,12 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"ocgate/egress"
 	"ocgate/protocol/datapath"
@@ -42,53 +39,12 @@ type testClient struct {
 	port datapath.Port
 }
 
+// newTestStack is a stack whose egress policy allows allow, with the test client attached at clientIP and given
+// routes.
 func newTestStack(t *testing.T, allow []netip.Prefix, routes []netip.Prefix) (*Stack, *testClient) {
 	t.Helper()
-	s, err := New(Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"), ServeDNS: true,
-		Policy: egress.NewPolicy(allow, nil), Logger: slog.New(slog.DiscardHandler), UDPIdleTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &testClient{ep: channel.New(1024, 1500, "")}
-	c.st = stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true})},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-	})
-	c.st.CreateNIC(1, c.ep)
-	c.st.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
-		AddressWithPrefix: tcpip.AddrFromSlice(clientIP.AsSlice()).WithPrefix()}, stack.AddressProperties{})
-	c.st.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
-	c.port, err = s.Attach(&datapath.Session{ID: 1, User: "t", Addrs: []netip.Addr{clientIP}, Routes: routes, MTU: 1500,
-		Deliver: func(pkt []byte) {
-			pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-			c.ep.InjectInbound(ipv4.ProtocolNumber, pb)
-			pb.DecRef()
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // client → server pump
-		defer wg.Done()
-		for {
-			pkt := c.ep.ReadContext(ctx)
-			if pkt == nil {
-				return
-			}
-			v := pkt.ToView()
-			c.port.Send(v.AsSlice())
-			v.Release()
-			pkt.DecRef()
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		s.Close()
-		c.st.Close()
-	})
+	s := newLimitStack(t, func(c *Config) { c.Policy = egress.NewPolicy(allow, nil) })
+	c := attachClient(t, s, clientIP, func(sess *datapath.Session) { sess.User, sess.Routes = "t", routes })
 	return s, c
 }
 
