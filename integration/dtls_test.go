@@ -36,26 +36,40 @@ func logout(t *testing.T, c *client, s *server) {
 	})
 }
 
-// download fetches n bytes of stream seed through the client and checks the hash.
+// download fetches n bytes of stream seed from the target through the ocproxy client and checks the hash.
 func download(t *testing.T, c *client, n int64, seed uint64) {
 	t.Helper()
-	out, code := c.ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
-		"curl -sS --fail --max-time 100 --socks5-hostname 127.0.0.1:%d 'http://10.77.0.1:8080/bytes?n=%d&seed=%d' | sha256sum",
-		c.socksPort, n, seed))
+	checkDownload(t, c.ns, fmt.Sprintf("--socks5-hostname 127.0.0.1:%d", c.socksPort), "http://10.77.0.1:8080", n, seed)
+}
+
+// upload sends n bytes of stream seed to the target's sink through the ocproxy client and checks its hash.
+func upload(t *testing.T, c *client, n int64, seed uint64) {
+	t.Helper()
+	checkUpload(t, c.ns, fmt.Sprintf("--socks5-hostname 127.0.0.1:%d", c.socksPort), "http://10.77.0.1:8080", n, seed)
+}
+
+// checkDownload runs curl in ns (with curlFlags, e.g. a SOCKS proxy, or none for a real TUN) to fetch n bytes of
+// stream seed from base's /bytes and checks their SHA-256.
+func checkDownload(t *testing.T, ns *netns, curlFlags, base string, n int64, seed uint64) {
+	t.Helper()
+	out, code := ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
+		"curl -sS --fail --max-time 100 -g %s '%s/bytes?n=%d&seed=%d' | sha256sum", curlFlags, base, n, seed))
 	if want := stream.SHA256(n, seed); code != 0 || !strings.HasPrefix(out, want) {
-		t.Fatalf("download: exit %d, sha256 %q, want %s", code, out, want)
+		t.Fatalf("download from %s: exit %d, sha256 %q, want %s", base, code, out, want)
 	}
 }
 
-func upload(t *testing.T, c *client, n int64, seed uint64) {
+// checkUpload runs curl in ns to send n bytes of stream seed to base's /sink and checks the hash the sink saw.
+func checkUpload(t *testing.T, ns *netns, curlFlags, base string, n int64, seed uint64) {
 	t.Helper()
 	file := filepath.Join(tempDir(t), "upload")
 	f, _ := os.Create(file)
 	stream.Write(f, n, seed)
 	f.Close()
-	out, code := c.curl("--fail", "-T", file, "http://10.77.0.1:8080/sink")
+	out, code := ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
+		"curl -sS --fail --max-time 100 -g %s -T '%s' '%s/sink'", curlFlags, file, base))
 	if want := fmt.Sprintf("%s %d", stream.SHA256(n, seed), n); code != 0 || strings.TrimSpace(out) != want {
-		t.Fatalf("upload: exit %d, sink says %q, want %q", code, out, want)
+		t.Fatalf("upload to %s: exit %d, sink says %q, want %q", base, code, out, want)
 	}
 }
 

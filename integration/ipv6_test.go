@@ -1,14 +1,11 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"ocgate/integration/internal/stream"
 )
 
 // TestIPv6InsideTheTunnel: with ipv6_network, the stock client on a real TUN gets an IPv6 address from the
@@ -46,20 +43,9 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	})
 
 	const n = 16 << 20
-	o, code := c.ns.output(60*time.Second, "sh", "-c", fmt.Sprintf(
-		"curl -sS --fail --max-time 50 -g 'http://[fd99::1]:8080/bytes?n=%d&seed=61' | sha256sum", n))
-	if want := stream.SHA256(n, 61); code != 0 || !strings.HasPrefix(o, want) {
-		t.Fatalf("IPv6 download: exit %d, sha256 %q, want %s", code, o, want)
-	}
-	file := filepath.Join(tempDir(t), "upload")
-	f, _ := os.Create(file)
-	stream.Write(f, n, 62)
-	f.Close()
-	o, code = c.ns.output(60*time.Second, "curl", "-sS", "--fail", "--max-time", "50", "-g", "-T", file, "http://[fd99::1]:8080/sink")
-	if want := fmt.Sprintf("%s %d", stream.SHA256(n, 62), n); code != 0 || strings.TrimSpace(o) != want {
-		t.Fatalf("IPv6 upload: exit %d, sink says %q, want %q", code, o, want)
-	}
-	o, code = c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd99::1]:8080/hello")
+	checkDownload(t, c.ns, "", "http://[fd99::1]:8080", n, 61)
+	checkUpload(t, c.ns, "", "http://[fd99::1]:8080", n, 62)
+	o, code := c.ns.output(30*time.Second, "curl", "-sS", "--max-time", "5", "-g", "http://[fd99::1]:8080/hello")
 	if code != 0 || !strings.Contains(o, "hello from [fd99::1]:8080") {
 		t.Fatalf("hello over IPv6: exit %d %q", code, o)
 	}

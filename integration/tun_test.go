@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"ocgate/integration/internal/stream"
 )
 
 var vethCounter atomic.Int32
@@ -229,19 +227,8 @@ func TestTUNTransferPingAndScripts(t *testing.T) {
 	}
 
 	const n = 64 << 20
-	out, code := c.ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
-		"curl -sS --fail --max-time 100 'http://10.77.0.1:8080/bytes?n=%d&seed=21' | sha256sum", n))
-	if want := stream.SHA256(n, 21); code != 0 || !strings.HasPrefix(out, want) {
-		t.Fatalf("download: exit %d, sha256 %q, want %s", code, out, want)
-	}
-	file := filepath.Join(tempDir(t), "upload")
-	f, _ := os.Create(file)
-	stream.Write(f, n, 22)
-	f.Close()
-	out, code = c.ns.output(120*time.Second, "curl", "-sS", "--fail", "--max-time", "100", "-T", file, "http://10.77.0.1:8080/sink")
-	if want := fmt.Sprintf("%s %d", stream.SHA256(n, 22), n); code != 0 || strings.TrimSpace(out) != want {
-		t.Fatalf("upload: exit %d, sink says %q, want %q", code, out, want)
-	}
+	checkDownload(t, c.ns, "", "http://10.77.0.1:8080", n, 21)
+	checkUpload(t, c.ns, "", "http://10.77.0.1:8080", n, 22)
 
 	env := r.scriptEnv("connect", vpnUser)
 	dev := env["DEVICE"]
