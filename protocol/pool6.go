@@ -43,12 +43,23 @@ func NewPool6(prefix netip.Prefix, sub int) (*Pool6, error) {
 	return p, nil
 }
 
-// Prefix is the pool's network; SubnetBits the length of each client's prefix.
-func (p *Pool6) Prefix() netip.Prefix { return p.prefix }
-func (p *Pool6) SubnetBits() int      { return p.sub }
+// Prefix is the pool's network (the zero Prefix for a nil pool: no IPv6); SubnetBits the length of each
+// client's prefix.
+func (p *Pool6) Prefix() netip.Prefix {
+	if p == nil {
+		return netip.Prefix{}
+	}
+	return p.prefix
+}
+func (p *Pool6) SubnetBits() int { return p.sub }
 
-// Gateway is the server's own address inside the pool.
-func (p *Pool6) Gateway() netip.Addr { return add128(p.prefix.Addr(), 0, 1) }
+// Gateway is the server's own address inside the pool (the zero Addr for a nil pool).
+func (p *Pool6) Gateway() netip.Addr {
+	if p == nil {
+		return netip.Addr{}
+	}
+	return add128(p.prefix.Addr(), 0, 1)
+}
 
 // block returns the client address of block i.
 func (p *Pool6) block(i uint64) netip.Addr {

@@ -98,3 +98,10 @@ func TestPool6(t *testing.T) {
 		t.Fatal("a /56 gave more than 255 client /64s")
 	}
 }
+
+func TestNilPool6(t *testing.T) {
+	var p *Pool6
+	if p.Gateway().IsValid() || p.Prefix().IsValid() {
+		t.Fatal("a nil IPv6 pool has addresses")
+	}
+}

@@ -67,8 +67,8 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		dp, err := netstack.New(netstack.Config{
 			Gateway:  pool.Gateway(),
 			Pool:     pool.Prefix(),
-			Gateway6: gateway6(pool6),
-			Pool6:    prefix6(pool6),
+			Gateway6: pool6.Gateway(),
+			Pool6:    pool6.Prefix(),
 			ServeDNS: len(cfg.DNS) == 0,
 			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
 			ICMP:     cfg.ICMPEcho,
@@ -95,11 +95,11 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		}
 		return w, nil
 	case "tun":
-		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: gateway6(pool6), Logger: log.With("component", "tun")}
+		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun")}
 		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
 			h, cmd, err := egress.StartHelper([]string{"/proc/self/exe", privHelperArg}, egress.HelperConfig{
 				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,
-				Local6: gateway6(pool6), Pool6: prefix6(pool6),
+				Local6: pool6.Gateway(), Pool6: pool6.Prefix(),
 			}, os.Stderr)
 			if err != nil {
 				return nil, err
@@ -202,18 +202,4 @@ func (w *wiredDatapath) dropPrivileges(cfg *config.Config, log *slog.Logger) err
 	}
 	log.Info("dropped privileges", "user", cfg.RunAsUser, "uid", uid, "gid", gid, "privileged_helper", helper)
 	return nil
-}
-
-func gateway6(p *protocol.Pool6) netip.Addr {
-	if p == nil {
-		return netip.Addr{}
-	}
-	return p.Gateway()
-}
-
-func prefix6(p *protocol.Pool6) netip.Prefix {
-	if p == nil {
-		return netip.Prefix{}
-	}
-	return p.Prefix()
 }
