@@ -193,36 +193,46 @@ func (p *port) takeEcho(pkt []byte) bool {
 		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
 		return true
 	}
-	if s.pinger == nil || !p.echoSlot() {
-		return true // no strategy, or too many in flight: dropped
-	}
 	req := append([]byte(nil), pkt...) // the caller's buffer is not ours after Send returns
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer p.echoDone()
-		ip := header.IPv4(req)
-		ic := header.ICMPv4(req[hl:])
-		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
-		defer cancel()
-		if err := s.pinger.echo(ctx, dst, ic.Ident(), ic.Sequence(), ic.Payload()); err != nil {
-			s.stats.echoLost.Add(1)
-			return
-		}
-		s.stats.echoAnswered.Add(1)
+	ic = header.ICMPv4(req[hl:])
+	p.echoFromHost(dst, ic.Ident(), ic.Sequence(), ic.Payload(), req, func() {
 		// The reply: addresses swapped, type 0, same ID, sequence and data.
 		ic.SetType(header.ICMPv4EchoReply)
 		ic.SetChecksum(0)
 		ic.SetChecksum(^checksum(req[hl:]))
-		src, dstA := ip.SourceAddress(), ip.DestinationAddress()
-		ip.SetSourceAddress(dstA)
+		ip := header.IPv4(req)
+		src, dst := ip.SourceAddress(), ip.DestinationAddress()
+		ip.SetSourceAddress(dst)
 		ip.SetDestinationAddress(src)
 		ip.SetTTL(64)
 		ip.SetChecksum(0)
 		ip.SetChecksum(^ip.CalculateChecksum())
+	})
+	return true
+}
+
+// echoFromHost sends an echo request to dst from the host (bounded: a slot per session and per server) in its own
+// goroutine and, when the host gets the reply, turns req (the client's request, copied) into the reply with
+// makeReply and delivers it. Without a strategy or a free slot the request is dropped.
+func (p *port) echoFromHost(dst netip.Addr, id, seq uint16, data, req []byte, makeReply func()) {
+	s := p.s
+	if s.pinger == nil || !p.echoSlot() {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer p.echoDone()
+		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
+		defer cancel()
+		if err := s.pinger.echo(ctx, dst, id, seq, data); err != nil {
+			s.stats.echoLost.Add(1)
+			return
+		}
+		s.stats.echoAnswered.Add(1)
+		makeReply()
 		p.deliverICMP(req)
 	}()
-	return true
 }
 
 var echoInFlight atomic.Int32 // across the server
@@ -289,32 +299,18 @@ func (p *port) takeEcho6(pkt []byte) bool {
 		p.deliverICMP(unreachable6(s.cfg.Gateway6, pkt))
 		return true
 	}
-	if s.pinger == nil || !p.echoSlot() {
-		return true
-	}
 	req := append([]byte(nil), pkt...)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		defer p.echoDone()
+	ic = header.ICMPv6(req[header.IPv6MinimumSize:])
+	p.echoFromHost(dst, ic.Ident(), ic.Sequence(), ic.Payload(), req, func() {
 		ip := header.IPv6(req)
-		ic := header.ICMPv6(req[header.IPv6MinimumSize:])
-		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
-		defer cancel()
-		if err := s.pinger.echo(ctx, dst, ic.Ident(), ic.Sequence(), ic.Payload()); err != nil {
-			s.stats.echoLost.Add(1)
-			return
-		}
-		s.stats.echoAnswered.Add(1)
-		src, dstA := ip.SourceAddress(), ip.DestinationAddress()
-		ip.SetSourceAddress(dstA)
+		src, dst := ip.SourceAddress(), ip.DestinationAddress()
+		ip.SetSourceAddress(dst)
 		ip.SetDestinationAddress(src)
 		ip.SetHopLimit(64)
 		ic.SetType(header.ICMPv6EchoReply)
 		ic.SetChecksum(0)
-		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: dstA, Dst: src}))
-		p.deliverICMP(req)
-	}()
+		ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: dst, Dst: src}))
+	})
 	return true
 }
 
