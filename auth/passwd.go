@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/go-crypt/crypt"
-	"github.com/go-crypt/crypt/algorithm"
 	"github.com/go-crypt/crypt/algorithm/bcrypt"
 	"github.com/go-crypt/crypt/algorithm/md5crypt"
 	"github.com/go-crypt/crypt/algorithm/shacrypt"
@@ -28,13 +27,20 @@ const MaxPasswordLen = 512
 type entry struct {
 	user   string
 	groups []string
-	digest algorithm.Digest // nil: no password login (empty or '*' hash)
+	hash   passwordHash // nil: no password login (empty or '*' hash)
 	locked bool
+}
+
+// passwordHash is a parsed hash: a *shaCryptHash for $5$ and $6$, a go-crypt algorithm.Digest otherwise. Both
+// compare digests with crypto/subtle.
+type passwordHash interface {
+	Match(password string) bool
 }
 
 // decoder knows the crypt(3) formats an ocpasswd file may hold: $5$ (what ocpasswd writes), $6$, $1$ (what
 // ocpasswd falls back to) and bcrypt $2a$/$2b$/$2y$ (libxcrypt, e.g. from mkpasswd). Not $y$ (yescrypt): no Go
-// implementation in our dependencies; such lines are reported as unsupported.
+// implementation in our dependencies; such lines are reported as unsupported. $5$ and $6$ hashes in crypt(3)'s
+// own form are verified by shacrypt.go instead (see parseLine); the go-crypt decoder keeps the odd ones.
 var decoder = func() *crypt.Decoder {
 	d := crypt.NewDecoder()
 	must := func(err error) {
@@ -51,17 +57,18 @@ var decoder = func() *crypt.Decoder {
 	return d
 }()
 
-// dummyDigest is checked for unknown users (and users without a password) so that the answer takes as long as
+// dummyHash is checked for unknown users (and users without a password) so that the answer takes as long as
 // for a user with a $5$ hash of the default cost, which is what ocpasswd writes.
-var dummyDigest = func() algorithm.Digest {
-	h, err := HashPassword("no such user")
-	if err == nil {
-		var d algorithm.Digest
-		if d, err = decoder.Decode(h); err == nil {
-			return d
-		}
+var dummyHash = func() *shaCryptHash {
+	s, err := HashPassword("no such user")
+	if err != nil {
+		panic(err)
 	}
-	panic(err)
+	h, ok := parseSHACryptHash(s)
+	if !ok {
+		panic("HashPassword wrote a hash shacrypt.go cannot parse: " + s)
+	}
+	return h
 }()
 
 // fileStamp identifies one version of the file. The inode is there because editors replace the file by rename,
@@ -200,11 +207,18 @@ func parseLine(line string) (entry, error) {
 	if hash == "" || strings.HasPrefix(hash, "*") {
 		return e, nil // no password login, as with ocserv (without an OTP file) and /etc/shadow's '*'
 	}
+	if h, ok := parseSHACryptHash(hash); ok {
+		e.hash = h
+		return e, nil
+	}
+	// Everything else goes to go-crypt, including $5$ and $6$ hashes not in the form crypt(3) writes: rounds
+	// out of range or with leading zeros, salts over 16 characters. go-crypt neither clamps nor truncates those
+	// as crypt(3) does, so keeping it for them keeps such lines verifying exactly as they did.
 	d, err := decoder.Decode(hash)
 	if err != nil {
 		return entry{}, fmt.Errorf("user %q: unsupported or malformed password hash (want $5$, $6$, $1$ or $2b$ crypt)", e.user)
 	}
-	e.digest = d
+	e.hash = d
 	return e, nil
 }
 
@@ -232,14 +246,14 @@ func (p *PlainFile) CheckPassword(ctx context.Context, user, password string) (I
 	e, ok := p.users[user]
 	p.mu.Unlock()
 	if len(password) > MaxPasswordLen {
-		dummyDigest.Match(password[:MaxPasswordLen])
+		dummyHash.Match(password[:MaxPasswordLen])
 		return Identity{}, ErrBadCredentials
 	}
-	if !ok || e.digest == nil {
-		dummyDigest.Match(password)
+	if !ok || e.hash == nil {
+		dummyHash.Match(password)
 		return Identity{}, ErrBadCredentials
 	}
-	if !e.digest.Match(password) { // the library compares digests with crypto/subtle
+	if !e.hash.Match(password) {
 		return Identity{}, ErrBadCredentials
 	}
 	if e.locked {
