@@ -9,6 +9,10 @@
 #   capacity_idle_rss_per_session   server RSS (sum over its processes) per idle session, KiB
 # Env: SESSIONS (8), DURATION (10s), IDLE (60), CONCURRENCY (16), MAX_CLIENTS (IDLE + 8).
 # compare.sh-style use: for s in ocserv ocgate; do BENCH_SERVER=servers/$s.sh bash capacity.sh; done
+IDLE=${IDLE:-60}
+MAX_CLIENTS=${MAX_CLIENTS:-$((IDLE + 8))}
+# A /24 pool holds 253 clients; more sessions get a /16 (192.168.0.0/16, both servers).
+if [ "$MAX_CLIENTS" -gt 250 ]; then export POOL_NET=${POOL_NET:-192.168.0.0} POOL_MASK=${POOL_MASK:-255.255.0.0}; fi
 . "$(dirname "$0")/lib.sh"
 need ip go python3 openssl
 SESSIONS=${SESSIONS:-8}
