@@ -14,7 +14,6 @@ package protocol
 // the virtual conn writes to the association's client address through the shared socket.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -33,10 +32,11 @@ import (
 )
 
 const (
-	appIDLen             = 32
-	dtlsHandshakeTimeout = 10 * time.Second
-	dtlsQueueLen         = 256
-	maxDatagram          = 65535
+	appIDLen              = 32
+	dtlsHandshakeTimeout  = 10 * time.Second
+	dtlsQueueLen          = 256
+	dtlsHandshakeQueueLen = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
+	maxDatagram           = 65535
 	// extAppID is the private ClientHello extension that openconnect 7.08–7.x used for the App-ID.
 	extAppID = 48018
 )
@@ -180,6 +180,12 @@ func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 	a := d.byAddr[from]
 	d.mu.RUnlock()
 	if a != nil && !hello {
+		if b[0] == recordAppData {
+			if c := a.live.Load(); c != nil {
+				c.openFast(b) // here, in the socket's reader: no queue, no goroutine per session
+				return
+			}
+		}
 		a.push(b, &d.stats)
 		return
 	}
@@ -330,9 +336,8 @@ type dtlsAssoc struct {
 	reg           *dtlsReg
 	peer          netip.AddrPort
 	peerAddr      *net.UDPAddr
-	in            chan *datagram // to pion (handshake, alerts; everything before the fast path is on)
-	fastIn        chan *datagram // application data for the fast path (dtls_fast.go)
-	fast          atomic.Pointer[dtlsFast]
+	in            chan *datagram           // to pion (handshake, alerts; everything before the fast path is on)
+	live          atomic.Pointer[dtlsConn] // set while a tunnel takes the fast path's records (attach)
 	done          chan struct{}
 	closeOnce     sync.Once
 	handshakeDone atomic.Bool
@@ -358,7 +363,7 @@ var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, 
 
 func newDTLSAssoc(d *dtlsServer, r *dtlsReg, peer netip.AddrPort) *dtlsAssoc {
 	return &dtlsAssoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
-		in: make(chan *datagram, dtlsQueueLen), fastIn: make(chan *datagram, dtlsQueueLen),
+		in:   make(chan *datagram, dtlsHandshakeQueueLen),
 		done: make(chan struct{}), dlChange: make(chan struct{}), pionClosed: make(chan struct{})}
 }
 
@@ -372,9 +377,7 @@ func (a *dtlsAssoc) push(b []byte, st *dtlsStats) {
 	}
 	g.n = copy(g.b, b)
 	q := a.in
-	if b[0] == recordAppData && a.fast.Load() != nil {
-		q = a.fastIn
-	} else if a.pionRetired.Load() {
+	if a.pionRetired.Load() {
 		st.dropped.Add(1) // an alert or a stray handshake record: nobody reads them any more
 		releaseDatagram(g)
 		return
@@ -434,14 +437,12 @@ func (a *dtlsAssoc) handshake() {
 	a.handshakeDone.Store(true)
 	a.d.stats.completed.Add(1)
 	st, _ := conn.ConnectionState()
-	c := &dtlsConn{conn: conn, assoc: a, suite: st.CipherSuiteID}
+	c := &dtlsConn{assoc: a, suite: st.CipherSuiteID}
+	c.pion.Store(conn)
 	if !a.d.fastPath {
 		// pion's record layer for everything (see Options.DTLSFastPath)
 	} else if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
 		c.fast = f
-		c.slow = make(chan []byte, 16)
-		c.slowErr = make(chan error, 1)
-		a.fast.Store(f)
 		a.d.wg.Add(1)
 		go c.drainPion()
 	}
@@ -540,34 +541,83 @@ func (a *dtlsAssoc) SetReadDeadline(t time.Time) error {
 }
 
 // dtlsConn is an established association.
+//
+// With the fast path, its records are handled where they arrive: the socket's reader opens each application
+// record and calls the tunnel's handler (attach), and pion's leftovers (records that came before, decrypted by
+// pion) are passed on by drainPion. No goroutine and no queue per session once pion is retired. Without the fast
+// path, the tunnel reads records with ReadRecord.
 type dtlsConn struct {
-	conn  *dtls.Conn
+	// pion's connection: nil once retired (retirePion), so that its handshake state and buffers are freed while
+	// the session stays.
+	pion  atomic.Pointer[dtls.Conn]
 	assoc *dtlsAssoc
 	suite dtls.CipherSuiteID
 
 	fast    *dtlsFast   // nil: every record goes through pion
-	retired bool        // owned by the reader: pion's side was retired (retirePion)
-	slow    chan []byte // application data pion decrypted (records that arrived before the fast path was on)
-	slowErr chan error  // pion's read loop ended
+	retired atomic.Bool // pion's side was retired (retirePion)
+
+	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
+	// reaches a tunnel after it let go of the association.
+	mu       sync.RWMutex
+	onRecord func(rec []byte) // guarded by mu; rec is valid during the call only
+	onError  func(error)      // guarded by mu: pion's side failed before it was retired
+	closed   bool             // guarded by mu
+}
+
+// attach hands c's records to onRecord from now on (fast path only).
+func (c *dtlsConn) attach(onRecord func([]byte), onError func(error)) {
+	c.mu.Lock()
+	if !c.closed {
+		c.onRecord, c.onError = onRecord, onError
+		c.assoc.live.Store(c)
+	}
+	c.mu.Unlock()
+}
+
+func (c *dtlsConn) deliver(rec []byte) {
+	c.mu.RLock()
+	if c.onRecord != nil {
+		c.onRecord(rec)
+	}
+	c.mu.RUnlock()
+}
+
+// openFast opens an application record in place (in the socket reader's buffer) and delivers it. The first good
+// one retires pion.
+func (c *dtlsConn) openFast(b []byte) {
+	pt, ok := c.fast.Open(b)
+	if !ok {
+		return // counted in fast.Bad, or not for this epoch
+	}
+	if !c.retired.Load() && c.retired.CompareAndSwap(false, true) {
+		c.retirePion()
+	}
+	c.deliver(pt)
 }
 
 // drainPion keeps pion reading, so that it answers handshake retransmissions and alerts; application data it
-// returns (records queued before the fast path took over) is passed on.
+// returns (records queued before the fast path took over) is delivered like the fast path's.
 func (c *dtlsConn) drainPion() {
 	defer c.assoc.d.wg.Done()
+	conn := c.pion.Load()
+	if conn == nil {
+		return // closed already
+	}
 	buf := make([]byte, 1+maxCSTPPayload+64)
 	for {
-		n, err := c.conn.Read(buf)
+		n, err := conn.Read(buf)
 		if err != nil {
-			if !c.assoc.pionRetired.Load() {
-				c.slowErr <- err
+			if !c.retired.Load() {
+				c.mu.RLock()
+				fail := c.onError
+				c.mu.RUnlock()
+				if fail != nil {
+					fail(err)
+				}
 			}
 			return
 		}
-		select {
-		case c.slow <- bytes.Clone(buf[:n]):
-		default:
-		}
+		c.deliver(buf[:n])
 	}
 }
 
@@ -576,40 +626,22 @@ func (c *dtlsConn) drainPion() {
 // its buffers (and drainPion) go; a close_notify the client may send later is dropped, the tunnel's DPD and the
 // CSTP channel carry on as before. Memory per idle DTLS session: see the closing note of issue 6.
 func (c *dtlsConn) retirePion() {
-	c.retired = true
 	c.assoc.pionRetired.Store(true)
+	conn := c.pion.Swap(nil)
+	if conn == nil {
+		return
+	}
 	c.assoc.d.wg.Add(1)
 	go func() {
 		defer c.assoc.d.wg.Done()
-		c.conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+		conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
 	}()
 }
 
-// ReadRecord reads one record (a "type || payload" packet).
+// ReadRecord reads one record (a "type || payload" packet) through pion's record layer: associations without
+// the fast path only.
 func (c *dtlsConn) ReadRecord(buf []byte) (int, error) {
-	if c.fast == nil {
-		return c.conn.Read(buf)
-	}
-	for {
-		select {
-		case g := <-c.assoc.fastIn:
-			pt, ok := c.fast.Open(g.b[:g.n])
-			n := copy(buf, pt)
-			releaseDatagram(g)
-			if ok && n == len(pt) {
-				if !c.retired {
-					c.retirePion()
-				}
-				return n, nil
-			}
-		case p := <-c.slow:
-			return copy(buf, p), nil
-		case err := <-c.slowErr:
-			return 0, err
-		case <-c.assoc.done:
-			return 0, net.ErrClosed
-		}
-	}
+	return c.pion.Load().Read(buf)
 }
 
 // WriteRecord sends one record.
@@ -622,13 +654,21 @@ func (c *dtlsConn) WriteRecord(p []byte) error {
 		}
 		return c.fast.Write(p)
 	}
-	_, err := c.conn.Write(p)
+	_, err := c.pion.Load().Write(p)
 	return err
 }
 
 func (c *dtlsConn) Close() error {
+	c.assoc.live.CompareAndSwap(c, nil)
 	c.assoc.close()
-	return c.conn.Close()
+	c.mu.Lock() // waits for a record being delivered
+	c.closed = true
+	c.onRecord, c.onError = nil, nil
+	c.mu.Unlock()
+	if conn := c.pion.Load(); conn != nil {
+		return conn.Close()
+	}
+	return nil
 }
 
 func (c *dtlsConn) RemoteAddr() netip.AddrPort { return c.assoc.peer }

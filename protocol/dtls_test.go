@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net"
+	"ocgate/protocol/dtlsrec"
 	"testing"
 	"time"
 
@@ -165,22 +166,31 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if c.fast == nil {
 				t.Fatal("the fast path is not on")
 			}
+			recs := make(chan []byte, 1)
+			c.attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
 			buf := make([]byte, 2048)
 			for i := range 50 {
 				msg := append([]byte{pktData}, bytes.Repeat([]byte{byte(i)}, 1000+i)...)
 				if _, err := client.Write(msg); err != nil {
 					t.Fatal(err)
 				}
-				n, err := c.ReadRecord(buf)
-				if err != nil || !bytes.Equal(buf[:n], msg) {
-					t.Fatalf("record %d client→server: %d bytes, %v", i, n, err)
+				select {
+				case rec := <-recs:
+					if !bytes.Equal(rec, msg) {
+						t.Fatalf("record %d client→server: got %d bytes, want %d", i, len(rec), len(msg))
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("record %d client→server: not delivered", i)
+				}
+				if i == 0 && c.pion.Load() != nil {
+					t.Error("pion was not retired by the first fast-path record")
 				}
 				reply := append([]byte{pktDPDResp}, msg[1:]...)
 				if err := c.WriteRecord(reply); err != nil {
 					t.Fatal(err)
 				}
 				client.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, err = client.Read(buf)
+				n, err := client.Read(buf)
 				if err != nil || !bytes.Equal(buf[:n], reply) {
 					t.Fatalf("record %d server→client: %d bytes, %v", i, n, err)
 				}
@@ -188,6 +198,21 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if n := testing.AllocsPerRun(100, func() { c.fast.Write(buf[:1400]) }); n != 0 {
 				t.Errorf("fast write: %v allocations per record", n)
 			}
+			// Receiving: a sealed record through the demultiplexer to the handler allocates nothing.
+			c.attach(func([]byte) {}, nil)
+			var sc dtlsrec.Scratch
+			sealer, err := dtlsrec.New(client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := make([]byte, 0, 2048)
+			from := cpc.LocalAddr().(*net.UDPAddr).AddrPort()
+			if n := testing.AllocsPerRun(100, func() { d.dispatch(sealer.Seal(&sc, rec[:0], buf[:1400]), from) }); n != 0 {
+				t.Errorf("fast read: %v allocations per record", n)
+			}
+			c.Close()
+			c.attach(func([]byte) { t.Error("a record was delivered after Close") }, nil)
+			d.dispatch(sealer.Seal(&sc, rec[:0], buf[:100]), from)
 		})
 	}
 }

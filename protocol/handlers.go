@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -184,7 +185,15 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		dpd, idle = sess.ucfg.MobileDPD, sess.ucfg.MobileIdleTimeout
 	}
 	base, mtu := s.tunnelMTU(req, st.remote)
-	t := newTunnel(sess, st.tls, st.batch, st.br, st.remote, mtu, dpd, idle)
+	// Frames are read straight from the TLS connection, which holds a decrypted record already: the request
+	// reader's 4 KiB buffer would only add a copy, and it is most of an idle session's memory after the TLS and
+	// DTLS state. A client that sent frames before our answer keeps it until the end.
+	var in io.Reader = st.tls
+	if st.br.Buffered() > 0 {
+		in = st.br
+	}
+	st.br = nil
+	t := newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle)
 	t.switchToTCP = s.cfg.SwitchToTCPTimeout
 	// DTLS: registered before the response goes out, since the ClientHello may follow within milliseconds.
 	var dtlsHdr []string

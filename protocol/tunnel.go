@@ -13,7 +13,6 @@ package protocol
 // the connection, which ends readLoop.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -75,7 +74,7 @@ type tunnel struct {
 	sess   *Session
 	conn   net.Conn   // the *tls.Conn
 	batch  *batchConn // below conn; the writer batches syscalls through it
-	br     *bufio.Reader
+	in     io.Reader  // conn, or the request reader if it holds bytes past the CONNECT request
 	remote netip.AddrPort
 	mtu    int
 	dpd    time.Duration
@@ -107,10 +106,10 @@ type tunnel struct {
 	dbatchConn *dtlsConn  // the association dbatch was made for
 }
 
-func newTunnel(sess *Session, conn net.Conn, batch *batchConn, br *bufio.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
+func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
 	now := time.Now()
 	t := &tunnel{
-		sess: sess, conn: conn, batch: batch, br: br, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
+		sess: sess, conn: conn, batch: batch, in: in, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
 		data:       make(chan *frame, dataQueueLen),
 		ctrl:       make(chan *frame, ctrlQueueLen),
 		quit:       make(chan struct{}),
@@ -257,7 +256,12 @@ func (t *tunnel) dtlsEstablished(c *dtlsConn) {
 		c.Close()
 		return
 	}
-	t.dtlsWG.Add(1)
+	if c.fast != nil {
+		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
+		c.attach(func(rec []byte) { t.dtlsRecord(c, rec) }, func(err error) { t.dtlsFailed(c, err) })
+	} else {
+		t.dtlsWG.Add(1)
+	}
 	t.dtlsMu.Unlock()
 	if old := t.dtls.Swap(c); old != nil {
 		old.Close()
@@ -265,7 +269,9 @@ func (t *tunnel) dtlsEstablished(c *dtlsConn) {
 	t.lastDTLSRecv.Store(time.Now().UnixNano())
 	t.dtlsActive.Store(true)
 	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
-	go t.dtlsReadLoop(c)
+	if c.fast == nil {
+		go t.dtlsReadLoop(c)
+	}
 }
 
 // dropDTLS forgets association c (if still current): data goes over CSTP until the client comes back.
@@ -277,56 +283,61 @@ func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
 	}
 }
 
-// dtlsReadLoop reads records of one association: DATA into the datapath, DPD requests echoed in full (openconnect
-// measures the MTU with them, protocol.md §7.5).
+func (t *tunnel) dtlsFailed(c *dtlsConn, err error) {
+	select {
+	case <-t.quit:
+	default:
+		t.dropDTLS(c, "read error: "+describeNetErr(err))
+	}
+}
+
+// dtlsReadLoop reads the records of an association without the fast path, through pion.
 func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 	defer t.dtlsWG.Done()
-	// pion's Read needs room for any record; the fast path's records come from datagrams of at most 2 KiB
-	// (bigger ones are dropped by ReadRecord rather than truncated).
-	size := 1 + maxCSTPPayload + 64
-	if c.fast != nil {
-		size = 2048
-	}
-	buf := make([]byte, size)
+	buf := make([]byte, 1+maxCSTPPayload+64) // pion's Read needs room for any record
 	for {
 		n, err := c.ReadRecord(buf)
 		if err != nil {
-			select {
-			case <-t.quit:
-			default:
-				t.dropDTLS(c, "read error: "+describeNetErr(err))
-			}
+			t.dtlsFailed(c, err)
 			return
 		}
+		t.dtlsRecord(c, buf[:n])
+	}
+}
+
+// dtlsRecord handles one record of association c: DATA into the datapath, DPD requests echoed in full
+// (openconnect measures the MTU with them, protocol.md §7.5). With the fast path it runs in the UDP socket's
+// reader, so it must not block; rec may be changed in place.
+func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
+	if len(rec) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	t.lastDTLSRecv.Store(now)
+	if t.dtls.Load() == c {
+		t.dtlsActive.Store(true)
+	}
+	switch rec[0] {
+	case pktData:
+		n := len(rec) - 1
 		if n == 0 {
-			continue
+			return
 		}
-		now := time.Now().UnixNano()
-		t.lastDTLSRecv.Store(now)
-		if t.dtls.Load() == c {
-			t.dtlsActive.Store(true)
+		t.lastData.Store(now)
+		t.sess.rxBytes.Add(uint64(n))
+		t.sess.rxPackets.Add(1)
+		t.sess.dtlsRxBytes.Add(uint64(n))
+		if t.sess.rxLimit.allow(n) {
+			t.port.Send(rec[1:])
+		} else {
+			t.sess.rxDropped.Add(1)
 		}
-		switch buf[0] {
-		case pktData:
-			if n == 1 {
-				continue
-			}
-			t.lastData.Store(now)
-			t.sess.rxBytes.Add(uint64(n - 1))
-			t.sess.rxPackets.Add(1)
-			t.sess.dtlsRxBytes.Add(uint64(n - 1))
-			if t.sess.rxLimit.allow(n - 1) {
-				t.port.Send(buf[1:n])
-			} else {
-				t.sess.rxDropped.Add(1)
-			}
-		case pktDPDReq:
-			buf[0] = pktDPDResp
-			c.WriteRecord(buf[:n])
-		case pktDPDResp, pktKeepalive:
-		default:
-			t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", buf[0])
-		}
+	case pktDPDReq:
+		rec[0] = pktDPDResp
+		c.WriteRecord(rec)
+	case pktDPDResp, pktKeepalive:
+	default:
+		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
 	}
 }
 
@@ -407,7 +418,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 func (t *tunnel) readLoop() (logout bool) {
 	buf := make([]byte, cstpHeaderLen+smallFrameSize)
 	for {
-		typ, payload, err := readCSTPFrameInto(t.br, &buf)
+		typ, payload, err := readCSTPFrameInto(t.in, &buf)
 		if err != nil {
 			t.end(readErrReason(err), noFrame)
 			return false
