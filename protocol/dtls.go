@@ -37,6 +37,7 @@ const (
 	dtlsQueueLen          = 256
 	dtlsHandshakeQueueLen = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
 	maxDatagram           = 65535
+	udpBatchLen           = 32 // datagrams per recvmmsg(2)
 	// extAppID is the private ClientHello extension that openconnect 7.08–7.x used for the App-ID.
 	extAppID = 48018
 )
@@ -152,11 +153,14 @@ func (d *dtlsServer) register(appID [appIDLen]byte, psk []byte, legacy *dtlsLega
 	}
 }
 
-// Serve reads datagrams until Close.
+// Serve reads datagrams until Close, udpBatchLen per system call where the OS allows.
 func (d *dtlsServer) Serve() error {
-	buf := make([]byte, maxDatagram)
+	r, err := newUDPReader(d.pc, udpBatchLen, maxDatagram)
+	if err != nil {
+		return err
+	}
 	for {
-		n, from, err := d.pc.ReadFromUDPAddrPort(buf)
+		n, err := r.Read()
 		if err != nil {
 			d.mu.RLock()
 			closed := d.closed
@@ -167,10 +171,15 @@ func (d *dtlsServer) Serve() error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			continue
+			continue // an ICMP error reported on the socket, a memory shortage: not the socket's end
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		d.dispatch(buf[:n], from)
+		for i := range n {
+			if b, from, ok := r.Datagram(i); ok {
+				d.dispatch(b, from)
+			} else {
+				d.stats.dropped.Add(1)
+			}
+		}
 	}
 }
 

@@ -1,0 +1,31 @@
+//go:build !linux
+
+package protocol
+
+import (
+	"net"
+	"net/netip"
+)
+
+// udpReader reads one datagram at a time where recvmmsg(2) is not available.
+type udpReader struct {
+	pc   *net.UDPConn
+	buf  []byte
+	n    int
+	from netip.AddrPort
+}
+
+func newUDPReader(pc *net.UDPConn, _, size int) (*udpReader, error) {
+	return &udpReader{pc: pc, buf: make([]byte, size)}, nil
+}
+
+func (r *udpReader) Read() (int, error) {
+	n, from, err := r.pc.ReadFromUDPAddrPort(r.buf)
+	if err != nil {
+		return 0, err
+	}
+	r.n, r.from = n, netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	return 1, nil
+}
+
+func (r *udpReader) Datagram(int) ([]byte, netip.AddrPort, bool) { return r.buf[:r.n], r.from, true }
