@@ -111,11 +111,13 @@ type Stack struct {
 	stats  counters
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
 
-	flowMu sync.Mutex                           // serialises flow log lines
-	names  nameCache                            // IPv6 address → the name the built-in DNS answered it for
-	mu     sync.Mutex                           // serialises changes of ports
-	ports  atomic.Pointer[map[netip.Addr]*port] // immutable snapshot: address → session
-	closed bool                                 // guarded by mu
+	flowMu sync.Mutex // serialises flow log lines
+	names  nameCache  // IPv6 address → the name the built-in DNS answered it for
+	mu     sync.Mutex // serialises changes of ports
+	// ports maps a client address to its session. Read per packet without locks; a sync.Map rather than a
+	// copy-on-write snapshot, which made each attach cost a copy of every session's entry (quadratic setup).
+	ports  sync.Map // netip.Addr → *port
+	closed bool     // guarded by mu
 	wg     sync.WaitGroup
 }
 
@@ -182,8 +184,6 @@ func New(cfg Config) (*Stack, error) {
 		s.log.Info("ICMP echo re-originated with the " + s.pinger.String())
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	empty := map[netip.Addr]*port{}
-	s.ports.Store(&empty)
 
 	// Step 1: a stack with IPv4/IPv6, TCP, UDP and ICMP. Packets for loopback addresses are accepted ("martian"
 	// to gVisor) so that they reach the forwarders, where the egress policy refuses them with a reset unless
@@ -289,39 +289,33 @@ func (s *Stack) Attach(sess *datapath.Session) (datapath.Port, error) {
 	if s.closed {
 		return nil, errors.New("netstack: closed")
 	}
-	old := *s.ports.Load()
 	for _, a := range sess.Addrs {
-		if _, dup := old[a]; dup {
+		if _, dup := s.ports.Load(a); dup {
 			return nil, fmt.Errorf("netstack: address %s already attached", a)
 		}
 	}
 	p := newPort(s, sess)
-	next := make(map[netip.Addr]*port, len(old)+len(sess.Addrs))
-	for a, q := range old {
-		next[a] = q
-	}
 	for _, a := range sess.Addrs {
-		next[a] = p
+		s.ports.Store(a, p)
 	}
-	s.ports.Store(&next)
 	return p, nil
 }
 
 func (s *Stack) detach(p *port) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.ports.Load()
-	next := make(map[netip.Addr]*port, len(old))
-	for a, q := range old {
-		if q != p {
-			next[a] = q
-		}
+	for _, a := range p.sess.Addrs {
+		s.ports.CompareAndDelete(a, p)
 	}
-	s.ports.Store(&next)
 }
 
 // lookup finds the session holding address a, without locks.
-func (s *Stack) lookup(a netip.Addr) *port { return (*s.ports.Load())[a] }
+func (s *Stack) lookup(a netip.Addr) *port {
+	if v, ok := s.ports.Load(a); ok {
+		return v.(*port)
+	}
+	return nil
+}
 
 // Close closes every port, the stack, and waits for the flows' goroutines.
 func (s *Stack) Close() error {
@@ -331,11 +325,11 @@ func (s *Stack) Close() error {
 		return nil
 	}
 	s.closed = true
-	ports := *s.ports.Load()
 	s.mu.Unlock()
-	for _, p := range ports {
-		p.Close()
-	}
+	s.ports.Range(func(_, v any) bool {
+		v.(*port).Close()
+		return true
+	})
 	s.cancel()
 	s.wg.Wait()
 	s.stack.Close()

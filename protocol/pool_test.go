@@ -105,3 +105,46 @@ func TestNilPool6(t *testing.T) {
 		t.Fatal("a nil IPv6 pool has addresses")
 	}
 }
+
+// One user's sessions fill a /16 (the search wraps around the bitmap from the user's address), a /30 holds one
+// client, and release/AcquireAddr keep the count right.
+func TestPoolFillsAndWraps(t *testing.T) {
+	p, _ := NewPool(netip.MustParsePrefix("10.9.0.0/16"))
+	seen := make(map[netip.Addr]bool, 65533)
+	for i := range 65533 {
+		a, err := p.Acquire("bench")
+		if err != nil {
+			t.Fatalf("Acquire #%d: %v", i, err)
+		}
+		if seen[a] || a == p.Gateway() || a == netip.MustParseAddr("10.9.0.0") || a == netip.MustParseAddr("10.9.255.255") {
+			t.Fatalf("Acquire #%d = %s: duplicate or reserved", i, a)
+		}
+		seen[a] = true
+	}
+	if _, err := p.Acquire("bench"); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("full /16: %v", err)
+	}
+	x := netip.MustParseAddr("10.9.77.3")
+	p.Release(x)
+	p.Release(x) // twice: a no-op
+	if p.Leased() != 65532 {
+		t.Fatalf("Leased() = %d", p.Leased())
+	}
+	if err := p.AcquireAddr(x); err != nil || p.Leased() != 65533 {
+		t.Fatalf("AcquireAddr(%s) = %v, Leased() = %d", x, err, p.Leased())
+	}
+	if err := p.AcquireAddr(x); !errors.Is(err, ErrAddressInUse) {
+		t.Fatalf("AcquireAddr of a leased address: %v", err)
+	}
+	if err := p.AcquireAddr(p.Gateway()); err == nil {
+		t.Fatal("AcquireAddr leased the gateway")
+	}
+
+	small, _ := NewPool(netip.MustParsePrefix("10.1.1.4/30"))
+	if a, err := small.Acquire("x"); err != nil || a != netip.MustParseAddr("10.1.1.6") {
+		t.Fatalf("/30: %s, %v; want 10.1.1.6", a, err)
+	}
+	if _, err := small.Acquire("y"); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("/30 second lease: %v", err)
+	}
+}
