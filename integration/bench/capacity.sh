@@ -35,11 +35,13 @@ MAIN=$(srv_procs | awk '$1 == "main" {print $2; exit}')
 lg() { LOADGEN_PASSWORD=$VPN_PASS ip netns exec "$CNS" "$LG" --url "https://$SRV_ADDR:$PORT/" --user "$VPN_USER" \
   --pin "pin-sha256:$PIN" --server-pid "$MAIN" --server-tree --json -q "$@"; }
 
+# Idle first: its memory per session is measured from a freshly started server, not one whose heap the bulk
+# run grew.
+log "idle: $IDLE sessions, $CONCURRENCY at a time"
+lg -n "$IDLE" --concurrency "$CONCURRENCY" --mode idle --duration 2s >"$W/idle.json" || log "warning: loadgen idle reported errors"
 log "bulk: $SESSIONS sessions, $DURATION"
 lg -n "$SESSIONS" --concurrency "$SESSIONS" --mode bulk --bulk-target "$TARGET:9000" --bulk-dir both \
   --duration "$DURATION" >"$W/bulk.json" || log "warning: loadgen bulk reported errors"
-log "idle: $IDLE sessions, $CONCURRENCY at a time"
-lg -n "$IDLE" --concurrency "$CONCURRENCY" --mode idle --duration 2s >"$W/idle.json" || log "warning: loadgen idle reported errors"
 
 python3 - "$W/bulk.json" "$W/idle.json" <<'PY' >"$W/results.txt"
 import json, sys
