@@ -61,7 +61,10 @@ func TestDTLSBatchAllocs(t *testing.T) {
 	block, _ := aes.NewCipher(make([]byte, 16))
 	gcm, _ := cipher.NewGCM(block)
 	f := &dtlsFast{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), PC: pc, Peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
-	b := newDTLSBatch(f)
+	b, err := newDTLSBatch(f)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pkt := bytes.Repeat([]byte{0}, 1401)
 	if n := testing.AllocsPerRun(100, func() {
 		for range 8 {

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 
 	"github.com/pion/dtls/v3"
-	"golang.org/x/net/ipv4"
 
 	"ocgate/protocol/dtlsrec"
 )
@@ -28,28 +27,25 @@ func newDTLSFast(conn *dtls.Conn, pc *net.UDPConn, peer netip.AddrPort) (*dtlsFa
 	return dtlsrec.Dial(conn, pc, peer)
 }
 
-// dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2) (x/net/ipv4 WriteBatch)
-// when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's writer goroutine.
+// dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2), equal-sized runs as UDP
+// GSO buffers (udpWriter), when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's
+// writer goroutine.
 type dtlsBatch struct {
 	f    *dtlsFast
-	pc   *ipv4.PacketConn
-	addr net.Addr
+	w    *udpWriter
 	sc   dtlsrec.Scratch
 	bufs [dtlsBatchLen][]byte
-	msgs []ipv4.Message
 	n    int
 }
 
 const dtlsBatchLen = 32
 
-func newDTLSBatch(f *dtlsFast) *dtlsBatch {
-	b := &dtlsBatch{f: f, pc: ipv4.NewPacketConn(f.PC), addr: net.UDPAddrFromAddrPort(f.Peer),
-		msgs: make([]ipv4.Message, dtlsBatchLen)}
-	for i := range b.msgs {
-		b.msgs[i].Buffers = make([][]byte, 1)
-		b.msgs[i].Addr = b.addr
+func newDTLSBatch(f *dtlsFast) (*dtlsBatch, error) {
+	w, err := newUDPWriter(f.PC, f.Peer, dtlsBatchLen)
+	if err != nil {
+		return nil, err
 	}
-	return b
+	return &dtlsBatch{f: f, w: w}, nil
 }
 
 // add seals plaintext into the batch, sending the batch first if it is full.
@@ -65,22 +61,13 @@ func (b *dtlsBatch) add(plaintext []byte) error {
 		b.bufs[b.n] = make([]byte, 0, max(need, 2048))
 	}
 	b.bufs[b.n] = b.f.Seal(&b.sc, b.bufs[b.n][:0], plaintext)
-	b.msgs[b.n].Buffers[0] = b.bufs[b.n]
 	b.n++
 	return nil
 }
 
 // flush sends what the batch holds.
 func (b *dtlsBatch) flush() error {
-	msgs := b.msgs[:b.n]
-	for len(msgs) > 0 {
-		n, err := b.pc.WriteBatch(msgs, 0)
-		if err != nil {
-			b.n = 0
-			return err
-		}
-		msgs = msgs[n:]
-	}
+	n := b.n
 	b.n = 0
-	return nil
+	return b.w.Send(b.bufs[:n])
 }

@@ -223,7 +223,13 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
 		if t.dbatchConn != c {
 			t.flushDTLS()
-			t.dbatch, t.dbatchConn = newDTLSBatch(c.fast), c
+			t.dbatch, err = newDTLSBatch(c.fast)
+			if err != nil {
+				t.dbatch = nil
+				t.dropDTLS(c, "write error: "+err.Error())
+				return false
+			}
+			t.dbatchConn = c
 		}
 		err = t.dbatch.add(f.b[cstpHeaderLen-1 : f.n])
 	} else {

@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -98,4 +100,140 @@ func portFromNet(p uint16) uint16 {
 	var b [2]byte
 	*(*uint16)(unsafe.Pointer(&b[0])) = p
 	return binary.BigEndian.Uint16(b[:])
+}
+
+// udpWriter sends batches of datagrams to one peer with sendmmsg(2), and with UDP generic segmentation offload
+// (UDP_SEGMENT, Linux 4.18) where it can: a run of equal-sized datagrams (the last may be shorter) goes down the
+// stack as one buffer that the kernel or the device cuts up, instead of one trip per datagram. A kernel or device
+// that refuses it turns it off for the whole process, and the batch is sent again datagram by datagram.
+// It belongs to one goroutine; nothing is allocated per send.
+type udpWriter struct {
+	rc      syscall.RawConn
+	name    unix.RawSockaddrInet6 // the peer, in the socket's family
+	nameLen uint32
+	msgs    []unix.Mmsghdr
+	iovs    []unix.Iovec
+	oob     []byte // one UDP_SEGMENT control message per msgs entry
+	sendN   int    // msgs to send, for sendFn
+	sent    int
+	errno   syscall.Errno
+	sendFn  func(fd uintptr) bool
+}
+
+// udpGSOOff is set once a send with UDP_SEGMENT failed: the kernel or the egress device does not do it.
+var udpGSOOff atomic.Bool
+
+const (
+	udpGSOMaxSegments = 64    // the kernel's UDP_MAX_SEGMENTS
+	udpGSOMaxBytes    = 65000 // one GSO buffer must fit an IP datagram
+)
+
+var udpSegmentCmsgSpace = unix.CmsgSpace(2)
+
+func newUDPWriter(pc *net.UDPConn, peer netip.AddrPort, maxDatagrams int) (*udpWriter, error) {
+	rc, err := pc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &udpWriter{rc: rc, msgs: make([]unix.Mmsghdr, maxDatagrams), iovs: make([]unix.Iovec, maxDatagrams),
+		oob: make([]byte, maxDatagrams*udpSegmentCmsgSpace)}
+	var domain int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) }); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
+	port := portFromNet(peer.Port()) // the same swap both ways
+	switch {
+	case domain == unix.AF_INET && peer.Addr().Unmap().Is4():
+		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&w.name))
+		sa4.Family, sa4.Port, sa4.Addr = unix.AF_INET, port, peer.Addr().Unmap().As4()
+		w.nameLen = unix.SizeofSockaddrInet4
+	case domain == unix.AF_INET6:
+		w.name.Family, w.name.Port, w.name.Addr = unix.AF_INET6, port, peer.Addr().As16() // IPv4 as ::ffff:a.b.c.d
+		w.nameLen = unix.SizeofSockaddrInet6
+	default:
+		return nil, errors.New("udpWriter: IPv6 peer on an IPv4 socket")
+	}
+	for i := range w.msgs {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&w.oob[i*udpSegmentCmsgSpace]))
+		h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+	}
+	w.sendFn = w.sendmmsg
+	return w, nil
+}
+
+func (w *udpWriter) sendmmsg(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.msgs[w.sent])), uintptr(w.sendN-w.sent),
+			unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // the socket's buffer is full: wait for the poller
+		case 0:
+			w.sent += int(n)
+			if w.sent < w.sendN {
+				continue
+			}
+		}
+		w.errno = e
+		return true
+	}
+}
+
+// Send sends datagrams (at most the writer's maxDatagrams).
+func (w *udpWriter) Send(datagrams [][]byte) error {
+	gso := !udpGSOOff.Load()
+	err := w.send(datagrams, gso)
+	if gso && err != nil && (errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT)) {
+		udpGSOOff.Store(true)
+		err = w.send(datagrams, false)
+	}
+	return err
+}
+
+func (w *udpWriter) send(datagrams [][]byte, gso bool) error {
+	k := 0
+	for i := 0; i < len(datagrams); {
+		size, j, total := len(datagrams[i]), i+1, len(datagrams[i])
+		for gso && j < len(datagrams) && j-i < udpGSOMaxSegments && len(datagrams[j]) <= size &&
+			total+len(datagrams[j]) <= udpGSOMaxBytes {
+			total += len(datagrams[j])
+			j++
+			if len(datagrams[j-1]) < size {
+				break // only the last segment may be shorter
+			}
+		}
+		for x := i; x < j; x++ {
+			w.iovs[x].Base = unsafe.SliceData(datagrams[x])
+			w.iovs[x].SetLen(len(datagrams[x]))
+		}
+		m := &w.msgs[k]
+		m.Hdr.Name = (*byte)(unsafe.Pointer(&w.name))
+		m.Hdr.Namelen = w.nameLen
+		m.Hdr.Iov = &w.iovs[i]
+		m.Hdr.SetIovlen(j - i)
+		m.Hdr.Control, m.Hdr.Controllen = nil, 0
+		if j-i > 1 {
+			c := w.oob[k*udpSegmentCmsgSpace : (k+1)*udpSegmentCmsgSpace]
+			*(*uint16)(unsafe.Pointer(&c[unix.CmsgLen(0)])) = uint16(size)
+			m.Hdr.Control = &c[0]
+			m.Hdr.SetControllen(udpSegmentCmsgSpace)
+		}
+		k++
+		i = j
+	}
+	w.sendN, w.sent, w.errno = k, 0, 0
+	if err := w.rc.Write(w.sendFn); err != nil {
+		return err
+	}
+	if w.errno != 0 {
+		return w.errno
+	}
+	return nil
 }

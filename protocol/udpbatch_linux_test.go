@@ -74,3 +74,80 @@ func TestUDPReader(t *testing.T) {
 		})
 	}
 }
+
+// sendmmsg with UDP GSO: runs of equal-sized datagrams (with a shorter last one), a longer one starting a new
+// run, more than fit one GSO buffer; from an IPv4 socket and from a dual-stack IPv6 one to an IPv4 peer. Every
+// datagram arrives whole and in order, and nothing is allocated per batch.
+func TestUDPWriter(t *testing.T) {
+	defer udpGSOOff.Store(udpGSOOff.Load())
+	for _, tc := range []struct{ listen, gso string }{{"127.0.0.1:0", "gso"}, {":0", "gso"}, {"127.0.0.1:0", "nogso"}} {
+		listen := tc.listen
+		t.Run(listen+"/"+tc.gso, func(t *testing.T) {
+			udpGSOOff.Store(tc.gso == "nogso")
+			laddr, err := net.ResolveUDPAddr("udp", listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc, err := net.ListenUDP("udp", laddr) // ":0": a dual-stack AF_INET6 socket
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			sink.SetReadBuffer(4 << 20)
+			w, err := newUDPWriter(pc, sink.LocalAddr().(*net.UDPAddr).AddrPort(), 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var batch [][]byte
+			sizes := []int{1200, 1200, 1200, 700, 1300, 1300, 1300, 1300, 100, 100, 5}
+			for len(sizes) < 32 {
+				sizes = append(sizes, 1400)
+			}
+			for i, n := range sizes {
+				batch = append(batch, bytes.Repeat([]byte{byte(i)}, n))
+			}
+			r, err := newUDPReader(sink, 32, 2048)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for round := range 3 {
+				if err := w.Send(batch); err != nil {
+					t.Fatalf("round %d: Send: %v", round, err)
+				}
+				for got := 0; got < len(batch); {
+					n, err := r.Read()
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range n {
+						b, _, ok := r.Datagram(i)
+						if !ok || !bytes.Equal(b, batch[got]) {
+							t.Fatalf("round %d: datagram %d: %d bytes, want %d of %d", round, got, len(b), len(batch[got]), got)
+						}
+						got++
+					}
+				}
+			}
+			if tc.gso == "gso" && udpGSOOff.Load() {
+				t.Log("this kernel refused UDP_SEGMENT: sent without GSO")
+			}
+			allocs := testing.AllocsPerRun(20, func() {
+				if err := w.Send(batch[:8]); err != nil {
+					t.Fatal(err)
+				}
+				for got := 0; got < 8; {
+					n, _ := r.Read()
+					got += n
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%v allocations per batch", allocs)
+			}
+		})
+	}
+}

@@ -29,3 +29,22 @@ func (r *udpReader) Read() (int, error) {
 }
 
 func (r *udpReader) Datagram(int) ([]byte, netip.AddrPort, bool) { return r.buf[:r.n], r.from, true }
+
+// udpWriter sends datagrams one by one where sendmmsg(2) is not available.
+type udpWriter struct {
+	pc   *net.UDPConn
+	peer netip.AddrPort
+}
+
+func newUDPWriter(pc *net.UDPConn, peer netip.AddrPort, _ int) (*udpWriter, error) {
+	return &udpWriter{pc: pc, peer: peer}, nil
+}
+
+func (w *udpWriter) Send(datagrams [][]byte) error {
+	for _, d := range datagrams {
+		if _, err := w.pc.WriteToUDPAddrPort(d, w.peer); err != nil {
+			return err
+		}
+	}
+	return nil
+}
