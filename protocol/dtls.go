@@ -107,10 +107,12 @@ type dtlsServer struct {
 	log      *slog.Logger
 	stats    dtlsStats
 
-	mu      sync.RWMutex
-	regs    map[[appIDLen]byte]*dtlsReg   // guarded by mu
-	byAddr  map[netip.AddrPort]*dtlsAssoc // guarded by mu
-	closed  bool                          // guarded by mu
+	mu   sync.RWMutex
+	regs map[[appIDLen]byte]*dtlsReg // guarded by mu
+	// byAddr maps a client address to its association: read per datagram without locks (no lock shared by all
+	// sessions per packet), changed under mu.
+	byAddr  sync.Map // netip.AddrPort → *dtlsAssoc
+	closed  bool     // guarded by mu
 	wg      sync.WaitGroup
 	lastLog atomic.Int64
 }
@@ -127,7 +129,7 @@ type dtlsReg struct {
 func newDTLSServer(pc *net.UDPConn, log *slog.Logger) *dtlsServer {
 	pc.SetReadBuffer(4 << 20)
 	pc.SetWriteBuffer(4 << 20)
-	return &dtlsServer{pc: pc, log: log, regs: make(map[[appIDLen]byte]*dtlsReg), byAddr: make(map[netip.AddrPort]*dtlsAssoc)}
+	return &dtlsServer{pc: pc, log: log, regs: make(map[[appIDLen]byte]*dtlsReg)}
 }
 
 // register expects handshakes for appID keyed with psk; established is called for each one that completes.
@@ -143,8 +145,8 @@ func (d *dtlsServer) register(appID [appIDLen]byte, psk []byte, legacy *dtlsLega
 		}
 		a := r.cur
 		r.cur = nil
-		if a != nil && d.byAddr[a.peer] == a {
-			delete(d.byAddr, a.peer)
+		if a != nil {
+			d.byAddr.CompareAndDelete(a.peer, a)
 		}
 		d.mu.Unlock()
 		if a != nil {
@@ -183,11 +185,16 @@ func (d *dtlsServer) Serve() error {
 	}
 }
 
+func (d *dtlsServer) assocOf(from netip.AddrPort) *dtlsAssoc {
+	if v, ok := d.byAddr.Load(from); ok {
+		return v.(*dtlsAssoc)
+	}
+	return nil
+}
+
 func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 	hello := isClientHello(b)
-	d.mu.RLock()
-	a := d.byAddr[from]
-	d.mu.RUnlock()
+	a := d.assocOf(from)
 	if a != nil && !hello {
 		if b[0] == recordAppData {
 			if c := a.live.Load(); c != nil {
@@ -221,12 +228,12 @@ func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 		return
 	}
 	old := r.cur
-	if old != nil && d.byAddr[old.peer] == old {
-		delete(d.byAddr, old.peer)
+	if old != nil {
+		d.byAddr.CompareAndDelete(old.peer, old)
 	}
-	if prev := d.byAddr[from]; prev != nil && prev != old {
+	if prev := d.assocOf(from); prev != nil && prev != old {
 		// The address belonged to another session's association (NAT reuse): that one is dead now.
-		delete(d.byAddr, from)
+		d.byAddr.Delete(from)
 		defer prev.close()
 	}
 	na := newDTLSAssoc(d, r, from)
@@ -235,7 +242,7 @@ func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 		na.suites = dtlsSuitesAES
 	}
 	r.cur = na
-	d.byAddr[from] = na
+	d.byAddr.Store(from, na)
 	d.wg.Add(1)
 	d.mu.Unlock()
 	if old != nil {
@@ -250,10 +257,11 @@ func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 func (d *dtlsServer) Close() error {
 	d.mu.Lock()
 	d.closed = true
-	as := make([]*dtlsAssoc, 0, len(d.byAddr))
-	for _, a := range d.byAddr {
-		as = append(as, a)
-	}
+	var as []*dtlsAssoc
+	d.byAddr.Range(func(_, v any) bool {
+		as = append(as, v.(*dtlsAssoc))
+		return true
+	})
 	d.mu.Unlock()
 	err := d.pc.Close()
 	for _, a := range as {
