@@ -7,8 +7,9 @@
 #
 #   bash integration/bench/compare.sh                   # all figures
 #   BENCH_MODES=tls bash integration/bench/compare.sh   # TLS-only rows (no DTLS)
-#   DURATION=10 CONNECT_RUNS=10 FILE_MB=200             # knobs of the underlying scripts
+#   DURATION=10 CONNECT_RUNS=10 FILE_MB=200             # knobs of the underlying scripts (CONNECT_RUNS: 10 here)
 #   OCGATE_VARIANTS="tun=tun tun-pion=tun+pion"          # which ocgate set-ups (NAME=DATAPATH[+pion]) to compare
+# Each throughput row also gets the server's CPU seconds per GiB moved (its processes' CPU over the rate).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 need=()
@@ -23,6 +24,7 @@ export OCGATE_BIN=$out/ocgate
 (cd "$here/../.." && go build -o "$OCGATE_BIN" ./cmd/ocgate)
 # Each variant is NAME=DATAPATH[+pion]: "+pion" turns dtls_fast_path off (pion's DTLS record layer).
 variants=${OCGATE_VARIANTS:-"netstack=netstack tun=tun"}
+export CONNECT_RUNS=${CONNECT_RUNS:-10}   # connect latency: median of 10 launches per server
 names=(ocserv)
 for srv in ocserv $variants; do
   name=${srv%%=*} spec=${srv#*=} adapter=$here/servers/ocgate.sh
@@ -50,12 +52,24 @@ data = {}
 for n in names:
     data[n], info = load(f"{out}/{n}.txt")
     for l in info: print(l)
+# Server CPU seconds per GiB moved, for each throughput row: the server's processes (ocserv: main, sec-mod and the
+# worker; ocgate: main and its privileged helper), % of one core, over the row's rate.
+for d in data.values():
+    for k in [k for k, (v, u) in d.items() if u == "Mbit/s" and not k.endswith("_loss")]:
+        cpu = 0.0
+        for role in ("main", "secmod", "worker", "helper"):
+            try: cpu += float(d.get(f"{k}_cpu_{role}", ("0",))[0])
+            except ValueError: pass
+        try: rate = float(d[k][0])
+        except ValueError: continue
+        if cpu > 0 and rate > 0:
+            d[f"{k}_server_cpu_s_per_gib"] = (f"{cpu / 100 * 8 * 2**30 / (rate * 1e6):.1f}", "s/GiB")
 base = data[names[0]]
-hdr = f"{'figure':34} {'unit':8} {names[0]:>9}"
+hdr = f"{'figure':42} {'unit':8} {names[0]:>9}"
 for n in names[1:]: hdr += f" {n:>9} {'ratio':>6}"
 print(hdr)
 for k in base:
-    row = f"{k:34} {base[k][1]:8} {base[k][0]:>9}"
+    row = f"{k:42} {base[k][1]:8} {base[k][0]:>9}"
     for n in names[1:]:
         v = data[n].get(k, ("-",))[0]
         try: r = f"{float(v)/float(base[k][0]):.2f}"
