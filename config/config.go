@@ -499,6 +499,9 @@ func (p *parser) apply(r *raw, c *Config) {
 	str(&c.PreLoginBanner, r.PreLoginBanner)
 	str(&c.DefaultDomain, r.DefaultDomain)
 	boolean(&c.Compression, r.Compression)
+	if c.Compression {
+		p.warnf("compression", "not implemented yet: sessions run uncompressed (clients are not offered LZS/LZ4)")
+	}
 	integer("no_compress_limit", &c.NoCompressLimit, r.NoCompressLimit, 0, 65535)
 	str(&c.Device, r.Device)
 	path("connect_script", &c.ConnectScript, r.ConnectScript)
@@ -821,6 +824,17 @@ func parseAuth(s string) (AuthMethod, error) {
 	}
 	if m.Name == "plain" && m.Params["passwd"] == "" {
 		return m, errors.New("plain needs passwd=FILE")
+	}
+	// A parameter we do not act on must not pass silently: "otp=" ignored would leave an administrator
+	// believing one-time passwords are asked for.
+	for k := range m.Params {
+		switch {
+		case m.Name == "plain" && k == "passwd":
+		case k == "otp":
+			return m, errors.New("otp= (one-time passwords) is not supported yet")
+		default:
+			return m, fmt.Errorf("parameter %q is not supported for %s", k, m.Name)
+		}
 	}
 	return m, nil
 }

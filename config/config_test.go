@@ -22,6 +22,8 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"unknown auth", "auth = [\"kerberos[x=y]\"]\n", "f.toml:1: auth:"},
 		{"unsupported auth", "auth = [\"radius[config=x]\"]\n", "not supported yet"},
 		{"plain without file", "auth = [\"plain\"]\n", "plain needs passwd=FILE"},
+		{"otp file", "\nauth = [\"plain[passwd=p,otp=/etc/users.oath]\"]\n", "f.toml:2: auth: \"plain[passwd=p,otp=/etc/users.oath]\": otp= (one-time passwords) is not supported yet"},
+		{"unknown auth parameter", "auth = [\"plain[passwd=p,pasword=q]\"]\n", "parameter \"pasword\" is not supported for plain"},
 		{"bad datapath", "\ndatapath = \"tap\"\n", "f.toml:2: datapath:"},
 		{"negative duration", "dpd = -5\n", "f.toml:1: dpd: -5 is not a valid number of seconds"},
 		{"port out of range", "tcp_port = 70000\n", "f.toml:1: tcp_port: 70000 is out of range"},
@@ -35,6 +37,17 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// compression = true is accepted (ocserv's configs carry it) but says it does nothing yet.
+func TestCompressionWarns(t *testing.T) {
+	c, err := Parse([]byte("compression = true\n"), "f.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "f.toml:1: compression: not implemented yet") {
+		t.Fatalf("warnings %q", c.Warnings)
 	}
 }
 
