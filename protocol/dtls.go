@@ -570,8 +570,9 @@ type dtlsConn struct {
 	assoc *dtlsAssoc
 	suite dtls.CipherSuiteID
 
-	fast    *dtlsFast   // nil: every record goes through pion
-	retired atomic.Bool // pion's side was retired (retirePion)
+	fast          *dtlsFast   // nil: every record goes through pion
+	retired       atomic.Bool // pion's side was retired (retirePion)
+	probeAnswered atomic.Bool // the client's first MTU probe was answered (tunnel.dtlsRecord)
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
 	// reaches a tunnel after it let go of the association.

@@ -311,6 +311,11 @@ func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 	}
 }
 
+var (
+	keepaliveRecord = []byte{pktKeepalive}
+	probeWakeups    = []time.Duration{10 * time.Millisecond, 60 * time.Millisecond}
+)
+
 // dtlsRecord handles one record of association c: DATA into the datapath, DPD requests echoed in full
 // (openconnect measures the MTU with them, protocol.md §7.5). With the fast path it runs in the UDP socket's
 // reader, so it must not block; rec may be changed in place.
@@ -341,6 +346,17 @@ func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
 	case pktDPDReq:
 		rec[0] = pktDPDResp
 		c.WriteRecord(rec)
+		if len(rec) > 1 && c.probeAnswered.CompareAndSwap(false, true) {
+			// The first MTU probe (a DPD request with padding), which openconnect sends right after the
+			// handshake. openconnect 9.01 sets its "DTLS MTU detection" delay even when the handshake and the probe
+			// finished before its main loop started (our answers take well under a millisecond), then sleeps in
+			// select() for up to a second before it configures the tunnel, unless a datagram wakes it: one
+			// connect in four took 1.08 s instead of 80 ms. A keepalive sent at once is read before that sleep
+			// and does not count as work; two a little later wake it.
+			for _, d := range probeWakeups {
+				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
+			}
+		}
 	case pktDPDResp, pktKeepalive:
 	default:
 		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
