@@ -229,6 +229,16 @@ func (s *Session) detach(t *tunnel, logout bool) {
 	}
 }
 
+// logout ends the session if t still carries it (a user's DISCONNECT) and cookies are not persistent.
+func (s *Session) logout(t *tunnel) {
+	s.mu.Lock()
+	current := s.tunnel == t
+	s.mu.Unlock()
+	if current && !s.srv.cfg.PersistentCookies {
+		s.srv.endSession(s, "user logged out")
+	}
+}
+
 // end marks the session ended and returns what must be released, or ok=false if it had already ended.
 func (s *Session) end() (t *tunnel, port datapath.Port, addr netip.Addr, ok bool) {
 	s.mu.Lock()

@@ -478,6 +478,11 @@ func (t *tunnel) readLoop() (logout bool) {
 				msg = fmt.Sprintf("client disconnected: %.80q", payload[1:])
 			}
 			t.end(msg, noFrame)
+			if logout {
+				// At once, not when the tunnel has finished closing: a CONNECT with this cookie that arrives
+				// meanwhile must be refused, not take the session over.
+				t.sess.logout(t)
+			}
 			return logout
 		case pktCompressed:
 			t.end("compressed frame received but no compression was negotiated", pktDisconnect)

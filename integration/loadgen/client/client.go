@@ -350,8 +350,8 @@ func (s *Session) end(err error) {
 	})
 }
 
-// Close sends the logout DISCONNECT (0xb0 "Aborted by caller", as openconnect on Ctrl-C) and closes both channels.
-// The server invalidates the cookie.
+// Close sends the logout DISCONNECT (0xb0 "Aborted by caller", as openconnect on Ctrl-C), waits (up to 2 s) for the
+// server to close the connection, and closes both channels. The server has invalidated the cookie by then.
 func (s *Session) Close() error {
 	return s.shutdown(true)
 }
@@ -371,6 +371,14 @@ func (s *Session) shutdown(bye bool) error {
 		// close_notify, like openconnect (which sends no DTLS close).
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		s.conn.CloseWrite()
+		if bye && err == nil {
+			// The server closes the connection once it has taken the DISCONNECT: after that the cookie is
+			// gone, which callers (tests) may rely on. Bounded, for a server that never closes.
+			select {
+			case <-s.done:
+			case <-time.After(2 * time.Second):
+			}
+		}
 	}
 	s.end(ErrClosed)
 	waitTimeout(&s.readersWG, 5*time.Second)
