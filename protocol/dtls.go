@@ -460,8 +460,6 @@ func (a *dtlsAssoc) handshake() {
 		// pion's record layer for everything (see Options.DTLSFastPath)
 	} else if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
 		c.fast = f
-		a.d.wg.Add(1)
-		go c.drainPion()
 	}
 	select {
 	case <-a.done:
@@ -470,6 +468,12 @@ func (a *dtlsAssoc) handshake() {
 	default:
 	}
 	a.reg.established(c)
+	if c.fast != nil {
+		// Only now that the tunnel has attached its handlers: records the client sent meanwhile wait in pion's
+		// queue and are delivered, not dropped (a packet sent right after the handshake would be lost).
+		a.d.wg.Add(1)
+		go c.drainPion()
+	}
 }
 
 var errDeadline = os.ErrDeadlineExceeded

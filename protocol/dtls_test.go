@@ -136,7 +136,12 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			appID := newAppID()
 			psk := bytes.Repeat([]byte{0x42}, 32)
 			got := make(chan *dtlsConn, 2)
-			cancel := d.register(appID, psk, nil, func(c *dtlsConn) { got <- c })
+			recs := make(chan []byte, 4)
+			// As the tunnel does (dtlsEstablished): attached from the callback.
+			cancel := d.register(appID, psk, nil, func(c *dtlsConn) {
+				c.attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
+				got <- c
+			})
 			defer cancel()
 
 			cpc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -157,6 +162,11 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if err := client.HandshakeContext(ctx); err != nil {
 				t.Fatalf("client handshake: %v", err)
 			}
+			// A record sent the moment the client's handshake is done, maybe before the server has attached.
+			early := append([]byte{pktData}, "early"...)
+			if _, err := client.Write(early); err != nil {
+				t.Fatal(err)
+			}
 			var c *dtlsConn
 			select {
 			case c = <-got:
@@ -166,8 +176,14 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if c.fast == nil {
 				t.Fatal("the fast path is not on")
 			}
-			recs := make(chan []byte, 1)
-			c.attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
+			select {
+			case rec := <-recs:
+				if !bytes.Equal(rec, early) {
+					t.Fatalf("first record %q, want %q", rec, early)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the record sent right after the handshake was not delivered")
+			}
 			buf := make([]byte, 2048)
 			for i := range 50 {
 				msg := append([]byte{pktData}, bytes.Repeat([]byte{byte(i)}, 1000+i)...)
