@@ -38,6 +38,7 @@ const (
 	dtlsHandshakeQueueLen = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
 	maxDatagram           = 65535
 	udpBatchLen           = 32 // datagrams per recvmmsg(2)
+	pionRetireDelay       = 500 * time.Millisecond
 	// extAppID is the private ClientHello extension that openconnect 7.08–7.x used for the App-ID.
 	extAppID = 48018
 )
@@ -358,7 +359,7 @@ type dtlsAssoc struct {
 	done          chan struct{}
 	closeOnce     sync.Once
 	handshakeDone atomic.Bool
-	// pion's side, retired once the fast path has heard from the client (retirePion): its Close then ends only
+	// pion's side, retired once the fast path has heard from the client (retirePionLater): its Close then ends only
 	// pion's goroutines, its writes are dropped (no close_notify reaches the client), what would go to it is
 	// dropped.
 	pionRetired atomic.Bool
@@ -568,14 +569,14 @@ func (a *dtlsAssoc) SetReadDeadline(t time.Time) error {
 // pion) are passed on by drainPion. No goroutine and no queue per session once pion is retired. Without the fast
 // path, the tunnel reads records with ReadRecord.
 type dtlsConn struct {
-	// pion's connection: nil once retired (retirePion), so that its handshake state and buffers are freed while
+	// pion's connection: nil once retired (retirePionLater), so that its handshake state and buffers are freed while
 	// the session stays.
 	pion  atomic.Pointer[dtls.Conn]
 	assoc *dtlsAssoc
 	suite dtls.CipherSuiteID
 
 	fast          *dtlsFast   // nil: every record goes through pion
-	retired       atomic.Bool // pion's side was retired (retirePion)
+	retired       atomic.Bool // pion's side was retired (retirePionLater)
 	probeAnswered atomic.Bool // the client's first MTU probe was answered (tunnel.dtlsRecord)
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
@@ -612,7 +613,7 @@ func (c *dtlsConn) openFast(b []byte) {
 		return // counted in fast.Bad, or not for this epoch
 	}
 	if !c.retired.Load() && c.retired.CompareAndSwap(false, true) {
-		c.retirePion()
+		c.retirePionLater()
 	}
 	c.deliver(pt)
 }
@@ -643,20 +644,26 @@ func (c *dtlsConn) drainPion() {
 	}
 }
 
-// retirePion ends pion's part once the client has sent application data under the new keys, which it does only
-// after it received our Finished: no handshake retransmission can be due any more. pion's three goroutines and
-// its buffers (and drainPion) go; a close_notify the client may send later is dropped, the tunnel's DPD and the
-// CSTP channel carry on as before. Memory per idle DTLS session: see the closing note of issue 6.
-func (c *dtlsConn) retirePion() {
-	c.assoc.pionRetired.Store(true)
-	conn := c.pion.Swap(nil)
-	if conn == nil {
-		return
-	}
+// retirePionLater ends pion's part a moment after the client has sent application data under the new keys, which
+// it does only after it received our Finished: no handshake retransmission can be due any more. The moment is for
+// records the client sent before the tunnel attached (pion holds them until drainPion has passed them on). pion's
+// goroutines and buffers (and drainPion) go; a close_notify the client may send later is dropped, the tunnel's
+// DPD and the CSTP channel carry on as before. Memory per idle DTLS session: see the closing note of issue 6.
+func (c *dtlsConn) retirePionLater() {
 	c.assoc.d.wg.Add(1)
 	go func() {
 		defer c.assoc.d.wg.Done()
-		conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+		t := time.NewTimer(pionRetireDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-c.assoc.done:
+			return // Close closes pion
+		}
+		c.assoc.pionRetired.Store(true)
+		if conn := c.pion.Swap(nil); conn != nil {
+			conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+		}
 	}()
 }
 
