@@ -20,15 +20,7 @@ DURATION=${DURATION:-10s}
 IDLE=${IDLE:-60}
 CONCURRENCY=${CONCURRENCY:-16}
 export MAX_CLIENTS=${MAX_CLIENTS:-$((IDLE + 8))}
-# Both servers unthrottled: ocserv's default rate-limit-ms is 0 and it does not ban its local subnet.
-export OCGATE_EXTRA_CONFIG="${OCGATE_EXTRA_CONFIG:-}
-rate_limit_ms = 0
-max_ban_score = 0"
-
-netns_up; certs; users; load_server
-srv_start
-LG=$W/loadgen
-(cd "$BENCH_DIR/../.." && go build -o "$LG" ./integration/loadgen) || fail "go build loadgen"
+loadgen_setup
 bg "$SNS" "$LG" --serve "$TARGET:9000"
 wait_for 10 tcp_open "$SNS" "$TARGET" 9000 || fail "bulk target did not start"
 MAIN=$(srv_procs | awk '$1 == "main" {print $2; exit}')

@@ -18,14 +18,7 @@ export POOL_NET=${POOL_NET:-192.168.0.0} POOL_MASK=${POOL_MASK:-255.255.0.0}
 BENCH_SERVER=${BENCH_SERVER:-$(dirname "$0")/servers/ocgate.sh}
 . "$(dirname "$0")/lib.sh"
 need ip go python3 openssl ss
-export OCGATE_EXTRA_CONFIG="${OCGATE_EXTRA_CONFIG:-}
-rate_limit_ms = 0
-max_ban_score = 0"
-
-netns_up; certs; users; load_server
-srv_start
-LG=$W/loadgen
-(cd "$BENCH_DIR/../.." && go build -o "$LG" ./integration/loadgen) || fail "go build loadgen"
+loadgen_setup
 sum_procs() { local f=$1 t=0 p; for p in $(srv_procs | awk '{print $2}'); do t=$((t + $($f "$p"))); done; echo $t; }
 held() { ip netns exec "$SNS" ss -Htn state established "( sport = :$PORT )" | wc -l; }
 all_held() { [ "$(held)" -ge "$SESSIONS" ]; }

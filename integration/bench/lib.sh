@@ -147,6 +147,18 @@ SH
 oc_tun() { local logf=$1; shift; oc_launch "$logf" --script "$W/tun-up.sh" "$@"; }
 # oc_proxy LOG SOCKSPORT [openconnect args]: openconnect --script-tun with ocproxy (no TUN) in ocb-cli
 oc_proxy() { local logf=$1 sport=$2; shift 2; oc_launch "$logf" --script-tun --script "ocproxy -D $sport" "$@"; }
+# loadgen_setup: namespaces, certificates, users, the server under test started and unthrottled (ocserv's default
+# rate-limit-ms is 0 and it does not ban its local subnet: ocgate gets the same), the load generator built as $LG
+loadgen_setup() {
+  export OCGATE_EXTRA_CONFIG="${OCGATE_EXTRA_CONFIG:-}
+rate_limit_ms = 0
+max_ban_score = 0"
+  netns_up; certs; users; load_server
+  srv_start
+  LG=$W/loadgen
+  (cd "$BENCH_DIR/../.." && go build -o "$LG" ./integration/loadgen) || fail "go build loadgen"
+}
+
 # oc_launch LOG [args]: the stock client, password on stdin, server key pinned; stdout+stderr to LOG. With STAMP_T0
 # set (ms, from now_ms), each line is written as "MS-SINCE-T0 line" when it arrives (openconnect flushes each line).
 oc_launch() {
