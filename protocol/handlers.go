@@ -254,7 +254,12 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	sess.mu.Lock()
 	addr, addr6, port := sess.addr, sess.addr6, sess.port
 	sess.mu.Unlock()
+	// Published under dtlsMu, which dtlsEstablished takes before it attaches the DTLS handlers: the socket's
+	// reader, which calls them, then sees the port (the client's handshake comes after our response anyway, but
+	// the network is not a happens-before edge).
+	t.dtlsMu.Lock()
 	t.port = port
+	t.dtlsMu.Unlock()
 	if first && s.scripts != nil {
 		info := sess.scriptInfo()
 		if err := s.runScript(info, "connect"); err != nil {
