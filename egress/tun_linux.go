@@ -160,14 +160,54 @@ type tunPort struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
+	offMu      sync.Mutex // orders Offloads calls
+	offloadsOn bool       // guarded by offMu
+
 	dropSource, dropRoute, dropSize, dropPort atomic.Uint64
 }
+
+// Offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
+// turns them on when it takes the device; with them off the kernel hands over MTU-sized packets (checksums
+// included), which the same read path takes.
+func (p *tunPort) Offloads(on bool) {
+	p.offMu.Lock()
+	defer p.offMu.Unlock()
+	if on == p.offloadsOn || p.closed.Load() {
+		return
+	}
+	f, ok := p.dev.(interface{ File() *os.File })
+	if !ok {
+		return
+	}
+	rc, err := f.File().SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		if on {
+			if unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tunOffloadsTCP|tunOffloadsUDP) != nil {
+				err = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tunOffloadsTCP)
+			}
+		} else {
+			err = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0)
+		}
+	})
+	if err == nil {
+		p.offloadsOn = on
+	}
+}
+
+// The offloads wireguard-go's tun enables (tun_linux.go there): TCP always with IFF_VNET_HDR, UDP from Linux 6.2.
+const (
+	tunOffloadsTCP = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	tunOffloadsUDP = unix.TUN_F_USO4 | unix.TUN_F_USO6
+)
 
 // vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
 const vnetHdrRoom = 16
 
 func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
-	p := &tunPort{t: t, sess: s, dev: dev, name: name, restrict: s.RestrictToRoutes}
+	p := &tunPort{t: t, sess: s, dev: dev, name: name, restrict: s.RestrictToRoutes, offloadsOn: true}
 	for _, a := range s.Addrs {
 		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
 		if a.Is4() {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -147,4 +148,52 @@ func udpPacket(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte 
 	b[24], b[25] = byte((8+len(payload))>>8), byte(8+len(payload)) // UDP checksum 0: none
 	copy(b[28:], payload)
 	return b
+}
+
+// TestTUNOffloads: Offloads switches the device's TCP segmentation offload off and on again (what the kernel
+// reports through ethtool), and is a no-op once the port is closed.
+func TestTUNOffloads(t *testing.T) {
+	inNewNetns(t, func() {
+		dp, err := NewTUN(TUNConfig{Prefix: "tso", Local: netip.MustParseAddr("10.250.78.1")})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer dp.Close()
+		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{netip.MustParseAddr("10.250.78.9")},
+			MTU: 1400, Deliver: func([]byte) {}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		name := port.(datapath.Device).DeviceName()
+		sg := port.(datapath.Segmenter)
+		for i, want := range []bool{true, false, false, true} {
+			if i > 0 {
+				sg.Offloads(want)
+			}
+			if got, err := tsoEnabled(name); err != nil || got != want {
+				t.Errorf("step %d: TSO on %s = %v (%v), want %v", i, name, got, err, want)
+			}
+		}
+		port.Close()
+		sg.Offloads(false)
+	})
+}
+
+// tsoEnabled asks the kernel whether TCP segmentation offload is on for the interface (ETHTOOL_GTSO).
+func tsoEnabled(name string) (bool, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	val := &struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_GTSO} // on the heap: its address goes in as an integer
+	var ifr [40]byte
+	copy(ifr[:unix.IFNAMSIZ-1], name)
+	*(*uintptr)(unsafe.Pointer(&ifr[unix.IFNAMSIZ])) = uintptr(unsafe.Pointer(val))
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr[0]))); e != 0 {
+		return false, e
+	}
+	return val.data != 0, nil
 }

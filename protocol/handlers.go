@@ -259,6 +259,9 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	// the network is not a happens-before edge).
 	t.dtlsMu.Lock()
 	t.port = port
+	if t.dtls.Load() == nil {
+		t.offloads(false) // TLS until DTLS is up
+	}
 	t.dtlsMu.Unlock()
 	if first && s.scripts != nil {
 		info := sess.scriptInfo()

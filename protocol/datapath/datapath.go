@@ -54,6 +54,13 @@ type Port interface {
 	Close() error
 }
 
+// Segmenter is implemented by ports whose host side can hand over segmentation-offload bursts (the kernel-TUN
+// datapath: 64 KiB TCP segments that the port splits). Offloads(false) asks for MTU-sized packets instead, which
+// suits a session carried over TLS (see tunnel.go); Offloads(true) asks for the bursts again.
+type Segmenter interface {
+	Offloads(on bool)
+}
+
 // Device is implemented by ports backed by a network interface (the kernel-TUN datapath): DeviceName is the
 // interface's name (vpns0), given to scripts as DEVICE.
 type Device interface {
