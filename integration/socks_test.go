@@ -34,9 +34,9 @@ func socksCurl(r *tunRig, proxy, url string) (string, int) {
 func newSOCKSRig(t *testing.T, extra string) *tunRig {
 	t.Helper()
 	r := newRig(t, false, "route = [\"10.77.0.0/24\", \"10.250.77.0/24\"]\nsocks5_listen = \"127.0.0.1:"+socksPort+"\"\n"+extra)
-	if !regexp.MustCompile(`msg="socks5 ingress listening" addr=127\.0\.0\.1:` + socksPort).MatchString(r.s.stderr.String()) {
-		t.Fatalf("the server does not say it serves SOCKS5:\n%s", r.s.stderr.String())
-	}
+	// The log is read from the server's stderr by another goroutine: wait for the line rather than look once.
+	re := regexp.MustCompile(`msg="socks5 ingress listening" addr=127\.0\.0\.1:` + socksPort)
+	waitFor(t, 10*time.Second, "the server's log line that it serves SOCKS5", func() bool { return re.MatchString(r.s.stderr.String()) })
 	return r
 }
 
@@ -76,9 +76,8 @@ func TestSOCKSIngress(t *testing.T) {
 		}
 	}
 	for _, dst := range []string{"10.77.0.1:8080", "127.0.0.1:8081", "10.250.77.1:53", "10.250.77.200:8080"} {
-		if !regexp.MustCompile(`msg="SOCKS5 request refused" .*dst=` + regexp.QuoteMeta(dst)).MatchString(r.s.stderr.String()) {
-			t.Errorf("the server log does not show %s refused", dst)
-		}
+		re := regexp.MustCompile(`msg="SOCKS5 request refused" .*dst=` + regexp.QuoteMeta(dst))
+		waitFor(t, 10*time.Second, "the server log to show "+dst+" refused", func() bool { return re.MatchString(r.s.stderr.String()) })
 	}
 
 	// A closed port on the client: refused by the client itself (a reset), reported as such.
@@ -93,9 +92,8 @@ func TestSOCKSIngress(t *testing.T) {
 	if out, code := socksCurl(r, proxy, "http://"+c.ip+":8080/hello"); code == 0 {
 		t.Fatalf("through SOCKS to a client that has gone: exit 0: %s", out)
 	}
-	if !regexp.MustCompile(`msg="SOCKS5 request refused" .*dst=` + regexp.QuoteMeta(c.ip+":8080")).MatchString(r.s.stderr.String()) {
-		t.Errorf("the server log does not show the departed client's address refused")
-	}
+	re := regexp.MustCompile(`msg="SOCKS5 request refused" .*dst=` + regexp.QuoteMeta(c.ip+":8080"))
+	waitFor(t, 10*time.Second, "the server log to show the departed client's address refused", func() bool { return re.MatchString(r.s.stderr.String()) })
 }
 
 // TestSOCKSIngressAuth: with socks5_user and socks5_password set, a request without credentials or with wrong
