@@ -60,7 +60,7 @@ func TestDTLSBatchAllocs(t *testing.T) {
 	defer sink.Close()
 	block, _ := aes.NewCipher(make([]byte, 16))
 	gcm, _ := cipher.NewGCM(block)
-	f := &dtlsFast{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), PC: pc, Peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
+	f := &dtlsrec.Conn{Layer: dtlsrec.NewForTest(gcm, make([]byte, 4), 1), PC: pc, Peer: sink.LocalAddr().(*net.UDPAddr).AddrPort()}
 	b, err := newDTLSBatch(f)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestDTLSBatchAllocs(t *testing.T) {
 	}
 	buf := make([]byte, 2048)
 	sink.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := sink.Read(buf); err != nil || n != dtlsRecordHeaderLen+8+len(pkt)+16 {
+	if n, err := sink.Read(buf); err != nil || n != dtlsrec.HeaderLen+8+len(pkt)+16 {
 		t.Fatalf("record on the wire: %d bytes, %v", n, err)
 	}
 }

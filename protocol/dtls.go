@@ -23,12 +23,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"ocgate/protocol/dtlsrec"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
+	"github.com/pion/transport/v5/deadline"
 )
 
 const (
@@ -197,7 +199,7 @@ func (d *dtlsServer) dispatch(b []byte, from netip.AddrPort) {
 	hello := isClientHello(b)
 	a := d.assocOf(from)
 	if a != nil && !hello {
-		if b[0] == recordAppData {
+		if b[0] == dtlsrec.AppData {
 			if c := a.live.Load(); c != nil {
 				c.openFast(b) // here, in the socket's reader: no queue, no goroutine per session
 				return
@@ -367,9 +369,7 @@ type dtlsAssoc struct {
 	pionOnce    sync.Once
 	suites      []dtls.CipherSuiteID // PSK suites offered to this client
 
-	dlMu     sync.Mutex
-	deadline time.Time     // guarded by dlMu
-	dlChange chan struct{} // guarded by dlMu: closed when the deadline changes
+	readDL *deadline.Deadline // pion's read deadline
 }
 
 type datagram struct {
@@ -382,7 +382,7 @@ var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, 
 func newDTLSAssoc(d *dtlsServer, r *dtlsReg, peer netip.AddrPort) *dtlsAssoc {
 	return &dtlsAssoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
 		in:   make(chan *datagram, dtlsHandshakeQueueLen),
-		done: make(chan struct{}), dlChange: make(chan struct{}), pionClosed: make(chan struct{})}
+		done: make(chan struct{}), readDL: deadline.New(), pionClosed: make(chan struct{})}
 }
 
 // push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
@@ -459,7 +459,7 @@ func (a *dtlsAssoc) handshake() {
 	c.pion.Store(conn)
 	if !a.d.fastPath {
 		// pion's record layer for everything (see Options.DTLSFastPath)
-	} else if f, err := newDTLSFast(conn, a.d.pc, a.peer); err == nil {
+	} else if f, err := dtlsrec.Dial(conn, a.d.pc, a.peer); err == nil {
 		c.fast = f
 	}
 	select {
@@ -477,46 +477,17 @@ func (a *dtlsAssoc) handshake() {
 	}
 }
 
-var errDeadline = os.ErrDeadlineExceeded
-
 // ReadFrom implements net.PacketConn for pion: the next datagram of this association.
 func (a *dtlsAssoc) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		a.dlMu.Lock()
-		dl, change := a.deadline, a.dlChange
-		a.dlMu.Unlock()
-		if dl.IsZero() {
-			select {
-			case g := <-a.in:
-				return a.deliver(p, g)
-			case <-a.done:
-				return 0, nil, net.ErrClosed
-			case <-a.pionClosed:
-				return 0, nil, net.ErrClosed
-			case <-change:
-				continue
-			}
-		}
-		d := time.Until(dl)
-		if d <= 0 {
-			return 0, nil, errDeadline
-		}
-		t := time.NewTimer(d)
-		select {
-		case g := <-a.in:
-			t.Stop()
-			return a.deliver(p, g)
-		case <-a.done:
-			t.Stop()
-			return 0, nil, net.ErrClosed
-		case <-a.pionClosed:
-			t.Stop()
-			return 0, nil, net.ErrClosed
-		case <-t.C:
-			return 0, nil, errDeadline
-		case <-change:
-			t.Stop()
-		}
+	select {
+	case g := <-a.in:
+		return a.deliver(p, g)
+	case <-a.done:
+		return 0, nil, net.ErrClosed
+	case <-a.pionClosed:
+		return 0, nil, net.ErrClosed
+	case <-a.readDL.Done():
+		return 0, nil, os.ErrDeadlineExceeded
 	}
 }
 
@@ -554,11 +525,7 @@ func (a *dtlsAssoc) SetDeadline(t time.Time) error {
 }
 func (a *dtlsAssoc) SetWriteDeadline(time.Time) error { return nil }
 func (a *dtlsAssoc) SetReadDeadline(t time.Time) error {
-	a.dlMu.Lock()
-	a.deadline = t
-	close(a.dlChange)
-	a.dlChange = make(chan struct{})
-	a.dlMu.Unlock()
+	a.readDL.Set(t)
 	return nil
 }
 
@@ -575,9 +542,9 @@ type dtlsConn struct {
 	assoc *dtlsAssoc
 	suite dtls.CipherSuiteID
 
-	fast          *dtlsFast   // nil: every record goes through pion
-	retired       atomic.Bool // pion's side was retired (retirePionLater)
-	probeAnswered atomic.Bool // the client's first MTU probe was answered (tunnel.dtlsRecord)
+	fast          *dtlsrec.Conn // nil: every record goes through pion
+	retired       atomic.Bool   // the fast path has opened a record: pion is being retired (retirePionLater)
+	probeAnswered atomic.Bool   // the client's first MTU probe was answered (tunnel.dtlsRecord)
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
 	// reaches a tunnel after it let go of the association.

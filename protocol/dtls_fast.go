@@ -5,33 +5,14 @@ package protocol
 // straight onto the shared UDP socket, batched with sendmmsg when the tunnel's queue holds several.
 
 import (
-	"net"
-	"net/netip"
-
-	"github.com/pion/dtls/v3"
-
 	"ocgate/protocol/dtlsrec"
 )
-
-const (
-	dtlsRecordHeaderLen = dtlsrec.HeaderLen
-	recordAppData       = dtlsrec.AppData
-)
-
-// dtlsFast is an association's record layer once pion's handshake is done.
-type dtlsFast = dtlsrec.Conn
-
-// newDTLSFast derives the record keys of an established pion connection (dtlsrec.ErrUnsupported for suites it
-// does not implement: those stay on pion's record layer).
-func newDTLSFast(conn *dtls.Conn, pc *net.UDPConn, peer netip.AddrPort) (*dtlsFast, error) {
-	return dtlsrec.Dial(conn, pc, peer)
-}
 
 // dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2), equal-sized runs as UDP
 // GSO buffers (udpWriter), when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's
 // writer goroutine.
 type dtlsBatch struct {
-	f    *dtlsFast
+	f    *dtlsrec.Conn
 	w    *udpWriter
 	sc   dtlsrec.Scratch
 	bufs [dtlsBatchLen][]byte
@@ -40,7 +21,7 @@ type dtlsBatch struct {
 
 const dtlsBatchLen = 32
 
-func newDTLSBatch(f *dtlsFast) (*dtlsBatch, error) {
+func newDTLSBatch(f *dtlsrec.Conn) (*dtlsBatch, error) {
 	w, err := newUDPWriter(f.PC, f.Peer, dtlsBatchLen)
 	if err != nil {
 		return nil, err
@@ -57,7 +38,7 @@ func (b *dtlsBatch) add(plaintext []byte) error {
 	}
 	// Buffers are allocated as deep as the batches get (a quiet tunnel holds one or two), sized for the usual
 	// MTU-sized record; a bigger one grows its buffer once.
-	if need := dtlsRecordHeaderLen + 8 + len(plaintext) + 16; cap(b.bufs[b.n]) < need {
+	if need := dtlsrec.HeaderLen + 8 + len(plaintext) + 16; cap(b.bufs[b.n]) < need {
 		b.bufs[b.n] = make([]byte, 0, max(need, 2048))
 	}
 	b.bufs[b.n] = b.f.Seal(&b.sc, b.bufs[b.n][:0], plaintext)

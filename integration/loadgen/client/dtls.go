@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"ocgate/protocol/dtlsrec"
 	"os"
 	"strconv"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/transport/v5/deadline"
 )
 
 // The PSK suites offered, in the order GnuTLS-based openconnect lists those pion supports (protocol.md §7.3).
@@ -26,14 +28,14 @@ var pskSuites = []dtls.CipherSuiteID{
 }
 
 // dtlsChan is an established DTLS channel. pion runs the handshake (and keeps handling anything that is not
-// application data); application records are sealed and opened by our own record layer (dtlsFast) when the suite
+// application data); application records are sealed and opened by our own record layer (package dtlsrec) when the suite
 // is AES-GCM or ChaCha20-Poly1305 — pion's costs several µs and allocations per record, which made the client
 // the bottleneck of bulk runs — otherwise by pion.
 type dtlsChan struct {
 	pc   *net.UDPConn
 	mux  *udpMux
 	conn *dtls.Conn
-	fast *dtlsFast // nil: pion's record layer
+	fast *dtlsrec.Conn // nil: pion's record layer
 }
 
 func (d *dtlsChan) write(rec []byte) error {
@@ -124,7 +126,7 @@ func (s *Session) startDTLS(ctx context.Context) error {
 		s.DTLSUsed = st.CipherSuiteID.String()
 	}
 	if !s.opts.PionRecords {
-		if f, err := newDTLSFast(d.conn, pc, peer); err == nil {
+		if f, err := dtlsrec.Dial(d.conn, pc, peer); err == nil {
 			d.fast = f
 			mux.fast.Store(f)
 		}
@@ -163,12 +165,12 @@ func (s *Session) udpReader(d *dtlsChan) {
 			continue
 		}
 		f := d.mux.fast.Load()
-		if f == nil || buf[0] != recordAppData {
+		if f == nil || buf[0] != dtlsrec.AppData {
 			d.mux.push(buf[:n])
 			continue
 		}
-		for b := buf[:n]; len(b) >= dtlsRecordHeaderLen && b[0] == recordAppData; {
-			rl := dtlsRecordHeaderLen + (int(b[11])<<8 | int(b[12]))
+		for b := buf[:n]; len(b) >= dtlsrec.HeaderLen && b[0] == dtlsrec.AppData; {
+			rl := dtlsrec.HeaderLen + (int(b[11])<<8 | int(b[12]))
 			if rl > len(b) {
 				break
 			}
@@ -227,17 +229,15 @@ type udpMux struct {
 	pc   *net.UDPConn
 	peer netip.AddrPort
 	in   chan []byte
-	fast atomic.Pointer[dtlsFast]
+	fast atomic.Pointer[dtlsrec.Conn]
 	done chan struct{}
 	once sync.Once
 
-	dlMu     sync.Mutex
-	deadline time.Time     // guarded by dlMu
-	dlChange chan struct{} // guarded by dlMu: closed when the deadline changes
+	readDL *deadline.Deadline // pion's read deadline
 }
 
 func newUDPMux(pc *net.UDPConn, peer netip.AddrPort) *udpMux {
-	return &udpMux{pc: pc, peer: peer, in: make(chan []byte, 64), done: make(chan struct{}), dlChange: make(chan struct{})}
+	return &udpMux{pc: pc, peer: peer, in: make(chan []byte, 64), done: make(chan struct{}), readDL: deadline.New()}
 }
 
 func (m *udpMux) push(b []byte) {
@@ -250,37 +250,13 @@ func (m *udpMux) push(b []byte) {
 func (m *udpMux) close() { m.once.Do(func() { close(m.done) }) }
 
 func (m *udpMux) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		m.dlMu.Lock()
-		dl, change := m.deadline, m.dlChange
-		m.dlMu.Unlock()
-		var timeout <-chan time.Time
-		var t *time.Timer
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return 0, nil, os.ErrDeadlineExceeded
-			}
-			t = time.NewTimer(d)
-			timeout = t.C
-		}
-		stop := func() {
-			if t != nil {
-				t.Stop()
-			}
-		}
-		select {
-		case b := <-m.in:
-			stop()
-			return copy(p, b), net.UDPAddrFromAddrPort(m.peer), nil
-		case <-m.done:
-			stop()
-			return 0, nil, net.ErrClosed
-		case <-change:
-			stop()
-		case <-timeout:
-			return 0, nil, os.ErrDeadlineExceeded
-		}
+	select {
+	case b := <-m.in:
+		return copy(p, b), net.UDPAddrFromAddrPort(m.peer), nil
+	case <-m.done:
+		return 0, nil, net.ErrClosed
+	case <-m.readDL.Done():
+		return 0, nil, os.ErrDeadlineExceeded
 	}
 }
 
@@ -299,11 +275,7 @@ func (m *udpMux) LocalAddr() net.Addr { return m.pc.LocalAddr() }
 func (m *udpMux) SetDeadline(t time.Time) error { return m.SetReadDeadline(t) }
 
 func (m *udpMux) SetReadDeadline(t time.Time) error {
-	m.dlMu.Lock()
-	m.deadline = t
-	close(m.dlChange)
-	m.dlChange = make(chan struct{})
-	m.dlMu.Unlock()
+	m.readDL.Set(t)
 	return nil
 }
 
