@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 need=()
 for tool in openconnect:openconnect ocproxy:ocproxy iperf3:iperf3 curl:curl setpriv:util-linux ip:iproute2 nft:nftables \
-  ping:iputils-ping sysctl:procps; do
+  ping:iputils-ping sysctl:procps ethtool:ethtool; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

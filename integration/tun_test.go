@@ -192,6 +192,15 @@ func (r *tunRig) scriptEnv(reason, user string) map[string]string {
 	return env
 }
 
+// tso is what ethtool says of the server namespace's device dev: "on", "off", or "" if it cannot tell.
+func (r *tunRig) tso(dev string) string {
+	out, _ := r.ns.output(5*time.Second, "ethtool", "-k", dev)
+	if m := regexp.MustCompile(`(?m)^tcp-segmentation-offload: (on|off)`).FindStringSubmatch(out); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
 // devices lists the server namespace's vpns devices.
 func (r *tunRig) devices() []string {
 	out, _ := r.ns.output(5*time.Second, "ip", "-o", "link", "show")
@@ -232,6 +241,8 @@ func TestTUNTransferPingAndScripts(t *testing.T) {
 
 	env := r.scriptEnv("connect", vpnUser)
 	dev := env["DEVICE"]
+	// With DTLS up the device keeps its segmentation offloads (tunnel.offloads).
+	waitFor(t, 10*time.Second, "TSO on "+dev+" with DTLS", func() bool { return r.tso(dev) == "on" })
 	want := map[string]string{
 		"REASON": "connect", "USERNAME": vpnUser, "IP_REMOTE": c.ip, "IP_LOCAL": "10.250.77.1",
 		"OCSERV_ROUTES": "10.77.0.0/255.255.255.0 ", "OCSERV_ROUTES4": "10.77.0.0/255.255.255.0 ",
@@ -376,6 +387,8 @@ func TestTUNReconnectKeepsDevice(t *testing.T) {
 	r := newTUNRig(t, `route = ["10.77.0.0/24"]`)
 	c := r.connect(vpnUser, "--no-dtls")
 	dev := r.scriptEnv("connect", vpnUser)["DEVICE"]
+	// On TLS only, the device hands over MTU-sized packets: its TSO is off (tunnel.offloads).
+	waitFor(t, 10*time.Second, "TSO off on "+dev+" without DTLS", func() bool { return r.tso(dev) == "off" })
 	// openconnect reconnects by itself with its cookie after the server drops the TCP connection; force that by
 	// killing the connection with ss.
 	r.ns.must("ip", "netns", "exec", r.ns.name, "ss", "-K", "src", "10.99.0.0/16", "sport", "= :8443")
