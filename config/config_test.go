@@ -131,12 +131,6 @@ func TestDefaultsRoundTrip(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
-	f.Add([]byte(DefaultsTOML()))
-	f.Add([]byte("route = [\"default\"]\nipv4_network = \"1.2.3.4\"\nipv4_netmask = \"/8\""))
-	f.Fuzz(func(t *testing.T, in []byte) { Parse(in, "fuzz.toml") })
-}
-
 func TestSOCKS5Keys(t *testing.T) {
 	tests := []struct {
 		name, in string
