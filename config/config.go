@@ -164,22 +164,7 @@ func Parse(data []byte, path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range md.Keys() {
-		name, top := k.String(), k[0]
-		kd := keyByName[top]
-		switch {
-		case kd == nil:
-			p.errf(name, "unknown key")
-		case len(k) > 1:
-			// inside a table given to a known key: reported once, at the key
-		case kd.scope == userOnly:
-			p.errf(name, "allowed only in per-user and per-group files (config_per_user, config_per_group)")
-		case kd.status == notYet:
-			p.warnf(name, "accepted but not implemented yet")
-		case kd.status == ignored:
-			p.warnf(name, "ignored: %s", kd.why)
-		}
-	}
+	p.sortKeys(md, false)
 	p.applyGlobal(&c)
 	derive(&c)
 	p.check(&c)

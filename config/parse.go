@@ -79,6 +79,30 @@ func (p *parser) decode(data []byte) (toml.MetaData, error) {
 	return md, fmt.Errorf("%s:%d: %w", p.path, 0, err)
 }
 
+// sortKeys reports the file's unknown keys and the keys not allowed in it, and warns about the keys accepted
+// without effect; the others are left to apply. perUser: a per-user or per-group file.
+func (p *parser) sortKeys(md toml.MetaData, perUser bool) {
+	for _, k := range md.Keys() {
+		name, kd := k.String(), keyByName[k[0]]
+		switch {
+		case kd == nil:
+			p.errf(name, "unknown key")
+		case len(k) > 1:
+			// inside a table given to a known key: reported once, at the key
+		case !perUser && kd.scope == userOnly:
+			p.errf(name, "allowed only in per-user and per-group files (config_per_user, config_per_group)")
+		case perUser && kd.scope == global:
+			p.errf(name, "not allowed in a per-user or per-group file")
+		case kd.status == ignored:
+			p.warnf(name, "ignored: %s", kd.why)
+		case !perUser && kd.status == notYet:
+			p.warnf(name, "accepted but not implemented yet")
+		case perUser && !kd.perUserApplied():
+			p.warnf(name, "accepted but not implemented per user yet")
+		}
+	}
+}
+
 // resolve makes a relative path absolute against the file's directory.
 func (p *parser) resolve(v string) string {
 	if v == "" || filepath.IsAbs(v) || p.dir == "" {

@@ -215,22 +215,7 @@ func (c *Config) parseUserFile(data []byte, path string, uc *UserConfig, l *user
 	if err != nil {
 		return nil, err
 	}
-	for _, k := range md.Keys() {
-		name, top := k.String(), k[0]
-		kd := keyByName[top]
-		switch {
-		case kd == nil:
-			p.errf(name, "unknown key")
-		case len(k) > 1:
-			// inside a table given to a known key: reported once, at the key
-		case kd.scope == global:
-			p.errf(name, "not allowed in a per-user or per-group file")
-		case kd.status == ignored:
-			p.warnf(name, "ignored: %s", kd.why)
-		case !kd.perUserApplied():
-			p.warnf(name, "accepted but not implemented per user yet")
-		}
-	}
+	p.sortKeys(md, true)
 	s := &userState{c: c, u: uc, l: l}
 	for i := range keyTable {
 		k := &keyTable[i]
