@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// Config is a loaded configuration. Every field documents its key and the meaning of its zero value.
+// Config is a loaded configuration. Every field documents its key and the meaning of its zero value; every field
+// but Path, Dir and Warnings is set by a key of keyTable (keys.go), which holds its default and validation.
 type Config struct {
 	Path string // file loaded from; "" for embedded defaults
 	Dir  string // directory relative paths were resolved against ("" for defaults)
@@ -24,7 +25,7 @@ type Config struct {
 	DTLSFastPath  bool   // dtls_fast_path: our own DTLS record layer after pion's handshake (default true)
 	ServerCert    string // server_cert, absolute; "" = generated in the state directory
 	ServerKey     string // server_key, absolute
-	CACert        string // ca_cert, absolute (client certificates)
+	CACert        string // ca_cert, absolute (client certificates); kept but unused: certificate auth is not supported yet
 
 	Auth []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]"; empty = the generated user
 
@@ -39,7 +40,7 @@ type Config struct {
 	Routes           []netip.Prefix   // route; "default" is 0.0.0.0/0 and ::/0; empty = everything
 	NoRoutes         []netip.Prefix   // no_route
 	MTU              int              // mtu; 0 = 1500
-	TryMTUDiscovery  bool             // try_mtu_discovery
+	TryMTUDiscovery  bool             // try_mtu_discovery; kept but unused: the server does not probe the MTU yet
 
 	Keepalive          time.Duration // keepalive; default 32400 s
 	DPD                time.Duration // dpd; default 90 s
@@ -64,13 +65,13 @@ type Config struct {
 	BanTime                time.Duration // ban_time (or min_reauth_time); default 300 s
 	BanPointsWrongPassword int           // ban_points_wrong_password; default 10
 	BanPointsConnection    int           // ban_points_connection; default 1
-	BanPointsKKDCP         int           // ban_points_kkdcp; default 1
+	BanPointsKKDCP         int           // ban_points_kkdcp; default 1; unused: KKDCP is not supported
 
 	Banner          string // banner, shown after login
 	PreLoginBanner  string // pre_login_banner, shown with the login form
 	DefaultDomain   string // default_domain
-	Compression     bool   // compression; default false
-	NoCompressLimit int    // no_compress_limit; default 256
+	Compression     bool   // compression; default false; not implemented yet (sessions run uncompressed)
+	NoCompressLimit int    // no_compress_limit; default 256; unused until compression is implemented
 
 	Device           string // device; default "vpns"
 	ConnectScript    string // connect_script, absolute
@@ -78,12 +79,12 @@ type Config struct {
 	HostUpdateScript string // host_update_script, absolute
 	RunAsUser        string // run_as_user
 	RunAsGroup       string // run_as_group
-	OcctlSocketFile  string // occtl_socket_file, absolute; "" = in the state directory
-	PidFile          string // pid_file, absolute
+	OcctlSocketFile  string // occtl_socket_file, absolute; kept but unused: the management interface is not built yet
+	PidFile          string // pid_file, absolute: written at start, removed on exit; "" = none
 
 	Datapath    string         // datapath: "netstack" (default) or "tun"
-	EgressAllow []netip.Prefix // egress_allow: reachable although the always-deny rules would refuse them
-	EgressDeny  []netip.Prefix // egress_deny: refused for everyone
+	EgressAllow []netip.Prefix // egress_allow (netstack): reachable although the always-deny rules would refuse them
+	EgressDeny  []netip.Prefix // egress_deny (netstack): refused for everyone
 
 	// Per-user and per-group configuration (see UserConfig). The four paths are absolute; "" = none.
 	ConfigPerUser        string // config_per_user: directory of files named after users
@@ -109,7 +110,7 @@ type Config struct {
 	SOCKS5User     string // socks5_user: with SOCKS5Password, required from SOCKS clients; "" = no authentication
 	SOCKS5Password string // socks5_password
 
-	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored or not implemented yet
+	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored, not implemented yet, or without effect
 }
 
 // AuthMethod is one parsed `auth` entry.
