@@ -31,6 +31,7 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"bad egress cidr", "egress_deny = [\"10.0.0.0/33\"]\n", "f.toml:1: egress_deny:"},
 		{"syntax error", "tcp_port = = 1\n", "f.toml:1"},
 		{"unknown table", "[vhost]\nx = 1\n", "f.toml:1: vhost.x: unknown key"},
+		{"unknown nested table", "[vhost]\nx = 1\n[vhost.a]\ny = 2\n", "f.toml:3: vhost.a: unknown key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,6 +35,14 @@ func (p *parser) line(key string) int {
 	first, _, dotted := strings.Cut(key, ".")
 	re := regexp.MustCompile(`^\s*(["']?)` + regexp.QuoteMeta(key) + `(["']?)\s*=`)
 	tbl := regexp.MustCompile(`^\s*\[+\s*["']?` + regexp.QuoteMeta(first) + `["']?\s*[.\]]`)
+	if dotted { // a nested table: [a.b]
+		full := regexp.MustCompile(`^\s*\[+\s*` + regexp.QuoteMeta(key) + `\s*\]`)
+		for i, l := range p.lines {
+			if full.MatchString(l) {
+				return i + 1
+			}
+		}
+	}
 	for i, l := range p.lines {
 		if re.MatchString(l) || dotted && tbl.MatchString(l) {
 			return i + 1
