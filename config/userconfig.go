@@ -13,8 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // maxUserFileSize bounds a per-user or per-group file.
@@ -209,101 +207,33 @@ func readUserFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// rawKeys are the keys of the global file's raw struct.
-var rawKeys = func() map[string]bool {
-	m := map[string]bool{}
-	t := reflect.TypeFor[raw]()
-	for i := range t.NumField() {
-		m[t.Field(i).Tag.Get("toml")] = true
-	}
-	return m
-}()
-
 // parseUserFile parses a per-user or per-group file into uc (single values) and l (lists). It returns the
 // warnings, or every error of the file.
 func (c *Config) parseUserFile(data []byte, path string, uc *UserConfig, l *userLists) ([]string, error) {
-	p := &parser{path: path, lines: strings.Split(string(data), "\n")}
-	var r raw
-	md, err := decode(data, path, &r)
+	p := newParser(path, "", data)
+	md, err := p.decode(data)
 	if err != nil {
 		return nil, err
 	}
-	undecoded := map[string]bool{}
-	for _, k := range md.Undecoded() {
-		undecoded[k.String()] = true
-	}
-	for _, k := range md.Keys() {
-		key, top := k.String(), k[0]
-		why, perUser := userKeys[top]
-		known := rawKeys[top] || ignoredKeys[top] != "" || notYetKeys[top]
+	p.sortKeys(md, true)
+	s := &userState{c: c, u: uc, l: l}
+	for i := range keyTable {
+		k := &keyTable[i]
+		v, ok := p.vals[k.name]
 		switch {
-		case len(k) > 1 && (perUser || known):
-			// inside a table of a known key: reported once, at the table
-		case perUser && why == "":
-		case perUser && why == "not yet":
-			p.warnf(key, "accepted but not implemented per user yet")
-		case perUser:
-			p.warnf(key, "ignored: %s", why)
-		case known:
-			p.errf(key, "not allowed in a per-user or per-group file")
-		case undecoded[key]:
-			p.errf(key, "unknown key")
+		case !ok || k.scope == global || !k.perUserApplied():
+		case k.user != nil:
+			k.user(p, s, v)
+		default:
+			if x, ok := k.conv(p, k.name, v); ok {
+				reflect.ValueOf(uc).Elem().FieldByName(k.userField).Set(reflect.ValueOf(x))
+			}
 		}
 	}
-	p.applyUser(&r, md, c, uc, l)
-	if len(p.errs) > 0 {
-		return nil, errors.Join(p.errs...)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
 	return p.warns, nil
-}
-
-// applyUser applies the keys implemented per user; parseUserFile has refused or warned about the others.
-func (p *parser) applyUser(r *raw, md toml.MetaData, c *Config, uc *UserConfig, l *userLists) {
-	if md.IsDefined("route") {
-		l.setRoutes = true
-		l.routes = append(l.routes, p.routes("route", r.Route)...)
-	}
-	if md.IsDefined("no_route") {
-		l.setNoRoutes = true
-		l.noRoutes = append(l.noRoutes, p.routes("no_route", r.NoRoute)...)
-	}
-	if md.IsDefined("dns") {
-		l.setDNS = true
-		l.dns = append(l.dns, p.addrs("dns", r.DNS)...)
-	}
-	for _, pfx := range p.cidrs("iroute", r.IRoute) {
-		switch {
-		case pfx.Bits() == 0:
-			p.errf("iroute", "%s: a default route cannot be an iroute", pfx)
-		case pfx.Overlaps(c.IPv4Network):
-			p.errf("iroute", "%s overlaps the address pool ipv4_network %s", pfx, c.IPv4Network)
-		default:
-			uc.IRoutes = append(uc.IRoutes, pfx)
-		}
-	}
-	set(&uc.RestrictToRoutes, r.RestrictToRoutes)
-	set(&uc.ClientToClient, r.ClientToClient)
-	var ports PortRules
-	p.ports("restrict_user_to_ports", &ports, r.RestrictToPorts)
-	if w := mergePorts(&l.ports, ports); w != "" {
-		p.warnf("restrict_user_to_ports", "%s", w)
-	}
-	p.integer("rx_data_per_sec", &uc.RxDataPerSec, r.RxDataPerSec, 0, 1<<40)
-	p.integer("tx_data_per_sec", &uc.TxDataPerSec, r.TxDataPerSec, 0, 1<<40)
-	p.seconds("idle_timeout", &uc.IdleTimeout, r.IdleTimeout)
-	p.seconds("mobile_idle_timeout", &uc.MobileIdleTimeout, r.MobileIdleTimeout)
-	p.seconds("session_timeout", &uc.SessionTimeout, r.SessionTimeout)
-	p.seconds("dpd", &uc.DPD, r.DPD)
-	p.seconds("mobile_dpd", &uc.MobileDPD, r.MobileDPD)
-	p.seconds("keepalive", &uc.Keepalive, r.Keepalive)
-	p.integer("max_same_clients", &uc.MaxSameClients, r.MaxSameClients, 0, 1<<24)
-	if r.ExplicitIPv4 != nil {
-		if a, err := explicitIPv4(strings.TrimSpace(*r.ExplicitIPv4), c.IPv4Network); err != nil {
-			p.errf("explicit_ipv4", "%q: %v", *r.ExplicitIPv4, err)
-		} else {
-			uc.ExplicitIPv4 = a
-		}
-	}
 }
 
 // explicitIPv4 checks a fixed address against the pool: inside it, and none of its network address, its

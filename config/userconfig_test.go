@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -104,14 +105,15 @@ max_same_clients = 2
 		}},
 	}
 	for _, tc := range tests {
-		u, err := c.UserConfig(tc.user, tc.groups)
-		if err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-			continue
-		}
-		if !tc.check(u) {
-			t.Errorf("%s: %+v", tc.name, u)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := c.UserConfig(tc.user, tc.groups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(u) {
+				t.Errorf("%+v", u)
+			}
+		})
 	}
 	// The global configuration is not modified by the sessions' lists.
 	if !reflect.DeepEqual(c.Routes, pfxs("10.0.0.0/8")) {
@@ -145,19 +147,20 @@ default_group_config = "defaults/group.toml"
 			[]string{"groups/staff", "users/alice"}},
 	}
 	for _, tc := range tests {
-		u, err := c.UserConfig(tc.user, tc.groups)
-		if err != nil {
-			t.Errorf("%s %v: %v", tc.user, tc.groups, err)
-			continue
-		}
-		var files []string
-		for _, f := range tc.files {
-			files = append(files, filepath.Join(c.Dir, f))
-		}
-		if u.DPD != tc.dpd || u.Keepalive != tc.keepalive || !reflect.DeepEqual(u.Routes, tc.routes) ||
-			!reflect.DeepEqual(u.Files, files) {
-			t.Errorf("%s %v: dpd %s keepalive %s routes %v files %q", tc.user, tc.groups, u.DPD, u.Keepalive, u.Routes, u.Files)
-		}
+		t.Run(fmt.Sprintf("%s %v", tc.user, tc.groups), func(t *testing.T) {
+			u, err := c.UserConfig(tc.user, tc.groups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			for _, f := range tc.files {
+				files = append(files, filepath.Join(c.Dir, f))
+			}
+			if u.DPD != tc.dpd || u.Keepalive != tc.keepalive || !reflect.DeepEqual(u.Routes, tc.routes) ||
+				!reflect.DeepEqual(u.Files, files) {
+				t.Errorf("dpd %s keepalive %s routes %v files %q", u.DPD, u.Keepalive, u.Routes, u.Files)
+			}
+		})
 	}
 }
 
@@ -186,14 +189,16 @@ func TestUserConfigErrors(t *testing.T) {
 		{"too large", "# " + strings.Repeat("x", maxUserFileSize) + "\n", "larger than 64 KiB"},
 	}
 	for _, tc := range tests {
-		c := userSetup(t, global, map[string]string{"users/u": tc.file})
-		_, err := c.UserConfig("u", nil)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: err = %v, want it to contain %q", tc.name, err, tc.want)
-		}
-		if err != nil && !strings.HasPrefix(err.Error(), filepath.Join(c.Dir, "users/u")) {
-			t.Errorf("%s: %v does not start with the file", tc.name, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			c := userSetup(t, global, map[string]string{"users/u": tc.file})
+			_, err := c.UserConfig("u", nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.want)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), filepath.Join(c.Dir, "users/u")) {
+				t.Errorf("%v does not start with the file", err)
+			}
+		})
 	}
 
 	// Every error of a file is reported, and a broken group file refuses the session as well.
@@ -230,9 +235,11 @@ func TestUserConfigNames(t *testing.T) {
 		{"../secret", nil}, {"a/b", nil}, {".hidden", nil}, {"..", nil}, {"", nil}, {"a\x00b", nil},
 		{"ok", []string{"../secret"}}, {"ok", []string{".."}}, {"ok", []string{"x/y"}},
 	} {
-		if u, err := c.UserConfig(tc.user, tc.groups); err == nil || !strings.Contains(err.Error(), "refused") {
-			t.Errorf("user %q groups %q: %+v, %v", tc.user, tc.groups, u, err)
-		}
+		t.Run(fmt.Sprintf("%q %q", tc.user, tc.groups), func(t *testing.T) {
+			if u, err := c.UserConfig(tc.user, tc.groups); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("%+v, %v", u, err)
+			}
+		})
 	}
 	// An empty group is no group; without the directories, names are never paths.
 	if _, err := c.UserConfig("ok", []string{""}); err != nil {
@@ -297,10 +304,12 @@ func TestExposeIRoutes(t *testing.T) {
 		{"bob", pfxs("10.0.0.0/8", "192.168.60.0/24")},
 		{"dave", nil}, // full tunnel already
 	} {
-		u, err := c.UserConfig(tc.user, nil)
-		if err != nil || !reflect.DeepEqual(u.Routes, tc.routes) {
-			t.Errorf("%s: routes %v, %v; want %v", tc.user, u.Routes, err, tc.routes)
-		}
+		t.Run(tc.user, func(t *testing.T) {
+			u, err := c.UserConfig(tc.user, nil)
+			if err != nil || !reflect.DeepEqual(u.Routes, tc.routes) {
+				t.Errorf("routes %v, %v; want %v", u.Routes, err, tc.routes)
+			}
+		})
 	}
 }
 

@@ -139,6 +139,11 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	removePID, err := writePIDFile(cfg.PidFile, log)
+	if err != nil {
+		return err
+	}
+	defer removePID()
 	stateDir := f.stateDir
 	if stateDir == "" {
 		stateDir = stateDirDefault()

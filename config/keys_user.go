@@ -1,0 +1,99 @@
+package config
+
+// Keys of per-user and per-group configuration: where the files are, the policy keys users may have their own
+// value of, and the keys only those files may set. The appliers below (user funcs) are the per-user side of keys
+// declared in any keys_*.go file.
+
+import (
+	"net/netip"
+	"strings"
+)
+
+var userKeys = []key{
+	{name: "config_per_user", def: `""`, field: "ConfigPerUser", conv: path,
+		doc: "Directory of per-user files, each named after a user, with the keys allowed per user (route, no_route,\n" +
+			"iroute, dns, explicit_ipv4, restrict_user_to_routes, timeouts, rates...). Read at each login. Empty: none."},
+	{name: "config_per_group", def: `""`, field: "ConfigPerGroup", conv: path,
+		doc: "Directory of per-group files, each named after a group; applied before the user's file. Empty: none."},
+	{name: "default_user_config", def: `""`, field: "DefaultUserConfig", conv: path,
+		doc: "Used when config_per_user has no file for the user."},
+	{name: "default_group_config", def: `""`, field: "DefaultGroupConfig", conv: path,
+		doc: "Used when config_per_group has no file for the session's group."},
+	{name: "restrict_user_to_routes", def: "false", scope: anyFile, field: "RestrictUserToRoutes", conv: boolean,
+		userField: "RestrictToRoutes", doc: "Sessions may only reach their routes (minus no_route)."},
+	{name: "client_to_client", def: "true", scope: anyFile, field: "ClientToClient", conv: boolean,
+		userField: "ClientToClient", doc: "Sessions may reach each other's addresses (an ocgate key)."},
+	{name: "expose_iroutes", def: "false", field: "ExposeIRoutes", conv: boolean,
+		doc: "Push every user's iroutes (from config_per_user) to the other users as routes."},
+	{name: "iroute", ex: `["192.168.50.0/24"]`, scope: userOnly, user: userIRoutes,
+		doc: "Networks behind this client, routed to its session."},
+	{name: "explicit_ipv4", ex: `"10.250.77.9"`, scope: userOnly, user: userExplicitIPv4,
+		doc: "The fixed address of this user, inside ipv4_network."},
+}
+
+// userState is what a per-user or per-group file is applied to.
+type userState struct {
+	c *Config     // the global configuration (read only)
+	u *UserConfig // single values
+	l *userLists  // lists, added up over the group and user files
+}
+
+func userRoutes(p *parser, s *userState, v any) {
+	s.l.setRoutes = true
+	if r, ok := list(parseRoutes)(p, "route", v); ok {
+		s.l.routes = append(s.l.routes, r.([]netip.Prefix)...)
+	}
+}
+
+func userNoRoutes(p *parser, s *userState, v any) {
+	s.l.setNoRoutes = true
+	if r, ok := list(parseRoutes)(p, "no_route", v); ok {
+		s.l.noRoutes = append(s.l.noRoutes, r.([]netip.Prefix)...)
+	}
+}
+
+func userDNS(p *parser, s *userState, v any) {
+	s.l.setDNS = true
+	if a, ok := list(parseAddrs)(p, "dns", v); ok {
+		s.l.dns = append(s.l.dns, a.([]netip.Addr)...)
+	}
+}
+
+func userPorts(p *parser, s *userState, v any) {
+	r, ok := ports(p, "restrict_user_to_ports", v)
+	if !ok {
+		return
+	}
+	if w := mergePorts(&s.l.ports, r.(PortRules)); w != "" {
+		p.warnf("restrict_user_to_ports", "%s", w)
+	}
+}
+
+func userIRoutes(p *parser, s *userState, v any) {
+	in, ok := p.strs("iroute", v)
+	if !ok {
+		return
+	}
+	for _, pfx := range parseCIDRs(p, "iroute", in) {
+		switch {
+		case pfx.Bits() == 0:
+			p.errf("iroute", "%s: a default route cannot be an iroute", pfx)
+		case pfx.Overlaps(s.c.IPv4Network):
+			p.errf("iroute", "%s overlaps the address pool ipv4_network %s", pfx, s.c.IPv4Network)
+		default:
+			s.u.IRoutes = append(s.u.IRoutes, pfx)
+		}
+	}
+}
+
+func userExplicitIPv4(p *parser, s *userState, v any) {
+	str, ok := p.str("explicit_ipv4", v)
+	if !ok {
+		return
+	}
+	if a, err := explicitIPv4(strings.TrimSpace(str), s.c.IPv4Network); err != nil {
+		p.errf("explicit_ipv4", "%q: %v", str, err)
+	} else {
+		s.u.ExplicitIPv4 = a
+	}
+}
