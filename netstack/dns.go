@@ -117,8 +117,8 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 				s.stats.dnsFiltered.Add(1)
 				continue
 			}
-			if a.Is6() {
-				s.names.remember(a, name)
+			if a.Is6() && p != nil {
+				p.names.remember(a, name)
 			}
 			hdr.Type = q.Type
 			if q.Type == dnsmessage.TypeA && a.Is4() {
@@ -228,8 +228,10 @@ func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
 	}}
 }
 
-// nameCache remembers which name each IPv6 address the built-in DNS handed out belongs to, so that a flow to an
-// IPv6 address the host cannot reach can use the same name's IPv4 address instead. Bounded; entries expire.
+// nameCache remembers which name each IPv6 address the built-in DNS handed out to one session belongs to, so that
+// a flow of that session to an IPv6 address the host cannot reach can use the same name's IPv4 address instead.
+// Each session has its own: with one cache for all, the last user to resolve a name sharing an IPv6 address with
+// another user's name chose where the other user's flows went (their name's IPv4 address). Bounded; entries expire.
 type nameCache struct {
 	mu    sync.Mutex
 	names map[netip.Addr]cachedName // guarded by mu
@@ -241,7 +243,7 @@ type cachedName struct {
 }
 
 const (
-	nameCacheMax = 4096
+	nameCacheMax = 256 // per session
 	nameCacheTTL = 10 * time.Minute
 )
 
@@ -272,9 +274,10 @@ func (c *nameCache) lookup(a netip.Addr) (string, bool) {
 	return v.name, true
 }
 
-// ipv4Fallback finds an IPv4 address of the name the built-in DNS gave dst for, that p's user may reach.
+// ipv4Fallback finds an IPv4 address of the name the built-in DNS gave dst for, in an answer to p's own client,
+// that p's user may reach.
 func (s *Stack) ipv4Fallback(p *port, dst netip.Addr, port uint16) (netip.Addr, bool) {
-	name, ok := s.names.lookup(dst)
+	name, ok := p.names.lookup(dst)
 	if !ok {
 		return netip.Addr{}, false
 	}

@@ -112,7 +112,6 @@ type Stack struct {
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
 
 	flowMu sync.Mutex // serialises flow log lines
-	names  nameCache  // IPv6 address → the name the built-in DNS answered it for
 	mu     sync.Mutex // serialises changes of ports
 	// ports maps a client address to its session. Read per packet without locks; a sync.Map rather than a
 	// copy-on-write snapshot, which made each attach cost a copy of every session's entry (quadratic setup).
