@@ -36,6 +36,9 @@ func (s *Stack) serveDNSUDP(p *port, c net.Conn) {
 		if err != nil {
 			return
 		}
+		if !p.allowDNSQuery() {
+			continue
+		}
 		if resp := s.answerDNS(p, buf[:n]); resp != nil {
 			if len(resp) > 512 {
 				resp = truncateDNS(resp)
@@ -62,6 +65,9 @@ func (s *Stack) serveDNSTCP(p *port, c net.Conn) {
 		q := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
 		if _, err := io.ReadFull(c, q); err != nil {
 			return
+		}
+		if !p.allowDNSQuery() {
+			continue
 		}
 		resp := s.answerDNS(p, q)
 		if resp == nil {

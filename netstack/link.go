@@ -103,7 +103,8 @@ type port struct {
 	synQuotes map[synKey][]byte // guarded by synMu: quotes of recent SYNs, for ICMP errors (icmp.go)
 	syns      atomic.Int32      // TCP flows being opened (MaxHalfOpenPerSession)
 
-	names nameCache // IPv6 address → the name the built-in DNS answered it for, to this session (dns.go)
+	lim   sessionLimits // bounds on DNS and ICMP work (abuse.go)
+	names nameCache     // IPv6 address → the name the built-in DNS answered it for, to this session (dns.go)
 
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port

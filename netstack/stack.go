@@ -87,6 +87,7 @@ type Stats struct {
 	ICMPErrors                       uint64 // ICMP unreachable sent to clients for host-side failures
 	RefusedHalfOpen, RefusedDials    uint64 // TCP flows refused by the per-session half-open cap / the dial cap
 	RefusedPorts                     uint64 // flows and client-to-client packets refused by restrict_user_to_ports
+	DNSRefused, EchoRefused          uint64 // DNS queries and flows, ICMP echo requests refused by the per-session bounds (abuse.go)
 }
 
 type counters struct {
@@ -95,6 +96,7 @@ type counters struct {
 	switched, deniedClientToClient, echoAnswered, echoLost, dnsFiltered        atomic.Uint64
 	icmpErrors                                                                 atomic.Uint64
 	refusedHalfOpen, refusedDials, refusedPorts                                atomic.Uint64
+	dnsRefused, echoRefused                                                    atomic.Uint64
 }
 
 // Stack is the netstack data path. It implements datapath.Datapath.
@@ -110,6 +112,9 @@ type Stack struct {
 	cancel context.CancelFunc
 	stats  counters
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
+	// echoInFlight counts the echo requests re-originated from the host and not yet answered; echoers the
+	// sessions that have at least one (icmp.go: echoSlot).
+	echoInFlight, echoers atomic.Int32
 
 	flowMu sync.Mutex // serialises flow log lines
 	mu     sync.Mutex // serialises changes of ports
@@ -275,6 +280,7 @@ func (s *Stack) Stats() Stats {
 		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(), DNSFiltered: c.dnsFiltered.Load(),
 		ICMPErrors:      c.icmpErrors.Load(),
 		RefusedHalfOpen: c.refusedHalfOpen.Load(), RefusedDials: c.refusedDials.Load(), RefusedPorts: c.refusedPorts.Load(),
+		DNSRefused: c.dnsRefused.Load(), EchoRefused: c.echoRefused.Load(),
 	}
 }
 
