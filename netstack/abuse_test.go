@@ -180,6 +180,8 @@ func TestEchoFairShare(t *testing.T) {
 	}
 	t.Cleanup(func() { vp.Close() })
 	for seq := range 20 {
+		// One at a time, as ping does: while the server is this full, a session's second echo in flight is refused.
+		eventually(t, 2*time.Second, "the victim's previous echo to end", func() bool { return vp.(*port).echoes.Load() == 0 })
 		vp.Send(echoRequest(victim, live, uint16(seq)))
 		select {
 		case <-replies:
