@@ -190,3 +190,35 @@ func TestEchoFairShare(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSPTRFiltered: a PTR query for an address the user may not reach (the host's loopback) gets an empty
+// answer, as an A query for it would; with egress_allow naming it, the host's name for it is answered.
+func TestDNSPTRFiltered(t *testing.T) {
+	ptr := func(s *Stack) dnsmessage.Message {
+		t.Helper()
+		c := attachClient(t, s, clientIP, nil)
+		uc := dialDNS(t, c)
+		q := dnsmessage.Message{Header: dnsmessage.Header{ID: 9, RecursionDesired: true},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("1.0.0.127.in-addr.arpa."), Type: dnsmessage.TypePTR, Class: dnsmessage.ClassINET}}}
+		msg, _ := q.Pack()
+		uc.SetDeadline(time.Now().Add(5 * time.Second))
+		uc.Write(msg)
+		b := make([]byte, 1500)
+		n, err := uc.Read(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r dnsmessage.Message
+		if err := r.Unpack(b[:n]); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	denied := newLimitStack(t, func(c *Config) { c.Policy = egress.NewPolicy(nil, nil) })
+	if r := ptr(denied); len(r.Answers) != 0 || r.RCode != dnsmessage.RCodeSuccess || denied.Stats().DNSFiltered != 1 {
+		t.Fatalf("PTR for 127.0.0.1 without egress_allow: %v rcode %v, %d filtered; want no answer, NOERROR, 1", r.Answers, r.RCode, denied.Stats().DNSFiltered)
+	}
+	if r := ptr(newLimitStack(t, nil)); len(r.Answers) == 0 {
+		t.Fatalf("PTR for 127.0.0.1 with egress_allow: no answer (rcode %v)", r.RCode)
+	}
+}

@@ -139,6 +139,12 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 			resp.RCode = dnsmessage.RCodeNameError
 			break
 		}
+		if p != nil && s.decide(p, ip) != egress.Allow {
+			// Like A and AAAA answers: nothing about an address the user may not reach (the host's own names
+			// for its loopback or internal addresses stay private).
+			s.stats.dnsFiltered.Add(1)
+			break
+		}
 		names, err := s.cfg.Resolver.LookupAddr(ctx, ip.String())
 		if err != nil {
 			resp.RCode = rcodeFor(err)
