@@ -222,3 +222,35 @@ func TestDNSPTRFiltered(t *testing.T) {
 		t.Fatalf("PTR for 127.0.0.1 with egress_allow: no answer (rcode %v)", r.RCode)
 	}
 }
+
+// TestHostFlowsShared: with the server's host sockets bounded (MaxHostFlows), a session at its limit holds at most
+// half of the budget, and a second session can still open flows.
+func TestHostFlowsShared(t *testing.T) {
+	const budget = 40
+	s := newLimitStack(t, func(c *Config) { c.MaxHostFlows = budget })
+	a, b := attachClient(t, s, clientIP, nil), attachClient(t, s, clientB, func(ds *datapath.Session) { ds.ID = 2 })
+	echo := echoServer(t)
+	open := func(c *testClient, max int) int {
+		t.Helper()
+		for i := range max {
+			conn, err := c.dial(t, echo)
+			if err != nil {
+				if !refused(err) {
+					t.Fatalf("dial %d: %v, want a refusal", i+1, err)
+				}
+				return i
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+		return max
+	}
+	if n := open(a, budget); n != budget/2 {
+		t.Fatalf("session A opened %d flows, want half the budget, %d", n, budget/2)
+	}
+	if n := open(b, budget); n != minFlowShare {
+		t.Fatalf("session B opened %d flows while A held half, want %d", n, minFlowShare)
+	}
+	if st := s.Stats(); st.RefusedHostFlows != 2 || st.RefusedLimit != 0 {
+		t.Fatalf("stats %+v: want 2 refused by the host budget", st)
+	}
+}
