@@ -19,6 +19,7 @@ package netstack
 // Each refusal is counted (Stats.DNSRefused, Stats.EchoRefused) and logged at most once a minute per session.
 
 import (
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,4 +74,12 @@ func (p *port) refuseAbuse(c *atomic.Uint64, what string, args ...any) {
 		return
 	}
 	p.s.log.Info("session refused: "+what+" (logged once a minute)", append([]any{"user", p.sess.User, "addr", p.sess.Addrs[0]}, args...)...)
+}
+
+// contain ends a flow's goroutine that panicked (deferred first in each): the flow is lost, logged with its stack,
+// and the server and every other flow go on.
+func (s *Stack) contain(p *port, what string) {
+	if r := recover(); r != nil {
+		s.log.Error("panic in a "+what+"; that flow is dropped", "user", p.sess.User, "panic", r, "stack", string(debug.Stack()))
+	}
 }

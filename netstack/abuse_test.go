@@ -254,3 +254,30 @@ func TestHostFlowsShared(t *testing.T) {
 		t.Fatalf("stats %+v: want 2 refused by the host budget", st)
 	}
 }
+
+// panicDialer panics when asked for port 9 and dials for real otherwise.
+type panicDialer struct{ net.Dialer }
+
+func (d *panicDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Port() == 9 {
+		panic("dialer bug")
+	}
+	return d.Dialer.DialContext(ctx, network, addr)
+}
+
+// TestFlowPanicContained: a panic while handling one flow loses that flow only; the stack serves the next.
+func TestFlowPanicContained(t *testing.T) {
+	s := newLimitStack(t, func(c *Config) { c.Dialer = &panicDialer{} })
+	c := attachClient(t, s, clientIP, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if conn, err := gonet.DialContextTCP(ctx, c.st, tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4([4]byte{127, 0, 0, 1}), Port: 9}, ipv4.ProtocolNumber); err == nil {
+		conn.Close()
+		t.Fatal("the flow whose handler panicked was connected")
+	}
+	conn, err := c.dial(t, echoServer(t))
+	if err != nil {
+		t.Fatalf("the next flow: %v", err)
+	}
+	conn.Close()
+}

@@ -222,6 +222,7 @@ func (p *port) echoFromHost(dst netip.Addr, id, seq uint16, data, req []byte, ma
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer s.contain(p, "ICMP echo")
 		defer p.echoDone()
 		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
 		defer cancel()

@@ -33,6 +33,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	defer s.contain(p, "TCP flow")
 	srcAP, dstAP := netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort)
 	if dst == s.cfg.Gateway {
 		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireDNSFlow() {

@@ -83,6 +83,7 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer s.contain(p, "UDP flow")
 		defer release()
 		defer p.untrack(c)
 		defer c.Close()
