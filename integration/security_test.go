@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -55,4 +57,61 @@ func TestIPv6FallbackIsPerSession(t *testing.T) {
 	if code != 0 || !strings.Contains(o, "hello from 10.77.0.2:8080") {
 		t.Fatalf("bob to [fd97::1]: exit %d %q, want 10.77.0.2's answer", code, o)
 	}
+}
+
+// rssKiB is the resident memory of process pid.
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestDNSFloodBounded: a user flooding the built-in DNS (256 source ports, as fast as the tunnel carries them) while
+// its upstream never answers — the worst case, where every query would wait — is refused beyond its bounds: the
+// server's memory stays put, it logs the refusal, and another user's traffic keeps moving.
+func TestDNSFloodBounded(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	up := ns.start(nil, targetBin, "-silent", "127.0.0.1:5353")
+	waitFor(t, 10*time.Second, "the silent upstream", func() bool { return strings.Contains(up.out.String(), "ready") || up.exited() })
+	r := newRigIn(t, ns, false, "dns_upstream = [\"127.0.0.1:5353\"]\nroute = [\"10.77.0.0/24\"]")
+	attacker, other := r.connect(vpnUser), r.connect("bob")
+	pid := r.s.proc.cmd.Process.Pid
+	before := rssKiB(t, pid)
+	flood := attacker.ns.start(nil, targetBin, "-dnsflood", "10.250.77.1:53", "-flows", "256", "-count", "200000", "-for", "5s")
+	// Another user's data still crosses while the attacker's queries are held.
+	checkDownload(t, other.ns, "", "http://10.77.0.1:8080", 4<<20, 71)
+	peak := before
+	waitFor(t, 60*time.Second, "the flood to end", func() bool {
+		peak = max(peak, rssKiB(t, pid))
+		return flood.exited()
+	})
+	t.Logf("flood: %s; server RSS %d KiB before, %d KiB at most during", strings.TrimSpace(flood.out.String()), before, peak)
+	var sent, answered int
+	if _, err := fmt.Sscanf(flood.out.String(), "sent %d answered %d", &sent, &answered); err != nil {
+		t.Fatalf("the flood failed: %s", flood.out.String())
+	}
+	// The session's rate is 100 queries a second with a burst of 200: over the 5 s of the flood and the 5 s its
+	// last queries wait for the upstream, at most 1,200 are even looked at (each ends as SERVFAIL). Without the
+	// bounds, several thousand were, and each held a goroutine for 5 s.
+	if answered > 1200 || sent < 10*answered {
+		t.Fatalf("%d of %d queries answered, want at most 1,200", answered, sent)
+	}
+	if peak-before > 48<<10 {
+		t.Fatalf("the server's RSS grew by %d KiB during the flood (from %d KiB), want < 48 MiB", peak-before, before)
+	}
+	waitFor(t, 10*time.Second, "the refusal to be logged", func() bool {
+		return strings.Contains(r.s.stderr.String(), "DNS queries over the per-session rate") ||
+			strings.Contains(r.s.stderr.String(), "DNS flows over the per-session cap")
+	})
 }
