@@ -36,6 +36,9 @@ func (s *Stack) serveDNSUDP(p *port, c net.Conn) {
 		if err != nil {
 			return
 		}
+		if !p.allowDNSQuery() {
+			continue
+		}
 		if resp := s.answerDNS(p, buf[:n]); resp != nil {
 			if len(resp) > 512 {
 				resp = truncateDNS(resp)
@@ -62,6 +65,9 @@ func (s *Stack) serveDNSTCP(p *port, c net.Conn) {
 		q := make([]byte, binary.BigEndian.Uint16(lenBuf[:]))
 		if _, err := io.ReadFull(c, q); err != nil {
 			return
+		}
+		if !p.allowDNSQuery() {
+			continue
 		}
 		resp := s.answerDNS(p, q)
 		if resp == nil {
@@ -117,8 +123,8 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 				s.stats.dnsFiltered.Add(1)
 				continue
 			}
-			if a.Is6() {
-				s.names.remember(a, name)
+			if a.Is6() && p != nil {
+				p.names.remember(a, name)
 			}
 			hdr.Type = q.Type
 			if q.Type == dnsmessage.TypeA && a.Is4() {
@@ -131,6 +137,12 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 		ip, err := ptrToAddr(name)
 		if err != nil {
 			resp.RCode = dnsmessage.RCodeNameError
+			break
+		}
+		if p != nil && s.decide(p, ip) != egress.Allow {
+			// Like A and AAAA answers: nothing about an address the user may not reach (the host's own names
+			// for its loopback or internal addresses stay private).
+			s.stats.dnsFiltered.Add(1)
 			break
 		}
 		names, err := s.cfg.Resolver.LookupAddr(ctx, ip.String())
@@ -228,8 +240,10 @@ func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
 	}}
 }
 
-// nameCache remembers which name each IPv6 address the built-in DNS handed out belongs to, so that a flow to an
-// IPv6 address the host cannot reach can use the same name's IPv4 address instead. Bounded; entries expire.
+// nameCache remembers which name each IPv6 address the built-in DNS handed out to one session belongs to, so that
+// a flow of that session to an IPv6 address the host cannot reach can use the same name's IPv4 address instead.
+// Each session has its own: with one cache for all, the last user to resolve a name sharing an IPv6 address with
+// another user's name chose where the other user's flows went (their name's IPv4 address). Bounded; entries expire.
 type nameCache struct {
 	mu    sync.Mutex
 	names map[netip.Addr]cachedName // guarded by mu
@@ -241,7 +255,7 @@ type cachedName struct {
 }
 
 const (
-	nameCacheMax = 4096
+	nameCacheMax = 256 // per session
 	nameCacheTTL = 10 * time.Minute
 )
 
@@ -272,9 +286,10 @@ func (c *nameCache) lookup(a netip.Addr) (string, bool) {
 	return v.name, true
 }
 
-// ipv4Fallback finds an IPv4 address of the name the built-in DNS gave dst for, that p's user may reach.
+// ipv4Fallback finds an IPv4 address of the name the built-in DNS gave dst for, in an answer to p's own client,
+// that p's user may reach.
 func (s *Stack) ipv4Fallback(p *port, dst netip.Addr, port uint16) (netip.Addr, bool) {
-	name, ok := s.names.lookup(dst)
+	name, ok := p.names.lookup(dst)
 	if !ok {
 		return netip.Addr{}, false
 	}

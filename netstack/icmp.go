@@ -21,7 +21,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -39,6 +38,7 @@ const (
 	echoTimeout          = 3 * time.Second
 	maxEchoPerSession    = 8
 	maxEchoServer        = 64
+	echoReserve          = 16 // of maxEchoServer, for sessions holding no slot (echoSlot)
 	icmpProtocolNumber   = 1
 )
 
@@ -222,6 +222,7 @@ func (p *port) echoFromHost(dst netip.Addr, id, seq uint16, data, req []byte, ma
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer s.contain(p, "ICMP echo")
 		defer p.echoDone()
 		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
 		defer cancel()
@@ -235,24 +236,40 @@ func (p *port) echoFromHost(dst netip.Addr, id, seq uint16, data, req []byte, ma
 	}()
 }
 
-var echoInFlight atomic.Int32 // across the server
-
+// echoSlot takes one of the server's echo slots for p, within p's fair share (abuse.go): maxEchoServer divided
+// among the sessions holding slots, at most maxEchoPerSession; the last echoReserve slots go only to sessions that
+// hold none, so sessions that took their share before others came cannot leave a newcomer without one.
 func (p *port) echoSlot() bool {
-	if p.echoes.Add(1) > maxEchoPerSession {
-		p.echoes.Add(-1)
-		return false
+	s := p.s
+	n := int(p.echoes.Add(1))
+	if n == 1 {
+		s.echoers.Add(1)
 	}
-	if echoInFlight.Add(1) > maxEchoServer {
-		echoInFlight.Add(-1)
-		p.echoes.Add(-1)
+	share := min(maxEchoPerSession, max(1, maxEchoServer/int(s.echoers.Load())))
+	ok := n <= share
+	if ok {
+		held := int(s.echoInFlight.Add(1))
+		if ok = held <= maxEchoServer && (n == 1 || held <= maxEchoServer-echoReserve); !ok {
+			s.echoInFlight.Add(-1)
+		}
+	}
+	if !ok {
+		p.echoRelease()
+		p.refuseAbuse(&s.stats.echoRefused, "ICMP echo requests over the session's share of the server's slots", "share", share)
 		return false
 	}
 	return true
 }
 
 func (p *port) echoDone() {
-	echoInFlight.Add(-1)
-	p.echoes.Add(-1)
+	p.s.echoInFlight.Add(-1)
+	p.echoRelease()
+}
+
+func (p *port) echoRelease() {
+	if p.echoes.Add(-1) == 0 {
+		p.s.echoers.Add(-1)
+	}
 }
 
 func (p *port) deliverICMP(pkt []byte) {

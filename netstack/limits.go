@@ -6,6 +6,10 @@ package netstack
 //	                          answered "administratively prohibited") and per client-to-client packet (dropped);
 //	                          flows to the gateway are exempt
 //	MaxFlowsPerSession        live TCP and UDP flows of a session (link.go: acquireFlow)
+//	MaxHostFlows              live TCP and UDP flows of all sessions (each holds a host socket), three quarters of
+//	                          the open-file limit by default; and a session's share: at most half of what the
+//	                          other sessions leave free, at least minFlowShare, so that one user at their caps
+//	                          leaves file descriptors for other users' flows and for logins
 //	MaxHalfOpenPerSession     TCP flows of a session being opened: the host-side dial, then the client's handshake
 //	MaxDialsInFlight          host-side TCP dials of the whole server
 //
@@ -17,6 +21,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"ocgate/egress"
 )
@@ -80,3 +85,15 @@ func (s *Stack) dialTCP(dst netip.AddrPort) (net.Conn, error) {
 
 // tcpKeepaliveProbes unanswered probes, TCPKeepalive apart, end a host-side connection whose peer went away.
 const tcpKeepaliveProbes = 4
+
+// minFlowShare is the flows a session may always open while the server's budget is not spent.
+const minFlowShare = 16
+
+// hostFlowBudget is three quarters of the open-file limit (at least 64): the default MaxHostFlows.
+func hostFlowBudget() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 20
+	}
+	return max(64, int(rl.Cur)*3/4)
+}

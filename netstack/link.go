@@ -103,6 +103,9 @@ type port struct {
 	synQuotes map[synKey][]byte // guarded by synMu: quotes of recent SYNs, for ICMP errors (icmp.go)
 	syns      atomic.Int32      // TCP flows being opened (MaxHalfOpenPerSession)
 
+	lim   sessionLimits // bounds on DNS and ICMP work (abuse.go)
+	names nameCache     // IPv6 address → the name the built-in DNS answered it for, to this session (dns.go)
+
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
 	wg      sync.WaitGroup
@@ -192,17 +195,29 @@ func (p *port) untrack(cs ...io.Closer) {
 	p.mu.Unlock()
 }
 
-// acquireFlow counts a new flow against the session's cap.
+// acquireFlow counts a new flow against the session's cap, the server's (MaxHostFlows) and the session's share of
+// what other sessions leave free (limits.go).
 func (p *port) acquireFlow() bool {
-	if int(p.flows.Add(1)) > p.s.cfg.MaxFlowsPerSession {
-		p.flows.Add(-1)
-		p.s.stats.refusedLimit.Add(1)
+	s := p.s
+	n, all := int(p.flows.Add(1)), int(s.flows.Add(1))
+	if n > s.cfg.MaxFlowsPerSession {
+		p.releaseFlow()
+		s.stats.refusedLimit.Add(1)
+		return false
+	}
+	if share := max(minFlowShare, (s.cfg.MaxHostFlows-(all-n))/2); all > s.cfg.MaxHostFlows || n > share {
+		p.releaseFlow()
+		p.refuseAbuse(&s.stats.refusedHostFlows, "flows over the session's share of the server's host sockets",
+			"share", share, "server_flows", all-1, "max_host_flows", s.cfg.MaxHostFlows)
 		return false
 	}
 	return true
 }
 
-func (p *port) releaseFlow() { p.flows.Add(-1) }
+func (p *port) releaseFlow() {
+	p.flows.Add(-1)
+	p.s.flows.Add(-1)
+}
 
 // Close detaches the session and ends its flows; it waits for their goroutines.
 func (p *port) Close() error {

@@ -59,6 +59,11 @@ type Config struct {
 	// MaxFlowsPerSession caps a session's concurrent TCP and UDP flows; 0 means 1024. New flows over the cap are
 	// refused (RST for TCP, dropped for UDP) and counted.
 	MaxFlowsPerSession int
+	// MaxHostFlows caps the TCP and UDP flows of all sessions together, each of which holds a host socket; 0 means
+	// three quarters of the open-file limit (RLIMIT_NOFILE, whose soft value Go raises to the hard one at start),
+	// keeping the rest for listeners, logins and the server's own files. A session also holds at most half of what
+	// other sessions leave free (at least minFlowShare), so one user at their caps cannot starve the others.
+	MaxHostFlows int
 	// MaxHalfOpenPerSession caps a session's TCP flows being opened (the host-side dial, then the client's
 	// handshake); 0 means 64. MaxDialsInFlight caps the host-side TCP dials of the whole server; 0 means 1024. New
 	// flows over either cap are reset and counted (limits.go).
@@ -87,6 +92,8 @@ type Stats struct {
 	ICMPErrors                       uint64 // ICMP unreachable sent to clients for host-side failures
 	RefusedHalfOpen, RefusedDials    uint64 // TCP flows refused by the per-session half-open cap / the dial cap
 	RefusedPorts                     uint64 // flows and client-to-client packets refused by restrict_user_to_ports
+	RefusedHostFlows                 uint64 // flows refused by MaxHostFlows or the session's share of it
+	DNSRefused, EchoRefused          uint64 // DNS queries and flows, ICMP echo requests refused by the per-session bounds (abuse.go)
 }
 
 type counters struct {
@@ -95,6 +102,7 @@ type counters struct {
 	switched, deniedClientToClient, echoAnswered, echoLost, dnsFiltered        atomic.Uint64
 	icmpErrors                                                                 atomic.Uint64
 	refusedHalfOpen, refusedDials, refusedPorts                                atomic.Uint64
+	dnsRefused, echoRefused, refusedHostFlows                                  atomic.Uint64
 }
 
 // Stack is the netstack data path. It implements datapath.Datapath.
@@ -110,9 +118,12 @@ type Stack struct {
 	cancel context.CancelFunc
 	stats  counters
 	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
+	flows  atomic.Int32 // live TCP and UDP flows of all sessions (MaxHostFlows)
+	// echoInFlight counts the echo requests re-originated from the host and not yet answered; echoers the
+	// sessions that have at least one (icmp.go: echoSlot).
+	echoInFlight, echoers atomic.Int32
 
 	flowMu sync.Mutex // serialises flow log lines
-	names  nameCache  // IPv6 address → the name the built-in DNS answered it for
 	mu     sync.Mutex // serialises changes of ports
 	// ports maps a client address to its session. Read per packet without locks; a sync.Map rather than a
 	// copy-on-write snapshot, which made each attach cost a copy of every session's entry (quadratic setup).
@@ -147,6 +158,9 @@ func New(cfg Config) (*Stack, error) {
 	}
 	if cfg.MaxFlowsPerSession == 0 {
 		cfg.MaxFlowsPerSession = 1024
+	}
+	if cfg.MaxHostFlows == 0 {
+		cfg.MaxHostFlows = hostFlowBudget()
 	}
 	if cfg.MaxHalfOpenPerSession == 0 {
 		cfg.MaxHalfOpenPerSession = 64
@@ -276,6 +290,7 @@ func (s *Stack) Stats() Stats {
 		EchoAnswered: c.echoAnswered.Load(), EchoLost: c.echoLost.Load(), DNSFiltered: c.dnsFiltered.Load(),
 		ICMPErrors:      c.icmpErrors.Load(),
 		RefusedHalfOpen: c.refusedHalfOpen.Load(), RefusedDials: c.refusedDials.Load(), RefusedPorts: c.refusedPorts.Load(),
+		DNSRefused: c.dnsRefused.Load(), EchoRefused: c.echoRefused.Load(), RefusedHostFlows: c.refusedHostFlows.Load(),
 	}
 }
 

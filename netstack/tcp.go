@@ -33,9 +33,15 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	defer s.contain(p, "TCP flow")
 	srcAP, dstAP := netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort)
 	if dst == s.cfg.Gateway {
-		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireFlow() {
+		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireDNSFlow() {
+			defer p.releaseDNSFlow()
+			if !p.acquireFlow() {
+				r.Complete(true)
+				return
+			}
 			defer p.releaseFlow()
 			if c, _ := s.accept(r); c != nil {
 				s.serveDNSTCP(p, c)

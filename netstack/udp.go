@@ -49,26 +49,42 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 			return true
 		}
 	}
+	if dnsFlow && !p.acquireDNSFlow() {
+		return true
+	}
+	release := func() {
+		p.releaseFlow()
+		if dnsFlow {
+			p.releaseDNSFlow()
+		}
+	}
 	if !p.acquireFlow() {
+		if dnsFlow {
+			p.releaseDNSFlow()
+		}
 		return true
 	}
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
-		p.releaseFlow()
+		release()
 		return true
+	}
+	if dnsFlow {
+		ep.SocketOptions().SetReceiveBufferSize(dnsRcvBuf, true)
 	}
 	c := gonet.NewUDPConn(&wq, ep)
 	if !p.track(c) {
 		c.Close()
-		p.releaseFlow()
+		release()
 		return true
 	}
 	s.stats.udpFlows.Add(1)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		defer p.releaseFlow()
+		defer s.contain(p, "UDP flow")
+		defer release()
 		defer p.untrack(c)
 		defer c.Close()
 		if dnsFlow {

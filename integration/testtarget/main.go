@@ -5,7 +5,9 @@
 //	                        &rate=R paces them at R bytes per second
 //	PUT /sink               reads the body, answers "SHA256HEX COUNT"
 //	GET /hello              "hello from ADDR"
-//	GET /stats              number of TCP connections accepted on this address before this request's
+//	GET /stats              number of TCP connections accepted on this address before this request's own
+//
+// With -dnsflood or -silent it floods a DNS server or plays a silent one instead (flood.go).
 package main
 
 import (
@@ -27,7 +29,20 @@ import (
 
 func main() {
 	listen := flag.String("listen", "", "comma-separated addr:port list")
+	flood := flag.String("dnsflood", "", "flood this DNS server (flood.go) instead of serving")
+	flows := flag.Int("flows", 64, "-dnsflood: source ports")
+	count := flag.Int("count", 100000, "-dnsflood: queries at most")
+	dur := flag.Duration("for", 5*time.Second, "-dnsflood: for at most this long")
+	quiet := flag.String("silent", "", "a UDP server on this address that never answers (flood.go)")
 	flag.Parse()
+	switch {
+	case *flood != "":
+		dnsFlood(*flood, *flows, *count, *dur)
+		return
+	case *quiet != "":
+		silent(*quiet)
+		return
+	}
 	for _, addr := range strings.Split(*listen, ",") {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {

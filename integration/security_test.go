@@ -1,0 +1,117 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIPv6FallbackIsPerSession: the IPv6→IPv4 fallback (a flow to an IPv6 address the host cannot reach goes to
+// its name's IPv4 address) uses only names that the same session's DNS queries returned. Two names share an IPv6
+// address: dual.test (IPv4 10.77.0.1, alice's) and evil.test (IPv4 10.77.0.2, chosen by bob). With one cache for all
+// sessions, bob resolving evil.test after alice resolved dual.test sent alice's next flow to 10.77.0.2.
+func TestIPv6FallbackIsPerSession(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	hosts := filepath.Join("/etc/netns", ns.name, "hosts")
+	f, err := os.OpenFile(hosts, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fd97::/64 has no route on the server's host.
+	f.WriteString("fd97::1 dual.test\n10.77.0.1 dual.test\nfd97::1 evil.test\n10.77.0.2 evil.test\n")
+	f.Close()
+	r := newRigIn(t, ns, false, "ipv6_network = \"fd00:77::/64\"\nroute = [\"10.77.0.0/24\", \"fd97::/64\"]")
+	alice, bob := r.connect(vpnUser), r.connect("bob")
+	for _, c := range []*tunClient{alice, bob} {
+		os.MkdirAll(filepath.Join("/etc/netns", c.ns.name), 0o755) // removed with the namespace
+		if err := os.WriteFile(filepath.Join("/etc/netns", c.ns.name, "resolv.conf"), []byte("nameserver 10.250.77.1\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the client's TUN to carry an IPv6 address", func() bool {
+			o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
+			return strings.Contains(o, "fd00:77::")
+		})
+	}
+	// alice resolves and reaches dual.test over IPv6, which the server carries to 10.77.0.1.
+	o, code := alice.ns.output(30*time.Second, "curl", "-6", "-sS", "--max-time", "10", "http://dual.test:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from 10.77.0.1:8080") {
+		t.Fatalf("alice, dual.test over IPv6: exit %d %q, want 10.77.0.1's answer", code, o)
+	}
+	// bob resolves evil.test, whose IPv6 address is dual.test's.
+	if o, code := bob.ns.output(30*time.Second, "getent", "ahostsv6", "evil.test"); code != 0 || !strings.Contains(o, "fd97::1") {
+		t.Fatalf("bob resolving evil.test: exit %d %q", code, o)
+	}
+	// alice's next flow to that address (as a literal, so she does not resolve again) still goes to dual.test's
+	// IPv4 address.
+	o, code = alice.ns.output(30*time.Second, "curl", "-sS", "--max-time", "10", "-g", "http://[fd97::1]:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from 10.77.0.1:8080") {
+		t.Fatalf("alice to [fd97::1] after bob resolved evil.test: exit %d %q, want 10.77.0.1's answer", code, o)
+	}
+	// bob's own flow to it goes where his own answer said.
+	o, code = bob.ns.output(30*time.Second, "curl", "-sS", "--max-time", "10", "-g", "http://[fd97::1]:8080/hello")
+	if code != 0 || !strings.Contains(o, "hello from 10.77.0.2:8080") {
+		t.Fatalf("bob to [fd97::1]: exit %d %q, want 10.77.0.2's answer", code, o)
+	}
+}
+
+// rssKiB is the resident memory of process pid.
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestDNSFloodBounded: a user flooding the built-in DNS (256 source ports, as fast as the tunnel carries them) while
+// its upstream never answers — the worst case, where every query would wait — is refused beyond its bounds: the
+// server's memory stays put, it logs the refusal, and another user's traffic keeps moving.
+func TestDNSFloodBounded(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	up := ns.start(nil, targetBin, "-silent", "127.0.0.1:5353")
+	waitFor(t, 10*time.Second, "the silent upstream", func() bool { return strings.Contains(up.out.String(), "ready") || up.exited() })
+	r := newRigIn(t, ns, false, "dns_upstream = [\"127.0.0.1:5353\"]\nroute = [\"10.77.0.0/24\"]")
+	attacker, other := r.connect(vpnUser), r.connect("bob")
+	pid := r.s.proc.cmd.Process.Pid
+	before := rssKiB(t, pid)
+	flood := attacker.ns.start(nil, targetBin, "-dnsflood", "10.250.77.1:53", "-flows", "256", "-count", "200000", "-for", "5s")
+	// Another user's data still crosses while the attacker's queries are held.
+	checkDownload(t, other.ns, "", "http://10.77.0.1:8080", 4<<20, 71)
+	peak := before
+	waitFor(t, 60*time.Second, "the flood to end", func() bool {
+		peak = max(peak, rssKiB(t, pid))
+		return flood.exited()
+	})
+	t.Logf("flood: %s; server RSS %d KiB before, %d KiB at most during", strings.TrimSpace(flood.out.String()), before, peak)
+	var sent, answered int
+	if _, err := fmt.Sscanf(flood.out.String(), "sent %d answered %d", &sent, &answered); err != nil {
+		t.Fatalf("the flood failed: %s", flood.out.String())
+	}
+	// The session's rate is 100 queries a second with a burst of 200: over the 5 s of the flood and the 5 s its
+	// last queries wait for the upstream, at most 1,200 are even looked at (each ends as SERVFAIL). Without the
+	// bounds, several thousand were, and each held a goroutine for 5 s.
+	if answered > 1200 || sent < 10*answered {
+		t.Fatalf("%d of %d queries answered, want at most 1,200", answered, sent)
+	}
+	if peak-before > 48<<10 {
+		t.Fatalf("the server's RSS grew by %d KiB during the flood (from %d KiB), want < 48 MiB", peak-before, before)
+	}
+	waitFor(t, 10*time.Second, "the refusal to be logged", func() bool {
+		return strings.Contains(r.s.stderr.String(), "DNS queries over the per-session rate") ||
+			strings.Contains(r.s.stderr.String(), "DNS flows over the per-session cap")
+	})
+}
