@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/dtlsrec"
 	"os"
 	"sync"
@@ -593,7 +594,7 @@ func (c *dtlsConn) drainPion() {
 	if conn == nil {
 		return // closed already
 	}
-	buf := make([]byte, 1+maxCSTPPayload+64)
+	buf := make([]byte, 1+cstp.MaxPayload+64)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"log/slog"
 	"net"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/dtlsrec"
 	"testing"
 	"time"
@@ -163,7 +164,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 				t.Fatalf("client handshake: %v", err)
 			}
 			// A record sent the moment the client's handshake is done, maybe before the server has attached.
-			early := append([]byte{pktData}, "early"...)
+			early := append([]byte{cstp.Data}, "early"...)
 			if _, err := client.Write(early); err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +187,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			}
 			buf := make([]byte, 2048)
 			for i := range 50 {
-				msg := append([]byte{pktData}, bytes.Repeat([]byte{byte(i)}, 1000+i)...)
+				msg := append([]byte{cstp.Data}, bytes.Repeat([]byte{byte(i)}, 1000+i)...)
 				if _, err := client.Write(msg); err != nil {
 					t.Fatal(err)
 				}
@@ -198,7 +199,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 				case <-time.After(5 * time.Second):
 					t.Fatalf("record %d client→server: not delivered", i)
 				}
-				reply := append([]byte{pktDPDResp}, msg[1:]...)
+				reply := append([]byte{cstp.DPDResp}, msg[1:]...)
 				if err := c.WriteRecord(reply); err != nil {
 					t.Fatal(err)
 				}

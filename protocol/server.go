@@ -23,6 +23,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -315,9 +316,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 		info = sess.scriptInfo()
 	}
 	s.sessions.Remove(sess)
-	final := pktDisconnect
+	final := cstp.Disconnect
 	if s.closing.Load() {
-		final = pktTerminate
+		final = cstp.Terminate
 	}
 	if t != nil {
 		t.end(reason, final)

@@ -24,6 +24,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -280,8 +281,8 @@ func (c *client) sendFrame(typ byte, payload []byte) {
 }
 
 func (c *client) readFrame() (byte, []byte, error) {
-	buf := make([]byte, cstpHeaderLen+maxCSTPPayload)
-	typ, p, err := readCSTPFrame(c.br, buf)
+	buf := make([]byte, cstp.HeaderLen+cstp.MaxPayload)
+	typ, p, err := cstp.ReadFrame(c.br, &buf)
 	return typ, bytes.Clone(p), err
 }
 
@@ -325,7 +326,7 @@ func TestLoginConnectAndTraffic(t *testing.T) {
 
 	// Client → datapath.
 	pkt := ipv4Packet(addr, netip.MustParseAddr("10.77.0.1"), "ping")
-	c.sendFrame(pktData, pkt)
+	c.sendFrame(cstp.Data, pkt)
 	select {
 	case got := <-ts.dp.sent:
 		if !bytes.Equal(got, pkt) {
@@ -338,7 +339,7 @@ func TestLoginConnectAndTraffic(t *testing.T) {
 	back := ipv4Packet(netip.MustParseAddr("10.77.0.1"), addr, "pong")
 	ts.dp.session(addr).Deliver(back)
 	typ, got, err := c.readFrame()
-	if err != nil || typ != pktData || !bytes.Equal(got, back) {
+	if err != nil || typ != cstp.Data || !bytes.Equal(got, back) {
 		t.Fatalf("client got type %d % x %v, want the delivered packet", typ, got, err)
 	}
 	if in := ts.srv.Sessions().All()[0].Info(); in.User != "alice" || in.Addr != addr || !in.Connected ||
@@ -346,9 +347,9 @@ func TestLoginConnectAndTraffic(t *testing.T) {
 		t.Fatalf("session info %+v", in)
 	}
 	// DPD requests are echoed in full.
-	c.sendFrame(pktDPDReq, []byte("probe-1234"))
+	c.sendFrame(cstp.DPDReq, []byte("probe-1234"))
 	typ, got, err = c.readFrame()
-	if err != nil || typ != pktDPDResp || string(got) != "probe-1234" {
+	if err != nil || typ != cstp.DPDResp || string(got) != "probe-1234" {
 		t.Fatalf("DPD: type %d %q %v", typ, got, err)
 	}
 }
@@ -395,12 +396,12 @@ func TestTakeoverKeepsAddress(t *testing.T) {
 		t.Fatalf("takeover: %s, address %v then %v", status, h1["X-CSTP-Address"], h2["X-CSTP-Address"])
 	}
 	typ, _, err := c1.readFrame()
-	if err != nil || typ != pktDisconnect {
+	if err != nil || typ != cstp.Disconnect {
 		t.Fatalf("old tunnel got type %d, %v; want DISCONNECT", typ, err)
 	}
 	addr := netip.MustParseAddr(h2["X-CSTP-Address"][0])
 	ts.dp.session(addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), addr, "x"))
-	if typ, _, err := c2.readFrame(); err != nil || typ != pktData {
+	if typ, _, err := c2.readFrame(); err != nil || typ != cstp.Data {
 		t.Fatalf("new tunnel: type %d, %v", typ, err)
 	}
 	// The replaced client says goodbye (a logout) on its old tunnel as it leaves, possibly after the takeover:
@@ -417,7 +418,7 @@ func TestLogoutInvalidatesCookie(t *testing.T) {
 	c := dialClient(t, ts.addr)
 	cookie := c.login("alice", "secret")
 	c.connect(cookie)
-	c.sendFrame(pktDisconnect, append([]byte{disconnectUser}, "Aborted by caller"...))
+	c.sendFrame(cstp.Disconnect, append([]byte{cstp.DisconnectUser}, "Aborted by caller"...))
 	waitFor(t, 5*time.Second, func() bool { return ts.srv.Sessions().Len() == 0 }, "session to end after logout")
 	c2 := dialClient(t, ts.addr)
 	if status, _ := c2.connect(cookie); status != "HTTP/1.1 401 Cookie is not acceptable" {
@@ -449,8 +450,8 @@ func TestBadFrameEndsOnlyThatTunnel(t *testing.T) {
 		t.Fatal("bad tunnel still open")
 	}
 	addr := netip.MustParseAddr(gh["X-CSTP-Address"][0])
-	good.sendFrame(pktDPDReq, []byte("alive?"))
-	if typ, p, err := good.readFrame(); err != nil || typ != pktDPDResp || string(p) != "alive?" {
+	good.sendFrame(cstp.DPDReq, []byte("alive?"))
+	if typ, p, err := good.readFrame(); err != nil || typ != cstp.DPDResp || string(p) != "alive?" {
 		t.Fatalf("good tunnel after a bad one: %d %q %v", typ, p, err)
 	}
 	if !ts.srv.Sessions().All()[0].Connected() && ts.dp.session(addr) == nil {
@@ -466,7 +467,7 @@ func TestDeadPeerIsDropped(t *testing.T) {
 	c.conn.SetDeadline(time.Now().Add(10 * time.Second))
 	// Say nothing: the server sends a DPD request after 2×DPD and drops the tunnel after 3×DPD.
 	typ, _, err := c.readFrame()
-	if err != nil || typ != pktDPDReq {
+	if err != nil || typ != cstp.DPDReq {
 		t.Fatalf("first frame: type %d, %v; want a DPD request", typ, err)
 	}
 	if _, _, err := c.readFrame(); err == nil {

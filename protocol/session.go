@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"ocgate/config"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -201,7 +202,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		s.expiry = nil
 	}
 	if old := s.tunnel; old != nil {
-		old.end("replaced by a new connection", pktDisconnect)
+		old.end("replaced by a new connection", cstp.Disconnect)
 	}
 	s.tunnel = t
 	s.remote = remote

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -33,7 +34,7 @@ const (
 	noFrame byte = 0xff
 	// finalWriteTimeout bounds how long a stopping tunnel may spend writing its last frames.
 	finalWriteTimeout = 2 * time.Second
-	smallFrameSize    = cstpHeaderLen + 2048
+	smallFrameSize    = cstp.HeaderLen + 2048
 	// dtlsQuietForSwitch: DTLS silence after which data arriving over TLS moves our sending to TLS as well.
 	dtlsQuietForSwitch = time.Second
 )
@@ -46,19 +47,19 @@ type frame struct {
 
 var (
 	smallFrames = sync.Pool{New: func() any { return &frame{b: make([]byte, smallFrameSize)} }}
-	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstpHeaderLen+maxCSTPPayload)} }}
+	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstp.HeaderLen+cstp.MaxPayload)} }}
 )
 
-// newFrame returns a frame of type typ holding a copy of payload (len(payload) <= maxCSTPPayload).
+// newFrame returns a frame of type typ holding a copy of payload (len(payload) <= cstp.MaxPayload).
 func newFrame(typ byte, payload []byte) *frame {
 	var f *frame
-	if cstpHeaderLen+len(payload) <= smallFrameSize {
+	if cstp.HeaderLen+len(payload) <= smallFrameSize {
 		f = smallFrames.Get().(*frame)
 	} else {
 		f = bigFrames.Get().(*frame)
 	}
-	putCSTPHeader(f.b, typ, len(payload))
-	f.n = cstpHeaderLen + copy(f.b[cstpHeaderLen:], payload)
+	cstp.PutHeader(f.b, typ, len(payload))
+	f.n = cstp.HeaderLen + copy(f.b[cstp.HeaderLen:], payload)
 	return f
 }
 
@@ -122,10 +123,10 @@ func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, rem
 
 // queueData queues an IP packet for the client. It never blocks: false means the packet was dropped.
 func (t *tunnel) queueData(pkt []byte) bool {
-	if len(pkt) > maxCSTPPayload {
+	if len(pkt) > cstp.MaxPayload {
 		return false
 	}
-	f := newFrame(pktData, pkt)
+	f := newFrame(cstp.Data, pkt)
 	select {
 	case t.data <- f:
 		return true
@@ -183,12 +184,12 @@ func (t *tunnel) writeLoop() {
 			}
 		}
 		var err error
-		if f.b[6] == pktData {
+		if f.b[6] == cstp.Data {
 			if !t.sendDTLS(f) {
 				_, err = t.conn.Write(f.b[:f.n])
 			}
 			if err == nil {
-				t.sess.txBytes.Add(uint64(f.n - cstpHeaderLen))
+				t.sess.txBytes.Add(uint64(f.n - cstp.HeaderLen))
 				t.sess.txPackets.Add(1)
 				t.lastData.Store(time.Now().UnixNano())
 			}
@@ -231,15 +232,15 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 			}
 			t.dbatchConn = c
 		}
-		err = t.dbatch.add(f.b[cstpHeaderLen-1 : f.n])
+		err = t.dbatch.add(f.b[cstp.HeaderLen-1 : f.n])
 	} else {
-		err = c.WriteRecord(f.b[cstpHeaderLen-1 : f.n])
+		err = c.WriteRecord(f.b[cstp.HeaderLen-1 : f.n])
 	}
 	if err != nil {
 		t.dropDTLS(c, "write error: "+err.Error())
 		return false
 	}
-	t.sess.dtlsTxBytes.Add(uint64(f.n - cstpHeaderLen))
+	t.sess.dtlsTxBytes.Add(uint64(f.n - cstp.HeaderLen))
 	return true
 }
 
@@ -312,7 +313,7 @@ func (t *tunnel) dtlsFailed(c *dtlsConn, err error) {
 // dtlsReadLoop reads the records of an association without the fast path, through pion.
 func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 	defer t.dtlsWG.Done()
-	buf := make([]byte, 1+maxCSTPPayload+64) // pion's Read needs room for any record
+	buf := make([]byte, 1+cstp.MaxPayload+64) // pion's Read needs room for any record
 	for {
 		n, err := c.ReadRecord(buf)
 		if err != nil {
@@ -324,7 +325,7 @@ func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
 }
 
 var (
-	keepaliveRecord = []byte{pktKeepalive}
+	keepaliveRecord = []byte{cstp.Keepalive}
 	probeWakeups    = []time.Duration{10 * time.Millisecond, 60 * time.Millisecond}
 )
 
@@ -341,7 +342,7 @@ func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
 		t.dtlsActive.Store(true)
 	}
 	switch rec[0] {
-	case pktData:
+	case cstp.Data:
 		n := len(rec) - 1
 		if n == 0 {
 			return
@@ -355,8 +356,8 @@ func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
 		} else {
 			t.sess.rxDropped.Add(1)
 		}
-	case pktDPDReq:
-		rec[0] = pktDPDResp
+	case cstp.DPDReq:
+		rec[0] = cstp.DPDResp
 		c.WriteRecord(rec)
 		if len(rec) > 1 && c.probeAnswered.CompareAndSwap(false, true) {
 			// The first MTU probe (a DPD request with padding), which openconnect sends right after the
@@ -369,7 +370,7 @@ func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
 				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
 			}
 		}
-	case pktDPDResp, pktKeepalive:
+	case cstp.DPDResp, cstp.Keepalive:
 	default:
 		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
 	}
@@ -433,7 +434,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 		case silence > 3*t.dpd:
 			t.end(fmt.Sprintf("DPD timeout (nothing received for %s)", silence.Round(time.Second)), noFrame)
 		case silence > 2*t.dpd && dpdSentAt < last+1:
-			t.queueCtrl(newFrame(pktDPDReq, nil))
+			t.queueCtrl(newFrame(cstp.DPDReq, nil))
 			dpdSentAt = now.UnixNano()
 		}
 	}
@@ -442,7 +443,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 		t.sess.srv.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
 	}
 	if t.idle > 0 && now.Sub(time.Unix(0, t.lastData.Load())) > t.idle {
-		t.end("idle timeout", pktDisconnect)
+		t.end("idle timeout", cstp.Disconnect)
 	}
 	return dpdSentAt
 }
@@ -450,9 +451,9 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // readLoop reads frames until the connection ends. It reports whether the client logged out (DISCONNECT with the
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
-	buf := make([]byte, cstpHeaderLen+smallFrameSize)
+	buf := make([]byte, cstp.HeaderLen+smallFrameSize)
 	for {
-		typ, payload, err := readCSTPFrameInto(t.in, &buf)
+		typ, payload, err := cstp.ReadFrame(t.in, &buf)
 		if err != nil {
 			t.end(readErrReason(err), noFrame)
 			return false
@@ -460,7 +461,7 @@ func (t *tunnel) readLoop() (logout bool) {
 		now := time.Now().UnixNano()
 		t.lastRecv.Store(now)
 		switch typ {
-		case pktData:
+		case cstp.Data:
 			if len(payload) == 0 {
 				continue
 			}
@@ -479,12 +480,12 @@ func (t *tunnel) readLoop() (logout bool) {
 			} else {
 				t.sess.rxDropped.Add(1)
 			}
-		case pktDPDReq:
+		case cstp.DPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
-			t.queueCtrl(newFrame(pktDPDResp, payload))
-		case pktDPDResp, pktKeepalive:
-		case pktDisconnect:
-			logout = len(payload) > 0 && payload[0] == disconnectUser
+			t.queueCtrl(newFrame(cstp.DPDResp, payload))
+		case cstp.DPDResp, cstp.Keepalive:
+		case cstp.Disconnect:
+			logout = len(payload) > 0 && payload[0] == cstp.DisconnectUser
 			msg := "client disconnected"
 			if len(payload) > 1 {
 				msg = fmt.Sprintf("client disconnected: %.80q", payload[1:])
@@ -496,8 +497,8 @@ func (t *tunnel) readLoop() (logout bool) {
 				t.sess.logout(t)
 			}
 			return logout
-		case pktCompressed:
-			t.end("compressed frame received but no compression was negotiated", pktDisconnect)
+		case cstp.Compressed:
+			t.end("compressed frame received but no compression was negotiated", cstp.Disconnect)
 			return false
 		default:
 			t.sess.srv.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
@@ -510,7 +511,7 @@ func readErrReason(err error) string {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		return "connection closed by client"
-	case errors.Is(err, errBadMagic), errors.Is(err, errFrameTooLong):
+	case errors.Is(err, cstp.ErrBadMagic), errors.Is(err, cstp.ErrFrameTooLong):
 		return "protocol error: " + err.Error()
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "protocol error: " + err.Error()
