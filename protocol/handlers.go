@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ocgate/auth"
+	"ocgate/protocol/dtls"
 )
 
 const (
@@ -204,19 +205,19 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 				"X-DTLS-Keepalive: " + secs(sess.ucfg.Keepalive)}
 		}
 		if s.cfg.DTLSPSK && offersPSK(req) {
-			psk, err := exportPSK(st.tls.ConnectionState())
+			psk, err := dtls.ExportPSK(st.tls.ConnectionState())
 			if err != nil {
 				s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
 			} else {
-				appID := newAppID()
-				t.dtlsCancel = d.register(appID, psk, nil, t.dtlsEstablished)
-				mtu -= dtlsOverheadGCM
+				appID := dtls.NewAppID()
+				t.dtlsCancel = d.Register(appID, psk, nil, t.dtlsEstablished)
+				mtu -= dtls.OverheadGCM
 				dtlsHdr = append(common(), "X-DTLS-App-ID: "+hex.EncodeToString(appID[:]), "X-DTLS-CipherSuite: PSK-NEGOTIATE")
 			}
-		} else if legacy, name := legacyOffer(req); legacy != nil {
-			sid := newAppID()
-			t.dtlsCancel = d.register(sid, nil, legacy, t.dtlsEstablished)
-			mtu -= dtlsOverheadGCM
+		} else if legacy, name := dtls.LegacyOffer(req.get("X-DTLS-Master-Secret"), req.get("X-DTLS12-CipherSuite")); legacy != nil {
+			sid := dtls.NewAppID()
+			t.dtlsCancel = d.Register(sid, nil, legacy, t.dtlsEstablished)
+			mtu -= dtls.OverheadGCM
 			dtlsHdr = append(common(), "X-DTLS-Session-ID: "+hex.EncodeToString(sid[:]),
 				"X-DTLS12-CipherSuite: "+name, "X-DTLS-MTU: "+strconv.Itoa(mtu))
 		}

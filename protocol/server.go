@@ -25,6 +25,7 @@ import (
 	"ocgate/config"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
+	"ocgate/protocol/dtls"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -73,8 +74,8 @@ type Server struct {
 	scriptWG sync.WaitGroup // disconnect and host-update scripts run in the background
 	dns      []netip.Addr   // pushed when the session's configuration names none
 
-	dtls    atomic.Pointer[dtlsServer] // set by ServeDTLS
-	udpPort int                        // the DTLS port announced to clients
+	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
+	udpPort int                         // the DTLS port announced to clients
 
 	nextID     atomic.Uint64
 	acceptMu   sync.Mutex
@@ -131,8 +132,7 @@ func NewServer(o Options) (*Server, error) {
 // ServeDTLS serves the DTLS data channel on pc until Shutdown. Call it before Serve so that the first CONNECT
 // already offers DTLS.
 func (s *Server) ServeDTLS(pc *net.UDPConn) error {
-	d := newDTLSServer(pc, s.log)
-	d.fastPath = s.cfg.DTLSFastPath
+	d := dtls.NewServer(pc, s.log, s.cfg.DTLSFastPath)
 	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
 	s.dtls.Store(d)
 	if s.closing.Load() {

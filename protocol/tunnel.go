@@ -25,6 +25,7 @@ import (
 
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
+	"ocgate/protocol/dtls"
 )
 
 const (
@@ -93,8 +94,8 @@ type tunnel struct {
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
 	lastData atomic.Int64 // unix nanoseconds of the last DATA frame either way
 
-	// DTLS (dtls.go): the current association, whether data goes out on it, and when a record last came in.
-	dtls         atomic.Pointer[dtlsConn]
+	// DTLS (tunnel_dtls.go): the current association, whether data goes out on it, and when a record last came in.
+	dtls         atomic.Pointer[dtls.Conn]
 	dtlsActive   atomic.Bool
 	lastDTLSRecv atomic.Int64
 	dtlsCancel   func()         // unregisters the App-ID; nil without DTLS
@@ -103,8 +104,8 @@ type tunnel struct {
 	dtlsWG       sync.WaitGroup // DTLS read loops
 	switchToTCP  time.Duration
 
-	dbatch     *dtlsBatch // owned by writeLoop: fast-path records waiting for sendmmsg
-	dbatchConn *dtlsConn  // the association dbatch was made for
+	dbatch     *dtls.Batch // owned by writeLoop: fast-path records waiting for sendmmsg
+	dbatchConn *dtls.Conn  // the association dbatch was made for
 }
 
 func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
@@ -209,89 +210,6 @@ func (t *tunnel) writeLoop() {
 	}
 }
 
-// sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
-// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type. false means "use CSTP".
-func (t *tunnel) sendDTLS(f *frame) bool {
-	if !t.dtlsActive.Load() {
-		return false
-	}
-	c := t.dtls.Load()
-	if c == nil {
-		return false
-	}
-	var err error
-	if c.fast != nil {
-		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
-		if t.dbatchConn != c {
-			t.flushDTLS()
-			t.dbatch, err = newDTLSBatch(c.fast)
-			if err != nil {
-				t.dbatch = nil
-				t.dropDTLS(c, "write error: "+err.Error())
-				return false
-			}
-			t.dbatchConn = c
-		}
-		err = t.dbatch.add(f.b[cstp.HeaderLen-1 : f.n])
-	} else {
-		err = c.WriteRecord(f.b[cstp.HeaderLen-1 : f.n])
-	}
-	if err != nil {
-		t.dropDTLS(c, "write error: "+err.Error())
-		return false
-	}
-	t.sess.dtlsTxBytes.Add(uint64(f.n - cstp.HeaderLen))
-	return true
-}
-
-// flushDTLS sends the records batched for the fast path. A failed send loses that batch (DTLS is lossy anyway)
-// and drops the association, as a failed single write does.
-func (t *tunnel) flushDTLS() {
-	if t.dbatch == nil || t.dbatch.n == 0 {
-		return
-	}
-	if err := t.dbatch.flush(); err != nil {
-		t.dropDTLS(t.dbatchConn, "write error: "+err.Error())
-	}
-}
-
-// dtlsEstablished takes a new DTLS association for this tunnel (a client's re-handshake replaces the old one).
-func (t *tunnel) dtlsEstablished(c *dtlsConn) {
-	t.dtlsMu.Lock()
-	if t.dtlsStopped {
-		t.dtlsMu.Unlock()
-		c.Close()
-		return
-	}
-	if c.fast != nil {
-		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
-		c.attach(func(rec []byte) { t.dtlsRecord(c, rec) }, func(err error) { t.dtlsFailed(c, err) })
-	} else {
-		t.dtlsWG.Add(1)
-	}
-	t.dtlsMu.Unlock()
-	if old := t.dtls.Swap(c); old != nil {
-		old.Close()
-	}
-	t.lastDTLSRecv.Store(time.Now().UnixNano())
-	t.dtlsActive.Store(true)
-	t.offloads(true)
-	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
-	if c.fast == nil {
-		go t.dtlsReadLoop(c)
-	}
-}
-
-// dropDTLS forgets association c (if still current): data goes over CSTP until the client comes back.
-func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
-	if t.dtls.CompareAndSwap(c, nil) {
-		t.dtlsActive.Store(false)
-		t.offloads(false)
-		c.Close()
-		t.sess.srv.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
-	}
-}
-
 // offloads asks a kernel-TUN port for segmentation-offload bursts while the session has DTLS, and for MTU-sized
 // packets while it runs on TLS only. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a
 // TLS channel, downloads stalled (server at 20-30% CPU): via ocproxy 122/167 Mbit/s with the offloads, 267/283
@@ -300,98 +218,6 @@ func (t *tunnel) offloads(on bool) {
 	if sg, ok := t.port.(datapath.Segmenter); ok {
 		sg.Offloads(on)
 	}
-}
-
-func (t *tunnel) dtlsFailed(c *dtlsConn, err error) {
-	select {
-	case <-t.quit:
-	default:
-		t.dropDTLS(c, "read error: "+describeNetErr(err))
-	}
-}
-
-// dtlsReadLoop reads the records of an association without the fast path, through pion.
-func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
-	defer t.dtlsWG.Done()
-	buf := make([]byte, 1+cstp.MaxPayload+64) // pion's Read needs room for any record
-	for {
-		n, err := c.ReadRecord(buf)
-		if err != nil {
-			t.dtlsFailed(c, err)
-			return
-		}
-		t.dtlsRecord(c, buf[:n])
-	}
-}
-
-var (
-	keepaliveRecord = []byte{cstp.Keepalive}
-	probeWakeups    = []time.Duration{10 * time.Millisecond, 60 * time.Millisecond}
-)
-
-// dtlsRecord handles one record of association c: DATA into the datapath, DPD requests echoed in full
-// (openconnect measures the MTU with them, protocol.md §7.5). With the fast path it runs in the UDP socket's
-// reader, so it must not block; rec may be changed in place.
-func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
-	if len(rec) == 0 {
-		return
-	}
-	now := time.Now().UnixNano()
-	t.lastDTLSRecv.Store(now)
-	if t.dtls.Load() == c {
-		t.dtlsActive.Store(true)
-	}
-	switch rec[0] {
-	case cstp.Data:
-		n := len(rec) - 1
-		if n == 0 {
-			return
-		}
-		t.lastData.Store(now)
-		t.sess.rxBytes.Add(uint64(n))
-		t.sess.rxPackets.Add(1)
-		t.sess.dtlsRxBytes.Add(uint64(n))
-		if t.sess.rxLimit.allow(n) {
-			t.port.Send(rec[1:])
-		} else {
-			t.sess.rxDropped.Add(1)
-		}
-	case cstp.DPDReq:
-		rec[0] = cstp.DPDResp
-		c.WriteRecord(rec)
-		if len(rec) > 1 && c.probeAnswered.CompareAndSwap(false, true) {
-			// The first MTU probe (a DPD request with padding), which openconnect sends right after the
-			// handshake. openconnect 9.01 sets its "DTLS MTU detection" delay even when the handshake and the probe
-			// finished before its main loop started (our answers take well under a millisecond), then sleeps in
-			// select() for up to a second before it configures the tunnel, unless a datagram wakes it: one
-			// connect in four took 1.08 s instead of 80 ms. A keepalive sent at once is read before that sleep
-			// and does not count as work; two a little later wake it.
-			for _, d := range probeWakeups {
-				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
-			}
-		}
-	case cstp.DPDResp, cstp.Keepalive:
-	default:
-		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
-	}
-}
-
-// stopDTLS unregisters the App-ID, closes the association and waits for its reader.
-func (t *tunnel) stopDTLS() {
-	t.dtlsMu.Lock()
-	t.dtlsStopped = true
-	t.dtlsMu.Unlock()
-	if t.dtlsCancel != nil {
-		t.dtlsCancel()
-	}
-	if c := t.dtls.Swap(nil); c != nil {
-		if c.fast != nil {
-			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", c.fast.Bad.Load(),
-				"queue_full", c.assoc.d.stats.queueFull.Load())
-		}
-		c.Close()
-	}
-	t.dtlsWG.Wait()
 }
 
 // finish writes the control frames still queued (the final DISCONNECT/TERMINATE) and closes the connection.
@@ -465,9 +291,6 @@ func (t *tunnel) readLoop() (logout bool) {
 			if len(payload) == 0 {
 				continue
 			}
-			t.lastData.Store(now)
-			t.sess.rxBytes.Add(uint64(len(payload)))
-			t.sess.rxPackets.Add(1)
 			// Data on TLS while DTLS is up: the client may have given up on UDP (ocserv switches at once,
 			// protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
 			// buffer is full; switching on each of those made our downloads flap between the channels and arrive
@@ -475,11 +298,7 @@ func (t *tunnel) readLoop() (logout bool) {
 			if now-t.lastDTLSRecv.Load() > int64(dtlsQuietForSwitch) {
 				t.dtlsActive.Store(false)
 			}
-			if t.sess.rxLimit.allow(len(payload)) {
-				t.port.Send(payload)
-			} else {
-				t.sess.rxDropped.Add(1)
-			}
+			t.receiveData(payload, now, false)
 		case cstp.DPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
 			t.queueCtrl(newFrame(cstp.DPDResp, payload))
@@ -503,6 +322,25 @@ func (t *tunnel) readLoop() (logout bool) {
 		default:
 			t.sess.srv.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
 		}
+	}
+}
+
+// receiveData takes an IP packet from the client, from either channel: counted, rate-limited, into the datapath.
+func (t *tunnel) receiveData(pkt []byte, now int64, overDTLS bool) {
+	if len(pkt) == 0 {
+		return
+	}
+	t.lastData.Store(now)
+	n := uint64(len(pkt))
+	t.sess.rxBytes.Add(n)
+	t.sess.rxPackets.Add(1)
+	if overDTLS {
+		t.sess.dtlsRxBytes.Add(n)
+	}
+	if t.sess.rxLimit.allow(len(pkt)) {
+		t.port.Send(pkt)
+	} else {
+		t.sess.rxDropped.Add(1)
 	}
 }
 

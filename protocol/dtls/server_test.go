@@ -1,10 +1,9 @@
-package protocol
+package dtls
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"log/slog"
 	"net"
 	"ocgate/protocol/cstp"
@@ -12,74 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	pion "github.com/pion/dtls/v3"
 )
-
-// clientHello builds a DTLS ClientHello datagram as openconnect sends it: session_id = App-ID, and optionally the
-// private extension 48018 that 7.x clients used instead.
-func clientHello(sid []byte, extID []byte) []byte {
-	var body []byte
-	body = append(body, 0xfe, 0xfd)                     // client_version DTLS 1.2
-	body = append(body, bytes.Repeat([]byte{7}, 32)...) // random
-	body = append(body, byte(len(sid)))
-	body = append(body, sid...)
-	body = append(body, 0)                            // cookie
-	body = append(body, 0, 4, 0x00, 0xa9, 0xcc, 0xab) // cipher suites
-	body = append(body, 1, 0)                         // compression: null
-	var ext []byte
-	ext = binary.BigEndian.AppendUint16(ext, 65281)
-	ext = binary.BigEndian.AppendUint16(ext, 1)
-	ext = append(ext, 0)
-	if extID != nil {
-		ext = binary.BigEndian.AppendUint16(ext, extAppID)
-		ext = binary.BigEndian.AppendUint16(ext, uint16(1+len(extID)))
-		ext = append(ext, byte(len(extID)))
-		ext = append(ext, extID...)
-	}
-	body = binary.BigEndian.AppendUint16(body, uint16(len(ext)))
-	body = append(body, ext...)
-	hs := []byte{1, 0, byte(len(body) >> 8), byte(len(body)), 0, 0, 0, 0, 0, 0, byte(len(body) >> 8), byte(len(body))}
-	hs = append(hs, body...)
-	rec := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, byte(len(hs) >> 8), byte(len(hs))}
-	return append(rec, hs...)
-}
-
-func TestHelloAppID(t *testing.T) {
-	id := bytes.Repeat([]byte{0xab}, 32)
-	other := bytes.Repeat([]byte{0xcd}, 32)
-	tests := []struct {
-		name string
-		pkt  []byte
-		want []byte
-	}{
-		{"session id", clientHello(id, nil), id},
-		{"extension 48018 wins", clientHello(other, id), id},
-		{"short session id", clientHello(id[:16], nil), nil},
-		{"no session id", clientHello(nil, nil), nil},
-		{"truncated extensions", clientHello(id, nil)[:95], id},
-		{"truncated session id", clientHello(id, nil)[:70], nil},
-		{"too short", clientHello(id, nil)[:40], nil},
-	}
-	for _, tc := range tests {
-		if !isClientHello(tc.pkt) && tc.want != nil {
-			t.Errorf("%s: not recognised as a ClientHello", tc.name)
-			continue
-		}
-		got, ok := helloAppID(tc.pkt)
-		if ok != (tc.want != nil) || ok && !bytes.Equal(got[:], tc.want) {
-			t.Errorf("%s: helloAppID = %x, %v; want %x", tc.name, got, ok, tc.want)
-		}
-	}
-}
-
-func FuzzHelloAppID(f *testing.F) {
-	f.Add(clientHello(bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if isClientHello(b) {
-			helloAppID(b)
-		}
-	})
-}
 
 // Bogus datagrams are dropped, counted, and allocate nothing.
 func TestDTLSDropsStrangers(t *testing.T) {
@@ -87,12 +20,12 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDTLSServer(pc, slog.New(slog.DiscardHandler))
+	d := NewServer(pc, slog.New(slog.DiscardHandler), false)
 	done := make(chan error)
 	go func() { done <- d.Serve() }()
-	var id [appIDLen]byte
+	var id AppID
 	id[0] = 1
-	cancel := d.register(id, make([]byte, 32), nil, func(*dtlsConn) {})
+	cancel := d.Register(id, make([]byte, 32), nil, func(*Conn) {})
 	defer cancel()
 	c, _ := net.DialUDP("udp", nil, pc.LocalAddr().(*net.UDPAddr))
 	defer c.Close()
@@ -124,23 +57,22 @@ func TestDTLSDropsStrangers(t *testing.T) {
 // whose id is the App-ID, which puts it in the ClientHello like openconnect does), pion's handshake, then the fast
 // path both ways, for both suite families.
 func TestDTLSFastPathWithPionClient(t *testing.T) {
-	for _, suite := range []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256} {
+	for _, suite := range []pion.CipherSuiteID{pion.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, pion.TLS_PSK_WITH_AES_128_GCM_SHA256} {
 		t.Run(suite.String(), func(t *testing.T) {
 			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := newDTLSServer(pc, slog.New(slog.DiscardHandler))
-			d.fastPath = true
+			d := NewServer(pc, slog.New(slog.DiscardHandler), true)
 			go d.Serve()
 			defer d.Close()
-			appID := newAppID()
+			appID := NewAppID()
 			psk := bytes.Repeat([]byte{0x42}, 32)
-			got := make(chan *dtlsConn, 2)
+			got := make(chan *Conn, 2)
 			recs := make(chan []byte, 4)
-			// As the tunnel does (dtlsEstablished): attached from the callback.
-			cancel := d.register(appID, psk, nil, func(c *dtlsConn) {
-				c.attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
+			// As the tunnel does: attached from the callback.
+			cancel := d.Register(appID, psk, nil, func(c *Conn) {
+				c.Attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
 				got <- c
 			})
 			defer cancel()
@@ -148,12 +80,12 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			cpc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 			defer cpc.Close()
 			secret := make([]byte, 48)
-			store := &clientStore{s: dtls.Session{ID: appID[:], Secret: secret, Version: 1, IsClient: true,
+			store := &clientStore{s: pion.Session{ID: appID[:], Secret: secret, Version: 1, IsClient: true,
 				CipherSuiteID: suite, PSKHash: sha256.Sum256(psk), IdentityHint: []byte("psk")}}
-			client, err := dtls.ClientWithOptions(cpc, pc.LocalAddr(),
-				dtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), dtls.WithPSKIdentityHint([]byte("psk")),
-				dtls.WithCipherSuites(suite), dtls.WithSessionStore(store), dtls.WithServerName("vpn"),
-				dtls.WithExtendedMasterSecret(dtls.DisableExtendedMasterSecret))
+			client, err := pion.ClientWithOptions(cpc, pc.LocalAddr(),
+				pion.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), pion.WithPSKIdentityHint([]byte("psk")),
+				pion.WithCipherSuites(suite), pion.WithSessionStore(store), pion.WithServerName("vpn"),
+				pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,13 +100,13 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if _, err := client.Write(early); err != nil {
 				t.Fatal(err)
 			}
-			var c *dtlsConn
+			var c *Conn
 			select {
 			case c = <-got:
 			case <-time.After(5 * time.Second):
 				t.Fatal("no association established")
 			}
-			if c.fast == nil {
+			if !c.Fast() {
 				t.Fatal("the fast path is not on")
 			}
 			select {
@@ -218,7 +150,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 				t.Errorf("fast write: %v allocations per record", n)
 			}
 			// Receiving: a sealed record through the demultiplexer to the handler allocates nothing.
-			c.attach(func([]byte) {}, nil)
+			c.Attach(func([]byte) {}, nil)
 			var sc dtlsrec.Scratch
 			sealer, err := dtlsrec.New(client)
 			if err != nil {
@@ -230,14 +162,14 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 				t.Errorf("fast read: %v allocations per record", n)
 			}
 			c.Close()
-			c.attach(func([]byte) { t.Error("a record was delivered after Close") }, nil)
+			c.Attach(func([]byte) { t.Error("a record was delivered after Close") }, nil)
 			d.dispatch(sealer.Seal(&sc, rec[:0], buf[:100]), from)
 		})
 	}
 }
 
-type clientStore struct{ s dtls.Session }
+type clientStore struct{ s pion.Session }
 
-func (c *clientStore) Set([]byte, dtls.Session) error   { return nil }
+func (c *clientStore) Set([]byte, pion.Session) error   { return nil }
 func (c *clientStore) Del([]byte) error                 { return nil }
-func (c *clientStore) Get([]byte) (dtls.Session, error) { return c.s, nil }
+func (c *clientStore) Get([]byte) (pion.Session, error) { return c.s, nil }
