@@ -28,4 +28,3 @@ func BenchmarkCSTPFrame(b *testing.B) {
 		newFrame(cstp.Data, pkt).release()
 	}
 }
-

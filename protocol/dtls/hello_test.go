@@ -104,4 +104,3 @@ func FuzzHelloAppID(f *testing.F) {
 		helloOffers(b, 0x00a9)
 	})
 }
-

@@ -6,12 +6,14 @@ import (
 	"crypto/sha256"
 	"log/slog"
 	"net"
-	"ocgate/protocol/cstp"
-	"ocgate/protocol/dtlsrec"
+	"sync"
 	"testing"
 	"time"
 
 	pion "github.com/pion/dtls/v3"
+
+	"ocgate/protocol/cstp"
+	"ocgate/protocol/dtlsrec"
 )
 
 // Bogus datagrams are dropped, counted, and allocate nothing.
@@ -173,3 +175,160 @@ type clientStore struct{ s pion.Session }
 func (c *clientStore) Set([]byte, pion.Session) error   { return nil }
 func (c *clientStore) Del([]byte) error                 { return nil }
 func (c *clientStore) Get([]byte) (pion.Session, error) { return c.s, nil }
+
+// recordingConn is a client's socket that keeps a copy of the first datagram it sends (the ClientHello).
+type recordingConn struct {
+	*net.UDPConn
+	mu    sync.Mutex
+	first []byte
+}
+
+func (r *recordingConn) WriteTo(p []byte, a net.Addr) (int, error) {
+	r.mu.Lock()
+	if r.first == nil {
+		r.first = bytes.Clone(p)
+	}
+	r.mu.Unlock()
+	return r.UDPConn.WriteTo(p, a)
+}
+
+// pskClient runs a pion DTLS client's handshake against server from a new local socket, with the App-ID in the
+// ClientHello like openconnect (it "resumes" a session whose id is the App-ID).
+func pskClient(t *testing.T, server net.Addr, appID AppID, psk []byte) (*pion.Conn, *recordingConn) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &recordingConn{UDPConn: pc}
+	suite := pion.TLS_PSK_WITH_AES_128_GCM_SHA256
+	store := &clientStore{s: pion.Session{ID: appID[:], Secret: make([]byte, 48), Version: 1, IsClient: true,
+		CipherSuiteID: suite, PSKHash: sha256.Sum256(psk), IdentityHint: []byte("psk")}}
+	c, err := pion.ClientWithOptions(rc, server,
+		pion.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), pion.WithPSKIdentityHint([]byte("psk")),
+		pion.WithCipherSuites(suite), pion.WithSessionStore(store), pion.WithServerName("vpn"),
+		pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	return c, rc
+}
+
+// The ClientHello replay finding: a client's ClientHello, captured and sent again from another address, must not
+// take its established association away (it used to be closed the moment the hello arrived); a client that
+// really moved (NAT rebinding) completes a new handshake from its new address and takes over.
+func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		name := map[bool]string{true: "fast path", false: "pion records"}[fast]
+		t.Run(name, func(t *testing.T) {
+			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := NewServer(pc, slog.New(slog.DiscardHandler), fast)
+			go d.Serve()
+			defer d.Close()
+			appID := NewAppID()
+			psk := bytes.Repeat([]byte{0x42}, 32)
+			type record struct {
+				c   *Conn
+				rec []byte
+			}
+			conns := make(chan *Conn, 4)
+			recs := make(chan record, 16)
+			cancel := d.Register(appID, psk, nil, func(c *Conn) {
+				if c.Fast() {
+					c.Attach(func(rec []byte) { recs <- record{c, bytes.Clone(rec)} }, nil)
+				} else {
+					go func() {
+						buf := make([]byte, RecordBufLen)
+						for {
+							n, err := c.ReadRecord(buf)
+							if err != nil {
+								return
+							}
+							recs <- record{c, bytes.Clone(buf[:n])}
+						}
+					}()
+				}
+				conns <- c
+			})
+			defer cancel()
+			expect := func(from *pion.Conn, want *Conn, msg string) {
+				t.Helper()
+				rec := append([]byte{cstp.Data}, msg...)
+				if _, err := from.Write(rec); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case got := <-recs:
+					if got.c != want || !bytes.Equal(got.rec, rec) {
+						t.Fatalf("%s: got %q on another association", msg, got.rec)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%s: not delivered", msg)
+				}
+			}
+			waitConn := func() *Conn {
+				t.Helper()
+				select {
+				case c := <-conns:
+					return c
+				case <-time.After(5 * time.Second):
+					t.Fatal("no association established")
+					return nil
+				}
+			}
+
+			victim, vrc := pskClient(t, pc.LocalAddr(), appID, psk)
+			vc := waitConn()
+			expect(victim, vc, "before the replay")
+
+			// The replay: the victim's ClientHello, from another address, twice (a retransmission).
+			attacker, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer attacker.Close()
+			vrc.mu.Lock()
+			hello := vrc.first
+			vrc.mu.Unlock()
+			if !isClientHello(hello) {
+				t.Fatalf("first datagram % x is not a ClientHello", hello[:min(len(hello), 16)])
+			}
+			for range 2 {
+				if _, err := attacker.WriteTo(hello, pc.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for deadline := time.Now().Add(5 * time.Second); d.stats.started.Load() < 2; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the replayed hello started no handshake")
+				}
+			}
+			expect(victim, vc, "after the replay")
+			if d.stats.started.Load() != 2 {
+				t.Errorf("%d handshakes started, want 2 (the retransmitted hello goes to the one in progress)", d.stats.started.Load())
+			}
+
+			// NAT rebinding: the same client (same PSK and App-ID) from a new address takes over.
+			moved, _ := pskClient(t, pc.LocalAddr(), appID, psk)
+			mc := waitConn()
+			expect(moved, mc, "from the new address")
+			select {
+			case <-vc.assoc.done:
+			default:
+				t.Fatal("the replaced association is still open")
+			}
+			if a := d.assocOf(vc.RemoteAddr()); a != nil {
+				t.Fatal("the replaced association still has its address")
+			}
+		})
+	}
+}
