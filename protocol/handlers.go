@@ -21,7 +21,7 @@ const (
 	cookieName             = "webvpn"
 )
 
-// handleHTTP answers one request of the authentication phase (protocol.md §3).
+// handleHTTP answers one request of the authentication phase (docs/protocol.md §3).
 func (s *Server) handleHTTP(st *connState, req *request) *response {
 	path, _, _ := strings.Cut(req.target, "?")
 	switch path {
@@ -154,7 +154,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 }
 
 // handleConnect checks the cookie of a CONNECT, answers with the tunnel parameters and runs the tunnel on this
-// connection until it ends (protocol.md §5).
+// connection until it ends (docs/protocol.md §5).
 func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	fail := func(status int, reason, why string) {
 		s.log.Info("connection closed", "remote", st.remote, "reason", "CONNECT refused: "+why)
@@ -306,7 +306,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		"duration", time.Since(t.start).Round(time.Millisecond))
 }
 
-// offersPSK reports whether the client offers the PSK-NEGOTIATE DTLS mode (protocol.md §7.1).
+// offersPSK reports whether the client offers the PSK-NEGOTIATE DTLS mode (docs/protocol.md §7.1).
 func offersPSK(req *request) bool {
 	for _, h := range []string{"X-DTLS-CipherSuite", "X-DTLS12-CipherSuite"} {
 		for tok := range strings.SplitSeq(req.get(h), ":") {
@@ -330,7 +330,7 @@ func isMobile(req *request, sess *Session) bool {
 	return false
 }
 
-// tunnelMTU computes the link ("base") MTU and the tunnel MTU as ocserv does (protocol.md §7.8): the link is the
+// tunnelMTU computes the link ("base") MTU and the tunnel MTU as ocserv does (docs/protocol.md §7.8): the link is the
 // smaller of the configured MTU (default 1500) and the client's X-CSTP-Base-MTU; the tunnel MTU leaves room for
 // the outer IP and UDP headers. The DTLS record overhead is subtracted once DTLS is offered.
 func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) {
@@ -348,7 +348,7 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 	return base, base - ipOverhead - 8
 }
 
-// connectHeaders renders the CONNECT response (protocol.md §5.3). It is written in one TLS write.
+// connectHeaders renders the CONNECT response (docs/protocol.md §5.3). It is written in one TLS write.
 func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
@@ -422,7 +422,7 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 	h("X-CSTP-Keep", "true")
 	h("X-CSTP-TCP-Keepalive", "true")
 	h("X-CSTP-License", "accept")
-	// Go's TLS server cannot renegotiate: never advertise "ssl" (protocol.md §9.6).
+	// Go's TLS server cannot renegotiate: never advertise "ssl" (docs/protocol.md §9.6).
 	h("X-CSTP-Rekey-Method", "none")
 	h("X-CSTP-Base-MTU", strconv.Itoa(base))
 	h("X-CSTP-MTU", strconv.Itoa(mtu))

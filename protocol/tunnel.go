@@ -7,7 +7,7 @@ package protocol
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
 // writeLoop is the only writer of the connection after the CONNECT response, so frames never interleave, and each
-// frame is one tls.Conn.Write, hence one TLS record (protocol.md §6.2). It also runs the tunnel's timers (DPD,
+// frame is one tls.Conn.Write, hence one TLS record (docs/protocol.md §6.2). It also runs the tunnel's timers (DPD,
 // idle timeout) on a ticker. end() records the first reason the tunnel stops, queues an optional final frame
 // (DISCONNECT or TERMINATE), and closes quit; writeLoop then writes what is left on the control queue and closes
 // the connection, which ends readLoop.
@@ -250,7 +250,7 @@ func (t *tunnel) tickInterval() time.Duration {
 	return max(d, 250*time.Millisecond)
 }
 
-// checkTimers runs the dead-peer and idle checks (ocserv's rules, protocol.md §6.3): after 2×DPD of silence send
+// checkTimers runs the dead-peer and idle checks (ocserv's rules, docs/protocol.md §6.3): after 2×DPD of silence send
 // a DPD request, after 3×DPD drop the tunnel (the cookie stays valid); idle timeout counts DATA only.
 func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 	if t.dpd > 0 {
@@ -292,7 +292,7 @@ func (t *tunnel) readLoop() (logout bool) {
 				continue
 			}
 			// Data on TLS while DTLS is up: the client may have given up on UDP (ocserv switches at once,
-			// protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
+			// docs/protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
 			// buffer is full; switching on each of those made our downloads flap between the channels and arrive
 			// out of order. So switch only if DTLS has also been quiet for a moment.
 			if now-t.lastDTLSRecv.Load() > int64(dtlsQuietForSwitch) {
