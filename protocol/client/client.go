@@ -58,6 +58,11 @@ type Options struct {
 
 	// Dial opens the TCP connection (default net.Dialer). It is given the host:port of URL.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// OnControl, if set, sees every received packet that is not DATA (DPD requests and responses, keepalives,
+	// DISCONNECT...), on either channel, before the client handles it. It runs on the reader goroutines and must
+	// not keep payload after it returns. For tests that check what a server sends.
+	OnControl func(typ byte, payload []byte)
 }
 
 // Timing records when each step of Dial finished, measured from the start of the TCP connect.
@@ -296,6 +301,10 @@ func (o *Options) tlsConfig(host string) (*tls.Config, error) {
 // DTLS reports whether packets are currently sent over DTLS.
 func (s *Session) DTLS() bool { return s.dtlsOK.Load() }
 
+// Conn is the session's TLS connection. Writing to it bypasses the client's framing: for tests of how a server
+// handles what a well-behaved client never sends. One Write is one TLS record.
+func (s *Session) Conn() *tls.Conn { return s.conn }
+
 // PeerAddr is the server's TCP address.
 func (s *Session) PeerAddr() netip.AddrPort { return s.peer }
 
@@ -501,6 +510,9 @@ func (s *Session) cstpReader() {
 				s.end(fmt.Errorf("CSTP: %w", err))
 			}
 			return
+		}
+		if typ != cstp.Data && s.opts.OnControl != nil {
+			s.opts.OnControl(typ, p)
 		}
 		switch typ {
 		case cstp.Data:

@@ -208,6 +208,9 @@ func (s *Session) pionReader(d *dtlsChan) {
 
 // handleDTLSRecord handles one decrypted record: type byte || payload (docs/protocol.md §7.5). p may be modified.
 func (s *Session) handleDTLSRecord(p []byte, write func([]byte) error) {
+	if p[0] != cstp.Data && s.opts.OnControl != nil {
+		s.opts.OnControl(p[0], p[1:])
+	}
 	switch p[0] {
 	case cstp.Data:
 		s.deliver(p[1:], true)
