@@ -1,15 +1,24 @@
 package integration
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	pion "github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"golang.org/x/sys/unix"
 
 	"ocgate/integration/internal/stream"
 )
@@ -213,5 +222,93 @@ func TestLegacyDTLS(t *testing.T) {
 	logout(t, c, s)
 	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
 		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
+	}
+}
+
+// udpInNetns opens a UDP socket inside the namespace (for Go-level protocol tests).
+func (ns *netns) udpInNetns() (*net.UDPConn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := os.Open(filepath.Join("/var/run/netns", ns.name))
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+		return nil, err
+	}
+	pc, listenErr := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		panic("cannot return to the original network namespace: " + err.Error())
+	}
+	return pc, listenErr
+}
+
+// TestDTLSHelloReplay: once openconnect's DTLS is up, a ClientHello carrying its session's App-ID comes from
+// another source port and runs a whole handshake there (without the PSK, which a replaying attacker does not
+// have). The session's DTLS must carry on untouched: a download afterwards crosses DTLS, and the server never
+// falls back to TLS. (The server used to close the association as soon as such a hello arrived.)
+func TestDTLSHelloReplay(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
+	c := connect(t, s, vpnUser, vpnPass)
+	out := c.proc.out.String()
+	if !dtlsUp.MatchString(out) {
+		t.Fatalf("DTLS did not come up:\n%s", out)
+	}
+	m := regexp.MustCompile(`X-DTLS-App-ID: ([0-9a-fA-F]{64})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no X-DTLS-App-ID in the client's output:\n%s", out)
+	}
+	appID, _ := hex.DecodeString(m[1])
+	port := s.port
+	if m := regexp.MustCompile(`X-DTLS-Port: (\d+)`).FindStringSubmatch(out); m != nil {
+		port, _ = strconv.Atoi(m[1])
+	}
+
+	pc, err := ns.udpInNetns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	wrongPSK := make([]byte, 32)
+	rand.Read(wrongPSK)
+	hc, err := pion.ClientWithOptions(pc, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+		pion.WithPSK(func([]byte) ([]byte, error) { return wrongPSK, nil }),
+		pion.WithPSKIdentityHint([]byte("psk")),
+		pion.WithCipherSuites(pion.TLS_PSK_WITH_AES_128_GCM_SHA256, pion.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256),
+		pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret),
+		pion.WithClientHelloMessageHook(func(ch handshake.MessageClientHello) handshake.Message {
+			ch.SessionID = appID
+			return &ch
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := hc.HandshakeContext(ctx); err == nil {
+		t.Fatal("a handshake without the session's PSK succeeded")
+	}
+	cancel()
+	hc.Close()
+	waitFor(t, 15*time.Second, "the server to see the foreign handshake fail", func() bool {
+		return strings.Contains(s.stderr.String(), "DTLS handshake failed") ||
+			strings.Contains(s.stderr.String(), `msg="DTLS down`)
+	})
+
+	download(t, c, 16<<20, 51)
+	logout(t, c, s)
+	if strings.Contains(s.stderr.String(), `msg="DTLS down`) {
+		t.Fatalf("the server dropped the session's DTLS:\n%s", s.stderr.String())
+	}
+	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
+		t.Fatalf("%d of %d bytes sent over DTLS after the foreign ClientHello", dtx, tx)
 	}
 }
