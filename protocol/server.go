@@ -73,6 +73,7 @@ type Server struct {
 	scripts  ScriptRunner
 	scriptWG sync.WaitGroup // disconnect and host-update scripts run in the background
 	dns      []netip.Addr   // pushed when the session's configuration names none
+	sessEnv  *sessionEnv    // what the sessions use of the server
 
 	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
 	udpPort int                         // the DTLS port announced to clients
@@ -126,6 +127,8 @@ func NewServer(o Options) (*Server, error) {
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
+	s.sessEnv = &sessionEnv{pool: s.pool, pool6: s.pool6, dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
+		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession}
 	return s, nil
 }
 

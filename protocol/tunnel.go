@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -73,16 +74,20 @@ func (f *frame) release() {
 }
 
 type tunnel struct {
-	sess   *Session
-	conn   net.Conn   // the *tls.Conn
-	batch  *batchConn // below conn; the writer batches syscalls through it
-	in     io.Reader  // conn, or the request reader if it holds bytes past the CONNECT request
-	remote netip.AddrPort
-	mtu    int
-	dpd    time.Duration
-	idle   time.Duration
-	start  time.Time
-	port   datapath.Port // set after attach
+	sess *Session
+	log  *slog.Logger
+	// limitedLog logs at most about once a second, for what a client can trigger per packet.
+	limitedLog   func(msg string, args ...any)
+	firstConnect bool       // the session's first CONNECT (set by attachTunnel): the connect script runs
+	conn         net.Conn   // the *tls.Conn
+	batch        *batchConn // below conn; the writer batches syscalls through it
+	in           io.Reader  // conn, or the request reader if it holds bytes past the CONNECT request
+	remote       netip.AddrPort
+	mtu          int
+	dpd          time.Duration
+	idle         time.Duration
+	start        time.Time
+	port         datapath.Port // set after attach
 
 	data       chan *frame
 	ctrl       chan *frame
@@ -108,10 +113,11 @@ type tunnel struct {
 	dbatchConn *dtls.Conn  // the association dbatch was made for
 }
 
-func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
+func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration,
+	log *slog.Logger, limitedLog func(string, ...any)) *tunnel {
 	now := time.Now()
 	t := &tunnel{
-		sess: sess, conn: conn, batch: batch, in: in, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
+		sess: sess, log: log, limitedLog: limitedLog, conn: conn, batch: batch, in: in, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
 		data:       make(chan *frame, dataQueueLen),
 		ctrl:       make(chan *frame, ctrlQueueLen),
 		quit:       make(chan struct{}),
@@ -266,7 +272,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 	}
 	if t.dtlsActive.Load() && t.switchToTCP > 0 && now.Sub(time.Unix(0, t.lastDTLSRecv.Load())) > t.switchToTCP {
 		t.dtlsActive.Store(false) // quiet DTLS: send over TLS until a record arrives again
-		t.sess.srv.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
+		t.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
 	}
 	if t.idle > 0 && now.Sub(time.Unix(0, t.lastData.Load())) > t.idle {
 		t.end("idle timeout", cstp.Disconnect)
@@ -320,7 +326,7 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.end("compressed frame received but no compression was negotiated", cstp.Disconnect)
 			return false
 		default:
-			t.sess.srv.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
+			t.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
 		}
 	}
 }

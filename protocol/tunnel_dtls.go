@@ -92,7 +92,7 @@ func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
 	t.lastDTLSRecv.Store(time.Now().UnixNano())
 	t.dtlsActive.Store(true)
 	t.offloads(true)
-	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
+	t.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
 	if !c.Fast() {
 		go t.dtlsReadLoop(c)
 	}
@@ -104,7 +104,7 @@ func (t *tunnel) dropDTLS(c *dtls.Conn, why string) {
 		t.dtlsActive.Store(false)
 		t.offloads(false)
 		c.Close()
-		t.sess.srv.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
+		t.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
 	}
 }
 
@@ -161,7 +161,7 @@ func (t *tunnel) dtlsRecord(c *dtls.Conn, rec []byte) {
 		}
 	case cstp.DPDResp, cstp.Keepalive:
 	default:
-		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
+		t.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
 	}
 }
 
@@ -176,7 +176,7 @@ func (t *tunnel) stopDTLS() {
 	if c := t.dtls.Swap(nil); c != nil {
 		if c.Fast() {
 			bad, queueFull := c.Counters()
-			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", bad, "queue_full", queueFull)
+			t.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", bad, "queue_full", queueFull)
 		}
 		c.Close()
 	}

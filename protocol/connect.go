@@ -1,7 +1,19 @@
 package protocol
 
+// The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
+// steps, in order:
+//
+//	checkCookie        the path, the webvpn cookie, deny_roaming                    ─► 401/404/503 and close
+//	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader
+//	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out
+//	attachTunnel       the session takes the tunnel (address lease and datapath port at the first CONNECT;
+//	                   takeover of a previous tunnel)
+//	runConnectScript   the first CONNECT of a session runs connect_script (and host_update_script)
+//	writeConnectResponse  the tunnel parameters, in one TLS write
+//	runTunnel          readLoop here, writeLoop beside it, until the tunnel ends; then the session waits for
+//	                   a reconnect (or ends, after a logout)
+
 import (
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -12,177 +24,62 @@ import (
 	"strings"
 	"time"
 
-	"ocgate/auth"
 	"ocgate/protocol/dtls"
 )
 
-const (
-	maxAuthFailuresPerConn = 3
-	cookieName             = "webvpn"
-)
-
-// handleHTTP answers one request of the authentication phase (docs/protocol.md §3).
-func (s *Server) handleHTTP(st *connState, req *request) *response {
-	path, _, _ := strings.Cut(req.target, "?")
-	switch path {
-	case "/", "/auth", "/VPN":
-	case "/logout":
-		return &response{status: 200, reason: "OK"} // AnyConnect compatibility: an empty page
-	default:
-		s.log.Info("connection closed", "remote", st.remote, "reason", fmt.Sprintf("unknown path %.64q", path))
-		return errorResponse(404, "Not Found")
-	}
-	if req.method != "POST" && req.method != "GET" {
-		return errorResponse(405, "Method Not Allowed")
-	}
-	doc, err := parseClientDoc(req.get("Content-Type"), req.body)
-	if err != nil {
-		s.log.Info("connection closed", "remote", st.remote, "reason", "bad authentication request: "+err.Error())
-		return errorResponse(400, "Bad Request")
-	}
-	if doc.DeviceID != "" {
-		st.deviceID = doc.DeviceID
-	}
-	if req.method == "GET" || doc.Type == "init" {
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, ""))
-	}
-	user, password := doc.Auth.Username, doc.Auth.Password
-	if user == "" || password == "" {
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Please enter your username and password."))
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
-	id, err := s.checker.CheckPassword(ctx, user, password)
-	cancel()
-	if err != nil {
-		st.failures++
-		reason := "wrong password or unknown user"
-		switch {
-		case errors.Is(err, auth.ErrLocked):
-			reason = "account locked"
-		case !errors.Is(err, auth.ErrBadCredentials):
-			reason = "error: " + err.Error()
-		}
-		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", reason)
-		if s.bans.Add(st.remote.Addr(), s.cfg.BanPointsWrongPassword, time.Now()) {
-			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
-			return errorResponse(401, "Authentication failed")
-		}
-		if st.failures >= maxAuthFailuresPerConn {
-			return errorResponse(401, "Authentication failed")
-		}
-		// Cisco style: the same form again with an error; an interactive user is asked again, a scripted one
-		// stops ("Failed to complete authentication").
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Login failed."))
-	}
-
-	sess, err := s.newSession(id, st)
-	if err != nil {
-		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", err.Error())
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, err.Error()))
-	}
-	s.log.Info("auth success", "user", user, "remote", st.remote, "id", sess.ID)
-	resp := xmlResponse(successDoc(s.cfg.Banner, sess.cookie))
-	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
-	return resp
-}
-
-func xmlResponse(body []byte) *response {
-	r := &response{status: 200, reason: "OK", body: body}
-	r.add("Content-Type", "text/xml")
-	r.add("X-Transcend-Version", "1")
-	return r
-}
-
-// errLimit is a refusal the user is shown as is.
-type errLimit string
-
-func (e errLimit) Error() string { return string(e) }
-
-// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients.
-func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
-	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
-		return nil, errLimit("The server has reached its maximum number of clients.")
-	}
-	uc, err := s.cfg.UserConfig(id.User, id.Groups)
-	if err != nil {
-		// An administrator's mistake in a per-user file: refuse (ocserv does too) and say where.
-		s.log.Error("per-user configuration", "user", id.User, "err", err)
-		return nil, errLimit("The server could not load your configuration; contact the administrator.")
-	}
-	for _, w := range uc.Warnings {
-		s.log.Warn(w, "user", id.User)
-	}
-	if n := uc.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
-		return nil, errLimit(fmt.Sprintf("You have reached the maximum number of sessions (%d) for this user.", n))
-	}
-	sess := &Session{
-		ID:        s.nextID.Add(1),
-		User:      id.User,
-		Groups:    id.Groups,
-		UserAgent: st.userAgent,
-		DeviceID:  st.deviceID,
-		Created:   time.Now(),
-		srv:       s,
-		authAddr:  st.remote.Addr(),
-		rxLimit:   newTokenBucket(uc.RxDataPerSec),
-		txLimit:   newTokenBucket(uc.TxDataPerSec),
-		ucfg:      uc,
-		pcfg: sessionPolicy{
-			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,
-			restrict: uc.RestrictToRoutes,
-		},
-	}
-	if len(sess.pcfg.dns) == 0 {
-		sess.pcfg.dns = s.dns
-	}
-	cookie, err := s.minter.MintCookie()
-	if err != nil {
-		return nil, fmt.Errorf("minting a cookie: %w", err)
-	}
-	sess.cookie = cookie
-	sess.mu.Lock()
-	sess.remote = st.remote
-	// A cookie never used for a CONNECT expires like one whose tunnel went away.
-	sess.startExpiryLocked(s.cfg.CookieTimeout)
-	if d := uc.SessionTimeout; d > 0 {
-		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
-	}
-	sess.mu.Unlock()
-	s.sessions.Add(sess)
-	return sess, nil
-}
-
-// handleConnect checks the cookie of a CONNECT, answers with the tunnel parameters and runs the tunnel on this
-// connection until it ends (docs/protocol.md §5).
+// handleConnect answers a CONNECT and runs the tunnel on this connection until it ends.
 func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
-	fail := func(status int, reason, why string) {
-		s.log.Info("connection closed", "remote", st.remote, "reason", "CONNECT refused: "+why)
-		st.tls.Write(errorResponse(status, reason).bytes())
-		st.tls.Close()
-	}
-	if req.target != "/CSCOSSLC/tunnel" {
-		fail(404, "Not Found", fmt.Sprintf("unknown tunnel path %.64q", req.target))
+	sess, ok := s.checkCookie(st, req)
+	if !ok {
 		return
+	}
+	t, base := s.newTunnelFor(st, req, sess)
+	dtlsHdr := s.offerDTLS(st, req, sess, t)
+	if !s.attachTunnel(st, req, sess, t) {
+		return
+	}
+	if !s.runConnectScript(st, sess, t) {
+		return
+	}
+	s.writeConnectResponse(st, req, sess, t, raw, base, dtlsHdr)
+	s.runTunnel(st, sess, t)
+}
+
+// refuse answers a CONNECT with an error status and closes the connection.
+func (s *Server) refuse(st *connState, status int, reason, why string) {
+	s.log.Info("connection closed", "remote", st.remote, "reason", "CONNECT refused: "+why)
+	st.tls.Write(errorResponse(status, reason).bytes())
+	st.tls.Close()
+}
+
+// checkCookie finds the session a CONNECT names; false means the CONNECT was refused.
+func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
+	if req.target != "/CSCOSSLC/tunnel" {
+		s.refuse(st, 404, "Not Found", fmt.Sprintf("unknown tunnel path %.64q", req.target))
+		return nil, false
 	}
 	cookie, ok := req.cookie(cookieName)
 	if !ok || cookie == "" {
-		fail(503, "Service Unavailable", "no cookie")
-		return
+		s.refuse(st, 503, "Service Unavailable", "no cookie")
+		return nil, false
 	}
 	sess := s.sessions.Lookup(cookie)
 	if sess == nil {
-		fail(401, "Cookie is not acceptable", "unknown or expired cookie")
-		return
+		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
+		return nil, false
 	}
 	if s.cfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
-		fail(401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
-		return
+		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
+		return nil, false
 	}
+	return sess, true
+}
 
-	mobile := isMobile(req, sess)
+// newTunnelFor makes the tunnel of this connection, with the session's timers and the link MTU (base) and tunnel
+// MTU of the client's network.
+func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tunnel, base int) {
 	dpd, idle := sess.ucfg.DPD, sess.ucfg.IdleTimeout
-	if mobile {
+	if isMobile(req, sess) {
 		dpd, idle = sess.ucfg.MobileDPD, sess.ucfg.MobileIdleTimeout
 	}
 	base, mtu := s.tunnelMTU(req, st.remote)
@@ -194,35 +91,49 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		in = st.br
 	}
 	st.br = nil
-	t := newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle)
+	t = newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
 	t.switchToTCP = s.cfg.SwitchToTCPTimeout
-	// DTLS: registered before the response goes out, since the ClientHello may follow within milliseconds.
-	var dtlsHdr []string
-	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
-	if d := s.dtls.Load(); d != nil && !s.cfg.NoUDP {
-		common := func() []string {
-			return []string{"X-DTLS-Port: " + strconv.Itoa(s.udpPort), "X-DTLS-DPD: " + secs(dpd),
-				"X-DTLS-Keepalive: " + secs(sess.ucfg.Keepalive)}
-		}
-		if s.cfg.DTLSPSK && offersPSK(req) {
-			psk, err := dtls.ExportPSK(st.tls.ConnectionState())
-			if err != nil {
-				s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
-			} else {
-				appID := dtls.NewAppID()
-				t.dtlsCancel = d.Register(appID, psk, nil, t.dtlsEstablished)
-				mtu -= dtls.OverheadGCM
-				dtlsHdr = append(common(), "X-DTLS-App-ID: "+hex.EncodeToString(appID[:]), "X-DTLS-CipherSuite: PSK-NEGOTIATE")
-			}
-		} else if legacy, name := dtls.LegacyOffer(req.get("X-DTLS-Master-Secret"), req.get("X-DTLS12-CipherSuite")); legacy != nil {
-			sid := dtls.NewAppID()
-			t.dtlsCancel = d.Register(sid, nil, legacy, t.dtlsEstablished)
-			mtu -= dtls.OverheadGCM
-			dtlsHdr = append(common(), "X-DTLS-Session-ID: "+hex.EncodeToString(sid[:]),
-				"X-DTLS12-CipherSuite: "+name, "X-DTLS-MTU: "+strconv.Itoa(mtu))
-		}
-		t.mtu = mtu
+	return t, base
+}
+
+// offerDTLS registers the DTLS handshake the client may start (PSK-NEGOTIATE, else the legacy mode) and returns
+// the response's X-DTLS headers; it lowers t.mtu by the DTLS overhead. Registered before the response goes out,
+// since the ClientHello may follow within milliseconds.
+func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel) (hdr []string) {
+	d := s.dtls.Load()
+	if d == nil || s.cfg.NoUDP {
+		return nil
 	}
+	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
+	common := func() []string {
+		return []string{"X-DTLS-Port: " + strconv.Itoa(s.udpPort), "X-DTLS-DPD: " + secs(t.dpd),
+			"X-DTLS-Keepalive: " + secs(sess.ucfg.Keepalive)}
+	}
+	mtu := t.mtu
+	if s.cfg.DTLSPSK && offersPSK(req) {
+		psk, err := dtls.ExportPSK(st.tls.ConnectionState())
+		if err != nil {
+			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
+		} else {
+			appID := dtls.NewAppID()
+			t.dtlsCancel = d.Register(appID, psk, nil, t.dtlsEstablished)
+			mtu -= dtls.OverheadGCM
+			hdr = append(common(), "X-DTLS-App-ID: "+hex.EncodeToString(appID[:]), "X-DTLS-CipherSuite: PSK-NEGOTIATE")
+		}
+	} else if legacy, name := dtls.LegacyOffer(req.get("X-DTLS-Master-Secret"), req.get("X-DTLS12-CipherSuite")); legacy != nil {
+		sid := dtls.NewAppID()
+		t.dtlsCancel = d.Register(sid, nil, legacy, t.dtlsEstablished)
+		mtu -= dtls.OverheadGCM
+		hdr = append(common(), "X-DTLS-Session-ID: "+hex.EncodeToString(sid[:]),
+			"X-DTLS12-CipherSuite: "+name, "X-DTLS-MTU: "+strconv.Itoa(mtu))
+	}
+	t.mtu = mtu
+	return hdr
+}
+
+// attachTunnel records the client's facts for the scripts and makes t the session's tunnel; false means the
+// CONNECT was refused.
+func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tunnel) bool {
 	sess.mu.Lock()
 	if !sess.addr.IsValid() { // facts for the scripts, from the CONNECT that creates the device
 		sess.localReal = st.local
@@ -244,16 +155,17 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	if err != nil {
 		t.stopDTLS()
 		if errors.Is(err, errSessionEnded) {
-			fail(401, "Cookie is not acceptable", "session has ended")
+			s.refuse(st, 401, "Cookie is not acceptable", "session has ended")
 		} else {
 			s.log.Error("cannot start tunnel", "user", sess.User, "remote", st.remote, "err", err)
 			st.tls.Write(errorResponse(503, "Service Unavailable").bytes())
 			st.tls.Close()
 		}
-		return
+		return false
 	}
+	t.firstConnect = first
 	sess.mu.Lock()
-	addr, addr6, port := sess.addr, sess.addr6, sess.port
+	port := sess.port
 	sess.mu.Unlock()
 	// Published under dtlsMu, which dtlsEstablished takes before it attaches the DTLS handlers: the socket's
 	// reader, which calls them, then sees the port (the client's handshake comes after our response anyway, but
@@ -264,35 +176,52 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 		t.offloads(false) // TLS until DTLS is up
 	}
 	t.dtlsMu.Unlock()
-	if first && s.scripts != nil {
-		info := sess.scriptInfo()
-		if err := s.runScript(info, "connect"); err != nil {
-			t.stopDTLS()
-			s.endSession(sess, "connect script failed")
-			fail(401, "Cookie is not acceptable", "connect script failed")
-			return
-		}
-		sess.mu.Lock()
-		sess.scriptsDue = true
-		sess.mu.Unlock()
-		if info.hostname != "" {
-			s.scriptWG.Add(1)
-			go func() {
-				defer s.scriptWG.Done()
-				s.runScript(info, "host-update")
-			}()
-		}
-	}
+	return true
+}
 
-	hdr := s.connectHeaders(req, sess, addr, addr6, base, mtu, dpd, idle, dtlsHdr)
+// runConnectScript runs connect_script for the first CONNECT of a session (and host_update_script in the
+// background when the client named its host); false means the script refused the session, which has ended.
+func (s *Server) runConnectScript(st *connState, sess *Session, t *tunnel) bool {
+	if !t.firstConnect || s.scripts == nil {
+		return true
+	}
+	info := sess.scriptInfo()
+	if err := s.runScript(info, "connect"); err != nil {
+		t.stopDTLS()
+		s.endSession(sess, "connect script failed")
+		s.refuse(st, 401, "Cookie is not acceptable", "connect script failed")
+		return false
+	}
+	sess.mu.Lock()
+	sess.scriptsDue = true
+	sess.mu.Unlock()
+	if info.hostname != "" {
+		s.scriptWG.Add(1)
+		go func() {
+			defer s.scriptWG.Done()
+			s.runScript(info, "host-update")
+		}()
+	}
+	return true
+}
+
+// writeConnectResponse sends 200 CONNECTED with the tunnel's parameters; from here the connection is a tunnel.
+func (s *Server) writeConnectResponse(st *connState, req *request, sess *Session, t *tunnel, raw net.Conn, base int, dtlsHdr []string) {
+	sess.mu.Lock()
+	addr, addr6 := sess.addr, sess.addr6
+	sess.mu.Unlock()
+	hdr := s.connectHeaders(req, sess, addr, addr6, base, t.mtu, t.dpd, t.idle, dtlsHdr)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
 	if _, err := st.tls.Write(hdr); err != nil {
 		t.end("writing CONNECT response: "+describeNetErr(err), noFrame)
 	}
 	s.log.Info("session connected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
-		"mtu", mtu, "dpd", dpd, "user_agent", st.userAgent)
+		"mtu", t.mtu, "dpd", t.dpd, "user_agent", st.userAgent)
+}
 
+// runTunnel moves the tunnel's frames until it ends, then lets the session go on without it.
+func (s *Server) runTunnel(st *connState, sess *Session, t *tunnel) {
 	go t.writeLoop()
 	logout := t.readLoop()
 	<-t.writerDone
@@ -300,7 +229,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	sess.detach(t, logout)
 	rx, tx, _, _ := sess.Stats()
 	drx, dtx := sess.DTLSBytes()
-	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
+	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", sess.Addr(), "remote", st.remote,
 		"reason", t.reason, "rx", rx, "tx", tx, "dtls_rx", drx, "dtls_tx", dtx,
 		"rx_dropped", sess.rxDropped.Load(), "tx_dropped", sess.txDropped.Load(),
 		"duration", time.Since(t.start).Round(time.Millisecond))
