@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 
 	pion "github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
-	"golang.org/x/sys/unix"
 
 	"ocgate/integration/internal/stream"
 )
@@ -225,30 +223,6 @@ func TestLegacyDTLS(t *testing.T) {
 	}
 }
 
-// udpInNetns opens a UDP socket inside the namespace (for Go-level protocol tests).
-func (ns *netns) udpInNetns() (*net.UDPConn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join("/var/run/netns", ns.name))
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, err
-	}
-	pc, listenErr := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		panic("cannot return to the original network namespace: " + err.Error())
-	}
-	return pc, listenErr
-}
-
 // TestDTLSHelloReplay: once openconnect's DTLS is up, a ClientHello carrying its session's App-ID comes from
 // another source port and runs a whole handshake there (without the PSK, which a replaying attacker does not
 // have). The session's DTLS must carry on untouched: a download afterwards crosses DTLS, and the server never
@@ -273,7 +247,11 @@ func TestDTLSHelloReplay(t *testing.T) {
 		port, _ = strconv.Atoi(m[1])
 	}
 
-	pc, err := ns.udpInNetns()
+	var pc *net.UDPConn
+	err := ns.inside(func() (err error) {
+		pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,24 +79,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			})
 			defer cancel()
 
-			cpc, _ := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			defer cpc.Close()
-			secret := make([]byte, 48)
-			store := &clientStore{s: pion.Session{ID: appID[:], Secret: secret, Version: 1, IsClient: true,
-				CipherSuiteID: suite, PSKHash: sha256.Sum256(psk), IdentityHint: []byte("psk")}}
-			client, err := pion.ClientWithOptions(cpc, pc.LocalAddr(),
-				pion.WithPSK(func([]byte) ([]byte, error) { return psk, nil }), pion.WithPSKIdentityHint([]byte("psk")),
-				pion.WithCipherSuites(suite), pion.WithSessionStore(store), pion.WithServerName("vpn"),
-				pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer client.Close()
-			ctx, cancelCtx := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancelCtx()
-			if err := client.HandshakeContext(ctx); err != nil {
-				t.Fatalf("client handshake: %v", err)
-			}
+			client, cpc := pskClient(t, pc.LocalAddr(), appID, psk, suite)
 			// A record sent the moment the client's handshake is done, maybe before the server has attached.
 			early := append([]byte{cstp.Data}, "early"...)
 			if _, err := client.Write(early); err != nil {
@@ -194,14 +177,14 @@ func (r *recordingConn) WriteTo(p []byte, a net.Addr) (int, error) {
 
 // pskClient runs a pion DTLS client's handshake against server from a new local socket, with the App-ID in the
 // ClientHello like openconnect (it "resumes" a session whose id is the App-ID).
-func pskClient(t *testing.T, server net.Addr, appID AppID, psk []byte) (*pion.Conn, *recordingConn) {
+func pskClient(t *testing.T, server net.Addr, appID AppID, psk []byte, suite pion.CipherSuiteID) (*pion.Conn, *recordingConn) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { pc.Close() })
 	rc := &recordingConn{UDPConn: pc}
-	suite := pion.TLS_PSK_WITH_AES_128_GCM_SHA256
 	store := &clientStore{s: pion.Session{ID: appID[:], Secret: make([]byte, 48), Version: 1, IsClient: true,
 		CipherSuiteID: suite, PSKHash: sha256.Sum256(psk), IdentityHint: []byte("psk")}}
 	c, err := pion.ClientWithOptions(rc, server,
@@ -286,7 +269,7 @@ func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
 				}
 			}
 
-			victim, vrc := pskClient(t, pc.LocalAddr(), appID, psk)
+			victim, vrc := pskClient(t, pc.LocalAddr(), appID, psk, pion.TLS_PSK_WITH_AES_128_GCM_SHA256)
 			vc := waitConn()
 			expect(victim, vc, "before the replay")
 
@@ -318,7 +301,7 @@ func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
 			}
 
 			// NAT rebinding: the same client (same PSK and App-ID) from a new address takes over.
-			moved, _ := pskClient(t, pc.LocalAddr(), appID, psk)
+			moved, _ := pskClient(t, pc.LocalAddr(), appID, psk, pion.TLS_PSK_WITH_AES_128_GCM_SHA256)
 			mc := waitConn()
 			expect(moved, mc, "from the new address")
 			select {
