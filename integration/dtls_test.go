@@ -98,7 +98,7 @@ func TestDTLSTransfer(t *testing.T) {
 	download(t, c, 64<<20, 11)
 	upload(t, c, 16<<20, 12)
 	// After answering the MTU probe the server sends DTLS keepalives, which wake openconnect from the one-second
-	// sleep it otherwise may take before configuring the tunnel (protocol/tunnel.go, dtlsRecord).
+	// sleep it otherwise may take before configuring the tunnel (protocol/tunnel_dtls.go, dtlsRecord).
 	if !strings.Contains(c.proc.out.String(), "Got DTLS Keepalive") {
 		t.Errorf("no DTLS keepalive reached the client after its MTU probe:\n%s", c.proc.out.String())
 	}
