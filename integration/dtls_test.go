@@ -1,7 +1,11 @@
 package integration
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	pion "github.com/pion/dtls/v3"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 
 	"ocgate/integration/internal/stream"
 )
@@ -91,7 +98,7 @@ func TestDTLSTransfer(t *testing.T) {
 	download(t, c, 64<<20, 11)
 	upload(t, c, 16<<20, 12)
 	// After answering the MTU probe the server sends DTLS keepalives, which wake openconnect from the one-second
-	// sleep it otherwise may take before configuring the tunnel (protocol/tunnel.go, dtlsRecord).
+	// sleep it otherwise may take before configuring the tunnel (protocol/tunnel_dtls.go, dtlsRecord).
 	if !strings.Contains(c.proc.out.String(), "Got DTLS Keepalive") {
 		t.Errorf("no DTLS keepalive reached the client after its MTU probe:\n%s", c.proc.out.String())
 	}
@@ -213,5 +220,73 @@ func TestLegacyDTLS(t *testing.T) {
 	logout(t, c, s)
 	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
 		t.Fatalf("%d of %d bytes sent over DTLS", dtx, tx)
+	}
+}
+
+// TestDTLSHelloReplay: once openconnect's DTLS is up, a ClientHello carrying its session's App-ID comes from
+// another source port and runs a whole handshake there (without the PSK, which a replaying attacker does not
+// have). The session's DTLS must carry on untouched: a download afterwards crosses DTLS, and the server never
+// falls back to TLS. (The server used to close the association as soon as such a hello arrived.)
+func TestDTLSHelloReplay(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
+	c := connect(t, s, vpnUser, vpnPass)
+	out := c.proc.out.String()
+	if !dtlsUp.MatchString(out) {
+		t.Fatalf("DTLS did not come up:\n%s", out)
+	}
+	m := regexp.MustCompile(`X-DTLS-App-ID: ([0-9a-fA-F]{64})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no X-DTLS-App-ID in the client's output:\n%s", out)
+	}
+	appID, _ := hex.DecodeString(m[1])
+	port := s.port
+	if m := regexp.MustCompile(`X-DTLS-Port: (\d+)`).FindStringSubmatch(out); m != nil {
+		port, _ = strconv.Atoi(m[1])
+	}
+
+	var pc *net.UDPConn
+	err := ns.inside(func() (err error) {
+		pc, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	wrongPSK := make([]byte, 32)
+	rand.Read(wrongPSK)
+	hc, err := pion.ClientWithOptions(pc, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+		pion.WithPSK(func([]byte) ([]byte, error) { return wrongPSK, nil }),
+		pion.WithPSKIdentityHint([]byte("psk")),
+		pion.WithCipherSuites(pion.TLS_PSK_WITH_AES_128_GCM_SHA256, pion.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256),
+		pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret),
+		pion.WithClientHelloMessageHook(func(ch handshake.MessageClientHello) handshake.Message {
+			ch.SessionID = appID
+			return &ch
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := hc.HandshakeContext(ctx); err == nil {
+		t.Fatal("a handshake without the session's PSK succeeded")
+	}
+	cancel()
+	hc.Close()
+	waitFor(t, 15*time.Second, "the server to see the foreign handshake fail", func() bool {
+		return strings.Contains(s.stderr.String(), "DTLS handshake failed") ||
+			strings.Contains(s.stderr.String(), `msg="DTLS down`)
+	})
+
+	download(t, c, 16<<20, 51)
+	logout(t, c, s)
+	if strings.Contains(s.stderr.String(), `msg="DTLS down`) {
+		t.Fatalf("the server dropped the session's DTLS:\n%s", s.stderr.String())
+	}
+	if _, tx, _, dtx := sessionBytes(t, s); dtx < 16<<20 || dtx < tx*9/10 {
+		t.Fatalf("%d of %d bytes sent over DTLS after the foreign ClientHello", dtx, tx)
 	}
 }

@@ -229,27 +229,36 @@ func (ns *netns) output(timeout time.Duration, args ...string) (string, int) {
 }
 
 // dial opens a TCP connection from inside the namespace (for Go-level protocol tests).
-func (ns *netns) dial(addr string) (net.Conn, error) {
+func (ns *netns) dial(addr string) (c net.Conn, err error) {
+	err = ns.inside(func() error {
+		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// inside runs fn with this goroutine's thread in the namespace: sockets fn opens belong to it.
+func (ns *netns) inside(fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer orig.Close()
 	target, err := os.Open(filepath.Join("/var/run/netns", ns.name))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer target.Close()
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, err
+		return err
 	}
-	c, dialErr := net.DialTimeout("tcp", addr, 5*time.Second)
+	fnErr := fn()
 	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 		panic("cannot return to the original network namespace: " + err.Error())
 	}
-	return c, dialErr
+	return fnErr
 }
 
 // startTarget runs testtarget on the namespace's target addresses and its loopback trap (127.0.0.1:8081).

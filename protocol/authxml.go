@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// The XML documents of the authentication phase (protocol.md §3.3–§3.6).
+// The XML documents of the authentication phase (docs/protocol.md §3.3–§3.6).
 
 // clientDoc is what we read of a client's <config-auth> document (init or auth-reply).
 type clientDoc struct {
@@ -91,7 +91,7 @@ func loginForm(banner, errMsg string) []byte {
 }
 
 // successDoc renders the document that ends authentication. The cookie also travels as <session-token> (Cisco
-// style) besides Set-Cookie, which is the most compatible choice (protocol.md §3.6).
+// style) besides Set-Cookie, which is the most compatible choice (docs/protocol.md §3.6).
 func successDoc(banner, cookie string) []byte {
 	var b bytes.Buffer
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")

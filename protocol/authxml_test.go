@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The documents openconnect 9.01 sends (protocol.md §3.3, §3.5).
+// The documents openconnect 9.01 sends (docs/protocol.md §3.3, §3.5).
 const (
 	ocInit = `<?xml version="1.0" encoding="UTF-8"?>
 <config-auth client="vpn" type="init" aggregate-auth-version="2"><version who="vpn">v9.01-3</version><device-id>linux-64</device-id><capabilities><auth-method>single-sign-on-v2</auth-method><auth-method>single-sign-on-external-browser</auth-method></capabilities><group-access>https://127.0.0.1:8443/</group-access></config-auth>`

@@ -7,7 +7,7 @@ import (
 
 // batchConn sits below crypto/tls and lets a tunnel's writer turn a burst of TLS records (one per CSTP frame, as
 // openconnect requires) into few write(2) calls: while batching is on, Write appends to a buffer and Flush sends
-// it. Records stay separate — only the syscalls are batched (protocol.md §6.2, ARCHITECTURE.md "hot path").
+// it. Records stay separate — only the syscalls are batched (docs/protocol.md §6.2).
 type batchConn struct {
 	net.Conn
 

@@ -13,7 +13,7 @@ import (
 
 // A small HTTP/1.1 reader and writer for the authentication phase. net/http is not used because the same
 // connection turns into the CSTP stream after CONNECT, the client needs exact status lines, and every limit here
-// must be ours (protocol.md §3.1, §11).
+// must be ours (docs/protocol.md §3.1, §11).
 
 const (
 	maxRequestLine = 4096

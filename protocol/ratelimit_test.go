@@ -1,6 +1,8 @@
 package protocol
 
 import (
+	"crypto/tls"
+	"net/http"
 	"testing"
 	"time"
 
@@ -29,10 +31,13 @@ func TestTokenBucket(t *testing.T) {
 func TestRateLimitPacesConnections(t *testing.T) {
 	ts := startTestServer(t, func(c *config.Config) { c.RateLimitMS = 300 })
 	start := time.Now()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	for range 3 {
-		c := dialClient(t, ts.addr)
-		c.do("GET", "/", nil, "")
-		c.conn.Close()
+		resp, err := hc.Get("https://" + ts.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
 	}
 	if d := time.Since(start); d < 600*time.Millisecond {
 		t.Fatalf("3 connections accepted in %s with rate_limit_ms = 300", d)

@@ -72,8 +72,8 @@ func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
 		env = append(env, "IP_REMOTE="+in.addr.String())
 	}
 	if in.addr6.IsValid() {
-		env = append(env, "IPV6_LOCAL="+sess.srv.pool6.Gateway().String(), "IPV6_REMOTE="+in.addr6.String(),
-			"IPV6_PREFIX="+strconv.Itoa(sess.srv.pool6.SubnetBits()))
+		env = append(env, "IPV6_LOCAL="+sess.env.pool6.Gateway().String(), "IPV6_REMOTE="+in.addr6.String(),
+			"IPV6_PREFIX="+strconv.Itoa(sess.env.pool6.SubnetBits()))
 	}
 	pc := sess.pcfg
 	env = appendPrefixes(env, "OCSERV_ROUTES", pc.routes)

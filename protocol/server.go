@@ -23,7 +23,9 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
+	"ocgate/protocol/dtls"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -71,9 +73,10 @@ type Server struct {
 	scripts  ScriptRunner
 	scriptWG sync.WaitGroup // disconnect and host-update scripts run in the background
 	dns      []netip.Addr   // pushed when the session's configuration names none
+	sessEnv  *sessionEnv    // what the sessions use of the server
 
-	dtls    atomic.Pointer[dtlsServer] // set by ServeDTLS
-	udpPort int                        // the DTLS port announced to clients
+	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
+	udpPort int                         // the DTLS port announced to clients
 
 	nextID     atomic.Uint64
 	acceptMu   sync.Mutex
@@ -124,14 +127,15 @@ func NewServer(o Options) (*Server, error) {
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
+	s.sessEnv = &sessionEnv{pool: s.pool, pool6: s.pool6, dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
+		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession}
 	return s, nil
 }
 
 // ServeDTLS serves the DTLS data channel on pc until Shutdown. Call it before Serve so that the first CONNECT
 // already offers DTLS.
 func (s *Server) ServeDTLS(pc *net.UDPConn) error {
-	d := newDTLSServer(pc, s.log)
-	d.fastPath = s.cfg.DTLSFastPath
+	d := dtls.NewServer(pc, s.log, s.cfg.DTLSFastPath)
 	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
 	s.dtls.Store(d)
 	if s.closing.Load() {
@@ -315,9 +319,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 		info = sess.scriptInfo()
 	}
 	s.sessions.Remove(sess)
-	final := pktDisconnect
+	final := cstp.Disconnect
 	if s.closing.Load() {
-		final = pktTerminate
+		final = cstp.Terminate
 	}
 	if t != nil {
 		t.end(reason, final)

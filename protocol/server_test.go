@@ -11,19 +11,22 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/protocol/client"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -172,119 +175,6 @@ func selfSigned(t *testing.T) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// client is a minimal Go implementation of the client side, enough to test the server without openconnect.
-type client struct {
-	t    *testing.T
-	conn *tls.Conn
-	br   *bufio.Reader
-}
-
-func dialClient(t *testing.T, addr string) *client {
-	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, conn: c, br: bufio.NewReader(c)}
-}
-
-// do sends a request and returns the status line, headers and body of the response.
-func (c *client) do(method, path string, hdr map[string]string, body string) (status string, h map[string][]string, respBody string) {
-	c.t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: test\r\nUser-Agent: Open AnyConnect VPN Agent v9.01-3\r\n", method, path)
-	for k, v := range hdr {
-		fmt.Fprintf(&b, "%s: %s\r\n", k, v)
-	}
-	if body != "" || method == "POST" {
-		fmt.Fprintf(&b, "Content-Type: application/xml\r\nContent-Length: %d\r\n", len(body))
-	}
-	b.WriteString("\r\n" + body)
-	if _, err := c.conn.Write([]byte(b.String())); err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return c.readResponse()
-}
-
-func (c *client) readResponse() (status string, h map[string][]string, body string) {
-	c.t.Helper()
-	line, err := c.br.ReadString('\n')
-	if err != nil {
-		c.t.Fatalf("reading status line: %v", err)
-	}
-	status = strings.TrimRight(line, "\r\n")
-	h = map[string][]string{}
-	n := 0
-	for {
-		line, err := c.br.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("reading headers: %v", err)
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			break
-		}
-		k, v, _ := strings.Cut(line, ": ")
-		h[k] = append(h[k], v)
-		if k == "Content-Length" {
-			fmt.Sscan(v, &n)
-		}
-	}
-	if strings.HasPrefix(status, "HTTP/1.1 200 CONNECTED") {
-		return status, h, ""
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(c.br, buf); err != nil {
-		c.t.Fatalf("reading body: %v", err)
-	}
-	return status, h, string(buf)
-}
-
-func (c *client) login(user, pw string) string {
-	c.t.Helper()
-	status, _, body := c.do("POST", "/", nil, ocInit)
-	if status != "HTTP/1.1 200 OK" || !strings.Contains(body, `name="password"`) {
-		c.t.Fatalf("init: %s\n%s", status, body)
-	}
-	reply := strings.Replace(ocReply, "<username>alice</username><password>p&amp;ss&lt;w</password>",
-		"<username>"+user+"</username><password>"+pw+"</password>", 1)
-	status, h, body := c.do("POST", "/auth", nil, reply)
-	if status != "HTTP/1.1 200 OK" || !strings.Contains(body, `<auth id="success">`) {
-		c.t.Fatalf("auth-reply: %s\n%s", status, body)
-	}
-	for _, sc := range h["Set-Cookie"] {
-		if v, ok := strings.CutPrefix(sc, "webvpn="); ok {
-			v, _, _ = strings.Cut(v, ";")
-			return v
-		}
-	}
-	c.t.Fatalf("no webvpn cookie in %v", h)
-	return ""
-}
-
-func (c *client) connect(cookie string) (string, map[string][]string) {
-	c.t.Helper()
-	status, h, _ := c.do("CONNECT", "/CSCOSSLC/tunnel", map[string]string{"Cookie": "webvpn=" + cookie, "X-CSTP-Base-MTU": "1500"}, "")
-	return status, h
-}
-
-func (c *client) sendFrame(typ byte, payload []byte) {
-	c.t.Helper()
-	f := newFrame(typ, payload)
-	defer f.release()
-	if _, err := c.conn.Write(f.b[:f.n]); err != nil {
-		c.t.Fatalf("sending frame: %v", err)
-	}
-}
-
-func (c *client) readFrame() (byte, []byte, error) {
-	buf := make([]byte, cstpHeaderLen+maxCSTPPayload)
-	typ, p, err := readCSTPFrame(c.br, buf)
-	return typ, bytes.Clone(p), err
-}
-
 func ipv4Packet(src, dst netip.Addr, payload string) []byte {
 	p := make([]byte, 20+len(payload))
 	p[0] = 0x45
@@ -296,36 +186,97 @@ func ipv4Packet(src, dst netip.Addr, payload string) []byte {
 	return p
 }
 
+// dial runs the Go client against the test server: login (unless o.Cookie is set) and CONNECT.
+func (ts *testServer) dial(t *testing.T, o client.Options) (*client.Session, error) {
+	t.Helper()
+	o.URL = "https://" + ts.addr + "/"
+	o.InsecureSkipVerify = true
+	if o.User == "" && o.Cookie == "" {
+		o.User, o.Password = "alice", "secret"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := client.Dial(ctx, o)
+	if err == nil {
+		t.Cleanup(func() { s.Drop() })
+	}
+	return s, err
+}
+
+func (ts *testServer) mustDial(t *testing.T, o client.Options) *client.Session {
+	t.Helper()
+	s, err := ts.dial(t, o)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	return s
+}
+
+// readPacket returns the next DATA packet the client received.
+func readPacket(t *testing.T, s *client.Session) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	buf := make([]byte, cstp.MaxPayload)
+	n, err := s.ReadPacket(ctx, buf)
+	if err != nil {
+		t.Fatalf("ReadPacket: %v", err)
+	}
+	return buf[:n]
+}
+
+// waitDone waits for the server to end the client's session and returns why.
+func waitDone(t *testing.T, s *client.Session) error {
+	t.Helper()
+	select {
+	case <-s.Done():
+		return s.Err()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not end the tunnel")
+		return nil
+	}
+}
+
+func statusCode(err error) int {
+	var se *client.StatusError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
+}
+
 func TestLoginConnectAndTraffic(t *testing.T) {
 	ts := startTestServer(t, func(c *config.Config) {
 		c.Routes = []netip.Prefix{netip.MustParsePrefix("10.77.0.0/24")}
 		c.Banner = "Welcome"
 	})
-	c := dialClient(t, ts.addr)
-	cookie := c.login("alice", "secret")
-	if strings.ContainsAny(cookie, "=;") || len(cookie) < 22 {
-		t.Fatalf("cookie %q: want >= 128 bits without '=' or ';'", cookie)
-	}
-	status, h := c.connect(cookie)
-	if status != "HTTP/1.1 200 CONNECTED" {
-		t.Fatalf("CONNECT: %s", status)
+	control := make(chan []byte, 8)
+	c := ts.mustDial(t, client.Options{OnControl: func(typ byte, p []byte) {
+		if typ == cstp.DPDResp {
+			control <- bytes.Clone(p)
+		}
+	}})
+	if strings.ContainsAny(c.Cookie, "=;") || len(c.Cookie) < 22 {
+		t.Fatalf("cookie %q: want >= 128 bits without '=' or ';'", c.Cookie)
 	}
 	for k, want := range map[string]string{
 		"X-CSTP-Netmask": "255.255.255.0", "X-CSTP-MTU": "1472", "X-CSTP-DNS": "10.250.77.1",
 		"X-CSTP-Split-Include": "10.77.0.0/255.255.255.0", "X-CSTP-Banner": "Welcome", "X-CSTP-Rekey-Method": "none",
 	} {
-		if got := h[k]; len(got) == 0 || got[0] != want {
+		if got := c.Header[k]; len(got) == 0 || got[0] != want {
 			t.Errorf("%s = %v, want %s", k, got, want)
 		}
 	}
-	addr := netip.MustParseAddr(h["X-CSTP-Address"][0])
+	addr := c.Addr
 	if !netip.MustParsePrefix("10.250.77.0/24").Contains(addr) || addr == netip.MustParseAddr("10.250.77.1") {
 		t.Fatalf("address %s", addr)
 	}
 
 	// Client → datapath.
 	pkt := ipv4Packet(addr, netip.MustParseAddr("10.77.0.1"), "ping")
-	c.sendFrame(pktData, pkt)
+	if err := c.WritePacket(pkt); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case got := <-ts.dp.sent:
 		if !bytes.Equal(got, pkt) {
@@ -337,72 +288,106 @@ func TestLoginConnectAndTraffic(t *testing.T) {
 	// Datapath → client.
 	back := ipv4Packet(netip.MustParseAddr("10.77.0.1"), addr, "pong")
 	ts.dp.session(addr).Deliver(back)
-	typ, got, err := c.readFrame()
-	if err != nil || typ != pktData || !bytes.Equal(got, back) {
-		t.Fatalf("client got type %d % x %v, want the delivered packet", typ, got, err)
+	if got := readPacket(t, c); !bytes.Equal(got, back) {
+		t.Fatalf("client got % x, want the delivered packet", got)
 	}
 	if in := ts.srv.Sessions().All()[0].Info(); in.User != "alice" || in.Addr != addr || !in.Connected ||
 		in.Channel != "CSTP" || in.RxBytes != uint64(len(pkt)) || in.TxBytes != uint64(len(back)) || in.CookieState != "active" {
 		t.Fatalf("session info %+v", in)
 	}
 	// DPD requests are echoed in full.
-	c.sendFrame(pktDPDReq, []byte("probe-1234"))
-	typ, got, err = c.readFrame()
-	if err != nil || typ != pktDPDResp || string(got) != "probe-1234" {
-		t.Fatalf("DPD: type %d %q %v", typ, got, err)
+	if _, err := c.Conn().Write(cstp.AppendFrame(nil, cstp.DPDReq, []byte("probe-1234"))); err != nil {
+		t.Fatal(err)
 	}
+	select {
+	case got := <-control:
+		if string(got) != "probe-1234" {
+			t.Fatalf("DPD response %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no DPD response")
+	}
+}
+
+// rawConnect sends one CONNECT with the given extra header lines on a new connection and returns the status.
+func rawConnect(t *testing.T, addr, hdr string) int {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: test\r\n"+hdr+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func TestConnectCookieChecks(t *testing.T) {
 	ts := startTestServer(t, nil)
-	c := dialClient(t, ts.addr)
-	if status, _, _ := c.do("CONNECT", "/CSCOSSLC/tunnel", nil, ""); status != "HTTP/1.1 503 Service Unavailable" {
-		t.Errorf("CONNECT without cookie: %s", status)
-	}
-	c = dialClient(t, ts.addr)
-	if status, _ := c.connect(auth.NewCookie()); status != "HTTP/1.1 401 Cookie is not acceptable" {
-		t.Errorf("CONNECT with a forged cookie: %s", status)
-	}
+	t.Run("no cookie", func(t *testing.T) {
+		if code := rawConnect(t, ts.addr, ""); code != 503 {
+			t.Errorf("status %d, want 503", code)
+		}
+	})
+	t.Run("forged cookie", func(t *testing.T) {
+		if _, err := ts.dial(t, client.Options{Cookie: auth.NewCookie()}); statusCode(err) != 401 {
+			t.Errorf("Dial: %v, want a 401", err)
+		}
+	})
 }
 
+// The authentication exchange at the HTTP level (net/http's client keeps the connection, so the failures add up).
 func TestWrongPasswordShowsLoginFailed(t *testing.T) {
 	ts := startTestServer(t, nil)
-	c := dialClient(t, ts.addr)
-	c.do("POST", "/", nil, ocInit)
-	reply := strings.Replace(ocReply, "p&amp;ss&lt;w", "wrong", 1)
-	status, _, body := c.do("POST", "/auth", nil, reply)
-	if status != "HTTP/1.1 200 OK" || !strings.Contains(body, "<error>Login failed.</error>") {
-		t.Fatalf("wrong password: %s\n%s", status, body)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer hc.CloseIdleConnections()
+	post := func(path, body string) (int, string) {
+		t.Helper()
+		resp, err := hc.Post("https://"+ts.addr+path, "application/xml", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
-	c.do("POST", "/auth", nil, reply)
-	status, _, _ = c.do("POST", "/auth", nil, reply)
-	if status != "HTTP/1.1 401 Authentication failed" {
-		t.Fatalf("third failure: %s", status)
+	post("/", ocInit)
+	reply := strings.Replace(ocReply, "p&amp;ss&lt;w", "wrong", 1)
+	if code, body := post("/auth", reply); code != 200 || !strings.Contains(body, "<error>Login failed.</error>") {
+		t.Fatalf("wrong password: %d\n%s", code, body)
+	}
+	post("/auth", reply)
+	if code, _ := post("/auth", reply); code != 401 {
+		t.Fatalf("third failure: %d", code)
 	}
 	if !strings.Contains(ts.log.String(), `msg="auth failure" user=alice`) {
 		t.Fatalf("no auth failure logged:\n%s", ts.log.String())
+	}
+	if _, err := ts.dial(t, client.Options{User: "alice", Password: "wrong"}); !errors.Is(err, client.ErrAuthFailed) {
+		t.Fatalf("Go client with a wrong password: %v", err)
 	}
 }
 
 func TestTakeoverKeepsAddress(t *testing.T) {
 	ts := startTestServer(t, nil)
-	c1 := dialClient(t, ts.addr)
-	cookie := c1.login("alice", "secret")
-	_, h1 := c1.connect(cookie)
-	c2 := dialClient(t, ts.addr)
-	status, h2 := c2.connect(cookie)
-	if status != "HTTP/1.1 200 CONNECTED" || h2["X-CSTP-Address"][0] != h1["X-CSTP-Address"][0] {
-		t.Fatalf("takeover: %s, address %v then %v", status, h1["X-CSTP-Address"], h2["X-CSTP-Address"])
+	c1 := ts.mustDial(t, client.Options{})
+	c2 := ts.mustDial(t, client.Options{Cookie: c1.Cookie})
+	if c2.Addr != c1.Addr {
+		t.Fatalf("takeover: address %s then %s", c1.Addr, c2.Addr)
 	}
-	typ, _, err := c1.readFrame()
-	if err != nil || typ != pktDisconnect {
-		t.Fatalf("old tunnel got type %d, %v; want DISCONNECT", typ, err)
+	var de *client.DisconnectError
+	if err := waitDone(t, c1); !errors.As(err, &de) || de.Type != cstp.Disconnect {
+		t.Fatalf("old tunnel ended with %v; want DISCONNECT", err)
 	}
-	addr := netip.MustParseAddr(h2["X-CSTP-Address"][0])
-	ts.dp.session(addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), addr, "x"))
-	if typ, _, err := c2.readFrame(); err != nil || typ != pktData {
-		t.Fatalf("new tunnel: type %d, %v", typ, err)
-	}
+	ts.dp.session(c2.Addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), c2.Addr, "x"))
+	readPacket(t, c2)
 	// The replaced client says goodbye (a logout) on its old tunnel as it leaves, possibly after the takeover:
 	// that must not end the session its successor uses.
 	sess := ts.srv.Sessions().All()[0]
@@ -414,62 +399,93 @@ func TestTakeoverKeepsAddress(t *testing.T) {
 
 func TestLogoutInvalidatesCookie(t *testing.T) {
 	ts := startTestServer(t, nil)
-	c := dialClient(t, ts.addr)
-	cookie := c.login("alice", "secret")
-	c.connect(cookie)
-	c.sendFrame(pktDisconnect, append([]byte{disconnectUser}, "Aborted by caller"...))
+	c := ts.mustDial(t, client.Options{})
+	c.Close() // DISCONNECT with the logout reason
 	waitFor(t, 5*time.Second, func() bool { return ts.srv.Sessions().Len() == 0 }, "session to end after logout")
-	c2 := dialClient(t, ts.addr)
-	if status, _ := c2.connect(cookie); status != "HTTP/1.1 401 Cookie is not acceptable" {
-		t.Fatalf("cookie after logout: %s", status)
+	if _, err := ts.dial(t, client.Options{Cookie: c.Cookie}); statusCode(err) != 401 {
+		t.Fatalf("cookie after logout: %v, want a 401", err)
 	}
 }
 
 func TestDroppedConnectionKeepsCookie(t *testing.T) {
 	ts := startTestServer(t, nil)
-	c := dialClient(t, ts.addr)
-	cookie := c.login("alice", "secret")
-	_, h := c.connect(cookie)
-	c.conn.Close()
-	c2 := dialClient(t, ts.addr)
-	status, h2 := c2.connect(cookie)
-	if status != "HTTP/1.1 200 CONNECTED" || h2["X-CSTP-Address"][0] != h["X-CSTP-Address"][0] {
-		t.Fatalf("reconnect: %s %v", status, h2["X-CSTP-Address"])
+	c := ts.mustDial(t, client.Options{})
+	c.Drop()
+	c2 := ts.mustDial(t, client.Options{Cookie: c.Cookie})
+	if c2.Addr != c.Addr {
+		t.Fatalf("reconnect: address %s, want %s", c2.Addr, c.Addr)
 	}
 }
 
 func TestBadFrameEndsOnlyThatTunnel(t *testing.T) {
 	ts := startTestServer(t, nil)
-	good := dialClient(t, ts.addr)
-	_, gh := good.connect(good.login("alice", "secret"))
-	bad := dialClient(t, ts.addr)
-	bad.connect(bad.login("alice", "secret"))
-	bad.conn.Write([]byte("STF\x02garbage-garbage"))
-	if _, _, err := bad.readFrame(); err == nil {
+	dpd := make(chan string, 1)
+	good := ts.mustDial(t, client.Options{OnControl: func(typ byte, p []byte) {
+		if typ == cstp.DPDResp {
+			dpd <- string(p)
+		}
+	}})
+	bad := ts.mustDial(t, client.Options{})
+	bad.Conn().Write([]byte("STF\x02garbage-garbage"))
+	if err := waitDone(t, bad); err == nil {
 		t.Fatal("bad tunnel still open")
 	}
-	addr := netip.MustParseAddr(gh["X-CSTP-Address"][0])
-	good.sendFrame(pktDPDReq, []byte("alive?"))
-	if typ, p, err := good.readFrame(); err != nil || typ != pktDPDResp || string(p) != "alive?" {
-		t.Fatalf("good tunnel after a bad one: %d %q %v", typ, p, err)
+	good.Conn().Write(cstp.AppendFrame(nil, cstp.DPDReq, []byte("alive?")))
+	select {
+	case p := <-dpd:
+		if p != "alive?" {
+			t.Fatalf("good tunnel after a bad one: DPD response %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("good tunnel after a bad one: no DPD response")
 	}
-	if !ts.srv.Sessions().All()[0].Connected() && ts.dp.session(addr) == nil {
+	if ts.dp.session(good.Addr) == nil {
 		t.Fatal("good session gone")
 	}
 	waitFor(t, 5*time.Second, func() bool { return strings.Contains(ts.log.String(), "protocol error") }, "the protocol error in the log")
 }
 
+// muteConn is a TCP connection whose writes vanish once muted: a peer that went dead without a word.
+type muteConn struct {
+	net.Conn
+	mute atomic.Bool
+}
+
+func (c *muteConn) Write(p []byte) (int, error) {
+	if c.mute.Load() {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
 func TestDeadPeerIsDropped(t *testing.T) {
 	ts := startTestServer(t, func(c *config.Config) { c.DPD = time.Second })
-	c := dialClient(t, ts.addr)
-	c.connect(c.login("alice", "secret"))
-	c.conn.SetDeadline(time.Now().Add(10 * time.Second))
-	// Say nothing: the server sends a DPD request after 2×DPD and drops the tunnel after 3×DPD.
-	typ, _, err := c.readFrame()
-	if err != nil || typ != pktDPDReq {
-		t.Fatalf("first frame: type %d, %v; want a DPD request", typ, err)
+	var mc *muteConn
+	dpdReq := make(chan struct{}, 1)
+	c := ts.mustDial(t, client.Options{
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			mc = &muteConn{Conn: conn}
+			return mc, err
+		},
+		OnControl: func(typ byte, _ []byte) {
+			if typ == cstp.DPDReq {
+				select {
+				case dpdReq <- struct{}{}:
+				default:
+				}
+			}
+		},
+	})
+	// Say nothing (the client's DPD answers vanish): the server sends a DPD request after 2×DPD and drops the
+	// tunnel after 3×DPD.
+	mc.mute.Store(true)
+	select {
+	case <-dpdReq:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DPD request from the server")
 	}
-	if _, _, err := c.readFrame(); err == nil {
+	if err := waitDone(t, c); err == nil {
 		t.Fatal("tunnel still open after 3×DPD of silence")
 	}
 	waitFor(t, 5*time.Second, func() bool { return strings.Contains(ts.log.String(), "DPD timeout") }, "DPD timeout in the log")

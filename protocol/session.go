@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"ocgate/config"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
 
@@ -34,7 +35,7 @@ type Session struct {
 	DeviceID  string // the <device-id> of the login (platform)
 	Created   time.Time
 
-	srv      *Server
+	env      *sessionEnv
 	cookie   string
 	ucfg     *config.UserConfig // the session's configuration (global + group + user files), fixed at login
 	pcfg     sessionPolicy      // the part of ucfg the datapath and the CONNECT response use
@@ -69,6 +70,17 @@ type Session struct {
 	scriptsDue  bool           // guarded by mu: connect succeeded, so disconnect must run
 }
 
+// sessionEnv is what sessions need from their server: the address pools, the datapath, two settings, and the way
+// to end a session for good (Server.endSession, which also runs the disconnect script). One per server.
+type sessionEnv struct {
+	pool              *Pool
+	pool6             *Pool6 // nil: no IPv6 inside the tunnel
+	dp                datapath.Datapath
+	cookieTimeout     time.Duration
+	persistentCookies bool
+	endSession        func(s *Session, reason string)
+}
+
 // sessionPolicy is the per-session part of the configuration.
 type sessionPolicy struct {
 	routes, noRoutes []netip.Prefix
@@ -83,7 +95,7 @@ func (s *Session) scriptInfo() scriptInfo {
 	defer s.mu.Unlock()
 	rx, tx, _, _ := s.Stats()
 	return scriptInfo{
-		sess: s, device: s.device, local: s.srv.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: s.remote,
+		sess: s, device: s.device, local: s.env.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: s.remote,
 		localReal: s.localReal, hostname: s.hostname, deviceType: s.deviceType, platform: s.platform,
 		rx: rx, tx: tx, connectedAt: s.connectedAt,
 	}
@@ -131,7 +143,7 @@ func (s *Session) startExpiryLocked(d time.Duration) {
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
-	s.expiry = time.AfterFunc(d, func() { s.srv.endSession(s, "cookie expired") })
+	s.expiry = time.AfterFunc(d, func() { s.env.endSession(s, "cookie expired") })
 }
 
 // attach makes t the session's tunnel, tearing down the previous one (takeover), and takes the address lease and
@@ -148,27 +160,27 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		var a netip.Addr
 		var err error
 		if fixed := s.ucfg.ExplicitIPv4; fixed.IsValid() {
-			a, err = fixed, s.srv.pool.AcquireAddr(fixed)
+			a, err = fixed, s.env.pool.AcquireAddr(fixed)
 		} else {
-			a, err = s.srv.pool.Acquire(s.User)
+			a, err = s.env.pool.Acquire(s.User)
 		}
 		if err != nil {
 			return false, err
 		}
 		addrs := []netip.Addr{a}
 		var a6 netip.Addr
-		if want6 && s.srv.pool6 != nil {
-			if a6, err = s.srv.pool6.Acquire(s.User); err != nil {
-				s.srv.pool.Release(a)
+		if want6 && s.env.pool6 != nil {
+			if a6, err = s.env.pool6.Acquire(s.User); err != nil {
+				s.env.pool.Release(a)
 				return false, err
 			}
 			addrs = append(addrs, a6)
 		}
 		iroutes := s.pcfg.iroutes
-		if a6.IsValid() && s.srv.pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
-			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, s.srv.pool6.SubnetBits()).Masked())
+		if a6.IsValid() && s.env.pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
+			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, s.env.pool6.SubnetBits()).Masked())
 		}
-		port, err := s.srv.dp.Attach(&datapath.Session{
+		port, err := s.env.dp.Attach(&datapath.Session{
 			ID:       s.ID,
 			User:     s.User,
 			Groups:   s.Groups,
@@ -184,9 +196,9 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			AllowPort:        s.allowPort(),
 		})
 		if err != nil {
-			s.srv.pool.Release(a)
+			s.env.pool.Release(a)
 			if a6.IsValid() {
-				s.srv.pool6.Release(a6)
+				s.env.pool6.Release(a6)
 			}
 			return false, fmt.Errorf("attaching to the datapath: %w", err)
 		}
@@ -201,7 +213,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		s.expiry = nil
 	}
 	if old := s.tunnel; old != nil {
-		old.end("replaced by a new connection", pktDisconnect)
+		old.end("replaced by a new connection", cstp.Disconnect)
 	}
 	s.tunnel = t
 	s.remote = remote
@@ -218,14 +230,14 @@ func (s *Session) detach(t *tunnel, logout bool) {
 		s.tunnel = nil
 		s.cur.Store(nil)
 		if !logout && !s.ended {
-			s.startExpiryLocked(s.srv.cfg.CookieTimeout)
+			s.startExpiryLocked(s.env.cookieTimeout)
 		}
 	}
 	s.mu.Unlock()
 	// A logout counts only from the tunnel that carries the session: a client that was replaced (takeover) says
 	// goodbye on its old connection as it leaves, and that must not end the session its successor now uses.
-	if logout && current && !s.srv.cfg.PersistentCookies {
-		s.srv.endSession(s, "user logged out")
+	if logout && current && !s.env.persistentCookies {
+		s.env.endSession(s, "user logged out")
 	}
 }
 
@@ -234,8 +246,8 @@ func (s *Session) logout(t *tunnel) {
 	s.mu.Lock()
 	current := s.tunnel == t
 	s.mu.Unlock()
-	if current && !s.srv.cfg.PersistentCookies {
-		s.srv.endSession(s, "user logged out")
+	if current && !s.env.persistentCookies {
+		s.env.endSession(s, "user logged out")
 	}
 }
 

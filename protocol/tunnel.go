@@ -7,7 +7,7 @@ package protocol
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
 // writeLoop is the only writer of the connection after the CONNECT response, so frames never interleave, and each
-// frame is one tls.Conn.Write, hence one TLS record (protocol.md §6.2). It also runs the tunnel's timers (DPD,
+// frame is one tls.Conn.Write, hence one TLS record (docs/protocol.md §6.2). It also runs the tunnel's timers (DPD,
 // idle timeout) on a ticker. end() records the first reason the tunnel stops, queues an optional final frame
 // (DISCONNECT or TERMINATE), and closes quit; writeLoop then writes what is left on the control queue and closes
 // the connection, which ends readLoop.
@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -23,7 +24,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
+	"ocgate/protocol/dtls"
 )
 
 const (
@@ -33,7 +36,7 @@ const (
 	noFrame byte = 0xff
 	// finalWriteTimeout bounds how long a stopping tunnel may spend writing its last frames.
 	finalWriteTimeout = 2 * time.Second
-	smallFrameSize    = cstpHeaderLen + 2048
+	smallFrameSize    = cstp.HeaderLen + 2048
 	// dtlsQuietForSwitch: DTLS silence after which data arriving over TLS moves our sending to TLS as well.
 	dtlsQuietForSwitch = time.Second
 )
@@ -46,19 +49,19 @@ type frame struct {
 
 var (
 	smallFrames = sync.Pool{New: func() any { return &frame{b: make([]byte, smallFrameSize)} }}
-	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstpHeaderLen+maxCSTPPayload)} }}
+	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstp.HeaderLen+cstp.MaxPayload)} }}
 )
 
-// newFrame returns a frame of type typ holding a copy of payload (len(payload) <= maxCSTPPayload).
+// newFrame returns a frame of type typ holding a copy of payload (len(payload) <= cstp.MaxPayload).
 func newFrame(typ byte, payload []byte) *frame {
 	var f *frame
-	if cstpHeaderLen+len(payload) <= smallFrameSize {
+	if cstp.HeaderLen+len(payload) <= smallFrameSize {
 		f = smallFrames.Get().(*frame)
 	} else {
 		f = bigFrames.Get().(*frame)
 	}
-	putCSTPHeader(f.b, typ, len(payload))
-	f.n = cstpHeaderLen + copy(f.b[cstpHeaderLen:], payload)
+	cstp.PutHeader(f.b, typ, len(payload))
+	f.n = cstp.HeaderLen + copy(f.b[cstp.HeaderLen:], payload)
 	return f
 }
 
@@ -71,16 +74,20 @@ func (f *frame) release() {
 }
 
 type tunnel struct {
-	sess   *Session
-	conn   net.Conn   // the *tls.Conn
-	batch  *batchConn // below conn; the writer batches syscalls through it
-	in     io.Reader  // conn, or the request reader if it holds bytes past the CONNECT request
-	remote netip.AddrPort
-	mtu    int
-	dpd    time.Duration
-	idle   time.Duration
-	start  time.Time
-	port   datapath.Port // set after attach
+	sess *Session
+	log  *slog.Logger
+	// limitedLog logs at most about once a second, for what a client can trigger per packet.
+	limitedLog   func(msg string, args ...any)
+	firstConnect bool       // the session's first CONNECT (set by attachTunnel): the connect script runs
+	conn         net.Conn   // the *tls.Conn
+	batch        *batchConn // below conn; the writer batches syscalls through it
+	in           io.Reader  // conn, or the request reader if it holds bytes past the CONNECT request
+	remote       netip.AddrPort
+	mtu          int
+	dpd          time.Duration
+	idle         time.Duration
+	start        time.Time
+	port         datapath.Port // set after attach
 
 	data       chan *frame
 	ctrl       chan *frame
@@ -92,8 +99,8 @@ type tunnel struct {
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
 	lastData atomic.Int64 // unix nanoseconds of the last DATA frame either way
 
-	// DTLS (dtls.go): the current association, whether data goes out on it, and when a record last came in.
-	dtls         atomic.Pointer[dtlsConn]
+	// DTLS (tunnel_dtls.go): the current association, whether data goes out on it, and when a record last came in.
+	dtls         atomic.Pointer[dtls.Conn]
 	dtlsActive   atomic.Bool
 	lastDTLSRecv atomic.Int64
 	dtlsCancel   func()         // unregisters the App-ID; nil without DTLS
@@ -102,14 +109,15 @@ type tunnel struct {
 	dtlsWG       sync.WaitGroup // DTLS read loops
 	switchToTCP  time.Duration
 
-	dbatch     *dtlsBatch // owned by writeLoop: fast-path records waiting for sendmmsg
-	dbatchConn *dtlsConn  // the association dbatch was made for
+	dbatch     *dtls.Batch // owned by writeLoop: fast-path records waiting for sendmmsg
+	dbatchConn *dtls.Conn  // the association dbatch was made for
 }
 
-func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration) *tunnel {
+func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration,
+	log *slog.Logger, limitedLog func(string, ...any)) *tunnel {
 	now := time.Now()
 	t := &tunnel{
-		sess: sess, conn: conn, batch: batch, in: in, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
+		sess: sess, log: log, limitedLog: limitedLog, conn: conn, batch: batch, in: in, remote: remote, mtu: mtu, dpd: dpd, idle: idle, start: now,
 		data:       make(chan *frame, dataQueueLen),
 		ctrl:       make(chan *frame, ctrlQueueLen),
 		quit:       make(chan struct{}),
@@ -122,10 +130,10 @@ func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, rem
 
 // queueData queues an IP packet for the client. It never blocks: false means the packet was dropped.
 func (t *tunnel) queueData(pkt []byte) bool {
-	if len(pkt) > maxCSTPPayload {
+	if len(pkt) > cstp.MaxPayload {
 		return false
 	}
-	f := newFrame(pktData, pkt)
+	f := newFrame(cstp.Data, pkt)
 	select {
 	case t.data <- f:
 		return true
@@ -183,12 +191,12 @@ func (t *tunnel) writeLoop() {
 			}
 		}
 		var err error
-		if f.b[6] == pktData {
+		if f.b[6] == cstp.Data {
 			if !t.sendDTLS(f) {
 				_, err = t.conn.Write(f.b[:f.n])
 			}
 			if err == nil {
-				t.sess.txBytes.Add(uint64(f.n - cstpHeaderLen))
+				t.sess.txBytes.Add(uint64(f.n - cstp.HeaderLen))
 				t.sess.txPackets.Add(1)
 				t.lastData.Store(time.Now().UnixNano())
 			}
@@ -208,89 +216,6 @@ func (t *tunnel) writeLoop() {
 	}
 }
 
-// sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
-// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type. false means "use CSTP".
-func (t *tunnel) sendDTLS(f *frame) bool {
-	if !t.dtlsActive.Load() {
-		return false
-	}
-	c := t.dtls.Load()
-	if c == nil {
-		return false
-	}
-	var err error
-	if c.fast != nil {
-		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
-		if t.dbatchConn != c {
-			t.flushDTLS()
-			t.dbatch, err = newDTLSBatch(c.fast)
-			if err != nil {
-				t.dbatch = nil
-				t.dropDTLS(c, "write error: "+err.Error())
-				return false
-			}
-			t.dbatchConn = c
-		}
-		err = t.dbatch.add(f.b[cstpHeaderLen-1 : f.n])
-	} else {
-		err = c.WriteRecord(f.b[cstpHeaderLen-1 : f.n])
-	}
-	if err != nil {
-		t.dropDTLS(c, "write error: "+err.Error())
-		return false
-	}
-	t.sess.dtlsTxBytes.Add(uint64(f.n - cstpHeaderLen))
-	return true
-}
-
-// flushDTLS sends the records batched for the fast path. A failed send loses that batch (DTLS is lossy anyway)
-// and drops the association, as a failed single write does.
-func (t *tunnel) flushDTLS() {
-	if t.dbatch == nil || t.dbatch.n == 0 {
-		return
-	}
-	if err := t.dbatch.flush(); err != nil {
-		t.dropDTLS(t.dbatchConn, "write error: "+err.Error())
-	}
-}
-
-// dtlsEstablished takes a new DTLS association for this tunnel (a client's re-handshake replaces the old one).
-func (t *tunnel) dtlsEstablished(c *dtlsConn) {
-	t.dtlsMu.Lock()
-	if t.dtlsStopped {
-		t.dtlsMu.Unlock()
-		c.Close()
-		return
-	}
-	if c.fast != nil {
-		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
-		c.attach(func(rec []byte) { t.dtlsRecord(c, rec) }, func(err error) { t.dtlsFailed(c, err) })
-	} else {
-		t.dtlsWG.Add(1)
-	}
-	t.dtlsMu.Unlock()
-	if old := t.dtls.Swap(c); old != nil {
-		old.Close()
-	}
-	t.lastDTLSRecv.Store(time.Now().UnixNano())
-	t.dtlsActive.Store(true)
-	t.offloads(true)
-	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
-	if c.fast == nil {
-		go t.dtlsReadLoop(c)
-	}
-}
-
-// dropDTLS forgets association c (if still current): data goes over CSTP until the client comes back.
-func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
-	if t.dtls.CompareAndSwap(c, nil) {
-		t.dtlsActive.Store(false)
-		t.offloads(false)
-		c.Close()
-		t.sess.srv.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
-	}
-}
-
 // offloads asks a kernel-TUN port for segmentation-offload bursts while the session has DTLS, and for MTU-sized
 // packets while it runs on TLS only. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a
 // TLS channel, downloads stalled (server at 20-30% CPU): via ocproxy 122/167 Mbit/s with the offloads, 267/283
@@ -299,98 +224,6 @@ func (t *tunnel) offloads(on bool) {
 	if sg, ok := t.port.(datapath.Segmenter); ok {
 		sg.Offloads(on)
 	}
-}
-
-func (t *tunnel) dtlsFailed(c *dtlsConn, err error) {
-	select {
-	case <-t.quit:
-	default:
-		t.dropDTLS(c, "read error: "+describeNetErr(err))
-	}
-}
-
-// dtlsReadLoop reads the records of an association without the fast path, through pion.
-func (t *tunnel) dtlsReadLoop(c *dtlsConn) {
-	defer t.dtlsWG.Done()
-	buf := make([]byte, 1+maxCSTPPayload+64) // pion's Read needs room for any record
-	for {
-		n, err := c.ReadRecord(buf)
-		if err != nil {
-			t.dtlsFailed(c, err)
-			return
-		}
-		t.dtlsRecord(c, buf[:n])
-	}
-}
-
-var (
-	keepaliveRecord = []byte{pktKeepalive}
-	probeWakeups    = []time.Duration{10 * time.Millisecond, 60 * time.Millisecond}
-)
-
-// dtlsRecord handles one record of association c: DATA into the datapath, DPD requests echoed in full
-// (openconnect measures the MTU with them, protocol.md §7.5). With the fast path it runs in the UDP socket's
-// reader, so it must not block; rec may be changed in place.
-func (t *tunnel) dtlsRecord(c *dtlsConn, rec []byte) {
-	if len(rec) == 0 {
-		return
-	}
-	now := time.Now().UnixNano()
-	t.lastDTLSRecv.Store(now)
-	if t.dtls.Load() == c {
-		t.dtlsActive.Store(true)
-	}
-	switch rec[0] {
-	case pktData:
-		n := len(rec) - 1
-		if n == 0 {
-			return
-		}
-		t.lastData.Store(now)
-		t.sess.rxBytes.Add(uint64(n))
-		t.sess.rxPackets.Add(1)
-		t.sess.dtlsRxBytes.Add(uint64(n))
-		if t.sess.rxLimit.allow(n) {
-			t.port.Send(rec[1:])
-		} else {
-			t.sess.rxDropped.Add(1)
-		}
-	case pktDPDReq:
-		rec[0] = pktDPDResp
-		c.WriteRecord(rec)
-		if len(rec) > 1 && c.probeAnswered.CompareAndSwap(false, true) {
-			// The first MTU probe (a DPD request with padding), which openconnect sends right after the
-			// handshake. openconnect 9.01 sets its "DTLS MTU detection" delay even when the handshake and the probe
-			// finished before its main loop started (our answers take well under a millisecond), then sleeps in
-			// select() for up to a second before it configures the tunnel, unless a datagram wakes it: one
-			// connect in four took 1.08 s instead of 80 ms. A keepalive sent at once is read before that sleep
-			// and does not count as work; two a little later wake it.
-			for _, d := range probeWakeups {
-				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
-			}
-		}
-	case pktDPDResp, pktKeepalive:
-	default:
-		t.sess.srv.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
-	}
-}
-
-// stopDTLS unregisters the App-ID, closes the association and waits for its reader.
-func (t *tunnel) stopDTLS() {
-	t.dtlsMu.Lock()
-	t.dtlsStopped = true
-	t.dtlsMu.Unlock()
-	if t.dtlsCancel != nil {
-		t.dtlsCancel()
-	}
-	if c := t.dtls.Swap(nil); c != nil {
-		if c.fast != nil {
-			t.sess.srv.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", c.fast.Bad.Load(),
-				"queue_full", c.assoc.d.stats.queueFull.Load())
-		}
-		c.Close()
-	}
-	t.dtlsWG.Wait()
 }
 
 // finish writes the control frames still queued (the final DISCONNECT/TERMINATE) and closes the connection.
@@ -423,7 +256,7 @@ func (t *tunnel) tickInterval() time.Duration {
 	return max(d, 250*time.Millisecond)
 }
 
-// checkTimers runs the dead-peer and idle checks (ocserv's rules, protocol.md §6.3): after 2×DPD of silence send
+// checkTimers runs the dead-peer and idle checks (ocserv's rules, docs/protocol.md §6.3): after 2×DPD of silence send
 // a DPD request, after 3×DPD drop the tunnel (the cookie stays valid); idle timeout counts DATA only.
 func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 	if t.dpd > 0 {
@@ -433,16 +266,16 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 		case silence > 3*t.dpd:
 			t.end(fmt.Sprintf("DPD timeout (nothing received for %s)", silence.Round(time.Second)), noFrame)
 		case silence > 2*t.dpd && dpdSentAt < last+1:
-			t.queueCtrl(newFrame(pktDPDReq, nil))
+			t.queueCtrl(newFrame(cstp.DPDReq, nil))
 			dpdSentAt = now.UnixNano()
 		}
 	}
 	if t.dtlsActive.Load() && t.switchToTCP > 0 && now.Sub(time.Unix(0, t.lastDTLSRecv.Load())) > t.switchToTCP {
 		t.dtlsActive.Store(false) // quiet DTLS: send over TLS until a record arrives again
-		t.sess.srv.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
+		t.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
 	}
 	if t.idle > 0 && now.Sub(time.Unix(0, t.lastData.Load())) > t.idle {
-		t.end("idle timeout", pktDisconnect)
+		t.end("idle timeout", cstp.Disconnect)
 	}
 	return dpdSentAt
 }
@@ -450,9 +283,9 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // readLoop reads frames until the connection ends. It reports whether the client logged out (DISCONNECT with the
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
-	buf := make([]byte, cstpHeaderLen+smallFrameSize)
+	buf := make([]byte, cstp.HeaderLen+smallFrameSize)
 	for {
-		typ, payload, err := readCSTPFrameInto(t.in, &buf)
+		typ, payload, err := cstp.ReadFrame(t.in, &buf)
 		if err != nil {
 			t.end(readErrReason(err), noFrame)
 			return false
@@ -460,31 +293,24 @@ func (t *tunnel) readLoop() (logout bool) {
 		now := time.Now().UnixNano()
 		t.lastRecv.Store(now)
 		switch typ {
-		case pktData:
+		case cstp.Data:
 			if len(payload) == 0 {
 				continue
 			}
-			t.lastData.Store(now)
-			t.sess.rxBytes.Add(uint64(len(payload)))
-			t.sess.rxPackets.Add(1)
 			// Data on TLS while DTLS is up: the client may have given up on UDP (ocserv switches at once,
-			// protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
+			// docs/protocol.md §7.5). But openconnect also sends single packets over TLS whenever its small UDP send
 			// buffer is full; switching on each of those made our downloads flap between the channels and arrive
 			// out of order. So switch only if DTLS has also been quiet for a moment.
 			if now-t.lastDTLSRecv.Load() > int64(dtlsQuietForSwitch) {
 				t.dtlsActive.Store(false)
 			}
-			if t.sess.rxLimit.allow(len(payload)) {
-				t.port.Send(payload)
-			} else {
-				t.sess.rxDropped.Add(1)
-			}
-		case pktDPDReq:
+			t.receiveData(payload, now, false)
+		case cstp.DPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
-			t.queueCtrl(newFrame(pktDPDResp, payload))
-		case pktDPDResp, pktKeepalive:
-		case pktDisconnect:
-			logout = len(payload) > 0 && payload[0] == disconnectUser
+			t.queueCtrl(newFrame(cstp.DPDResp, payload))
+		case cstp.DPDResp, cstp.Keepalive:
+		case cstp.Disconnect:
+			logout = len(payload) > 0 && payload[0] == cstp.DisconnectUser
 			msg := "client disconnected"
 			if len(payload) > 1 {
 				msg = fmt.Sprintf("client disconnected: %.80q", payload[1:])
@@ -496,12 +322,31 @@ func (t *tunnel) readLoop() (logout bool) {
 				t.sess.logout(t)
 			}
 			return logout
-		case pktCompressed:
-			t.end("compressed frame received but no compression was negotiated", pktDisconnect)
+		case cstp.Compressed:
+			t.end("compressed frame received but no compression was negotiated", cstp.Disconnect)
 			return false
 		default:
-			t.sess.srv.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
+			t.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
 		}
+	}
+}
+
+// receiveData takes an IP packet from the client, from either channel: counted, rate-limited, into the datapath.
+func (t *tunnel) receiveData(pkt []byte, now int64, overDTLS bool) {
+	if len(pkt) == 0 {
+		return
+	}
+	t.lastData.Store(now)
+	n := uint64(len(pkt))
+	t.sess.rxBytes.Add(n)
+	t.sess.rxPackets.Add(1)
+	if overDTLS {
+		t.sess.dtlsRxBytes.Add(n)
+	}
+	if t.sess.rxLimit.allow(len(pkt)) {
+		t.port.Send(pkt)
+	} else {
+		t.sess.rxDropped.Add(1)
 	}
 }
 
@@ -510,7 +355,7 @@ func readErrReason(err error) string {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		return "connection closed by client"
-	case errors.Is(err, errBadMagic), errors.Is(err, errFrameTooLong):
+	case errors.Is(err, cstp.ErrBadMagic), errors.Is(err, cstp.ErrFrameTooLong):
 		return "protocol error: " + err.Error()
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return "protocol error: " + err.Error()

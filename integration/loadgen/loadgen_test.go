@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"ocgate/integration/loadgen/client"
+	"ocgate/protocol/client"
 )
 
 type syncBuffer struct {

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"ocgate/integration/loadgen/client"
+	"ocgate/protocol/client"
 )
 
 // Report is what a run measured. Durations are in milliseconds, sizes in KiB unless named otherwise.

@@ -15,7 +15,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 
-	"ocgate/integration/loadgen/client"
+	"ocgate/protocol/client"
 )
 
 // PingReport is the ping mode's result.

@@ -22,9 +22,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ocgate/protocol/cstp"
 )
 
-// fakeOcserv answers like ocserv 1.1.6 (protocol.md §3.4–3.6, §5.3): a username form, then a password form, a
+// fakeOcserv answers like ocserv 1.1.6 (docs/protocol.md §3.4–3.6, §5.3): a username form, then a password form, a
 // padded base64 webvpn cookie, webvpncontext kept across requests, and a CSTP-only CONNECT response.
 type fakeOcserv struct {
 	t       *testing.T
@@ -156,9 +158,7 @@ func (f *fakeOcserv) serve(c *tls.Conn) {
 	}
 }
 
-func frame(typ byte, p []byte) []byte {
-	return append([]byte{'S', 'T', 'F', 1, byte(len(p) >> 8), byte(len(p)), typ, 0}, p...)
-}
+func frame(typ byte, p []byte) []byte { return cstp.AppendFrame(nil, typ, p) }
 
 func TestAgainstOcservStyleServer(t *testing.T) {
 	f := newFakeOcserv(t)
@@ -186,12 +186,12 @@ func TestAgainstOcservStyleServer(t *testing.T) {
 	tun := <-f.tunnel
 
 	// Server DPD request: echoed in full. Server DATA: read back.
-	tun.Write(frame(TypeDPDReq, []byte("probe")))
-	if got := <-f.frames; !bytes.Equal(got, frame(TypeDPDResp, []byte("probe"))) {
+	tun.Write(frame(cstp.DPDReq, []byte("probe")))
+	if got := <-f.frames; !bytes.Equal(got, frame(cstp.DPDResp, []byte("probe"))) {
 		t.Fatalf("DPD answer % x", got)
 	}
 	pkt := ICMPEcho(netip.MustParseAddr("10.250.77.1"), s.Addr, 1, 2, []byte("x"))
-	tun.Write(frame(TypeData, pkt))
+	tun.Write(frame(cstp.Data, pkt))
 	buf := make([]byte, 2048)
 	if n, err := s.ReadPacket(ctx, buf); err != nil || !bytes.Equal(buf[:n], pkt) {
 		t.Fatalf("ReadPacket: % x, %v", buf[:n], err)
@@ -201,11 +201,11 @@ func TestAgainstOcservStyleServer(t *testing.T) {
 	if err := s.WritePacket(out); err != nil {
 		t.Fatal(err)
 	}
-	if got := <-f.frames; !bytes.Equal(got, frame(TypeData, out)) {
+	if got := <-f.frames; !bytes.Equal(got, frame(cstp.Data, out)) {
 		t.Fatalf("server got % x", got)
 	}
 	s.Close()
-	if got := <-f.frames; !bytes.Equal(got, frame(TypeDisconnect, append([]byte{0xb0}, "Aborted by caller"...))) {
+	if got := <-f.frames; !bytes.Equal(got, frame(cstp.Disconnect, append([]byte{0xb0}, "Aborted by caller"...))) {
 		t.Fatalf("BYE % x", got)
 	}
 	if !errors.Is(s.Err(), ErrClosed) {
@@ -218,14 +218,14 @@ func TestAgainstOcservStyleServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-f.connect
-	(<-f.tunnel).Write(frame(TypeDisconnect, nil))
+	(<-f.tunnel).Write(frame(cstp.Disconnect, nil))
 	select {
 	case <-s2.Done():
 	case <-ctx.Done():
 		t.Fatal("session did not end")
 	}
 	var de *DisconnectError
-	if !errors.As(s2.Err(), &de) || de.Type != TypeDisconnect {
+	if !errors.As(s2.Err(), &de) || de.Type != cstp.Disconnect {
 		t.Fatalf("Err %v", s2.Err())
 	}
 	s2.Close()

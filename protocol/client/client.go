@@ -1,5 +1,5 @@
 // Package client is the client side of the OpenConnect (AnyConnect-compatible) protocol written in Go, speaking it
-// the way the stock openconnect 9 client does (see /work/shared/protocol.md): XML POST authentication
+// the way the stock openconnect 9 client does (docs/protocol.md): XML POST authentication
 // (init, then auth-reply to every form until <auth id="success">), the webvpn cookie, CONNECT /CSCOSSLC/tunnel with
 // openconnect's X-CSTP-*/X-DTLS-* headers, CSTP frames on the TLS stream, and DTLS 1.2 PSK (PSK-NEGOTIATE: key from
 // the TLS exporter "EXPORTER-openconnect-psk", App-ID in the ClientHello session_id).
@@ -17,7 +17,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -26,24 +25,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"ocgate/protocol/cstp"
 )
 
-// CSTP/DTLS packet types (protocol.md §6.1).
-const (
-	TypeData       = 0x00
-	TypeDPDReq     = 0x03
-	TypeDPDResp    = 0x04
-	TypeDisconnect = 0x05
-	TypeKeepalive  = 0x07
-	TypeCompressed = 0x08
-	TypeTerminate  = 0x09
-)
-
-const (
-	defaultUserAgent = "Open AnyConnect VPN Agent v9.01-3"
-	cstpHeaderLen    = 8
-	maxPayload       = 16384
-)
+const defaultUserAgent = "Open AnyConnect VPN Agent v9.01-3"
 
 // Options describe one session.
 type Options struct {
@@ -72,6 +58,11 @@ type Options struct {
 
 	// Dial opens the TCP connection (default net.Dialer). It is given the host:port of URL.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// OnControl, if set, sees every received packet that is not DATA (DPD requests and responses, keepalives,
+	// DISCONNECT...), on either channel, before the client handles it. It runs on the reader goroutines and must
+	// not keep payload after it returns. For tests that check what a server sends.
+	OnControl func(typ byte, payload []byte)
 }
 
 // Timing records when each step of Dial finished, measured from the start of the TCP connect.
@@ -115,7 +106,7 @@ type DisconnectError struct {
 
 func (e *DisconnectError) Error() string {
 	name := "DISCONNECT"
-	if e.Type == TypeTerminate {
+	if e.Type == cstp.Terminate {
 		name = "TERMINATE"
 	}
 	if len(e.Payload) > 0 {
@@ -282,7 +273,7 @@ func (o *Options) tlsConfig(host string) (*tls.Config, error) {
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
-	// One CSTP frame per TLS record (protocol.md §6.2).
+	// One CSTP frame per TLS record (docs/protocol.md §6.2).
 	cfg.DynamicRecordSizingDisabled = true
 	// Key exchange as the stock client does it: openconnect 9.01 on GnuTLS 3.7 has no ML-KEM; against a Go server
 	// it ends up with X25519 (its log: "(TLS1.3)-(ECDHE-X25519)-…"; ocserv picks SECP256R1). Go's default would
@@ -309,6 +300,10 @@ func (o *Options) tlsConfig(host string) (*tls.Config, error) {
 
 // DTLS reports whether packets are currently sent over DTLS.
 func (s *Session) DTLS() bool { return s.dtlsOK.Load() }
+
+// Conn is the session's TLS connection. Writing to it bypasses the client's framing: for tests of how a server
+// handles what a well-behaved client never sends. One Write is one TLS record.
+func (s *Session) Conn() *tls.Conn { return s.conn }
 
 // PeerAddr is the server's TCP address.
 func (s *Session) PeerAddr() netip.AddrPort { return s.peer }
@@ -366,7 +361,7 @@ func (s *Session) shutdown(bye bool) error {
 	if s.closing.CompareAndSwap(false, true) && s.Err() == nil {
 		if bye {
 			s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-			err = s.writeCSTP(TypeDisconnect, append([]byte{0xb0}, "Aborted by caller"...))
+			err = s.writeCSTP(cstp.Disconnect, append([]byte{cstp.DisconnectUser}, "Aborted by caller"...))
 		}
 		// close_notify, like openconnect (which sends no DTLS close).
 		s.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -394,19 +389,17 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 	}
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, cstpHeaderLen+maxPayload+1); return &b }}
+var framePool = sync.Pool{New: func() any { b := make([]byte, cstp.HeaderLen+cstp.MaxPayload+1); return &b }}
 
 // writeCSTP sends one frame in one TLS record.
 func (s *Session) writeCSTP(typ byte, payload []byte) error {
-	if len(payload) > maxPayload {
+	if len(payload) > cstp.MaxPayload {
 		return fmt.Errorf("payload of %d bytes is too large", len(payload))
 	}
 	bp := framePool.Get().(*[]byte)
-	f := (*bp)[:cstpHeaderLen+len(payload)]
-	f[0], f[1], f[2], f[3] = 'S', 'T', 'F', 1
-	f[4], f[5] = byte(len(payload)>>8), byte(len(payload))
-	f[6], f[7] = typ, 0
-	copy(f[cstpHeaderLen:], payload)
+	f := (*bp)[:cstp.HeaderLen+len(payload)]
+	cstp.PutHeader(f, typ, len(payload))
+	copy(f[cstp.HeaderLen:], payload)
 	_, err := s.conn.Write(f)
 	framePool.Put(bp)
 	return err
@@ -414,13 +407,13 @@ func (s *Session) writeCSTP(typ byte, payload []byte) error {
 
 // WritePacket sends one IP packet: over DTLS when it is up, otherwise (or if the DTLS write fails) over CSTP.
 func (s *Session) WritePacket(pkt []byte) error {
-	if len(pkt) > maxPayload {
+	if len(pkt) > cstp.MaxPayload {
 		return fmt.Errorf("packet of %d bytes is too large", len(pkt))
 	}
 	if s.dtlsOK.Load() {
 		bp := framePool.Get().(*[]byte)
 		rec := (*bp)[:1+len(pkt)]
-		rec[0] = TypeData
+		rec[0] = cstp.Data
 		copy(rec[1:], pkt)
 		err := s.dtls.write(rec)
 		framePool.Put(bp)
@@ -434,7 +427,7 @@ func (s *Session) WritePacket(pkt []byte) error {
 			s.dtlsFallbacks.Add(1)
 		}
 	}
-	if err := s.writeCSTP(TypeData, pkt); err != nil {
+	if err := s.writeCSTP(cstp.Data, pkt); err != nil {
 		s.cstpWriteErrs.Add(1)
 		return err
 	}
@@ -507,9 +500,9 @@ func (s *Session) deliver(p []byte, dtls bool) {
 // cstpReader reads frames from the TLS stream until it ends.
 func (s *Session) cstpReader() {
 	defer s.readersWG.Done()
-	buf := make([]byte, cstpHeaderLen+65536)
+	buf := make([]byte, cstp.HeaderLen+cstp.MaxPayload)
 	for {
-		typ, p, err := readFrame(s.br, buf)
+		typ, p, err := cstp.ReadFrame(s.br, &buf)
 		if err != nil {
 			if s.closing.Load() {
 				s.end(ErrClosed)
@@ -518,39 +511,25 @@ func (s *Session) cstpReader() {
 			}
 			return
 		}
+		if typ != cstp.Data && s.opts.OnControl != nil {
+			s.opts.OnControl(typ, p)
+		}
 		switch typ {
-		case TypeData:
+		case cstp.Data:
 			s.deliver(p, false)
-		case TypeDPDReq:
+		case cstp.DPDReq:
 			s.dpdCSTP.Add(1)
-			if s.writeCSTP(TypeDPDResp, p) == nil {
+			if s.writeCSTP(cstp.DPDResp, p) == nil {
 				s.dpdAnswered.Add(1)
 			}
-		case TypeDPDResp, TypeKeepalive:
-		case TypeCompressed:
+		case cstp.DPDResp, cstp.Keepalive:
+		case cstp.Compressed:
 			s.rxDropped.Add(1)
-		case TypeDisconnect, TypeTerminate:
+		case cstp.Disconnect, cstp.Terminate:
 			s.end(&DisconnectError{Type: typ, Payload: append([]byte(nil), p...)})
 			return
 		default:
 			s.unknown.Add(1)
 		}
 	}
-}
-
-// readFrame reads one CSTP frame as a byte stream (any TLS record layout).
-func readFrame(br *bufio.Reader, buf []byte) (byte, []byte, error) {
-	h := buf[:cstpHeaderLen]
-	if _, err := io.ReadFull(br, h); err != nil {
-		return 0, nil, err
-	}
-	if h[0] != 'S' || h[1] != 'T' || h[2] != 'F' || h[3] != 1 || h[7] != 0 {
-		return 0, nil, fmt.Errorf("bad CSTP header % x", h)
-	}
-	n := int(h[4])<<8 | int(h[5])
-	p := buf[cstpHeaderLen : cstpHeaderLen+n]
-	if _, err := io.ReadFull(br, p); err != nil {
-		return 0, nil, err
-	}
-	return h[6], p, nil
 }

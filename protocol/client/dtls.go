@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"ocgate/protocol/dtlsrec"
 	"os"
 	"strconv"
 	"sync"
@@ -17,9 +16,12 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/transport/v5/deadline"
+
+	"ocgate/protocol/cstp"
+	"ocgate/protocol/dtlsrec"
 )
 
-// The PSK suites offered, in the order GnuTLS-based openconnect lists those pion supports (protocol.md §7.3).
+// The PSK suites offered, in the order GnuTLS-based openconnect lists those pion supports (docs/protocol.md §7.3).
 var pskSuites = []dtls.CipherSuiteID{
 	dtls.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
 	dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
@@ -52,7 +54,7 @@ func (d *dtlsChan) close() {
 	d.pc.Close()
 }
 
-// startDTLS runs the DTLS 1.2 PSK handshake of PSK-NEGOTIATE mode (protocol.md §7.2–7.3): key = TLS exporter
+// startDTLS runs the DTLS 1.2 PSK handshake of PSK-NEGOTIATE mode (docs/protocol.md §7.2–7.3): key = TLS exporter
 // "EXPORTER-openconnect-psk" (32 bytes, no context) of the CONNECT connection, identity "psk", App-ID in the
 // ClientHello session_id, UDP to the TCP peer's address and X-DTLS-Port.
 func (s *Session) startDTLS(ctx context.Context) error {
@@ -142,7 +144,7 @@ func (s *Session) startDTLS(ctx context.Context) error {
 	s.dtlsOK.Store(true)
 	// Like openconnect, which starts its MTU detection right away: one DPD request over DTLS. (The server
 	// retires pion's side of the association once application data arrives under the new keys.)
-	d.write([]byte{TypeDPDReq})
+	d.write([]byte{cstp.DPDReq})
 	// Records pion decrypted (all of them without the fast path; before it, those that arrived early).
 	s.readersWG.Add(1)
 	go s.pionReader(d)
@@ -204,20 +206,23 @@ func (s *Session) pionReader(d *dtlsChan) {
 	}
 }
 
-// handleDTLSRecord handles one decrypted record: type byte || payload (protocol.md §7.5). p may be modified.
+// handleDTLSRecord handles one decrypted record: type byte || payload (docs/protocol.md §7.5). p may be modified.
 func (s *Session) handleDTLSRecord(p []byte, write func([]byte) error) {
+	if p[0] != cstp.Data && s.opts.OnControl != nil {
+		s.opts.OnControl(p[0], p[1:])
+	}
 	switch p[0] {
-	case TypeData:
+	case cstp.Data:
 		s.deliver(p[1:], true)
-	case TypeDPDReq:
+	case cstp.DPDReq:
 		// Echo in full: the server may be probing the MTU.
 		s.dpdDTLS.Add(1)
-		p[0] = TypeDPDResp
+		p[0] = cstp.DPDResp
 		if write(p) == nil {
 			s.dpdAnswered.Add(1)
 		}
-	case TypeDPDResp, TypeKeepalive:
-	case TypeCompressed:
+	case cstp.DPDResp, cstp.Keepalive:
+	case cstp.Compressed:
 		s.rxDropped.Add(1)
 	default:
 		s.unknown.Add(1)

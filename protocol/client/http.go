@@ -291,7 +291,7 @@ func (j *cookieJar) header() string {
 	return strings.Join(parts, "; ")
 }
 
-// The XML documents (protocol.md §3.3–3.6).
+// The XML documents (docs/protocol.md §3.3–3.6).
 
 const capabilities = `<capabilities><auth-method>single-sign-on-v2</auth-method>` +
 	`<auth-method>single-sign-on-external-browser</auth-method></capabilities>`
@@ -506,7 +506,7 @@ func (h *httpConn) login(ctx context.Context, urlPath string) (string, error) {
 	return fail(errors.New("no success after 10 rounds"))
 }
 
-// The cipher lists openconnect 9.01 (GnuTLS) sends (protocol.md §5.1).
+// The cipher lists openconnect 9.01 (GnuTLS) sends (docs/protocol.md §5.1).
 const (
 	dtlsCipherSuites   = "PSK-NEGOTIATE:OC-DTLS1_2-AES256-GCM:OC2-DTLS1_2-CHACHA20-POLY1305:OC-DTLS1_2-AES128-GCM:DHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA:AES256-SHA:AES128-SHA"
 	dtls12CipherSuites = "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-GCM-SHA256:DHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA:AES256-SHA:AES128-SHA"

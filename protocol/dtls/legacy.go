@@ -1,6 +1,6 @@
-package protocol
+package dtls
 
-// Legacy DTLS 1.2 (protocol.md §7.7): what Cisco AnyConnect clients and openconnect before 7.08 use. The client
+// Legacy DTLS 1.2 (docs/protocol.md §7.7): what Cisco AnyConnect clients and openconnect before 7.08 use. The client
 // sends a random master secret in X-DTLS-Master-Secret; the server names a session id and one cipher suite; the
 // client then "resumes" that session that never existed with an abbreviated handshake. pion does the resumption
 // from a SessionStore holding that one session. Only DTLS 1.2 suites that pion has are offered (the
@@ -22,75 +22,75 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pion/dtls/v3"
+	pion "github.com/pion/dtls/v3"
 )
 
 // legacySuites maps the OpenSSL names clients offer in X-DTLS12-CipherSuite to pion suites, in our preference.
 var legacySuites = []struct {
 	name  string
-	suite dtls.CipherSuiteID
+	suite pion.CipherSuiteID
 	rsa   bool
 }{
-	{"ECDHE-RSA-AES128-GCM-SHA256", dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, true},
-	{"ECDHE-RSA-AES256-GCM-SHA384", dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, true},
-	{"ECDHE-ECDSA-AES128-GCM-SHA256", dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, false},
-	{"ECDHE-ECDSA-AES256-GCM-SHA384", dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, false},
+	{"ECDHE-RSA-AES128-GCM-SHA256", pion.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, true},
+	{"ECDHE-RSA-AES256-GCM-SHA384", pion.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, true},
+	{"ECDHE-ECDSA-AES128-GCM-SHA256", pion.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, false},
+	{"ECDHE-ECDSA-AES256-GCM-SHA384", pion.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, false},
 }
 
-// dtlsLegacy is what a legacy registration needs for the resumption.
-type dtlsLegacy struct {
+// Legacy is what a legacy registration needs for the resumption (Server.Register).
+type Legacy struct {
 	masterSecret []byte
-	suite        dtls.CipherSuiteID
+	suite        pion.CipherSuiteID
 	rsa          bool
 }
 
-// legacyOffer picks a suite from the client's X-DTLS12-CipherSuite and reads its X-DTLS-Master-Secret; nil when
-// the client offers nothing we can do.
-func legacyOffer(req *request) (*dtlsLegacy, string) {
-	secret, err := hex.DecodeString(req.get("X-DTLS-Master-Secret"))
+// LegacyOffer picks a suite from the client's X-DTLS12-CipherSuite (suites) and reads its X-DTLS-Master-Secret
+// (masterSecret, hex); nil when the client offers nothing we can do. name is the suite chosen, for the response.
+func LegacyOffer(masterSecret, suites string) (l *Legacy, name string) {
+	secret, err := hex.DecodeString(masterSecret)
 	if err != nil || len(secret) != 48 {
 		return nil, ""
 	}
 	offered := map[string]bool{}
-	for tok := range strings.SplitSeq(req.get("X-DTLS12-CipherSuite"), ":") {
+	for tok := range strings.SplitSeq(suites, ":") {
 		offered[strings.TrimSpace(tok)] = true
 	}
 	for _, s := range legacySuites {
 		if offered[s.name] {
-			return &dtlsLegacy{masterSecret: secret, suite: s.suite, rsa: s.rsa}, s.name
+			return &Legacy{masterSecret: secret, suite: s.suite, rsa: s.rsa}, s.name
 		}
 	}
 	return nil, ""
 }
 
 // legacyOptions are pion's options for resuming the legacy session id.
-func (l *dtlsLegacy) options(sessionID []byte) ([]dtls.ServerOption, error) {
+func (l *Legacy) options(sessionID []byte) ([]pion.ServerOption, error) {
 	cert, err := legacyCert(l.rsa)
 	if err != nil {
 		return nil, err
 	}
-	return []dtls.ServerOption{
-		dtls.WithCipherSuites(l.suite),
-		dtls.WithCertificates(cert),
-		dtls.WithExtendedMasterSecret(dtls.DisableExtendedMasterSecret),
-		dtls.WithInsecureSkipVerifyHello(true),
-		dtls.WithSessionStore(&oneSession{s: dtls.Session{
+	return []pion.ServerOption{
+		pion.WithCipherSuites(l.suite),
+		pion.WithCertificates(cert),
+		pion.WithExtendedMasterSecret(pion.DisableExtendedMasterSecret),
+		pion.WithInsecureSkipVerifyHello(true),
+		pion.WithSessionStore(&oneSession{s: pion.Session{
 			ID: bytes.Clone(sessionID), Secret: l.masterSecret, Version: 1, CipherSuiteID: l.suite,
 		}}),
-		dtls.WithMTU(1400),
+		pion.WithMTU(pionMTU),
 	}, nil
 }
 
 // oneSession is a SessionStore that knows exactly the legacy session of one CONNECT.
-type oneSession struct{ s dtls.Session }
+type oneSession struct{ s pion.Session }
 
-func (o *oneSession) Set([]byte, dtls.Session) error { return nil }
+func (o *oneSession) Set([]byte, pion.Session) error { return nil }
 func (o *oneSession) Del([]byte) error               { return nil }
-func (o *oneSession) Get(key []byte) (dtls.Session, error) {
+func (o *oneSession) Get(key []byte) (pion.Session, error) {
 	if bytes.Equal(key, o.s.ID) {
 		return o.s, nil
 	}
-	return dtls.Session{}, nil
+	return pion.Session{}, nil
 }
 
 // legacyCert is a throwaway certificate: pion insists on one for certificate-authenticated suites, but an

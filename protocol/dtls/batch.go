@@ -1,6 +1,6 @@
-package protocol
+package dtls
 
-// The DTLS fast path. pion runs the handshake (and stays in charge of handshake retransmissions and alerts);
+// The fast path's send side. pion runs the handshake (and stays in charge of handshake retransmissions and alerts);
 // application-data records are sealed and opened by package dtlsrec (one AEAD call, no allocation) and go
 // straight onto the shared UDP socket, batched with sendmmsg when the tunnel's queue holds several.
 
@@ -8,31 +8,34 @@ import (
 	"ocgate/protocol/dtlsrec"
 )
 
-// dtlsBatch collects sealed records of one tunnel and sends them with one sendmmsg(2), equal-sized runs as UDP
+// Batch collects sealed records of one tunnel and sends them with one sendmmsg(2), equal-sized runs as UDP
 // GSO buffers (udpWriter), when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's
 // writer goroutine.
-type dtlsBatch struct {
+type Batch struct {
 	f    *dtlsrec.Conn
 	w    *udpWriter
 	sc   dtlsrec.Scratch
-	bufs [dtlsBatchLen][]byte
+	bufs [batchLen][]byte
 	n    int
 }
 
-const dtlsBatchLen = 32
+const batchLen = 32
 
-func newDTLSBatch(f *dtlsrec.Conn) (*dtlsBatch, error) {
-	w, err := newUDPWriter(f.PC, f.Peer, dtlsBatchLen)
+// NewBatch returns a batch for c's records (c.Fast() must be true).
+func (c *Conn) NewBatch() (*Batch, error) { return newBatch(c.fast) }
+
+func newBatch(f *dtlsrec.Conn) (*Batch, error) {
+	w, err := newUDPWriter(f.PC, f.Peer, batchLen)
 	if err != nil {
 		return nil, err
 	}
-	return &dtlsBatch{f: f, w: w}, nil
+	return &Batch{f: f, w: w}, nil
 }
 
-// add seals plaintext into the batch, sending the batch first if it is full.
-func (b *dtlsBatch) add(plaintext []byte) error {
-	if b.n == dtlsBatchLen {
-		if err := b.flush(); err != nil {
+// Add seals plaintext into the batch, sending the batch first if it is full.
+func (b *Batch) Add(plaintext []byte) error {
+	if b.n == batchLen {
+		if err := b.Flush(); err != nil {
 			return err
 		}
 	}
@@ -46,8 +49,11 @@ func (b *dtlsBatch) add(plaintext []byte) error {
 	return nil
 }
 
-// flush sends what the batch holds.
-func (b *dtlsBatch) flush() error {
+// Len is the number of records waiting.
+func (b *Batch) Len() int { return b.n }
+
+// Flush sends what the batch holds.
+func (b *Batch) Flush() error {
 	n := b.n
 	b.n = 0
 	return b.w.Send(b.bufs[:n])

@@ -1,0 +1,184 @@
+package protocol
+
+// The tunnel's DTLS half (package dtls does the channel itself). Flow:
+//
+//	CONNECT ──► Register(App-ID, PSK) ──► client's handshake ──► dtlsEstablished: the association becomes the
+//	            tunnel's (a re-handshake replaces the previous one)
+//	records ──► dtlsRecord (in the UDP socket's reader with the fast path, else in dtlsReadLoop)
+//	              DATA ──► receiveData, the same path as DATA frames over TLS
+//	              DPD-REQ ──► answered at once over DTLS
+//	writeLoop ──► sendDTLS: DATA frames go over DTLS while it is up and recently heard from, sealed into a batch
+//	              that flushDTLS sends with one sendmmsg when the queues run dry
+//
+// An association that fails is dropped (dropDTLS) and data goes over TLS until the client comes back.
+
+import (
+	"time"
+
+	"ocgate/protocol/cstp"
+	"ocgate/protocol/dtls"
+)
+
+var (
+	keepaliveRecord = []byte{cstp.Keepalive}
+	probeWakeups    = []time.Duration{10 * time.Millisecond, 60 * time.Millisecond}
+)
+
+// sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
+// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type. false means "use CSTP".
+func (t *tunnel) sendDTLS(f *frame) bool {
+	if !t.dtlsActive.Load() {
+		return false
+	}
+	c := t.dtls.Load()
+	if c == nil {
+		return false
+	}
+	var err error
+	rec := f.b[cstp.HeaderLen-1 : f.n]
+	if c.Fast() {
+		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
+		if t.dbatchConn != c {
+			t.flushDTLS()
+			t.dbatch, err = c.NewBatch()
+			if err != nil {
+				t.dbatch = nil
+				t.dropDTLS(c, "write error: "+err.Error())
+				return false
+			}
+			t.dbatchConn = c
+		}
+		err = t.dbatch.Add(rec)
+	} else {
+		err = c.WriteRecord(rec)
+	}
+	if err != nil {
+		t.dropDTLS(c, "write error: "+err.Error())
+		return false
+	}
+	t.sess.dtlsTxBytes.Add(uint64(f.n - cstp.HeaderLen))
+	return true
+}
+
+// flushDTLS sends the records batched for the fast path. A failed send loses that batch (DTLS is lossy anyway)
+// and drops the association, as a failed single write does.
+func (t *tunnel) flushDTLS() {
+	if t.dbatch == nil || t.dbatch.Len() == 0 {
+		return
+	}
+	if err := t.dbatch.Flush(); err != nil {
+		t.dropDTLS(t.dbatchConn, "write error: "+err.Error())
+	}
+}
+
+// dtlsEstablished takes a new DTLS association for this tunnel (a client's re-handshake replaces the old one).
+func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
+	t.dtlsMu.Lock()
+	if t.dtlsStopped {
+		t.dtlsMu.Unlock()
+		c.Close()
+		return
+	}
+	if c.Fast() {
+		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
+		c.Attach(func(rec []byte) { t.dtlsRecord(c, rec) }, func(err error) { t.dtlsFailed(c, err) })
+	} else {
+		t.dtlsWG.Add(1)
+	}
+	t.dtlsMu.Unlock()
+	if old := t.dtls.Swap(c); old != nil {
+		old.Close()
+	}
+	t.lastDTLSRecv.Store(time.Now().UnixNano())
+	t.dtlsActive.Store(true)
+	t.offloads(true)
+	t.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
+	if !c.Fast() {
+		go t.dtlsReadLoop(c)
+	}
+}
+
+// dropDTLS forgets association c (if still current): data goes over CSTP until the client comes back.
+func (t *tunnel) dropDTLS(c *dtls.Conn, why string) {
+	if t.dtls.CompareAndSwap(c, nil) {
+		t.dtlsActive.Store(false)
+		t.offloads(false)
+		c.Close()
+		t.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
+	}
+}
+
+func (t *tunnel) dtlsFailed(c *dtls.Conn, err error) {
+	select {
+	case <-t.quit:
+	default:
+		t.dropDTLS(c, "read error: "+describeNetErr(err))
+	}
+}
+
+// dtlsReadLoop reads the records of an association without the fast path, through pion.
+func (t *tunnel) dtlsReadLoop(c *dtls.Conn) {
+	defer t.dtlsWG.Done()
+	buf := make([]byte, dtls.RecordBufLen)
+	for {
+		n, err := c.ReadRecord(buf)
+		if err != nil {
+			t.dtlsFailed(c, err)
+			return
+		}
+		t.dtlsRecord(c, buf[:n])
+	}
+}
+
+// dtlsRecord handles one record of association c: DATA into the datapath, DPD requests echoed in full
+// (openconnect measures the MTU with them, docs/protocol.md §7.5). With the fast path it runs in the UDP socket's
+// reader, so it must not block; rec may be changed in place.
+func (t *tunnel) dtlsRecord(c *dtls.Conn, rec []byte) {
+	if len(rec) == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	t.lastDTLSRecv.Store(now)
+	if t.dtls.Load() == c {
+		t.dtlsActive.Store(true)
+	}
+	switch rec[0] {
+	case cstp.Data:
+		t.receiveData(rec[1:], now, true)
+	case cstp.DPDReq:
+		rec[0] = cstp.DPDResp
+		c.WriteRecord(rec)
+		if len(rec) > 1 && c.FirstProbe() {
+			// The first MTU probe (a DPD request with padding), which openconnect sends right after the
+			// handshake. openconnect 9.01 sets its "DTLS MTU detection" delay even when the handshake and the probe
+			// finished before its main loop started (our answers take well under a millisecond), then sleeps in
+			// select() for up to a second before it configures the tunnel, unless a datagram wakes it: one
+			// connect in four took 1.08 s instead of 80 ms. A keepalive sent at once is read before that sleep
+			// and does not count as work; two a little later wake it.
+			for _, d := range probeWakeups {
+				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
+			}
+		}
+	case cstp.DPDResp, cstp.Keepalive:
+	default:
+		t.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])
+	}
+}
+
+// stopDTLS unregisters the App-ID, closes the association and waits for its reader.
+func (t *tunnel) stopDTLS() {
+	t.dtlsMu.Lock()
+	t.dtlsStopped = true
+	t.dtlsMu.Unlock()
+	if t.dtlsCancel != nil {
+		t.dtlsCancel()
+	}
+	if c := t.dtls.Swap(nil); c != nil {
+		if c.Fast() {
+			bad, queueFull := c.Counters()
+			t.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", bad, "queue_full", queueFull)
+		}
+		c.Close()
+	}
+	t.dtlsWG.Wait()
+}
