@@ -30,8 +30,10 @@ import (
 
 // TUN is the kernel-TUN datapath.
 type TUN struct {
-	cfg TUNConfig
-	log *slog.Logger
+	cfg    TUNConfig
+	log    *slog.Logger
+	policy *Policy
+	peers  sync.Map // Policy.Client key → *SessionPolicy: every attached session's addresses
 
 	mu     sync.Mutex
 	ports  map[netip.Addr]*tunPort // guarded by mu: by client address
@@ -52,7 +54,7 @@ func NewTUN(cfg TUNConfig) (*TUN, error) {
 	if err := (DeviceRequest{Prefix: cfg.Prefix, MTU: 1500, Local: cfg.Local, Peer: cfg.Local}).validate(); err != nil {
 		return nil, err
 	}
-	return &TUN{cfg: cfg, log: cfg.Logger, ports: make(map[netip.Addr]*tunPort)}, nil
+	return &TUN{cfg: cfg, log: cfg.Logger, policy: cfg.policy(), ports: make(map[netip.Addr]*tunPort)}, nil
 }
 
 // readBatch is how many packets one device read may return: a 64 KiB TSO segment split at the smallest MTU a
@@ -114,6 +116,9 @@ func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
 		return nil, errors.New("datapath closed")
 	}
 	t.ports[peer] = p
+	for _, k := range p.keys {
+		t.peers.Store(k, p.pol)
+	}
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go p.readLoop()
@@ -147,11 +152,9 @@ type tunPort struct {
 	name string
 	peer netip.Addr
 
-	sources  []netip.Prefix // the session's addresses and its iroutes: accepted packet sources
-	routes   []netip.Prefix // when restricted: allowed destinations
-	noRoutes []netip.Prefix
-	restrict bool
-	allRoute bool // routes include /0 (or are empty)
+	sources []netip.Prefix // the session's addresses and its iroutes: accepted packet sources
+	pol     *SessionPolicy // judges every packet from the client
+	keys    []netip.Addr   // the session's Policy.Client keys, in TUN.peers while attached
 
 	wmu   sync.Mutex
 	wbuf  []byte   // guarded by wmu: virtio header room + one packet
@@ -163,7 +166,7 @@ type tunPort struct {
 	offMu      sync.Mutex // orders Offloads calls
 	offloadsOn bool       // guarded by offMu
 
-	dropSource, dropRoute, dropSize, dropPort atomic.Uint64
+	dropSource, dropRoute, dropSize, dropPort, dropC2C atomic.Uint64
 }
 
 // Offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
@@ -207,21 +210,17 @@ const (
 const vnetHdrRoom = 16
 
 func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
-	p := &tunPort{t: t, sess: s, dev: dev, name: name, restrict: s.RestrictToRoutes, offloadsOn: true}
+	p := &tunPort{t: t, sess: s, dev: dev, name: name, pol: t.policy.Session(s), offloadsOn: true}
 	for _, a := range s.Addrs {
 		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
 		if a.Is4() {
 			p.peer = a
 		}
-	}
-	p.sources = append(p.sources, s.IRoutes...)
-	p.routes, p.noRoutes = s.Routes, s.NoRoutes
-	p.allRoute = len(s.Routes) == 0
-	for _, r := range s.Routes {
-		if r.Bits() == 0 {
-			p.allRoute = true
+		if k, ok := t.policy.Client(a); ok {
+			p.keys = append(p.keys, k)
 		}
 	}
+	p.sources = append(p.sources, s.IRoutes...)
 	p.wbuf = make([]byte, vnetHdrRoom+16384+64) // the largest CSTP payload; bigger packets are dropped and counted
 	p.wbufs = make([][]byte, 1)
 	return p
@@ -230,24 +229,25 @@ func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tun
 // DeviceName returns the device's name (vpns0...).
 func (p *tunPort) DeviceName() string { return p.name }
 
-// Send writes one packet from the client to the device. Packets with a foreign source, (when restricted) a
-// destination outside the session's routes, or (restrict_user_to_ports) a refused protocol or destination port
-// other than the server's own address, are dropped and counted.
+// Send writes one packet from the client to the device. Packets with a foreign source, or that the session's
+// policy refuses, are dropped and counted.
 func (p *tunPort) Send(pkt []byte) error {
 	if p.closed.Load() {
 		return os.ErrClosed
 	}
-	src, dst, ok := addrs(pkt)
-	if !ok || !inAny(p.sources, src) {
+	switch v, ok := p.check(pkt); {
+	case !ok:
 		p.dropSource.Add(1)
 		return nil
-	}
-	if p.restrict && !p.routed(dst) {
-		p.dropRoute.Add(1)
-		return nil
-	}
-	if p.sess.AllowPort != nil && dst != p.t.cfg.Local && !AllowedPacket(pkt, p.sess.AllowPort) {
+	case v == Allow:
+	case v == DenyPort:
 		p.dropPort.Add(1)
+		return nil
+	case v == DenyClientToClient:
+		p.dropC2C.Add(1)
+		return nil
+	default:
+		p.dropRoute.Add(1)
 		return nil
 	}
 	if len(pkt) > len(p.wbuf)-vnetHdrRoom {
@@ -266,16 +266,19 @@ func (p *tunPort) Send(pkt []byte) error {
 	return nil
 }
 
-// routed reports whether a restricted session may send to dst: inside its routes (or the routes cover
-// everything) and not inside its no-routes. The pool's gateway is always reachable.
-func (p *tunPort) routed(dst netip.Addr) bool {
-	if dst == p.t.cfg.Local || dst == p.t.cfg.Local6 {
-		return true
+// check is the per-packet check of a packet from the client: ok is false for a packet that does not parse or
+// whose source is neither the session's address nor inside its iroutes; otherwise v is the policy's verdict.
+func (p *tunPort) check(pkt []byte) (v Verdict, ok bool) {
+	src, f, ok := ParsePacket(pkt)
+	if !ok || !inAny(p.sources, src) {
+		return DenyNotRouted, false
 	}
-	if inAny(p.noRoutes, dst) {
-		return false
+	if k, ok := p.t.policy.Client(f.Dst.Addr()); ok {
+		if peer, ok := p.t.peers.Load(k); ok {
+			f.Peer = peer.(*SessionPolicy)
+		}
 	}
-	return p.allRoute || inAny(p.routes, dst)
+	return p.pol.Decide(f), true
 }
 
 // readLoop delivers the device's packets to the session until the device is closed.
@@ -327,10 +330,14 @@ func (p *tunPort) Close() error {
 		if p.t.ports[p.peer] == p {
 			delete(p.t.ports, p.peer)
 		}
+		for _, k := range p.keys {
+			p.t.peers.CompareAndDelete(k, p.pol)
+		}
 		p.t.mu.Unlock()
-		if s, r, z, o := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(); s+r+z+o > 0 {
+		s, r, z, o, c := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(), p.dropC2C.Load()
+		if s+r+z+o+c > 0 {
 			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r,
-				"dropped_oversize", z, "dropped_port", o)
+				"dropped_oversize", z, "dropped_port", o, "dropped_client_to_client", c)
 		}
 	})
 	return nil

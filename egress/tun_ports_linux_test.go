@@ -39,7 +39,7 @@ func TestTUNRestrictPorts(t *testing.T) {
 		}
 		okPort := uint16(allowed.LocalAddr().(*net.UDPAddr).Port)
 		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{peer}, MTU: 1400, Deliver: func([]byte) {},
-			AllowPort: func(proto uint8, dst netip.AddrPort) bool { return proto == 17 && dst.Port() == okPort }})
+			Ports: datapath.PortRules{Rules: []datapath.PortRule{{Proto: 17, Port: okPort}}}})
 		if err != nil {
 			t.Error(err)
 			return

@@ -113,7 +113,7 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 		}
 		for _, a := range addrs {
 			a = a.Unmap()
-			if p != nil && s.decide(p, a) != egress.Allow {
+			if p != nil && p.pol.DecideAddr(a) != egress.Allow {
 				s.stats.dnsFiltered.Add(1)
 				continue
 			}
@@ -286,7 +286,7 @@ func (s *Stack) ipv4Fallback(p *port, dst netip.Addr, port uint16) (netip.Addr, 
 	}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.Is4() && s.decide(p, a) == egress.Allow && p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(a, port)) {
+		if a.Is4() && p.pol.Decide(egress.Flow{Proto: tcpProtocolNumber, Dst: netip.AddrPortFrom(a, port)}) == egress.Allow {
 			return a, true
 		}
 	}

@@ -70,7 +70,7 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 			Gateway6: pool6.Gateway(),
 			Pool6:    pool6.Prefix(),
 			ServeDNS: len(cfg.DNS) == 0,
-			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
+			Policy:   egress.Config{Allow: cfg.EgressAllow, Deny: cfg.EgressDeny},
 			ICMP:     cfg.ICMPEcho,
 			Upstream: cfg.DNSUpstream,
 			FlowLog:  flowLog,
@@ -95,7 +95,11 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		}
 		return w, nil
 	case "tun":
-		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun")}
+		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun"),
+			Pool: pool.Prefix(), Pool6: pool6.Prefix()}
+		if pool6 != nil {
+			tcfg.ClientBits6 = pool6.SubnetBits()
+		}
 		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
 			h, cmd, err := egress.StartHelper([]string{"/proc/self/exe", privHelperArg}, egress.HelperConfig{
 				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,

@@ -3,6 +3,8 @@ package egress
 import (
 	"net/netip"
 	"testing"
+
+	"ocgate/protocol/datapath"
 )
 
 func TestDecide(t *testing.T) {
@@ -13,7 +15,7 @@ func TestDecide(t *testing.T) {
 		}
 		return out
 	}
-	p := NewPolicy(pfx("127.0.0.1/32"), pfx("10.77.0.2/32"))
+	p := NewPolicy(Config{Allow: pfx("127.0.0.1/32"), Deny: pfx("10.77.0.2/32"), HostSockets: true})
 	routes := pfx("10.77.0.0/24", "fd00::/64")
 	tests := []struct {
 		name     string
@@ -41,14 +43,17 @@ func TestDecide(t *testing.T) {
 		{"v6 inside routes", routes, nil, "fd00::5", Allow},
 	}
 	for _, tc := range tests {
-		if got := p.Decide(tc.routes, tc.noRoutes, netip.MustParseAddr(tc.dst)); got != tc.want {
-			t.Errorf("%s: Decide(%s) = %v, want %v", tc.name, tc.dst, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			sp := p.Session(&datapath.Session{Routes: tc.routes, NoRoutes: tc.noRoutes})
+			if got := sp.DecideAddr(netip.MustParseAddr(tc.dst)); got != tc.want {
+				t.Errorf("Decide(%s) = %v, want %v", tc.dst, got, tc.want)
+			}
+		})
 	}
 }
 
 func TestDialerRefusesSpecial(t *testing.T) {
-	d := NewDialer(NewPolicy(nil, nil))
+	d := NewDialer(NewPolicy(Config{}))
 	if c, err := d.DialContext(t.Context(), "tcp", "127.0.0.1:1"); err == nil {
 		c.Close()
 		t.Fatal("dialer connected to loopback")
