@@ -1,4 +1,4 @@
-package egress
+package tun
 
 // The kernel-TUN datapath's platform-neutral part: what a session's device looks like and who creates it.
 
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"ocgate/egress"
 	"strings"
 )
 
@@ -29,13 +30,13 @@ type DeviceOpener interface {
 
 // policy is the egress policy of the kernel-TUN datapath: the kernel forwards, so only the session's facts
 // apply (restrict_user_to_routes, client_to_client, restrict_user_to_ports), not the host-socket rules.
-func (c TUNConfig) policy() *Policy {
-	return NewPolicy(Config{Pools: []netip.Prefix{c.Pool, c.Pool6}, ClientBits6: c.ClientBits6,
+func (c Config) policy() *egress.Policy {
+	return egress.NewPolicy(egress.Config{Pools: []netip.Prefix{c.Pool, c.Pool6}, ClientBits6: c.ClientBits6,
 		Gateways: []netip.Addr{c.Local, c.Local6}})
 }
 
-// TUNConfig configures the kernel-TUN datapath.
-type TUNConfig struct {
+// Config configures the kernel-TUN datapath.
+type Config struct {
 	Prefix string     // device name prefix (config "device"), e.g. "vpns"
 	Local  netip.Addr // the server's address on every device: the pool's gateway
 	Local6 netip.Addr // and its IPv6 address (the IPv6 pool's gateway); invalid: IPv4 only

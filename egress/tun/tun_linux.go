@@ -1,6 +1,6 @@
 //go:build linux
 
-package egress
+package tun
 
 // The kernel-TUN datapath: one point-to-point TUN device per session (vpns0, vpns1...), as ocserv does. The kernel
 // routes and forwards; ocgate moves packets between the session and its device and, when the session is
@@ -25,15 +25,16 @@ import (
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 
+	"ocgate/egress"
 	"ocgate/protocol/datapath"
 )
 
-// TUN is the kernel-TUN datapath.
-type TUN struct {
-	cfg    TUNConfig
+// Datapath is the kernel-TUN datapath.
+type Datapath struct {
+	cfg    Config
 	log    *slog.Logger
-	policy *Policy
-	peers  sync.Map // Policy.Client key → *SessionPolicy: every attached session's addresses
+	policy *egress.Policy
+	peers  sync.Map // Policy.Client key → *egress.SessionPolicy: every attached session's addresses
 
 	mu     sync.Mutex
 	ports  map[netip.Addr]*tunPort // guarded by mu: by client address
@@ -41,10 +42,10 @@ type TUN struct {
 	wg     sync.WaitGroup          // read loops
 }
 
-var _ datapath.Datapath = (*TUN)(nil)
+var _ datapath.Datapath = (*Datapath)(nil)
 
-// NewTUN returns the kernel-TUN datapath. Devices are created as sessions attach.
-func NewTUN(cfg TUNConfig) (*TUN, error) {
+// New returns the kernel-TUN datapath. Devices are created as sessions attach.
+func New(cfg Config) (*Datapath, error) {
 	if cfg.Opener == nil {
 		cfg.Opener = LocalOpener{}
 	}
@@ -54,7 +55,7 @@ func NewTUN(cfg TUNConfig) (*TUN, error) {
 	if err := (DeviceRequest{Prefix: cfg.Prefix, MTU: 1500, Local: cfg.Local, Peer: cfg.Local}).validate(); err != nil {
 		return nil, err
 	}
-	return &TUN{cfg: cfg, log: cfg.Logger, policy: cfg.policy(), ports: make(map[netip.Addr]*tunPort)}, nil
+	return &Datapath{cfg: cfg, log: cfg.Logger, policy: cfg.policy(), ports: make(map[netip.Addr]*tunPort)}, nil
 }
 
 // readBatch is how many packets one device read may return: a 64 KiB TSO segment split at the smallest MTU a
@@ -63,7 +64,7 @@ func NewTUN(cfg TUNConfig) (*TUN, error) {
 const maxReadBatch = 128
 
 // Attach creates the session's device and starts moving its packets.
-func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
+func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 	var peer, peer6 netip.Addr
 	for _, a := range s.Addrs {
 		if a.Is4() {
@@ -127,7 +128,7 @@ func (t *TUN) Attach(s *datapath.Session) (datapath.Port, error) {
 }
 
 // Close closes every port and waits for their read loops.
-func (t *TUN) Close() error {
+func (t *Datapath) Close() error {
 	t.mu.Lock()
 	t.closed = true
 	ports := make([]*tunPort, 0, len(t.ports))
@@ -146,15 +147,15 @@ func (t *TUN) Close() error {
 
 // tunPort is one session's device.
 type tunPort struct {
-	t    *TUN
+	t    *Datapath
 	sess *datapath.Session
 	dev  wgtun.Device
 	name string
 	peer netip.Addr
 
-	sources []netip.Prefix // the session's addresses and its iroutes: accepted packet sources
-	pol     *SessionPolicy // judges every packet from the client
-	keys    []netip.Addr   // the session's Policy.Client keys, in TUN.peers while attached
+	sources []netip.Prefix        // the session's addresses and its iroutes: accepted packet sources
+	pol     *egress.SessionPolicy // judges every packet from the client
+	keys    []netip.Addr          // the session's Policy.Client keys, in t.peers while attached
 
 	wmu   sync.Mutex
 	wbuf  []byte   // guarded by wmu: virtio header room + one packet
@@ -209,7 +210,7 @@ const (
 // vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
 const vnetHdrRoom = 16
 
-func newTUNPort(t *TUN, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
+func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
 	p := &tunPort{t: t, sess: s, dev: dev, name: name, pol: t.policy.Session(s), offloadsOn: true}
 	for _, a := range s.Addrs {
 		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
@@ -239,11 +240,11 @@ func (p *tunPort) Send(pkt []byte) error {
 	case !ok:
 		p.dropSource.Add(1)
 		return nil
-	case v == Allow:
-	case v == DenyPort:
+	case v == egress.Allow:
+	case v == egress.DenyPort:
 		p.dropPort.Add(1)
 		return nil
-	case v == DenyClientToClient:
+	case v == egress.DenyClientToClient:
 		p.dropC2C.Add(1)
 		return nil
 	default:
@@ -268,14 +269,14 @@ func (p *tunPort) Send(pkt []byte) error {
 
 // check is the per-packet check of a packet from the client: ok is false for a packet that does not parse or
 // whose source is neither the session's address nor inside its iroutes; otherwise v is the policy's verdict.
-func (p *tunPort) check(pkt []byte) (v Verdict, ok bool) {
-	src, f, ok := ParsePacket(pkt)
+func (p *tunPort) check(pkt []byte) (v egress.Verdict, ok bool) {
+	src, f, ok := egress.ParsePacket(pkt)
 	if !ok || !inAny(p.sources, src) {
-		return DenyNotRouted, false
+		return egress.DenyNotRouted, false
 	}
 	if k, ok := p.t.policy.Client(f.Dst.Addr()); ok {
 		if peer, ok := p.t.peers.Load(k); ok {
-			f.Peer = peer.(*SessionPolicy)
+			f.Peer = peer.(*egress.SessionPolicy)
 		}
 	}
 	return p.pol.Decide(f), true
