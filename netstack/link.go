@@ -133,15 +133,13 @@ func (p *port) Send(pkt []byte) error {
 	// Client to client: switched here when the policy allows it. Otherwise the packet goes into the stack, whose
 	// policy refuses clients' addresses (TCP gets a reset).
 	if dst, ok := dstAddr(pkt); ok {
-		if key, ok := p.s.policy.Client(dst); ok {
-			if q := p.s.lookup(key); q != nil && !q.closed.Load() {
-				if p.decidePacket(pkt, q) == egress.Allow {
-					p.s.stats.switched.Add(1)
-					q.sess.Deliver(pkt)
-					return nil
-				}
-				p.s.stats.deniedClientToClient.Add(1)
+		if q := p.peer(dst); q != nil {
+			if p.decidePacket(pkt, q) == egress.Allow {
+				p.s.stats.switched.Add(1)
+				q.sess.Deliver(pkt)
+				return nil
 			}
+			p.s.stats.deniedClientToClient.Add(1)
 		}
 	}
 	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == tcpProtocolNumber {
@@ -159,6 +157,16 @@ func (p *port) Send(pkt []byte) error {
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
 	p.s.link.InjectInbound(proto, pb)
 	pb.DecRef()
+	return nil
+}
+
+// peer returns the session holding dst when dst is another client's address, else nil.
+func (p *port) peer(dst netip.Addr) *port {
+	if key, ok := p.s.policy.Client(dst); ok {
+		if q := p.s.lookup(key); q != nil && !q.closed.Load() {
+			return q
+		}
+	}
 	return nil
 }
 

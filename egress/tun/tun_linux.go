@@ -117,14 +117,19 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 		return nil, errors.New("datapath closed")
 	}
 	t.ports[peer] = p
-	for _, k := range p.keys {
-		t.peers.Store(k, p.pol)
-	}
+	t.register(p)
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go p.readLoop()
 	t.log.Debug("device up", "device", name, "session", s.ID, "user", s.User, "peer", peer, "mtu", s.MTU)
 	return p, nil
+}
+
+// register makes p's session a peer that other sessions' packets may reach (see tunPort.check).
+func (t *Datapath) register(p *tunPort) {
+	for _, k := range p.keys {
+		t.peers.Store(k, p.pol)
+	}
 }
 
 // Close closes every port and waits for their read loops.
