@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ocgate/auth"
+	"ocgate/protocol/datapath"
 )
 
 const (
@@ -260,7 +261,7 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	t.dtlsMu.Lock()
 	t.port = port
 	if t.dtls.Load() == nil {
-		t.offloads(false) // TLS until DTLS is up
+		t.carrier(datapath.CarrierTLS) // until DTLS is up
 	}
 	t.dtlsMu.Unlock()
 	if first && s.scripts != nil {

@@ -274,7 +274,7 @@ func (t *tunnel) dtlsEstablished(c *dtlsConn) {
 	}
 	t.lastDTLSRecv.Store(time.Now().UnixNano())
 	t.dtlsActive.Store(true)
-	t.offloads(true)
+	t.carrier(datapath.CarrierDTLS)
 	t.sess.srv.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
 	if c.fast == nil {
 		go t.dtlsReadLoop(c)
@@ -285,19 +285,16 @@ func (t *tunnel) dtlsEstablished(c *dtlsConn) {
 func (t *tunnel) dropDTLS(c *dtlsConn, why string) {
 	if t.dtls.CompareAndSwap(c, nil) {
 		t.dtlsActive.Store(false)
-		t.offloads(false)
+		t.carrier(datapath.CarrierTLS)
 		c.Close()
 		t.sess.srv.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
 	}
 }
 
-// offloads asks a kernel-TUN port for segmentation-offload bursts while the session has DTLS, and for MTU-sized
-// packets while it runs on TLS only. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a
-// TLS channel, downloads stalled (server at 20-30% CPU): via ocproxy 122/167 Mbit/s with the offloads, 267/283
-// without (ocserv: 240); over DTLS the offloads save CPU (56-66% instead of 76-78%).
-func (t *tunnel) offloads(on bool) {
-	if sg, ok := t.port.(datapath.Segmenter); ok {
-		sg.Offloads(on)
+// carrier tells a port that cares (datapath.CarrierAware) which carrier the session uses now.
+func (t *tunnel) carrier(c datapath.Carrier) {
+	if ca, ok := t.port.(datapath.CarrierAware); ok {
+		ca.Carrier(c)
 	}
 }
 

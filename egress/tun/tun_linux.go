@@ -169,16 +169,24 @@ type tunPort struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	offMu      sync.Mutex // orders Offloads calls
+	offMu      sync.Mutex // orders offloads calls
 	offloadsOn bool       // guarded by offMu
 
 	dropSource, dropRoute, dropSize, dropPort, dropC2C atomic.Uint64
 }
 
-// Offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
+var _ datapath.CarrierAware = (*tunPort)(nil)
+
+// Carrier turns the device's segmentation offloads on while the session's carrier is DTLS and off while it is
+// TLS. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a TLS channel, downloads
+// stalled (server at 20-30% CPU): via ocproxy 122/167 Mbit/s with the offloads, 267/283 without (ocserv: 240);
+// over DTLS the offloads save CPU (56-66% instead of 76-78%).
+func (p *tunPort) Carrier(c datapath.Carrier) { p.offloads(c == datapath.CarrierDTLS) }
+
+// offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
 // turns them on when it takes the device; with them off the kernel hands over MTU-sized packets (checksums
 // included), which the same read path takes.
-func (p *tunPort) Offloads(on bool) {
+func (p *tunPort) offloads(on bool) {
 	p.offMu.Lock()
 	defer p.offMu.Unlock()
 	if on == p.offloadsOn || p.closed.Load() {

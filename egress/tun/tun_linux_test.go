@@ -131,8 +131,8 @@ func TestTUNPacketPath(t *testing.T) {
 	})
 }
 
-// TestTUNOffloads: Offloads switches the device's TCP segmentation offload off and on again (what the kernel
-// reports through ethtool), and is a no-op once the port is closed.
+// TestTUNOffloads: the carrier (TLS, then DTLS) switches the device's TCP segmentation offload off and on again
+// (what the kernel reports through ethtool), and is a no-op once the port is closed.
 func TestTUNOffloads(t *testing.T) {
 	inNewNetns(t, func() {
 		dp, err := New(Config{Prefix: "tso", Local: netip.MustParseAddr("10.250.78.1")})
@@ -148,17 +148,17 @@ func TestTUNOffloads(t *testing.T) {
 			return
 		}
 		name := port.(datapath.Device).DeviceName()
-		sg := port.(datapath.Segmenter)
+		ca := port.(datapath.CarrierAware)
 		for i, want := range []bool{true, false, false, true} {
 			if i > 0 {
-				sg.Offloads(want)
+				ca.Carrier(map[bool]datapath.Carrier{true: datapath.CarrierDTLS, false: datapath.CarrierTLS}[want])
 			}
 			if got, err := tsoEnabled(name); err != nil || got != want {
 				t.Errorf("step %d: TSO on %s = %v (%v), want %v", i, name, got, err, want)
 			}
 		}
 		port.Close()
-		sg.Offloads(false)
+		ca.Carrier(datapath.CarrierTLS)
 	})
 }
 

@@ -71,11 +71,26 @@ type Port interface {
 	Close() error
 }
 
-// Segmenter is implemented by ports whose host side can hand over segmentation-offload bursts (the kernel-TUN
-// datapath: 64 KiB TCP segments that the port splits). Offloads(false) asks for MTU-sized packets instead, which
-// suits a session carried over TLS (see tunnel.go); Offloads(true) asks for the bursts again.
-type Segmenter interface {
-	Offloads(on bool)
+// Carrier is what carries a session's packets to and from its client at the moment.
+type Carrier uint8
+
+const (
+	CarrierTLS  Carrier = iota // CSTP frames over TLS (TCP) only
+	CarrierDTLS                // DTLS records (UDP)
+)
+
+func (c Carrier) String() string {
+	if c == CarrierDTLS {
+		return "DTLS"
+	}
+	return "TLS"
+}
+
+// CarrierAware is implemented by ports that act on the session's carrier (the kernel-TUN datapath hands over
+// segmentation-offload bursts only while it is DTLS). The session states the carrier when the tunnel starts
+// and on every change; what it means is the port's decision.
+type CarrierAware interface {
+	Carrier(c Carrier)
 }
 
 // Device is implemented by ports backed by a network interface (the kernel-TUN datapath): DeviceName is the
