@@ -5,7 +5,9 @@ package tun
 import (
 	"testing"
 
+	"ocgate/egress"
 	"ocgate/egress/egresstest"
+	"ocgate/protocol/datapath"
 )
 
 // TestDecisionTable runs the shared egress table through the port's per-packet check (no device needed): a
@@ -47,5 +49,25 @@ func TestCheckSource(t *testing.T) {
 	}
 	if _, ok := p.check(egresstest.UDP(egresstest.Client[0], egresstest.Gateway, 1, 2, nil)); !ok {
 		t.Error("the client's own source failed")
+	}
+}
+
+// TestCheckAllocs: the check runs per packet; it must not allocate, to another client's address included.
+func TestCheckAllocs(t *testing.T) {
+	d, err := New(Config{Prefix: "tst", Local: egresstest.Gateway, Pool: egresstest.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, peer := egresstest.Case{PeerSession: &datapath.Session{ClientToClient: true}}.Sessions()
+	s.ClientToClient, s.RestrictToRoutes = true, true
+	p := newTUNPort(d, s, nil, "tst0")
+	d.register(p)
+	d.register(newTUNPort(d, peer, nil, "tst1"))
+	pkt := egresstest.UDP(egresstest.Client[0], egresstest.Peer[0], 1, 2, nil)
+	if v, ok := p.check(pkt); !ok || v != egress.Allow {
+		t.Fatalf("check: %v %v", v, ok)
+	}
+	if n := testing.AllocsPerRun(100, func() { p.check(pkt) }); n != 0 {
+		t.Errorf("%v allocations per packet", n)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"sync"
@@ -34,7 +35,10 @@ type Datapath struct {
 	cfg    Config
 	log    *slog.Logger
 	policy *egress.Policy
-	peers  sync.Map // Policy.Client key → *egress.SessionPolicy: every attached session's addresses
+	// peers maps every attached session's Policy.Client keys to its policy: an immutable snapshot, replaced
+	// under peersMu, so that the per-packet check reads it without a lock or an allocation.
+	peers   atomic.Pointer[map[netip.Addr]*egress.SessionPolicy]
+	peersMu sync.Mutex
 
 	mu     sync.Mutex
 	ports  map[netip.Addr]*tunPort // guarded by mu: by client address
@@ -127,9 +131,33 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 
 // register makes p's session a peer that other sessions' packets may reach (see tunPort.check).
 func (t *Datapath) register(p *tunPort) {
-	for _, k := range p.keys {
-		t.peers.Store(k, p.pol)
+	t.updatePeers(func(m map[netip.Addr]*egress.SessionPolicy) {
+		for _, k := range p.keys {
+			m[k] = p.pol
+		}
+	})
+}
+
+// unregister undoes register.
+func (t *Datapath) unregister(p *tunPort) {
+	t.updatePeers(func(m map[netip.Addr]*egress.SessionPolicy) {
+		for _, k := range p.keys {
+			if m[k] == p.pol {
+				delete(m, k)
+			}
+		}
+	})
+}
+
+func (t *Datapath) updatePeers(f func(map[netip.Addr]*egress.SessionPolicy)) {
+	t.peersMu.Lock()
+	defer t.peersMu.Unlock()
+	m := make(map[netip.Addr]*egress.SessionPolicy)
+	if old := t.peers.Load(); old != nil {
+		maps.Copy(m, *old)
 	}
+	f(m)
+	t.peers.Store(&m)
 }
 
 // Close closes every port and waits for their read loops.
@@ -288,8 +316,8 @@ func (p *tunPort) check(pkt []byte) (v egress.Verdict, ok bool) {
 		return egress.DenyNotRouted, false
 	}
 	if k, ok := p.t.policy.Client(f.Dst.Addr()); ok {
-		if peer, ok := p.t.peers.Load(k); ok {
-			f.Peer = peer.(*egress.SessionPolicy)
+		if m := p.t.peers.Load(); m != nil {
+			f.Peer = (*m)[k]
 		}
 	}
 	return p.pol.Decide(f), true
@@ -344,9 +372,7 @@ func (p *tunPort) Close() error {
 		if p.t.ports[p.peer] == p {
 			delete(p.t.ports, p.peer)
 		}
-		for _, k := range p.keys {
-			p.t.peers.CompareAndDelete(k, p.pol)
-		}
+		p.t.unregister(p)
 		p.t.mu.Unlock()
 		s, r, z, o, c := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(), p.dropC2C.Load()
 		if s+r+z+o+c > 0 {

@@ -1,5 +1,5 @@
 // Package datapath is the seam between tunnel sessions (package protocol) and what carries their packets to the
-// network: the in-process gVisor stack (package netstack) or kernel TUN devices (package egress). It holds only
+// network: the in-process gVisor stack (package netstack) or kernel TUN devices (package egress/tun). It holds only
 // this contract, so that neither side imports the other and cmd/ocgate does the wiring.
 package datapath
 
