@@ -1,6 +1,8 @@
+// Package tun is the kernel-TUN datapath (Linux; tun_other.go fails elsewhere): one TUN device per session, the
+// kernel forwarding, egress's decision applied per packet before the device.
 package tun
 
-// The kernel-TUN datapath's platform-neutral part: what a session's device looks like and who creates it.
+// The platform-neutral part: what a session's device looks like and who creates it.
 
 import (
 	"context"

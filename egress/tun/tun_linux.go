@@ -2,12 +2,13 @@
 
 package tun
 
-// The kernel-TUN datapath: one point-to-point TUN device per session (vpns0, vpns1...), as ocserv does. The kernel
-// routes and forwards; ocgate moves packets between the session and its device and, when the session is
-// restricted to its routes, drops what lies outside them before the device.
+// The kernel-TUN datapath: one point-to-point TUN device per session (vpns0, vpns1...), as ocserv
+// does. The kernel routes and forwards; ocgate moves packets between the session and its device and drops, before
+// the device, what the session's egress policy refuses (restrict_user_to_routes, client_to_client,
+// restrict_user_to_ports).
 //
-//	client ─► Port.Send: source checked (the session's address or its iroutes), destination checked when
-//	          restricted, copied behind a virtio-net header into the port's write buffer, one write(2)
+//	client ─► Port.Send: source checked (the session's address or its iroutes), then egress's decision
+//	          (tunPort.check), copied behind a virtio-net header into the port's write buffer, one write(2)
 //	device ─► readLoop: one read(2) returns up to 64 KiB of TCP (TSO) that wireguard-go's tun package splits into
 //	          MTU-sized packets in preallocated buffers; each goes to the session's Deliver
 
