@@ -1,3 +1,6 @@
+// Package privsep is what needs privileges and is kept apart from the process facing the network: the privileged
+// helper (helper_linux.go) that creates TUN devices and runs scripts as root, the script runner, and dropping
+// root once the sockets are bound.
 package privsep
 
 // The privileged helper's configuration, the same on every system; helper_linux.go implements the helper.
