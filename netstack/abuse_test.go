@@ -42,7 +42,7 @@ func dialDNS(t *testing.T, c *testClient) *gonet.UDPConn {
 // TestDNSRateBounded: a session flooding the built-in DNS gets at most its burst and rate answered; the rest are
 // dropped before any resolver work and counted, and another session is still answered.
 func TestDNSRateBounded(t *testing.T) {
-	s := newLimitStack(t, func(c *Config) { c.Policy = egress.NewPolicy(loopback, nil) })
+	s := newLimitStack(t, func(c *Config) { c.Policy = egress.Config{Allow: loopback} })
 	c := attachClient(t, s, clientIP, nil)
 	uc := dialDNS(t, c)
 	const sent = 3 * dnsBurst
@@ -214,7 +214,7 @@ func TestDNSPTRFiltered(t *testing.T) {
 		}
 		return r
 	}
-	denied := newLimitStack(t, func(c *Config) { c.Policy = egress.NewPolicy(nil, nil) })
+	denied := newLimitStack(t, func(c *Config) { c.Policy = egress.Config{} })
 	if r := ptr(denied); len(r.Answers) != 0 || r.RCode != dnsmessage.RCodeSuccess || denied.Stats().DNSFiltered != 1 {
 		t.Fatalf("PTR for 127.0.0.1 without egress_allow: %v rcode %v, %d filtered; want no answer, NOERROR, 1", r.Answers, r.RCode, denied.Stats().DNSFiltered)
 	}

@@ -119,7 +119,7 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 		}
 		for _, a := range addrs {
 			a = a.Unmap()
-			if p != nil && s.decide(p, a) != egress.Allow {
+			if p != nil && p.pol.DecideAddr(a) != egress.Allow {
 				s.stats.dnsFiltered.Add(1)
 				continue
 			}
@@ -139,7 +139,7 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 			resp.RCode = dnsmessage.RCodeNameError
 			break
 		}
-		if p != nil && s.decide(p, ip) != egress.Allow {
+		if p != nil && p.pol.DecideAddr(ip) != egress.Allow {
 			// Like A and AAAA answers: nothing about an address the user may not reach (the host's own names
 			// for its loopback or internal addresses stay private).
 			s.stats.dnsFiltered.Add(1)
@@ -301,7 +301,7 @@ func (s *Stack) ipv4Fallback(p *port, dst netip.Addr, port uint16) (netip.Addr, 
 	}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.Is4() && s.decide(p, a) == egress.Allow && p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(a, port)) {
+		if a.Is4() && p.pol.Decide(egress.Flow{Proto: tcpProtocolNumber, Dst: netip.AddrPortFrom(a, port)}) == egress.Allow {
 			return a, true
 		}
 	}

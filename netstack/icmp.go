@@ -184,12 +184,7 @@ func (p *port) takeEcho(pkt []byte) bool {
 		return false
 	}
 	dst := netip.AddrFrom4(ip.DestinationAddress().As4())
-	if v := s.decide(p, dst); v != egress.Allow {
-		s.stats.refusedPolicy.Add(1)
-		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
-		return true
-	}
-	if !p.allowPort(icmpProtocolNumber, netip.AddrPortFrom(dst, 0)) {
+	if p.decide(icmpProtocolNumber, netip.AddrPortFrom(dst, 0)) != egress.Allow {
 		p.deliverICMP(unreachable(s.cfg.Gateway, pkt, header.ICMPv4AdminProhibited))
 		return true
 	}
@@ -311,8 +306,7 @@ func (p *port) takeEcho6(pkt []byte) bool {
 		return false
 	}
 	dst := netip.AddrFrom16(ip.DestinationAddress().As16())
-	if v := s.decide(p, dst); v != egress.Allow || !p.allowPort(icmpv6ProtocolNumber, netip.AddrPortFrom(dst, 0)) {
-		s.stats.refusedPolicy.Add(1)
+	if p.decide(icmpv6ProtocolNumber, netip.AddrPortFrom(dst, 0)) != egress.Allow {
 		p.deliverICMP(unreachable6(s.cfg.Gateway6, pkt))
 		return true
 	}

@@ -2,9 +2,10 @@ package netstack
 
 // Limits and per-session policy on new flows, beyond the egress policy:
 //
-//	restrict_user_to_ports    Session.AllowPort, asked once per new flow (TCP reset, UDP dropped, ICMP echo
+//	egress policy             the session's egress.SessionPolicy (routes, lists, client_to_client,
+//	                          restrict_user_to_ports), asked once per new flow (TCP reset, UDP dropped, ICMP echo
 //	                          answered "administratively prohibited") and per client-to-client packet (dropped);
-//	                          flows to the gateway are exempt
+//	                          flows to the gateway never ask
 //	MaxFlowsPerSession        live TCP and UDP flows of a session (link.go: acquireFlow)
 //	MaxHostFlows              live TCP and UDP flows of all sessions (each holds a host socket), three quarters of
 //	                          the open-file limit by default; and a session's share: at most half of what the
@@ -26,22 +27,31 @@ import (
 	"ocgate/egress"
 )
 
-// allowPort applies the session's restrict_user_to_ports to a new flow towards dst.
-func (p *port) allowPort(proto uint8, dst netip.AddrPort) bool {
-	if f := p.sess.AllowPort; f != nil && !f(proto, dst) {
-		p.s.stats.refusedPorts.Add(1)
-		return false
-	}
-	return true
+// decide asks the session's egress policy about a new flow of the stack towards dst and counts a refusal. The
+// flow gets no Peer: a client's address never goes to the host.
+func (p *port) decide(proto uint8, dst netip.AddrPort) egress.Verdict {
+	return p.count(p.pol.Decide(egress.Flow{Proto: proto, Dst: dst}))
 }
 
-// allowPacket applies the session's restrict_user_to_ports to a packet switched to another client.
-func (p *port) allowPacket(pkt []byte) bool {
-	if f := p.sess.AllowPort; f != nil && !egress.AllowedPacket(pkt, f) {
-		p.s.stats.refusedPorts.Add(1)
-		return false
+// decidePacket asks the session's egress policy about a packet to switch to q, another session.
+func (p *port) decidePacket(pkt []byte, q *port) egress.Verdict {
+	_, f, ok := egress.ParsePacket(pkt)
+	if !ok {
+		return egress.DenyNotRouted // Send checked its addresses: not reached
 	}
-	return true
+	f.Peer = q.pol
+	return p.count(p.pol.Decide(f))
+}
+
+func (p *port) count(v egress.Verdict) egress.Verdict {
+	switch v {
+	case egress.Allow, egress.DenyClientToClient: // client-to-client refusals are counted by the switch
+	case egress.DenyPort:
+		p.s.stats.refusedPorts.Add(1)
+	default:
+		p.s.stats.refusedPolicy.Add(1)
+	}
+	return v
 }
 
 // acquireOpening counts a TCP flow being opened against the session's half-open cap.

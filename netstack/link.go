@@ -95,6 +95,7 @@ func srcAddr(b []byte) (netip.Addr, tcpip.NetworkProtocolNumber, bool) {
 type port struct {
 	s      *Stack
 	sess   *datapath.Session
+	pol    *egress.SessionPolicy
 	closed atomic.Bool
 	flows  atomic.Int32 // live TCP+UDP flows
 	echoes atomic.Int32 // echo requests in flight
@@ -112,7 +113,7 @@ type port struct {
 }
 
 func newPort(s *Stack, sess *datapath.Session) *port {
-	return &port{s: s, sess: sess, closers: make(map[io.Closer]struct{})}
+	return &port{s: s, sess: sess, pol: s.policy.Session(sess), closers: make(map[io.Closer]struct{})}
 }
 
 var errClosed = errors.New("netstack: port closed")
@@ -132,12 +133,11 @@ func (p *port) Send(pkt []byte) error {
 		return nil
 	}
 	p.s.stats.packetsIn.Add(1)
-	// Client to client: switched here when both sessions allow it. Otherwise the packet goes into the stack,
-	// whose policy refuses pool addresses like any destination outside the routes (TCP gets a reset).
-	if dst, ok := dstAddr(pkt); ok && (p.s.cfg.Pool.Contains(dst) || p.s.cfg.Pool6.Contains(dst)) &&
-		dst != p.s.cfg.Gateway && dst != p.s.cfg.Gateway6 {
-		if q := p.s.lookup(dst); q != nil && !q.closed.Load() {
-			if p.clientToClient(q, dst) && p.allowPacket(pkt) {
+	// Client to client: switched here when the policy allows it. Otherwise the packet goes into the stack, whose
+	// policy refuses clients' addresses (TCP gets a reset).
+	if dst, ok := dstAddr(pkt); ok {
+		if q := p.peer(dst); q != nil {
+			if p.decidePacket(pkt, q) == egress.Allow {
 				p.s.stats.switched.Add(1)
 				q.sess.Deliver(pkt)
 				return nil
@@ -163,15 +163,14 @@ func (p *port) Send(pkt []byte) error {
 	return nil
 }
 
-// clientToClient reports whether the session may send to q's address dst.
-func (p *port) clientToClient(q *port, dst netip.Addr) bool {
-	if !p.sess.ClientToClient || !q.sess.ClientToClient {
-		return false
+// peer returns the session holding dst when dst is another client's address, else nil.
+func (p *port) peer(dst netip.Addr) *port {
+	if key, ok := p.s.policy.Client(dst); ok {
+		if q := p.s.lookup(key); q != nil && !q.closed.Load() {
+			return q
+		}
 	}
-	if p.sess.RestrictToRoutes {
-		return p.s.cfg.Policy.Decide(p.sess.Routes, p.sess.NoRoutes, dst) != egress.DenyNotRouted
-	}
-	return true
+	return nil
 }
 
 // track registers a flow's conns so that Close can end it; false if the port is already closed.

@@ -30,7 +30,7 @@ import (
 	"ocgate/protocol/datapath"
 )
 
-// Config configures the stack. Gateway and Policy are required.
+// Config configures the stack. Gateway is required.
 type Config struct {
 	// Gateway is the server's own in-pool address: it answers ICMP echo, and DNS when ServeDNS is set.
 	Gateway netip.Addr
@@ -48,9 +48,10 @@ type Config struct {
 	FlowLog io.Writer
 	// Upstream are DNS servers (dns_upstream) the built-in resolver asks, in order, instead of the host's.
 	Upstream []netip.AddrPort
-	// Policy decides which destinations a session may reach.
-	Policy *egress.Policy
-	// Dialer opens host connections; nil means egress.NewDialer(Policy).
+	// Policy is the egress policy's allow and deny lists (egress_allow, egress_deny); New adds the pools, the
+	// gateways and HostSockets: the stack re-originates flows from the host's sockets.
+	Policy egress.Config
+	// Dialer opens host connections; nil means egress.NewDialer with the policy.
 	Dialer egress.Dialer
 	// MTU is the largest packet the stack sends or accepts; 0 means 1500.
 	MTU int
@@ -112,6 +113,7 @@ type Stack struct {
 	stack  *stack.Stack
 	link   *link
 	dialer egress.Dialer
+	policy *egress.Policy
 	pinger pinger          // nil: echo requests to the world are dropped
 	gw4    [4]byte         // the gateway, as the packet path compares it
 	ctx    context.Context // canceled by Close
@@ -147,8 +149,8 @@ func (g gvisorLog) Emit(_ int, _ gvlog.Level, _ time.Time, format string, v ...a
 
 // New builds the stack.
 func New(cfg Config) (*Stack, error) {
-	if !cfg.Gateway.IsValid() || cfg.Policy == nil {
-		return nil, errors.New("netstack: Gateway and Policy are required")
+	if !cfg.Gateway.IsValid() {
+		return nil, errors.New("netstack: Gateway is required")
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500
@@ -177,14 +179,19 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
+	cfg.Policy.Pools = []netip.Prefix{cfg.Pool, cfg.Pool6}
+	cfg.Policy.ClientBits6 = 128 // sessions are looked up by their exact addresses (Stack.lookup)
+	cfg.Policy.Gateways = []netip.Addr{cfg.Gateway, cfg.Gateway6}
+	cfg.Policy.HostSockets = true
+	policy := egress.NewPolicy(cfg.Policy)
 	if cfg.Dialer == nil {
-		cfg.Dialer = egress.NewDialer(cfg.Policy)
+		cfg.Dialer = egress.NewDialer(policy)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	gvlogOnce.Do(func() { gvlog.SetTarget(gvisorLog{cfg.Logger}) })
-	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer}
+	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer, policy: policy}
 	if cfg.Gateway.Is4() {
 		s.gw4 = cfg.Gateway.As4()
 	}

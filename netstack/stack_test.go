@@ -43,7 +43,7 @@ type testClient struct {
 // routes.
 func newTestStack(t *testing.T, allow []netip.Prefix, routes []netip.Prefix) (*Stack, *testClient) {
 	t.Helper()
-	s := newLimitStack(t, func(c *Config) { c.Policy = egress.NewPolicy(allow, nil) })
+	s := newLimitStack(t, func(c *Config) { c.Policy = egress.Config{Allow: allow} })
 	c := attachClient(t, s, clientIP, func(sess *datapath.Session) { sess.User, sess.Routes = "t", routes })
 	return s, c
 }
@@ -281,7 +281,7 @@ func TestPortCloseEndsFlows(t *testing.T) {
 // BenchmarkSendDeliver measures a packet from the client into the stack and the stack's reply out to the
 // session (an ICMP echo to the gateway), with allocations per round trip.
 func BenchmarkSendDeliver(b *testing.B) {
-	s, err := New(Config{Gateway: gateway, Policy: egress.NewPolicy(nil, nil), Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(Config{Gateway: gateway, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func checksumOf(b []byte) uint16 {
 // and refused (not delivered, counted) when either does not.
 func TestClientToClient(t *testing.T) {
 	s, err := New(Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"),
-		Policy: egress.NewPolicy(nil, nil), Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

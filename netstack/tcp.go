@@ -51,16 +51,9 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	if v := s.decide(p, dst); v != egress.Allow {
-		s.stats.refusedPolicy.Add(1)
-		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+	if v := p.decide(tcpProtocolNumber, dstAP); v != egress.Allow {
+		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", dstAP, "why", v.String())
 		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "refused", v.String())
-		r.Complete(true)
-		return
-	}
-	if !p.allowPort(tcpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
-		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
-		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "refused", "restrict_user_to_ports")
 		r.Complete(true)
 		return
 	}
@@ -154,14 +147,6 @@ type aborter struct{ ep tcpip.Endpoint }
 func (a aborter) Close() error {
 	a.ep.Abort()
 	return nil
-}
-
-// decide applies the egress policy; flows to other clients' addresses never go to the host.
-func (s *Stack) decide(p *port, dst netip.Addr) egress.Verdict {
-	if s.cfg.Pool.IsValid() && s.cfg.Pool.Contains(dst) || s.cfg.Pool6.IsValid() && s.cfg.Pool6.Contains(dst) {
-		return egress.DenyNotRouted
-	}
-	return s.cfg.Policy.Decide(p.sess.Routes, p.sess.NoRoutes, dst)
 }
 
 func toAddr(a tcpip.Address) netip.Addr {

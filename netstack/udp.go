@@ -37,15 +37,9 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 		if dst == s.cfg.Gateway {
 			return false // nothing listens: the stack answers port unreachable
 		}
-		if v := s.decide(p, dst); v != egress.Allow {
-			s.stats.refusedPolicy.Add(1)
+		if v := p.decide(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)); v != egress.Allow {
 			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
 			s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, 0, 0, "refused", v.String())
-			return true
-		}
-		if !p.allowPort(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)) {
-			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", "restrict_user_to_ports")
-			s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, 0, 0, "refused", "restrict_user_to_ports")
 			return true
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtls"
 )
 
@@ -173,7 +174,7 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	t.dtlsMu.Lock()
 	t.port = port
 	if t.dtls.Load() == nil {
-		t.offloads(false) // TLS until DTLS is up
+		t.carrier(datapath.CarrierTLS) // until DTLS is up
 	}
 	t.dtlsMu.Unlock()
 	return true

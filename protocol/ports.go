@@ -1,30 +1,26 @@
 package protocol
 
-// restrict_user_to_ports: the datapath's check (datapath.Session.AllowPort) and the scripts' variables.
+// restrict_user_to_ports: the facts the datapath's policy gets (egress decides) and the scripts' variables.
 
 import (
-	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
 	"ocgate/config"
+	"ocgate/protocol/datapath"
 )
 
-// allowPort returns the session's restrict_user_to_ports check for the datapath, nil without rules. As under
-// ocserv's firewall script (ocserv-fw), which accepts DNS to the pushed DNS servers before the port rules, TCP
-// and UDP port 53 to those servers stay allowed.
-func (s *Session) allowPort() func(proto uint8, dst netip.AddrPort) bool {
+// portRules returns the session's restrict_user_to_ports for the datapath (the zero value without rules). The
+// exception for DNS to the pushed servers is the policy's, from datapath.Session.DNS.
+func (s *Session) portRules() datapath.PortRules {
 	if s.ucfg == nil || s.ucfg.Ports.Empty() {
-		return nil
+		return datapath.PortRules{}
 	}
-	rules, dns := s.ucfg.Ports, slices.Clone(s.pcfg.dns)
-	return func(proto uint8, dst netip.AddrPort) bool {
-		if dst.Port() == 53 && (proto == config.ProtoTCP || proto == config.ProtoUDP) && slices.Contains(dns, dst.Addr()) {
-			return true
-		}
-		return rules.Allows(proto, dst.Port())
+	r := datapath.PortRules{Deny: s.ucfg.Ports.Deny, Rules: make([]datapath.PortRule, len(s.ucfg.Ports.Rules))}
+	for i, x := range s.ucfg.Ports.Rules {
+		r.Rules[i] = datapath.PortRule(x)
 	}
+	return r
 }
 
 // appendPortsEnv adds OCSERV_ALLOW_PORTS, or OCSERV_DENY_PORTS for a "!(...)" list, as ocserv exports them

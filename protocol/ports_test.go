@@ -1,11 +1,11 @@
 package protocol
 
 import (
-	"net/netip"
 	"slices"
 	"testing"
 
 	"ocgate/config"
+	"ocgate/protocol/datapath"
 )
 
 func TestPortsScriptEnvAndCheck(t *testing.T) {
@@ -27,28 +27,13 @@ func TestPortsScriptEnvAndCheck(t *testing.T) {
 		t.Errorf("no user configuration: %q", env)
 	}
 
-	r, _ := config.ParsePorts("tcp(443)")
-	dns := netip.MustParseAddr("10.0.0.53")
-	s := &Session{ucfg: &config.UserConfig{Ports: r}, pcfg: sessionPolicy{dns: []netip.Addr{dns}}}
-	allow := s.allowPort()
-	for _, tc := range []struct {
-		proto uint8
-		dst   string
-		want  bool
-	}{
-		{6, "192.0.2.1:443", true},
-		{6, "192.0.2.1:80", false},
-		{17, "10.0.0.53:53", true}, // DNS to the pushed server, as ocserv-fw allows it
-		{6, "10.0.0.53:53", true},
-		{17, "10.0.0.54:53", false},
-		{17, "10.0.0.53:54", false},
-		{1, "10.0.0.53:0", false},
-	} {
-		if got := allow(tc.proto, netip.MustParseAddrPort(tc.dst)); got != tc.want {
-			t.Errorf("%d %s: %v, want %v", tc.proto, tc.dst, got, tc.want)
-		}
+	r, _ := config.ParsePorts("!(tcp(443), icmp())")
+	s := &Session{ucfg: &config.UserConfig{Ports: r}}
+	want := datapath.PortRules{Deny: true, Rules: []datapath.PortRule{{Proto: 6, Port: 443}, {Proto: 1}}}
+	if got := s.portRules(); got.Deny != want.Deny || !slices.Equal(got.Rules, want.Rules) {
+		t.Errorf("portRules: %+v, want %+v", got, want)
 	}
-	if (&Session{ucfg: &config.UserConfig{}}).allowPort() != nil {
-		t.Error("a check without rules")
+	if got := (&Session{ucfg: &config.UserConfig{}}).portRules(); got.Deny || got.Rules != nil {
+		t.Errorf("without rules: %+v", got)
 	}
 }

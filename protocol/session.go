@@ -193,7 +193,8 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 
 			RestrictToRoutes: s.pcfg.restrict,
 			ClientToClient:   s.ucfg.ClientToClient,
-			AllowPort:        s.allowPort(),
+			Ports:            s.portRules(),
+			DNS:              s.pcfg.dns,
 		})
 		if err != nil {
 			s.env.pool.Release(a)

@@ -216,13 +216,10 @@ func (t *tunnel) writeLoop() {
 	}
 }
 
-// offloads asks a kernel-TUN port for segmentation-offload bursts while the session has DTLS, and for MTU-sized
-// packets while it runs on TLS only. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a
-// TLS channel, downloads stalled (server at 20-30% CPU): via ocproxy 122/167 Mbit/s with the offloads, 267/283
-// without (ocserv: 240); over DTLS the offloads save CPU (56-66% instead of 76-78%).
-func (t *tunnel) offloads(on bool) {
-	if sg, ok := t.port.(datapath.Segmenter); ok {
-		sg.Offloads(on)
+// carrier tells a port that cares (datapath.CarrierAware) which carrier the session uses now.
+func (t *tunnel) carrier(c datapath.Carrier) {
+	if ca, ok := t.port.(datapath.CarrierAware); ok {
+		ca.Carrier(c)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"ocgate/protocol/cstp"
+	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtls"
 )
 
@@ -91,7 +92,7 @@ func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
 	}
 	t.lastDTLSRecv.Store(time.Now().UnixNano())
 	t.dtlsActive.Store(true)
-	t.offloads(true)
+	t.carrier(datapath.CarrierDTLS)
 	t.log.Info("DTLS established", "id", t.sess.ID, "user", t.sess.User, "remote", c.RemoteAddr(), "cipher", c.CipherSuite())
 	if !c.Fast() {
 		go t.dtlsReadLoop(c)
@@ -102,7 +103,7 @@ func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
 func (t *tunnel) dropDTLS(c *dtls.Conn, why string) {
 	if t.dtls.CompareAndSwap(c, nil) {
 		t.dtlsActive.Store(false)
-		t.offloads(false)
+		t.carrier(datapath.CarrierTLS)
 		c.Close()
 		t.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
 	}

@@ -16,12 +16,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/user"
-	"strconv"
-	"syscall"
 
 	"ocgate/config"
 	"ocgate/egress"
+	"ocgate/egress/privsep"
+	"ocgate/egress/tun"
 	"ocgate/netstack"
 	"ocgate/protocol"
 	"ocgate/protocol/datapath"
@@ -35,13 +34,13 @@ type wiredDatapath struct {
 	scripts    protocol.ScriptRunner
 	defaultDNS []netip.Addr
 	flowLog    *os.File // closed with the datapath
-	helper     *egress.HelperClient
+	helper     *privsep.HelperClient
 	helperCmd  *exec.Cmd
 	socksDone  chan struct{} // closed when the SOCKS5 ingress has stopped (netstack with socks5_listen)
 }
 
 func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6, log *slog.Logger) (*wiredDatapath, error) {
-	scripts := &egress.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
+	scripts := &privsep.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
 	w := &wiredDatapath{}
 	if cfg.ConnectScript != "" || cfg.DisconnectScript != "" || cfg.HostUpdateScript != "" {
 		w.scripts = scripts
@@ -70,7 +69,7 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 			Gateway6: pool6.Gateway(),
 			Pool6:    pool6.Prefix(),
 			ServeDNS: len(cfg.DNS) == 0,
-			Policy:   egress.NewPolicy(cfg.EgressAllow, cfg.EgressDeny),
+			Policy:   egress.Config{Allow: cfg.EgressAllow, Deny: cfg.EgressDeny},
 			ICMP:     cfg.ICMPEcho,
 			Upstream: cfg.DNSUpstream,
 			FlowLog:  flowLog,
@@ -95,9 +94,13 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		}
 		return w, nil
 	case "tun":
-		tcfg := egress.TUNConfig{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun")}
+		tcfg := tun.Config{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun"),
+			Pool: pool.Prefix(), Pool6: pool6.Prefix()}
+		if pool6 != nil {
+			tcfg.ClientBits6 = pool6.SubnetBits()
+		}
 		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
-			h, cmd, err := egress.StartHelper([]string{"/proc/self/exe", privHelperArg}, egress.HelperConfig{
+			h, cmd, err := privsep.StartHelper([]string{"/proc/self/exe", privHelperArg}, privsep.HelperConfig{
 				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,
 				Local6: pool6.Gateway(), Pool6: pool6.Prefix(),
 			}, os.Stderr)
@@ -112,7 +115,7 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		}
 		// socks5_listen is ignored here (config.Parse warned): the kernel routes the host's connections to the
 		// clients' addresses through their devices already.
-		dp, err := egress.NewTUN(tcfg)
+		dp, err := tun.New(tcfg)
 		if err != nil {
 			w.closeHelper()
 			return nil, fmt.Errorf("device: %w", err)
@@ -161,45 +164,7 @@ func (w *wiredDatapath) closeHelper() {
 }
 
 // dropPrivileges switches to run_as_user and run_as_group when running as root; it is called once the sockets
-// are bound. Without run_as_user, a root process stays root (as ocserv does) and says so.
+// are bound.
 func (w *wiredDatapath) dropPrivileges(cfg *config.Config, log *slog.Logger) error {
-	if os.Geteuid() != 0 {
-		return nil
-	}
-	if cfg.RunAsUser == "" {
-		log.Warn("running as root: set run_as_user to drop privileges once the sockets are bound")
-		return nil
-	}
-	u, err := user.Lookup(cfg.RunAsUser)
-	if err != nil {
-		return fmt.Errorf("run_as_user: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	if cfg.RunAsGroup != "" {
-		g, err := user.LookupGroup(cfg.RunAsGroup)
-		if err != nil {
-			return fmt.Errorf("run_as_group: %w", err)
-		}
-		gid, _ = strconv.Atoi(g.Gid)
-	}
-	// Go applies these to every thread of the process.
-	if err := syscall.Setgroups([]int{gid}); err != nil {
-		return fmt.Errorf("dropping privileges: setgroups: %w", err)
-	}
-	if err := syscall.Setgid(gid); err != nil {
-		return fmt.Errorf("dropping privileges: setgid: %w", err)
-	}
-	if err := syscall.Setuid(uid); err != nil {
-		return fmt.Errorf("dropping privileges: setuid: %w", err)
-	}
-	if os.Geteuid() == 0 || syscall.Setuid(0) == nil {
-		return fmt.Errorf("dropping privileges: still root after setuid(%d)", uid)
-	}
-	helper := "none"
-	if w.helper != nil {
-		helper = "creates devices and runs scripts as root"
-	}
-	log.Info("dropped privileges", "user", cfg.RunAsUser, "uid", uid, "gid", gid, "privileged_helper", helper)
-	return nil
+	return privsep.DropPrivileges(cfg.RunAsUser, cfg.RunAsGroup, w.helper != nil, log)
 }

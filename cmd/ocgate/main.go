@@ -28,7 +28,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
-	"ocgate/egress"
+	"ocgate/egress/privsep"
 	"ocgate/protocol"
 )
 
@@ -46,7 +46,7 @@ func main() {
 			args = args[1:]
 		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
-			if err := egress.ServeHelper(3, log); err != nil {
+			if err := privsep.ServeHelper(3, log); err != nil {
 				log.Error("exiting", "err", err)
 				os.Exit(1)
 			}

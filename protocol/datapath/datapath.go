@@ -1,5 +1,5 @@
 // Package datapath is the seam between tunnel sessions (package protocol) and what carries their packets to the
-// network: the in-process gVisor stack (package netstack) or kernel TUN devices (package egress). It holds only
+// network: the in-process gVisor stack (package netstack) or kernel TUN devices (package egress/tun). It holds only
 // this contract, so that neither side imports the other and cmd/ocgate does the wiring.
 package datapath
 
@@ -15,8 +15,9 @@ type Session struct {
 	// Addrs are the tunnel addresses assigned to the session. A packet from the client whose source is not one of
 	// them is dropped (anti-spoofing); packets for them are delivered to this session.
 	Addrs []netip.Addr
-	// Routes are the destinations pushed to the client. An empty list, or one containing a /0 prefix, means the
-	// client routes everything through the tunnel. The datapath's egress policy refuses destinations outside them.
+	// Routes are the destinations pushed to the client: an empty list means everything, 0.0.0.0/0 every IPv4
+	// destination and ::/0 every IPv6 one (config's "default" is both). The netstack refuses flows outside them;
+	// the kernel-TUN datapath with RestrictToRoutes. The decision is egress's (egress.SessionPolicy).
 	Routes []netip.Prefix
 	// NoRoutes are destinations excluded from the tunnel (split-exclude); refused as well.
 	NoRoutes []netip.Prefix
@@ -30,18 +31,34 @@ type Session struct {
 	// RestrictToRoutes the other address must also be inside Routes). The netstack switches such packets
 	// between the two sessions itself.
 	ClientToClient bool
-	// AllowPort is restrict_user_to_ports: whether the client may send IP protocol proto to dst, whose port is the
-	// destination port for TCP (6), UDP (17) and SCTP (132) and 0 for other protocols (ICMP 1, ICMPv6 58, ESP 50...).
-	// nil allows everything. Traffic to the server's own in-pool address is never asked about (ocserv's firewall
-	// filters forwarded traffic only). The netstack asks once per new flow (a refused TCP flow is reset, a UDP flow
-	// dropped, an ICMP echo answered "administratively prohibited") and per client-to-client packet; the kernel-TUN
-	// datapath per packet from the client (refused ones are dropped). It must be safe for concurrent use and fast.
-	AllowPort func(proto uint8, dst netip.AddrPort) bool
+	// Ports is restrict_user_to_ports; its zero value restricts nothing. Traffic to the server's own in-pool
+	// address is never asked about (ocserv's firewall filters forwarded traffic only). The netstack asks once per
+	// new flow (a refused TCP flow is reset, a UDP flow dropped, an ICMP echo answered "administratively
+	// prohibited") and per client-to-client packet; the kernel-TUN datapath per packet from the client (refused
+	// ones are dropped).
+	Ports PortRules
+	// DNS are the DNS servers pushed to the client: TCP and UDP port 53 to them pass Ports, as under ocserv's
+	// firewall script (ocserv-fw).
+	DNS []netip.Addr
 	// MTU is the tunnel MTU negotiated with the client: packets delivered to Deliver are at most this long.
 	MTU int
 	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
 	// must not block (it queues or drops) and must not retain pkt after it returns.
 	Deliver func(pkt []byte)
+}
+
+// PortRules is restrict_user_to_ports (ocserv's syntax, parsed by config).
+type PortRules struct {
+	// Deny is the "!(...)" form: the listed ports are refused and everything else passes. Otherwise only the
+	// listed ports pass. Without rules everything passes.
+	Deny  bool
+	Rules []PortRule
+}
+
+// PortRule is one entry of restrict_user_to_ports.
+type PortRule struct {
+	Proto uint8  // IP protocol number: 6 TCP, 17 UDP, 132 SCTP, 1 ICMP, 58 ICMPv6, 50 ESP
+	Port  uint16 // destination port for TCP, UDP and SCTP; 0: the whole protocol
 }
 
 // Port is a session's attachment to a datapath.
@@ -54,11 +71,26 @@ type Port interface {
 	Close() error
 }
 
-// Segmenter is implemented by ports whose host side can hand over segmentation-offload bursts (the kernel-TUN
-// datapath: 64 KiB TCP segments that the port splits). Offloads(false) asks for MTU-sized packets instead, which
-// suits a session carried over TLS (see tunnel.go); Offloads(true) asks for the bursts again.
-type Segmenter interface {
-	Offloads(on bool)
+// Carrier is what carries a session's packets to and from its client at the moment.
+type Carrier uint8
+
+const (
+	CarrierTLS  Carrier = iota // CSTP frames over TLS (TCP) only
+	CarrierDTLS                // DTLS records (UDP)
+)
+
+func (c Carrier) String() string {
+	if c == CarrierDTLS {
+		return "DTLS"
+	}
+	return "TLS"
+}
+
+// CarrierAware is implemented by ports that act on the session's carrier (the kernel-TUN datapath hands over
+// segmentation-offload bursts only while it is DTLS). The session states the carrier when the tunnel starts
+// and on every change; what it means is the port's decision.
+type CarrierAware interface {
+	Carrier(c Carrier)
 }
 
 // Device is implemented by ports backed by a network interface (the kernel-TUN datapath): DeviceName is the

@@ -1,12 +1,15 @@
-package egress
+// Package tun is the kernel-TUN datapath (Linux; tun_other.go fails elsewhere): one TUN device per session, the
+// kernel forwarding, egress's decision applied per packet before the device.
+package tun
 
-// The kernel-TUN datapath's platform-neutral part: what a session's device looks like and who creates it.
+// The platform-neutral part: what a session's device looks like and who creates it.
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"ocgate/egress"
 	"strings"
 )
 
@@ -27,13 +30,24 @@ type DeviceOpener interface {
 	OpenDevice(ctx context.Context, r DeviceRequest) (fd int, name string, err error)
 }
 
-// TUNConfig configures the kernel-TUN datapath.
-type TUNConfig struct {
-	Prefix string       // device name prefix (config "device"), e.g. "vpns"
-	Local  netip.Addr   // the server's address on every device: the pool's gateway
-	Local6 netip.Addr   // and its IPv6 address (the IPv6 pool's gateway); invalid: IPv4 only
-	Opener DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
-	Logger *slog.Logger // nil: slog.Default()
+// policy is the egress policy of the kernel-TUN datapath: the kernel forwards, so only the session's facts
+// apply (restrict_user_to_routes, client_to_client, restrict_user_to_ports), not the host-socket rules.
+func (c Config) policy() *egress.Policy {
+	return egress.NewPolicy(egress.Config{Pools: []netip.Prefix{c.Pool, c.Pool6}, ClientBits6: c.ClientBits6,
+		Gateways: []netip.Addr{c.Local, c.Local6}})
+}
+
+// Config configures the kernel-TUN datapath.
+type Config struct {
+	Prefix string     // device name prefix (config "device"), e.g. "vpns"
+	Local  netip.Addr // the server's address on every device: the pool's gateway
+	Local6 netip.Addr // and its IPv6 address (the IPv6 pool's gateway); invalid: IPv4 only
+	// Pool and Pool6 are the client address pools, ClientBits6 the length of each client's IPv6 prefix (0: 128):
+	// packets to another client's address pass only as the policy says (client_to_client).
+	Pool, Pool6 netip.Prefix
+	ClientBits6 int
+	Opener      DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
+	Logger      *slog.Logger // nil: slog.Default()
 }
 
 // maxPrefixLen leaves room in IFNAMSIZ (16 with the NUL) for up to four digits.
@@ -53,17 +67,6 @@ func (r DeviceRequest) validate() error {
 		return fmt.Errorf("device IPv6 addresses %s, %s: want IPv6", r.Local6, r.Peer6)
 	}
 	return nil
-}
-
-// addrs returns an IP packet's source and destination.
-func addrs(b []byte) (src, dst netip.Addr, ok bool) {
-	switch {
-	case len(b) >= 20 && b[0]>>4 == 4:
-		return netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20])), true
-	case len(b) >= 40 && b[0]>>4 == 6:
-		return netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40])), true
-	}
-	return netip.Addr{}, netip.Addr{}, false
 }
 
 func inAny(ps []netip.Prefix, a netip.Addr) bool {

@@ -1,6 +1,6 @@
 //go:build linux
 
-package egress
+package tun
 
 import (
 	"net"
@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ocgate/egress/egresstest"
 	"ocgate/protocol/datapath"
 )
 
@@ -42,7 +43,7 @@ func inNewNetns(t *testing.T, f func()) {
 func TestTUNPacketPath(t *testing.T) {
 	inNewNetns(t, func() {
 		local, peer := netip.MustParseAddr("10.250.77.1"), netip.MustParseAddr("10.250.77.9")
-		dp, err := NewTUN(TUNConfig{Prefix: "tst", Local: local})
+		dp, err := New(Config{Prefix: "tst", Local: local})
 		if err != nil {
 			t.Error(err)
 			return
@@ -103,7 +104,7 @@ func TestTUNPacketPath(t *testing.T) {
 		}
 
 		// Client → host: a UDP datagram from the peer arrives at the socket; none allocates.
-		pkt := udpPacket(peer, local, 40000, uint16(c.LocalAddr().(*net.UDPAddr).Port), []byte("hello"))
+		pkt := egresstest.UDP(peer, local, 40000, uint16(c.LocalAddr().(*net.UDPAddr).Port), []byte("hello"))
 		if err := port.Send(pkt); err != nil {
 			t.Error(err)
 			return
@@ -117,7 +118,7 @@ func TestTUNPacketPath(t *testing.T) {
 		if a := testing.AllocsPerRun(1000, func() { port.Send(pkt) }); a != 0 {
 			t.Errorf("Send allocates %.1f times per packet, want 0", a)
 		}
-		spoofed := udpPacket(netip.MustParseAddr("10.250.77.10"), local, 1, 2, []byte("x"))
+		spoofed := egresstest.UDP(netip.MustParseAddr("10.250.77.10"), local, 1, 2, []byte("x"))
 		port.Send(spoofed)
 		if d := port.(*tunPort).dropSource.Load(); d != 1 {
 			t.Errorf("spoofed packets dropped: %d, want 1", d)
@@ -130,31 +131,11 @@ func TestTUNPacketPath(t *testing.T) {
 	})
 }
 
-func udpPacket(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	b := make([]byte, 28+len(payload))
-	b[0], b[8], b[9] = 0x45, 64, 17
-	b[2], b[3] = byte(len(b)>>8), byte(len(b))
-	copy(b[12:16], src.AsSlice())
-	copy(b[16:20], dst.AsSlice())
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	b[10], b[11] = byte(^sum>>8), byte(^sum)
-	b[20], b[21], b[22], b[23] = byte(sport>>8), byte(sport), byte(dport>>8), byte(dport)
-	b[24], b[25] = byte((8+len(payload))>>8), byte(8+len(payload)) // UDP checksum 0: none
-	copy(b[28:], payload)
-	return b
-}
-
-// TestTUNOffloads: Offloads switches the device's TCP segmentation offload off and on again (what the kernel
-// reports through ethtool), and is a no-op once the port is closed.
+// TestTUNOffloads: the carrier (TLS, then DTLS) switches the device's TCP segmentation offload off and on again
+// (what the kernel reports through ethtool), and is a no-op once the port is closed.
 func TestTUNOffloads(t *testing.T) {
 	inNewNetns(t, func() {
-		dp, err := NewTUN(TUNConfig{Prefix: "tso", Local: netip.MustParseAddr("10.250.78.1")})
+		dp, err := New(Config{Prefix: "tso", Local: netip.MustParseAddr("10.250.78.1")})
 		if err != nil {
 			t.Error(err)
 			return
@@ -167,17 +148,17 @@ func TestTUNOffloads(t *testing.T) {
 			return
 		}
 		name := port.(datapath.Device).DeviceName()
-		sg := port.(datapath.Segmenter)
+		ca := port.(datapath.CarrierAware)
 		for i, want := range []bool{true, false, false, true} {
 			if i > 0 {
-				sg.Offloads(want)
+				ca.Carrier(map[bool]datapath.Carrier{true: datapath.CarrierDTLS, false: datapath.CarrierTLS}[want])
 			}
 			if got, err := tsoEnabled(name); err != nil || got != want {
 				t.Errorf("step %d: TSO on %s = %v (%v), want %v", i, name, got, err, want)
 			}
 		}
 		port.Close()
-		sg.Offloads(false)
+		ca.Carrier(datapath.CarrierTLS)
 	})
 }
 

@@ -1,4 +1,4 @@
-package egress
+package privsep
 
 // ocserv's connect, disconnect and host-update scripts. The protocol package decides when they run and builds
 // their environment (ocserv's variable names); this file only executes them, in the server process (netstack

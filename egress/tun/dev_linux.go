@@ -1,11 +1,11 @@
 //go:build linux
 
-package egress
+package tun
 
 // Creating and configuring one session's TUN device: /dev/net/tun with IFF_VNET_HDR (so the packet I/O can use
 // the kernel's segmentation offloads through wireguard-go's tun package), then addresses, MTU, link state and the
 // routes behind the client through netlink (vishvananda/netlink). Both need CAP_NET_ADMIN; this file runs either in
-// the server process (root or the capability) or in the privileged helper (privhelper.go).
+// the server process (root or the capability) or in the privileged helper (package egress/privsep).
 
 import (
 	"context"

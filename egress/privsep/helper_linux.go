@@ -1,6 +1,6 @@
 //go:build linux
 
-package egress
+package privsep
 
 // The privileged helper: with datapath = "tun" and run_as_user, ocgate starts a copy of itself that keeps root and
 // does the two things that need it — creating configured TUN devices and running the scripts — and the process
@@ -18,29 +18,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"sync"
 	"syscall"
+
+	"ocgate/egress/tun"
 )
 
-// HelperConfig bounds what the helper does.
-type HelperConfig struct {
-	Prefix  string       // device name prefix
-	Local   netip.Addr   // the server's address on every device
-	Local6  netip.Addr   // its IPv6 address (invalid: no IPv6)
-	Pool6   netip.Prefix // client IPv6 addresses must be inside
-	Pool    netip.Prefix // client addresses must be inside
-	Scripts Scripts
-}
-
 type helperRequest struct {
-	ID     uint64         `json:"id"`
-	Op     string         `json:"op"` // "open" or "script"
-	Device *DeviceRequest `json:"device,omitempty"`
-	Reason string         `json:"reason,omitempty"`
-	Env    []string       `json:"env,omitempty"`
+	ID     uint64             `json:"id"`
+	Op     string             `json:"op"` // "open" or "script"
+	Device *tun.DeviceRequest `json:"device,omitempty"`
+	Reason string             `json:"reason,omitempty"`
+	Env    []string           `json:"env,omitempty"`
 }
 
 type helperReply struct {
@@ -169,7 +160,7 @@ func (h *helper) handle(req helperRequest) helperReply {
 				return fail(fmt.Errorf("route %s refused", r))
 			}
 		}
-		fd, name, err := LocalOpener{}.OpenDevice(context.Background(), d)
+		fd, name, err := tun.LocalOpener{}.OpenDevice(context.Background(), d)
 		if err != nil {
 			return fail(err)
 		}
@@ -216,7 +207,7 @@ type HelperClient struct {
 	err     error                       // guarded by mu: set when the helper went away
 }
 
-var _ DeviceOpener = (*HelperClient)(nil)
+var _ tun.DeviceOpener = (*HelperClient)(nil)
 
 func newHelperClient(conn *net.UnixConn) *HelperClient {
 	c := &HelperClient{conn: conn, pending: make(map[uint64]chan helperReply)}
@@ -316,7 +307,7 @@ func (c *HelperClient) call(ctx context.Context, req helperRequest) (helperReply
 }
 
 // OpenDevice asks the helper to create and configure a device.
-func (c *HelperClient) OpenDevice(ctx context.Context, r DeviceRequest) (int, string, error) {
+func (c *HelperClient) OpenDevice(ctx context.Context, r tun.DeviceRequest) (int, string, error) {
 	rep, err := c.call(ctx, helperRequest{Op: "open", Device: &r})
 	if err != nil {
 		return -1, "", err

@@ -1,6 +1,6 @@
 //go:build linux
 
-package egress
+package tun
 
 import (
 	"net"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"ocgate/egress/egresstest"
 	"ocgate/protocol/datapath"
 )
 
@@ -23,7 +24,7 @@ func TestTUNRestrictPorts(t *testing.T) {
 			return
 		}
 		exec.Command("ip", "link", "set", "lo", "up").Run()
-		dp, err := NewTUN(TUNConfig{Prefix: "tst", Local: local})
+		dp, err := New(Config{Prefix: "tst", Local: local})
 		if err != nil {
 			t.Error(err)
 			return
@@ -39,7 +40,7 @@ func TestTUNRestrictPorts(t *testing.T) {
 		}
 		okPort := uint16(allowed.LocalAddr().(*net.UDPAddr).Port)
 		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{peer}, MTU: 1400, Deliver: func([]byte) {},
-			AllowPort: func(proto uint8, dst netip.AddrPort) bool { return proto == 17 && dst.Port() == okPort }})
+			Ports: datapath.PortRules{Rules: []datapath.PortRule{{Proto: 17, Port: okPort}}}})
 		if err != nil {
 			t.Error(err)
 			return
@@ -51,7 +52,7 @@ func TestTUNRestrictPorts(t *testing.T) {
 		}
 		defer gw.Close()
 		send := func(dst netip.Addr, c *net.UDPConn, msg string) {
-			port.Send(udpPacket(peer, dst, 40000, uint16(c.LocalAddr().(*net.UDPAddr).Port), []byte(msg)))
+			port.Send(egresstest.UDP(peer, dst, 40000, uint16(c.LocalAddr().(*net.UDPAddr).Port), []byte(msg)))
 		}
 		send(target, refused, "refused")
 		send(target, allowed, "allowed")
