@@ -1,5 +1,5 @@
 // Package client is the client side of the OpenConnect (AnyConnect-compatible) protocol written in Go, speaking it
-// the way the stock openconnect 9 client does (see /work/shared/protocol.md): XML POST authentication
+// the way the stock openconnect 9 client does (see docs/protocol.md): XML POST authentication
 // (init, then auth-reply to every form until <auth id="success">), the webvpn cookie, CONNECT /CSCOSSLC/tunnel with
 // openconnect's X-CSTP-*/X-DTLS-* headers, CSTP frames on the TLS stream, and DTLS 1.2 PSK (PSK-NEGOTIATE: key from
 // the TLS exporter "EXPORTER-openconnect-psk", App-ID in the ClientHello session_id).

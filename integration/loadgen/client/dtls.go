@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"ocgate/protocol/dtlsrec"
 	"os"
 	"strconv"
 	"sync"
@@ -17,6 +16,8 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/transport/v5/deadline"
+
+	"ocgate/protocol/dtlsrec"
 )
 
 // The PSK suites offered, in the order GnuTLS-based openconnect lists those pion supports (protocol.md §7.3).
