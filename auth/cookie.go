@@ -2,7 +2,6 @@ package auth
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/base64"
 )
 
@@ -12,7 +11,7 @@ type CookieMinter interface {
 }
 
 // NewCookie returns a fresh session cookie: 32 bytes from crypto/rand as unpadded base64url (43 characters that
-// never include '=' or ';', which break `openconnect -C VALUE`, protocol.md §3.6).
+// never include '=' or ';', which break `openconnect -C VALUE`, docs/protocol.md §3.6).
 func NewCookie() string {
 	var b [32]byte
 	rand.Read(b[:]) // never fails on Linux (crypto/rand panics rather than return short)
@@ -26,8 +25,3 @@ var _ CookieMinter = RandomMinter{}
 
 // MintCookie returns NewCookie().
 func (RandomMinter) MintCookie() (string, error) { return NewCookie(), nil }
-
-// EqualSecret reports whether two secrets (cookies, tokens) are equal, in time that depends only on their lengths.
-func EqualSecret(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}

@@ -58,8 +58,9 @@ var decoder = func() *crypt.Decoder {
 }()
 
 // dummyHash is checked for unknown users (and users without a password) so that the answer takes as long as
-// for a user with a $5$ hash of the default cost, which is what ocpasswd writes.
-var dummyHash = func() *shaCryptHash {
+// for a user with a $5$ hash of the default cost, which is what ocpasswd writes. It is computed on first use, not at
+// package init, so that commands that never check a password (config check, passwd) do not pay for it.
+var dummyHash = sync.OnceValue(func() *shaCryptHash {
 	s, err := HashPassword("no such user")
 	if err != nil {
 		panic(err)
@@ -69,7 +70,7 @@ var dummyHash = func() *shaCryptHash {
 		panic("HashPassword wrote a hash shacrypt.go cannot parse: " + s)
 	}
 	return h
-}()
+})
 
 // fileStamp identifies one version of the file. The inode is there because editors replace the file by rename,
 // possibly within one modification-time tick and with the same size.
@@ -246,11 +247,11 @@ func (p *PlainFile) CheckPassword(ctx context.Context, user, password string) (I
 	e, ok := p.users[user]
 	p.mu.Unlock()
 	if len(password) > MaxPasswordLen {
-		dummyHash.Match(password[:MaxPasswordLen])
+		dummyHash().Match(password[:MaxPasswordLen])
 		return Identity{}, ErrBadCredentials
 	}
 	if !ok || e.hash == nil {
-		dummyHash.Match(password)
+		dummyHash().Match(password)
 		return Identity{}, ErrBadCredentials
 	}
 	if !e.hash.Match(password) {

@@ -62,7 +62,7 @@ func EditPasswordFile(path string, create bool, op PasswdOp, user string, groups
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
 	}
-	fi, err := os.Stat(path)
+	_, err := os.Stat(path) // existence only: the mode and owner are read again once the lock is held
 	exists := err == nil
 	switch {
 	case exists:
@@ -105,7 +105,8 @@ func EditPasswordFile(path string, create bool, op PasswdOp, user string, groups
 	}
 
 	if exists {
-		if fi, err = os.Stat(path); err != nil {
+		fi, err := os.Stat(path)
+		if err != nil {
 			return err
 		}
 		if err := tmp.Chmod(fi.Mode().Perm()); err != nil {

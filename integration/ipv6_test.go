@@ -60,9 +60,10 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	if code != 0 || !strings.Contains(o, "hello from 10.77.0.1:8080") {
 		t.Fatalf("dual.test over IPv6 with no IPv6 path on the host: exit %d %q, want the IPv4 address's answer", code, o)
 	}
-	if !strings.Contains(r.s.stderr.String(), "using its name's IPv4 address") {
-		t.Fatalf("the server did not log the IPv4 fallback:\n%s", r.s.stderr.String())
-	}
+	// The server's stderr is read by another goroutine: wait for the line.
+	waitFor(t, 10*time.Second, "the server to log the IPv4 fallback", func() bool {
+		return strings.Contains(r.s.stderr.String(), "using its name's IPv4 address")
+	})
 	// Ping over IPv6: re-originated from the host (here with the system ping), answered only when the host is up.
 	if !c.ping("fd99::1") {
 		t.Fatal("no ICMPv6 echo reply from fd99::1")

@@ -12,13 +12,14 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"ocgate/egress"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"ocgate/egress"
 )
 
 const (

@@ -2,7 +2,7 @@
 // TUN device. This file is wiring only: it parses flags, loads the configuration, prepares the state directory and
 // connects the packages.
 //
-//	ocgate [-c FILE] [--state-dir DIR]     serve (the default)
+//	ocgate [-c FILE] [--state-dir DIR]     serve (the default; --pprof ADDR with -tags pprof)
 //	ocgate passwd ...                      edit a password file like ocpasswd
 //	ocgate config check FILE | defaults    validate a config / print the defaults
 package main
@@ -14,8 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,6 +71,7 @@ type serveFlags struct {
 	stateDir  string
 	logFormat string
 	logLevel  string
+	pprof     string
 	version   bool
 }
 
@@ -84,6 +83,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory for the generated certificate and users (default "+stateDirDefault()+")")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; binaries built with -tags pprof only; never a public address")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -123,11 +123,10 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
-	// OCGATE_PPROF=127.0.0.1:6060 serves Go's profiler (net/http/pprof) there, for performance work only: never
-	// on a public address.
-	if addr := os.Getenv("OCGATE_PPROF"); addr != "" {
-		go func() { log.Warn("pprof listener ended", "err", http.ListenAndServe(addr, nil)) }()
-		log.Warn("profiling endpoint enabled (OCGATE_PPROF)", "addr", addr)
+	if f.pprof != "" {
+		if err := startPprof(f.pprof, log); err != nil {
+			return err
+		}
 	}
 	cfg := config.Default()
 	if f.config != "" {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# integration/bench/ocserv-baseline.sh (from the team's shared/bench) — VPN server with the stock openconnect client on a kernel TUN (netns ocb-cli).
+# integration/bench/ocserv-baseline.sh — VPN server with the stock openconnect client on a kernel TUN (netns ocb-cli).
 # Server: ocserv by default; another server drops in with BENCH_SERVER=path/to/adapter.sh (see servers/ocserv.sh).
 # Figures (printed at the end, one "name value unit" line each):
 #   connect_{ip,firstbyte,dtls,configured}_ms  median of N launches: openconnect start → TUN has its IP (polled) /

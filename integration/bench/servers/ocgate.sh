@@ -1,8 +1,8 @@
-# integration/bench/servers/ocgate.sh — server adapter for ocgate, sourced by the benchmark scripts of
-# ../shared/bench (lib.sh, ocserv-baseline.sh, ocproxy-baseline.sh), so that ocgate and ocserv are measured by the
+# integration/bench/servers/ocgate.sh — server adapter for ocgate, sourced by the benchmark scripts in
+# integration/bench (lib.sh, ocserv-baseline.sh, ocproxy-baseline.sh), so that ocgate and ocserv are measured by the
 # same code on the same machine:
 #
-#   BENCH_SERVER=$PWD/integration/bench/servers/ocgate.sh bash ../shared/bench/ocproxy-baseline.sh
+#   BENCH_SERVER=$PWD/integration/bench/servers/ocgate.sh bash integration/bench/ocproxy-baseline.sh
 #
 # ocgate runs unprivileged (uid 65534) in netstack mode; with OCGATE_DATAPATH=tun it starts as root with
 # run_as_user = "nobody" (a gateway's setup: the privileged helper keeps root for the devices). OCGATE_BIN names a
