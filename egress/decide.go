@@ -10,8 +10,10 @@
 //	egress_deny                     refused, whatever the routes say
 //	routes, no-routes               outside the routes pushed to the client, or inside its no-routes: refused
 //	                                (always for flows from the host's sockets, else with restrict_user_to_routes)
-//	special-purpose addresses       loopback, link-local, multicast...: refused from the host's sockets unless
-//	                                egress_allow names them
+//	special-purpose addresses       loopback, link-local, multicast, broadcast, the host's own addresses and its
+//	                                subnets' directed broadcasts (hostaddrs.go), IPv6 forms embedding any of
+//	                                those (embedded.go): refused from the host's sockets unless egress_allow
+//	                                names them
 //	restrict_user_to_ports          the protocol and destination port; TCP and UDP port 53 to the pushed DNS
 //	                                servers always pass (as under ocserv's ocserv-fw)
 //
@@ -36,6 +38,7 @@ const (
 	DenyListed                 // inside the deny list (egress_deny), which always wins
 	DenyPort                   // refused by restrict_user_to_ports
 	DenyClientToClient         // another session's address, and one of the two sessions refuses client_to_client
+	DenyHost                   // an address of the server's host (hostaddrs.go), not named by the allow list
 )
 
 func (v Verdict) String() string {
@@ -52,6 +55,8 @@ func (v Verdict) String() string {
 		return "restrict_user_to_ports"
 	case DenyClientToClient:
 		return "client_to_client"
+	case DenyHost:
+		return "an address of the server's host"
 	}
 	return "unknown verdict"
 }
@@ -72,6 +77,9 @@ type Config struct {
 	// Allow names them. Without it (kernel TUN, where the kernel forwards) only restrict_user_to_routes applies
 	// the routes, and the kernel is left to refuse what it would never forward.
 	HostSockets bool
+	// HostAddrs are the host's own addresses (and its subnets' directed broadcasts), refused like loopback from
+	// the host's sockets unless Allow names them; nil = none known.
+	HostAddrs *HostAddrs
 }
 
 // Policy is the server-wide part of the policy. It is immutable after NewPolicy and safe for concurrent use.
@@ -80,12 +88,13 @@ type Policy struct {
 	bits6              int
 	gws                []netip.Addr
 	host               bool
+	hostAddrs          *HostAddrs
 }
 
 // NewPolicy returns the policy cfg describes.
 func NewPolicy(cfg Config) *Policy {
 	p := &Policy{allow: canon(cfg.Allow), deny: canon(cfg.Deny), pools: canon(cfg.Pools), bits6: cfg.ClientBits6,
-		host: cfg.HostSockets}
+		host: cfg.HostSockets, hostAddrs: cfg.HostAddrs}
 	if p.bits6 <= 0 || p.bits6 > 128 {
 		p.bits6 = 128
 	}
@@ -128,11 +137,35 @@ func (p *Policy) Client(dst netip.Addr) (key netip.Addr, ok bool) {
 	return dst, true
 }
 
-// Special reports whether the policy refuses dst as a listed or special-purpose address; used by the dialer as a
-// last check on the address it actually connects to.
+// Special reports whether the policy refuses dst as a listed or special-purpose address, or one of the host's;
+// used by the dialer as a last check on the address it actually connects to.
 func (p *Policy) Special(dst netip.Addr) bool {
 	dst = dst.Unmap()
-	return contains(p.deny, dst) || special(dst) && !contains(p.allow, dst)
+	return contains(p.deny, dst) || p.hostRefused(dst) != Allow && !contains(p.allow, dst)
+}
+
+// hostRefused says why flows from the host's sockets may not reach dst before the allow list is asked: a
+// special-purpose address, one of the host's own, or an IPv6 address embedding such an IPv4 address (embedded.go)
+// or one in egress_deny.
+func (p *Policy) hostRefused(dst netip.Addr) Verdict {
+	if special(dst) {
+		return DenySpecial
+	}
+	if p.hostAddrs.Contains(dst) {
+		return DenyHost
+	}
+	e, n := embedded4(dst)
+	for _, a := range e[:n] {
+		switch {
+		case contains(p.deny, a):
+			return DenyListed
+		case special(a):
+			return DenySpecial
+		case p.hostAddrs.Contains(a):
+			return DenyHost
+		}
+	}
+	return Allow
 }
 
 // SessionPolicy is the policy for one session, built once when it attaches. It is immutable and safe for
@@ -226,8 +259,10 @@ func (sp *SessionPolicy) decideAddr(dst netip.Addr, peer *SessionPolicy) (v Verd
 	if (sp.restrict || p.host) && !sp.routed(dst) {
 		return DenyNotRouted, false
 	}
-	if p.host && special(dst) && !contains(p.allow, dst) {
-		return DenySpecial, false
+	if p.host {
+		if v := p.hostRefused(dst); v != Allow && !contains(p.allow, dst) {
+			return v, false
+		}
 	}
 	return Allow, true
 }

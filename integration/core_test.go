@@ -135,6 +135,7 @@ func TestReadmeDefaultCommand(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
 	ns.startTarget()
+	lan := newLAN(t, ns)
 	home := tempDir(t)
 	chownAll(t, home)
 	s := &server{t: t, ns: ns, port: 8443, stateDir: filepath.Join(home, ".local", "state", "ocgate")}
@@ -166,8 +167,12 @@ func TestReadmeDefaultCommand(t *testing.T) {
 		}
 		return err == nil
 	})
-	if out, code := c.curl("--fail", "http://target.test:8080/hello"); code != 0 {
+	// The defaults reach the network behind the server, not the server's host (target.test is on its lo).
+	if out, code := c.curl("--fail", "http://"+lan.String()+"/hello"); code != 0 || !strings.Contains(out, "hello from "+lan.String()) {
 		t.Fatalf("through the default server: exit %d %q", code, out)
+	}
+	if out, code := c.curl("--fail", "http://target.test:8080/hello"); code == 0 {
+		t.Fatalf("the server's host through the default server: %q, want a refusal", out)
 	}
 	c.proc.stop(10 * time.Second)
 	if code := s.stop(); code != 0 {

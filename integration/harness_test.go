@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,6 +193,26 @@ func newNetns(t testing.TB) *netns {
 	return ns
 }
 
+// newLAN gives ns a network behind it: a namespace of its own joined to ns by a veth (ns 10.44.0.1/24, the LAN
+// 10.44.0.2/24) with a testtarget listening on 10.44.0.2:8080. Unlike the targets on ns's lo, which are the
+// server host's own addresses, it is another host: the netstack reaches it without egress_allow.
+func newLAN(t testing.TB, ns *netns) netip.AddrPort {
+	t.Helper()
+	lan := newBareNetns(t)
+	n := vethCounter.Add(1)
+	sv, lv := fmt.Sprintf("ocl%ds", n), fmt.Sprintf("ocl%dl", n)
+	lan.must("ip", "link", "add", sv, "netns", ns.name, "type", "veth", "peer", "name", lv, "netns", lan.name)
+	lan.must("ip", "-n", ns.name, "addr", "add", "10.44.0.1/24", "dev", sv)
+	lan.must("ip", "-n", ns.name, "link", "set", sv, "up")
+	lan.must("ip", "-n", lan.name, "addr", "add", "10.44.0.2/24", "dev", lv)
+	lan.must("ip", "-n", lan.name, "link", "set", lv, "up")
+	p := lan.start(nil, targetBin, "-listen", "10.44.0.2:8080")
+	waitFor(t, 10*time.Second, "the LAN's testtarget to listen", func() bool {
+		return strings.Contains(p.out.String(), "ready") || p.exited()
+	})
+	return netip.MustParseAddrPort("10.44.0.2:8080")
+}
+
 // newBareNetns creates a namespace with only lo up (a client's side in the kernel-TUN tests).
 func newBareNetns(t testing.TB) *netns {
 	t.Helper()
@@ -348,10 +369,31 @@ func startServer(t testing.TB, ns *netns, dir string, config string) *server {
 
 // startServerAs is startServer with the server run as root (kernel-TUN mode) and reached at host; setprivArgs
 // are added to setpriv's arguments (e.g. capabilities) when not root.
+// targetPrefixes are the test targets' addresses (newNetns, the IPv6 tests): on the server namespace's lo, so they
+// are the server host's own addresses, which the netstack refuses unless egress_allow names them.
+const targetPrefixes = `"10.77.0.0/24", "10.88.0.0/24", "fd99::/64", "fd98::/64"`
+
+// publishTargets adds targetPrefixes to a netstack config's egress_allow (the test targets stand for hosts of the
+// network behind the server); a config that says publish_targets = false, or runs the kernel-TUN datapath (where
+// the kernel routes and egress_allow does not apply), is left as it is.
+func publishTargets(config string) string {
+	if strings.Contains(config, `datapath = "tun"`) {
+		return config
+	}
+	if c, ok := strings.CutPrefix(config, "publish_targets = false\n"); ok {
+		return c
+	}
+	if i := strings.Index(config, "egress_allow = ["); i >= 0 {
+		j := i + len("egress_allow = [")
+		return config[:j] + targetPrefixes + ", " + config[j:]
+	}
+	return "egress_allow = [" + targetPrefixes + "]\n" + config
+}
+
 func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool, host string, setprivArgs ...string) *server {
 	t.Helper()
 	port := 8443
-	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, config)
+	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, publishTargets(config))
 	if !strings.Contains(config, "listen_host") {
 		cfg = "listen_host = \"127.0.0.1\"\n" + cfg
 	}

@@ -115,3 +115,64 @@ func TestDNSFloodBounded(t *testing.T) {
 			strings.Contains(r.s.stderr.String(), "DNS flows over the per-session cap")
 	})
 }
+
+// TestHostAddressesRefused: with route = ["default"], a user reaches nothing of the server's host through the
+// netstack: neither a service bound to the host's LAN address, nor one bound to 0.0.0.0 (reached at that address),
+// nor the server's own listener, nor the same address in NAT64's form; a datagram to the LAN's directed broadcast
+// is refused. Once egress_allow names
+// the address, its service is reachable.
+func TestHostAddressesRefused(t *testing.T) {
+	t.Parallel()
+	for _, allowed := range []bool{false, true} {
+		ns := newNetns(t)
+		// The server host's LAN: 10.55.0.1/24 (broadcast 10.55.0.255) on a veth whose peer stays in the same
+		// namespace (no dummy interfaces here).
+		ns.must("ip", "-n", ns.name, "link", "add", "hostlan", "type", "veth", "peer", "name", "hostlan-peer")
+		ns.must("ip", "-n", ns.name, "addr", "add", "10.55.0.1/24", "dev", "hostlan")
+		ns.must("ip", "-n", ns.name, "link", "set", "hostlan", "up")
+		ns.must("ip", "-n", ns.name, "link", "set", "hostlan-peer", "up")
+		svc := ns.start(nil, targetBin, "-listen", "10.55.0.1:9090,0.0.0.0:9091")
+		waitFor(t, 10*time.Second, "the host's services", func() bool { return strings.Contains(svc.out.String(), "ready") || svc.exited() })
+		config := "route = [\"default\"]\nipv6_network = \"fd00:77::/64\""
+		if allowed {
+			config += "\negress_allow = [\"10.55.0.1/32\"]"
+		}
+		r := newRigIn(t, ns, false, config)
+		c := r.connect(vpnUser)
+		get := func(url string) (string, int) {
+			return c.ns.output(30*time.Second, "curl", "-sS", "-k", "--max-time", "5", url)
+		}
+		if !allowed {
+			for _, url := range []string{"http://10.55.0.1:9090/hello", "http://10.55.0.1:9091/hello", "https://10.55.0.1:8443/"} {
+				if o, code := get(url); code != 7 {
+					t.Errorf("%s: exit %d %q, want a refused connection (7)", url, code, o)
+				}
+			}
+			c.ns.output(10*time.Second, "bash", "-c", "echo x > /dev/udp/10.55.0.255/137")
+			waitFor(t, 10*time.Second, "the broadcast datagram to be refused", func() bool {
+				return strings.Contains(r.s.stderr.String(), `dst=10.55.0.255:137 why="an address of the server's host"`)
+			})
+			// The host's address embedded in NAT64's prefix (64:ff9b::10.55.0.1) is the host's address too.
+			waitFor(t, 10*time.Second, "the client's IPv6 address", func() bool {
+				o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
+				return strings.Contains(o, "fd00:77::")
+			})
+			c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "-6", "route", "add", "64:ff9b::/96", "dev", "tun0")
+			get("http://[64:ff9b::a37:1]:9090/hello")
+			waitFor(t, 10*time.Second, "the NAT64 form to be refused", func() bool {
+				return strings.Contains(r.s.stderr.String(), `dst=[64:ff9b::a37:1]:9090 why="an address of the server's host"`)
+			})
+			// Targets that egress_allow names (the harness publishes the test targets) stay reachable.
+			if o, code := get("http://10.77.0.1:8080/hello"); code != 0 || !strings.Contains(o, "hello from 10.77.0.1:8080") {
+				t.Errorf("a published target: exit %d %q", code, o)
+			}
+			continue
+		}
+		if o, code := get("http://10.55.0.1:9090/hello"); code != 0 || !strings.Contains(o, "hello from 10.55.0.1:9090") {
+			t.Errorf("with egress_allow naming it: exit %d %q", code, o)
+		}
+		if o, code := get("http://10.55.0.1:9091/hello"); code != 0 || !strings.Contains(o, "hello from 0.0.0.0:9091") {
+			t.Errorf("the 0.0.0.0 service at an allowed address: exit %d %q", code, o)
+		}
+	}
+}

@@ -15,7 +15,7 @@ func TestDecisionTable(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			cfg := c.Config(egresstest.Netstack)
 			s, err := New(Config{Gateway: egresstest.Gateway, Pool: egresstest.Pool, Gateway6: egresstest.Gateway6,
-				Pool6: egresstest.Pool6, Policy: egress.Config{Allow: cfg.Allow, Deny: cfg.Deny}, ICMP: "off",
+				Pool6: egresstest.Pool6, Policy: egress.Config{Allow: cfg.Allow, Deny: cfg.Deny, HostAddrs: cfg.HostAddrs}, ICMP: "off",
 				Logger: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				t.Fatal(err)

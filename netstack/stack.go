@@ -49,7 +49,8 @@ type Config struct {
 	// Upstream are DNS servers (dns_upstream) the built-in resolver asks, in order, instead of the host's.
 	Upstream []netip.AddrPort
 	// Policy is the egress policy's allow and deny lists (egress_allow, egress_deny); New adds the pools, the
-	// gateways and HostSockets: the stack re-originates flows from the host's sockets.
+	// gateways and HostSockets: the stack re-originates flows from the host's sockets. Without HostAddrs, New
+	// watches the host's own addresses itself (refused unless egress_allow names them).
 	Policy egress.Config
 	// Dialer opens host connections; nil means egress.NewDialer with the policy.
 	Dialer egress.Dialer
@@ -114,13 +115,15 @@ type Stack struct {
 	link   *link
 	dialer egress.Dialer
 	policy *egress.Policy
-	pinger pinger          // nil: echo requests to the world are dropped
-	gw4    [4]byte         // the gateway, as the packet path compares it
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	stats  counters
-	dials  atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
-	flows  atomic.Int32 // live TCP and UDP flows of all sessions (MaxHostFlows)
+	// hostAddrs watches the host's addresses for the policy when the Config named none (closed with the stack).
+	hostAddrs *egress.HostAddrs
+	pinger    pinger          // nil: echo requests to the world are dropped
+	gw4       [4]byte         // the gateway, as the packet path compares it
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	stats     counters
+	dials     atomic.Int32 // host-side TCP dials in progress (MaxDialsInFlight)
+	flows     atomic.Int32 // live TCP and UDP flows of all sessions (MaxHostFlows)
 	// echoInFlight counts the echo requests re-originated from the host and not yet answered; echoers the
 	// sessions that have at least one (icmp.go: echoSlot).
 	echoInFlight, echoers atomic.Int32
@@ -183,6 +186,11 @@ func New(cfg Config) (*Stack, error) {
 	cfg.Policy.ClientBits6 = 128 // sessions are looked up by their exact addresses (Stack.lookup)
 	cfg.Policy.Gateways = []netip.Addr{cfg.Gateway, cfg.Gateway6}
 	cfg.Policy.HostSockets = true
+	var hostAddrs *egress.HostAddrs // ours to close
+	if cfg.Policy.HostAddrs == nil {
+		hostAddrs = egress.NewHostAddrs()
+		cfg.Policy.HostAddrs = hostAddrs
+	}
 	policy := egress.NewPolicy(cfg.Policy)
 	if cfg.Dialer == nil {
 		cfg.Dialer = egress.NewDialer(policy)
@@ -191,13 +199,14 @@ func New(cfg Config) (*Stack, error) {
 		cfg.Logger = slog.Default()
 	}
 	gvlogOnce.Do(func() { gvlog.SetTarget(gvisorLog{cfg.Logger}) })
-	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer, policy: policy}
+	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer, policy: policy, hostAddrs: hostAddrs}
 	if cfg.Gateway.Is4() {
 		s.gw4 = cfg.Gateway.As4()
 	}
 	var err error
 	if s.pinger, err = newPinger(cfg.ICMP); err != nil {
 		if cfg.ICMP != "" && cfg.ICMP != "auto" {
+			hostAddrs.Close()
 			return nil, err
 		}
 		s.log.Warn("ICMP echo to destinations beyond the gateway will go unanswered", "err", err)
@@ -218,6 +227,7 @@ func New(cfg Config) (*Stack, error) {
 	})
 	fail := func(step string, err tcpip.Error) (*Stack, error) {
 		s.stack.Close()
+		hostAddrs.Close()
 		return nil, fmt.Errorf("netstack: %s: %s", step, err)
 	}
 	// Step 2: TCP with SACK, so that a lost segment on the client's path costs one retransmission, not a window.
@@ -356,5 +366,6 @@ func (s *Stack) Close() error {
 	s.wg.Wait()
 	s.stack.Close()
 	s.stack.Wait()
+	s.hostAddrs.Close()
 	return nil
 }

@@ -22,6 +22,9 @@ var (
 	Gateway6 = netip.MustParseAddr("fd00:77::1")
 	Client   = []netip.Addr{netip.MustParseAddr("10.250.77.9"), netip.MustParseAddr("fd00:77::9")}
 	Peer     = []netip.Addr{netip.MustParseAddr("10.250.77.10"), netip.MustParseAddr("fd00:77::10")}
+	// HostAddr and HostAddr6 are the server host's own addresses, with their subnets.
+	HostAddr  = netip.MustParsePrefix("198.51.100.7/24")
+	HostAddr6 = netip.MustParsePrefix("2001:db8:77::7/64")
 )
 
 // Datapaths says which datapaths a case describes.
@@ -49,7 +52,7 @@ type Case struct {
 func (c Case) Config(on Datapaths) egress.Config {
 	cfg := egress.Config{Pools: []netip.Prefix{Pool, Pool6}, Gateways: []netip.Addr{Gateway, Gateway6}, ClientBits6: 128}
 	if on == Netstack {
-		cfg.Allow, cfg.Deny, cfg.HostSockets = c.Allow, c.Deny, true
+		cfg.Allow, cfg.Deny, cfg.HostSockets, cfg.HostAddrs = c.Allow, c.Deny, true, egress.StaticHostAddrs(HostAddr, HostAddr6)
 	}
 	return cfg
 }
@@ -188,6 +191,21 @@ var Cases = func() []Case {
 		{Name: "the allow list does not widen the routes", On: Netstack, Allow: pfx("127.0.0.1/32"), Session: datapath.Session{Routes: routes}, Proto: tcp, Dst: ap("127.0.0.1:80"), Want: egress.DenyNotRouted},
 		{Name: "special addresses in kernel mode are the kernel's", On: TUN, Proto: udp, Dst: ap("224.0.0.251:5353"), Want: egress.Allow},
 	}
+	for _, s := range []string{"[64:ff9b::7f00:1]:80", "[::127.0.0.1]:80", "[2002:7f00:1::1]:80", "[64:ff9b::a9fe:a9fe]:80",
+		"[2001:0:a9fe:a9fe::1]:80", "[fe80::5efe:7f00:1]:80"} {
+		cs = append(cs, Case{Name: "IPv4 embedded in " + s, On: Netstack, Proto: tcp, Dst: ap(s), Want: egress.DenySpecial})
+	}
+	cs = append(cs, []Case{
+		{Name: "the host's own address", On: Netstack, Proto: tcp, Dst: netip.AddrPortFrom(HostAddr.Addr(), 22), Want: egress.DenyHost},
+		{Name: "the host's own IPv6 address", On: Netstack, Proto: tcp, Dst: netip.AddrPortFrom(HostAddr6.Addr(), 22), Want: egress.DenyHost},
+		{Name: "the directed broadcast of the host's subnet", On: Netstack, Proto: udp, Dst: ap("198.51.100.255:137"), Want: egress.DenyHost},
+		{Name: "another address of the host's subnet", On: Netstack, Proto: tcp, Dst: ap("198.51.100.8:22"), Want: egress.Allow},
+		{Name: "the host's own address, embedded (NAT64)", On: Netstack, Proto: tcp, Dst: ap("[64:ff9b::c633:6407]:22"), Want: egress.DenyHost},
+		{Name: "an IPv4 address in egress_deny, embedded (6to4)", On: Netstack, Deny: pfx("10.77.0.2/32"), Proto: tcp, Dst: ap("[2002:a4d:2::1]:80"), Want: egress.DenyListed},
+		{Name: "an ordinary IPv4 address, embedded (NAT64)", On: Netstack, Proto: tcp, Dst: ap("[64:ff9b::c000:201]:80"), Want: egress.Allow},
+		{Name: "the allow list names the host's address", On: Netstack, Allow: pfx(HostAddr.Addr().String() + "/32"), Proto: tcp, Dst: netip.AddrPortFrom(HostAddr.Addr(), 22), Want: egress.Allow},
+		{Name: "the host's address in kernel mode is the kernel's", On: TUN, Proto: tcp, Dst: netip.AddrPortFrom(HostAddr.Addr(), 22), Want: egress.Allow},
+	}...)
 	for _, s := range []string{"127.0.0.2:80", "[::1]:80", "[::ffff:127.0.0.2]:80", "169.254.169.254:80", "[fe80::1]:80",
 		"224.0.0.251:5353", "255.255.255.255:67", "0.0.0.0:80", "0.1.2.3:80", "[ff02::1]:80"} {
 		cs = append(cs, Case{Name: "special address " + s, On: Netstack, Proto: udp, Dst: ap(s), Want: egress.DenySpecial})
