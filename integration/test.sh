@@ -44,18 +44,7 @@ step "load generator tests (integration/loadgen, no root needed)"
 go test -count=1 -timeout 10m ./integration/loadgen/... ./integration/internal/... ./integration/testtarget
 
 step "fuzz targets, $FUZZTIME each"
-# go runs one fuzz target per invocation; every `func FuzzX` in a test file is found here.
-grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r file; do
-  dir=$(dirname "$file")
-  for target in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
-    if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" "$dir" 2>&1); then
-      echo "$out" >&2
-      echo "test.sh: fuzz target $target in $dir failed (the input is now in $dir/testdata/fuzz/$target)" >&2
-      exit 1
-    fi
-    echo "  $dir $target ok" >&2
-  done
-done
+FUZZTIME="$FUZZTIME" bash integration/fuzz.sh
 
 step "end-to-end tests (./integration)"
 go test -count=1 -timeout 15m ./integration

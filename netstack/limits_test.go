@@ -29,7 +29,7 @@ import (
 )
 
 // newLimitStack is a test stack: loopback reachable, cfg adjusted by mod.
-func newLimitStack(t *testing.T, mod func(*Config)) *Stack {
+func newLimitStack(t testing.TB, mod func(*Config)) *Stack {
 	t.Helper()
 	cfg := Config{Gateway: gateway, Pool: netip.MustParsePrefix("10.250.77.0/24"), ServeDNS: true,
 		Policy: egress.Config{Allow: loopback}, Logger: slog.New(slog.DiscardHandler), UDPIdleTimeout: time.Second}
