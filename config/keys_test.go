@@ -212,3 +212,15 @@ func TestSocketFileSynonym(t *testing.T) {
 		})
 	}
 }
+
+func TestChanged(t *testing.T) {
+	a, _ := Parse([]byte("route = [\"10.1.0.0/16\"]\ntcp_port = 443\nmin_reauth_time = 60\n"), "f.toml")
+	b, _ := Parse([]byte("route = [\"10.2.0.0/16\"]\ntcp_port = 443\nban_time = 70\n"), "f.toml")
+	got := Changed(a, b)
+	if strings.Join(got, ",") != "route,ban_time" && strings.Join(got, ",") != "ban_time,route" {
+		t.Fatalf("changed %q", got)
+	}
+	if !PerSession("route") || PerSession("tcp_port") {
+		t.Fatal("PerSession")
+	}
+}
