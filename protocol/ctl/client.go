@@ -11,8 +11,9 @@ import (
 
 // Client is a connection to a server's management socket, for one command.
 type Client struct {
-	c  net.Conn
-	sc *bufio.Scanner
+	c        net.Conn
+	sc       *bufio.Scanner
+	writeErr error // sending the request failed: the server may have refused us first and said why
 }
 
 // Dial connects to the socket at path and sends the command words.
@@ -22,19 +23,19 @@ func Dial(path string, words []string) (*Client, error) {
 		return nil, fmt.Errorf("connecting to the server's control socket: %w", err)
 	}
 	b, _ := json.Marshal(Request{V: Version, Cmd: words})
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		c.Close()
-		return nil, err
-	}
+	_, werr := c.Write(append(b, '\n'))
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	return &Client{c: c, sc: sc}, nil
+	return &Client{c: c, sc: sc, writeErr: werr}, nil
 }
 
 // Next returns the next response; for commands other than `show events` there is exactly one. A refused command
 // is an error carrying the server's message.
 func (c *Client) Next() (Response, error) {
 	if !c.sc.Scan() {
+		if c.writeErr != nil {
+			return Response{}, c.writeErr
+		}
 		if err := c.sc.Err(); err != nil {
 			return Response{}, err
 		}
