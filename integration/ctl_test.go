@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"ocgate/integration/internal/stream"
 )
 
 // occtlUser is an element of occtl's `show users` JSON, with occtl's key names and types.
@@ -256,10 +258,16 @@ func TestCtlReload(t *testing.T) {
 	dir := newServerDir(t)
 	s := startServer(t, ns, dir, "route = [\"10.77.0.0/24\"]\nmax_same_clients = 0")
 	c1 := connect(t, s, vpnUser, vpnPass)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		download(t, c1, 64<<20, 65)
+	type result struct {
+		out  string
+		code int
+	}
+	done := make(chan result, 1)
+	go func() { // checked below: t.Fatal belongs to the test's goroutine
+		out, code := ns.output(120*time.Second, "sh", "-c", fmt.Sprintf(
+			"curl -sS --fail --max-time 100 --socks5-hostname 127.0.0.1:%d 'http://10.77.0.1:8080/bytes?n=%d&seed=65' | sha256sum",
+			c1.socksPort, 64<<20))
+		done <- result{out, code}
 	}()
 	cfgPath := filepath.Join(dir, "ocgate.toml")
 	orig, _ := os.ReadFile(cfgPath)
@@ -284,7 +292,9 @@ func TestCtlReload(t *testing.T) {
 			t.Fatalf("session %s routes %v, want %d", u.IPv4, u.Routes, want)
 		}
 	}
-	<-done // download's hash check ran (it fails the test itself)
+	if r := <-done; r.code != 0 || !strings.HasPrefix(r.out, stream.SHA256(64<<20, 65)) {
+		t.Fatalf("the first session's 64 MiB download across the reload: exit %d, %q", r.code, r.out)
+	}
 
 	broken := changed + "route_typo = 1\ndpd = \"soon\"\n"
 	if err := os.WriteFile(cfgPath, []byte(broken), 0o644); err != nil {

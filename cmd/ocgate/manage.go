@@ -119,6 +119,12 @@ func startControlSocket(cfg *config.Config, stateDir string, b *backend, log *sl
 	}
 	path := socketPath(cfg, stateDir)
 	ln, err := ctl.Listen(path)
+	if errors.Is(err, ctl.ErrInUse) && cfg.SocketFile == "" {
+		// The default place is taken by another server (several on one host, as root): this one runs without
+		// a control socket rather than not at all; socket_file gives each its own.
+		log.Warn("no control socket: another server uses the default one; set socket_file", "path", path)
+		return func() {}, func() {}, nil
+	}
 	if err != nil {
 		return nil, nil, err
 	}

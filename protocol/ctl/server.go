@@ -29,6 +29,9 @@ import (
 // maxRequest bounds a request line.
 const maxRequest = 64 << 10
 
+// ErrInUse is wrapped by Listen's error when another server answers on the socket.
+var ErrInUse = errors.New("another server is listening there")
+
 // Listen creates the socket at path with mode 0600, creating its directory (mode 0700) if missing. A socket file
 // left by a server that is gone is replaced; one that answers means another server runs there.
 func Listen(path string) (*net.UnixListener, error) {
@@ -41,7 +44,7 @@ func Listen(path string) (*net.UnixListener, error) {
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("control socket %s: another server is listening there", path)
+			return nil, fmt.Errorf("control socket %s: %w", path, ErrInUse)
 		}
 		os.Remove(path)
 	}
