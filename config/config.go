@@ -79,7 +79,10 @@ type Config struct {
 	HostUpdateScript string // host_update_script, absolute
 	RunAsUser        string // run_as_user
 	RunAsGroup       string // run_as_group
-	OcctlSocketFile  string // occtl_socket_file, absolute; kept but unused: the management interface is not built yet
+	SocketFile       string // socket_file (or occtl_socket_file), absolute; "" = the default place (see ctl)
+	UseOcctl         bool   // use_occtl: serve the management socket (default true)
+	MetricsListen    string // metrics_listen: HOST:PORT of /metrics, /healthz, /readyz; "" = off
+	ServerDrainMS    int    // server_drain_ms: on SIGTERM, not ready but serving for this long; 0 = none
 	PidFile          string // pid_file, absolute: written at start, removed on exit; "" = none
 
 	Datapath    string         // datapath: "netstack" (default) or "tun"

@@ -9,11 +9,9 @@ const noWorkers = "ocgate does not fork workers"
 var ocservKeys = []key{
 	accepted("tls_priorities", global, "Go's TLS stack is configured by ocgate (TLS 1.2 and 1.3)"),
 	accepted("isolate_workers", global, noWorkers),
-	accepted("socket_file", global, noWorkers),
 	accepted("limit_worker_memory", global, noWorkers),
 	accepted("sec_mod_scale", global, "ocgate does not fork a security module per core"),
 	accepted("chroot_dir", global, "not supported"),
-	accepted("use_occtl", global, "the management interface is not built yet"),
 	accepted("use_utmp", global, "not supported"),
 	accepted("listen_netns", global, "run ocgate in the namespace instead"),
 	accepted("dtls_legacy", global, "the legacy DTLS 1.2 mode is always offered to clients that do not ask for "+
@@ -38,7 +36,6 @@ var ocservKeys = []key{
 	accepted("kkdcp", global, "Kerberos is not supported"),
 	accepted("udp_listen_host_is_dyndns", global, "not supported"),
 	accepted("listen_host_is_dyndns", global, "not supported"),
-	accepted("server_drain_ms", global, "not supported yet"),
 	accepted("predictable_ips", global, "addresses are always predictable when free"),
 	accepted("cert_user_oid", global, "certificate authentication is not supported yet"),
 	accepted("cert_group_oid", global, "certificate authentication is not supported yet"),

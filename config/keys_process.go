@@ -1,6 +1,7 @@
 package config
 
-// Keys of the server process: scripts, privileges, the TUN device name and the files it leaves on the host.
+// Keys of the server process: scripts, privileges, the TUN device name, the files it leaves on the host and its
+// management interfaces (the control socket, metrics).
 
 var processKeys = []key{
 	{name: "device", def: `"vpns"`, doc: "TUN device name prefix (tun datapath).", field: "Device", conv: text},
@@ -12,9 +13,18 @@ var processKeys = []key{
 	{name: "run_as_user", def: `""`, field: "RunAsUser", conv: text,
 		doc: "Drop privileges to this user once listening (root only; the tun datapath keeps a privileged helper)."},
 	{name: "run_as_group", def: `""`, doc: "Group to drop privileges to, with run_as_user.", field: "RunAsGroup", conv: text},
-	{name: "occtl_socket_file", def: `""`, field: "OcctlSocketFile", conv: path,
-		doc:   "Management socket for occtl. The management interface is not built yet: kept, with a warning.",
-		inert: "ignored: the management interface is not built yet"},
+	{name: "occtl_socket_file", ex: `"/run/ocgate/ocgate.socket"`, field: "SocketFile", conv: path,
+		doc: "ocserv's name for socket_file; socket_file wins when both are set."},
+	{name: "socket_file", def: `""`, field: "SocketFile", conv: path,
+		doc: "Management socket (`ocgate ctl`, occtl). Empty: ocgate.socket in the state directory, or in /run/ocgate/\n" +
+			"when started by root. Mode 0600; only the server's user and root may use it."},
+	{name: "use_occtl", def: "true", field: "UseOcctl", conv: boolean,
+		doc: "Serve the management socket."},
+	{name: "metrics_listen", def: `""`, ex: `"127.0.0.1:9617"`, field: "MetricsListen", conv: text,
+		doc: "HOST:PORT serving Prometheus /metrics, /healthz and /readyz over plain HTTP. Empty: off."},
+	{name: "server_drain_ms", def: "0", field: "ServerDrainMS", conv: integer(0, 1<<30),
+		doc: "On SIGTERM, report not ready (/readyz) and keep serving for this long before shutting down (load\n" +
+			"balancer health checks)."},
 	{name: "pid_file", def: `""`, field: "PidFile", conv: path,
 		doc: "File the server writes its process ID to at start and removes on exit. Empty: none."},
 }

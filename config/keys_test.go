@@ -118,8 +118,6 @@ func TestAcceptedKeys(t *testing.T) {
 func TestInertAndNetstackKeys(t *testing.T) {
 	tests := []struct{ name, in, warn string }{
 		{"ca_cert", "ca_cert = \"/etc/ca.pem\"\n", "f.toml:1: ca_cert: ignored: certificate authentication is not supported yet"},
-		{"occtl_socket_file", "occtl_socket_file = \"/run/occtl.socket\"\n", "f.toml:1: occtl_socket_file: ignored: the management interface is not built yet"},
-		{"use_occtl", "use_occtl = true\n", "f.toml:1: use_occtl: ignored: the management interface is not built yet"},
 		{"try_mtu_discovery", "try_mtu_discovery = true\n", "f.toml:1: try_mtu_discovery: not implemented yet"},
 		{"ban_points_kkdcp", "ban_points_kkdcp = 5\n", "f.toml:1: ban_points_kkdcp: has no effect: KKDCP is not supported"},
 		{"no_compress_limit", "no_compress_limit = 100\n", "f.toml:1: no_compress_limit: has no effect: compression is not implemented yet"},
@@ -195,4 +193,34 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// occtl_socket_file is ocserv's name for socket_file, which wins when both are set.
+func TestSocketFileSynonym(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"default", "", ""},
+		{"occtl name", "occtl_socket_file = \"a.sock\"\n", "/etc/ocgate/a.sock"},
+		{"ocgate name", "socket_file = \"b.sock\"\n", "/etc/ocgate/b.sock"},
+		{"both set", "occtl_socket_file = \"a.sock\"\nsocket_file = \"b.sock\"\n", "/etc/ocgate/b.sock"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.in), "/etc/ocgate/f.toml")
+			if err != nil || c.SocketFile != tc.want || len(c.Warnings) != 0 {
+				t.Fatalf("SocketFile %q, warnings %q, %v; want %q", c.SocketFile, c.Warnings, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestChanged(t *testing.T) {
+	a, _ := Parse([]byte("route = [\"10.1.0.0/16\"]\ntcp_port = 443\nmin_reauth_time = 60\n"), "f.toml")
+	b, _ := Parse([]byte("route = [\"10.2.0.0/16\"]\ntcp_port = 443\nban_time = 70\n"), "f.toml")
+	got := Changed(a, b)
+	if strings.Join(got, ",") != "route,ban_time" && strings.Join(got, ",") != "ban_time,route" {
+		t.Fatalf("changed %q", got)
+	}
+	if !PerSession("route") || PerSession("tcp_port") {
+		t.Fatal("PerSession")
+	}
 }

@@ -153,6 +153,9 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	want6 := s.pool6 != nil && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
 		req.get("X-CSTP-Full-IPv6-Capability") == "true"
 	first, err := sess.attach(t, st.remote, want6)
+	if err == nil {
+		s.stats.tunnelUp(sess, t.mtu)
+	}
 	if err != nil {
 		t.stopDTLS()
 		if errors.Is(err, errSessionEnded) {
@@ -228,6 +231,7 @@ func (s *Server) runTunnel(st *connState, sess *Session, t *tunnel) {
 	<-t.writerDone
 	t.stopDTLS()
 	sess.detach(t, logout)
+	s.stats.tunnelDown(sess, t.reason)
 	rx, tx, _, _ := sess.Stats()
 	drx, dtx := sess.DTLSBytes()
 	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", sess.Addr(), "remote", st.remote,
@@ -280,6 +284,7 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 
 // connectHeaders renders the CONNECT response (docs/protocol.md §5.3). It is written in one TLS write.
 func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
+	cfg := s.conf() // the reloadable keys below: a reload applies them to the next CONNECT
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -290,8 +295,8 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 		h("X-CSTP-Hostname", hn)
 	}
 	h("X-CSTP-DPD", secs(dpd))
-	if s.cfg.DefaultDomain != "" {
-		h("X-CSTP-Default-Domain", s.cfg.DefaultDomain)
+	if cfg.DefaultDomain != "" {
+		h("X-CSTP-Default-Domain", cfg.DefaultDomain)
 	}
 	h("X-CSTP-Address", addr.String())
 	h("X-CSTP-Netmask", s.pool.Netmask().String())
@@ -333,10 +338,10 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 			h("X-CSTP-Split-Exclude-IP6", r.Masked().String())
 		}
 	}
-	for _, d := range s.cfg.SplitDNS {
+	for _, d := range cfg.SplitDNS {
 		h("X-CSTP-Split-DNS", d)
 	}
-	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all || s.cfg.TunnelAllDNS))
+	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all || cfg.TunnelAllDNS))
 	h("X-CSTP-Keepalive", secs(sess.ucfg.Keepalive))
 	if idle > 0 {
 		h("X-CSTP-Idle-Timeout", secs(idle))
@@ -356,8 +361,8 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 	h("X-CSTP-Rekey-Method", "none")
 	h("X-CSTP-Base-MTU", strconv.Itoa(base))
 	h("X-CSTP-MTU", strconv.Itoa(mtu))
-	if s.cfg.Banner != "" {
-		h("X-CSTP-Banner", strings.NewReplacer("\r", " ", "\n", " ").Replace(s.cfg.Banner))
+	if cfg.Banner != "" {
+		h("X-CSTP-Banner", strings.NewReplacer("\r", " ", "\n", " ").Replace(cfg.Banner))
 	}
 	for _, x := range extra {
 		b.WriteString(x + "\r\n")

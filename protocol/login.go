@@ -42,18 +42,20 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		st.deviceID = doc.DeviceID
 	}
 	if req.method == "GET" || doc.Type == "init" {
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, ""))
+		return xmlResponse(loginForm(s.conf().PreLoginBanner, ""))
 	}
 	user, password := doc.Auth.Username, doc.Auth.Password
 	if user == "" || password == "" {
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Please enter your username and password."))
+		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Please enter your username and password."))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
+	authStart := time.Now()
 	id, err := s.checker.CheckPassword(ctx, user, password)
 	cancel()
 	if err != nil {
 		st.failures++
+		s.stats.authFailures.Add(1)
 		reason := "wrong password or unknown user"
 		switch {
 		case errors.Is(err, auth.ErrLocked):
@@ -71,16 +73,18 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		}
 		// Cisco style: the same form again with an error; an interactive user is asked again, a scripted one
 		// stops ("Failed to complete authentication").
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, "Login failed."))
+		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Login failed."))
 	}
 
 	sess, err := s.newSession(id, st)
 	if err != nil {
 		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", err.Error())
-		return xmlResponse(loginForm(s.cfg.PreLoginBanner, err.Error()))
+		return xmlResponse(loginForm(s.conf().PreLoginBanner, err.Error()))
 	}
+	s.stats.authSuccess.Add(1)
+	s.stats.login.observe(time.Since(authStart))
 	s.log.Info("auth success", "user", user, "remote", st.remote, "id", sess.ID)
-	resp := xmlResponse(successDoc(s.cfg.Banner, sess.cookie))
+	resp := xmlResponse(successDoc(s.conf().Banner, sess.cookie))
 	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
 	return resp
 }
@@ -102,7 +106,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
-	uc, err := s.cfg.UserConfig(id.User, id.Groups)
+	uc, err := s.conf().UserConfig(id.User, id.Groups)
 	if err != nil {
 		// An administrator's mistake in a per-user file: refuse (ocserv does too) and say where.
 		s.log.Error("per-user configuration", "user", id.User, "err", err)

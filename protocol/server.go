@@ -71,9 +71,11 @@ type Server struct {
 	log      *slog.Logger
 	version  string
 	scripts  ScriptRunner
-	scriptWG sync.WaitGroup // disconnect and host-update scripts run in the background
-	dns      []netip.Addr   // pushed when the session's configuration names none
-	sessEnv  *sessionEnv    // what the sessions use of the server
+	scriptWG sync.WaitGroup                // disconnect and host-update scripts run in the background
+	dns      []netip.Addr                  // pushed when the session's configuration names none
+	sessEnv  *sessionEnv                   // what the sessions use of the server
+	stats    serverStats                   // counters and events for the management interface (manage.go)
+	live     atomic.Pointer[config.Config] // the reloaded configuration (manage.go: SetConfig, conf)
 
 	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
 	udpPort int                         // the DTLS port announced to clients
@@ -128,7 +130,8 @@ func NewServer(o Options) (*Server, error) {
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
 	s.sessEnv = &sessionEnv{pool: s.pool, pool6: s.pool6, dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
-		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession}
+		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession, stats: &s.stats}
+	s.stats.start = time.Now()
 	return s, nil
 }
 
@@ -313,6 +316,7 @@ func (s *Server) endSession(sess *Session, reason string) {
 	if !ok {
 		return
 	}
+	s.stats.sessionEnded(sess, reason)
 	var info scriptInfo
 	armed := sess.disconnectScriptDue()
 	if armed {
@@ -383,8 +387,12 @@ func (s *Server) serveConn(c net.Conn) {
 	tc := tls.Server(bc, s.tlsConf)
 	c.SetDeadline(time.Now().Add(min(handshakeTimeout, s.cfg.AuthTimeout)))
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	hsStart := time.Now()
 	err := tc.HandshakeContext(ctx)
 	cancel()
+	if err == nil {
+		s.stats.handshake.observe(time.Since(hsStart))
+	}
 	if err != nil {
 		s.log.Info("connection closed", "remote", remote, "reason", "TLS handshake failed: "+describeNetErr(err))
 		c.Close()

@@ -79,6 +79,7 @@ type sessionEnv struct {
 	cookieTimeout     time.Duration
 	persistentCookies bool
 	endSession        func(s *Session, reason string)
+	stats             *serverStats // nil in tests that build sessions by hand
 }
 
 // sessionPolicy is the per-session part of the configuration.
@@ -270,52 +271,4 @@ func (s *Session) end() (t *tunnel, port datapath.Port, addr netip.Addr, ok bool
 	s.tunnel, s.port = nil, nil
 	s.cur.Store(nil)
 	return t, port, addr, true
-}
-
-// SessionInfo is a snapshot of a session for the management interface.
-type SessionInfo struct {
-	ID          uint64
-	User        string
-	Groups      []string
-	Addr        netip.Addr     // tunnel address (invalid before the first CONNECT)
-	Remote      netip.AddrPort // client address of the latest connection
-	UserAgent   string
-	DeviceID    string
-	Created     time.Time
-	Connected   bool   // a tunnel carries the session now
-	Channel     string // "DTLS", "CSTP" or "" when disconnected
-	DTLSCipher  string
-	RxBytes     uint64 // from the client
-	TxBytes     uint64
-	RxPackets   uint64
-	TxPackets   uint64
-	DTLSRxBytes uint64
-	DTLSTxBytes uint64
-	RxDropped   uint64
-	TxDropped   uint64
-	CookieState string // "active" (a tunnel uses it) or "waiting" (valid for cookie_timeout after the tunnel went)
-}
-
-// Info returns a snapshot of the session.
-func (s *Session) Info() SessionInfo {
-	s.mu.Lock()
-	addr, remote := s.addr, s.remote
-	s.mu.Unlock()
-	in := SessionInfo{
-		ID: s.ID, User: s.User, Groups: s.Groups, Addr: addr, Remote: remote, UserAgent: s.UserAgent,
-		DeviceID: s.DeviceID, Created: s.Created, CookieState: "waiting",
-		RxBytes: s.rxBytes.Load(), TxBytes: s.txBytes.Load(), RxPackets: s.rxPackets.Load(), TxPackets: s.txPackets.Load(),
-		DTLSRxBytes: s.dtlsRxBytes.Load(), DTLSTxBytes: s.dtlsTxBytes.Load(),
-		RxDropped: s.rxDropped.Load(), TxDropped: s.txDropped.Load(),
-	}
-	if t := s.cur.Load(); t != nil {
-		in.Connected, in.CookieState, in.Channel = true, "active", "CSTP"
-		if c := t.dtls.Load(); c != nil {
-			in.DTLSCipher = c.CipherSuite()
-			if t.dtlsActive.Load() {
-				in.Channel = "DTLS"
-			}
-		}
-	}
-	return in
 }

@@ -269,6 +269,9 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 	}
 	if t.dtlsActive.Load() && t.switchToTCP > 0 && now.Sub(time.Unix(0, t.lastDTLSRecv.Load())) > t.switchToTCP {
 		t.dtlsActive.Store(false) // quiet DTLS: send over TLS until a record arrives again
+		if st := t.sess.env.stats; st != nil {
+			st.dtlsFallbacks.Add(1)
+		}
 		t.log.Debug("DTLS quiet; sending over TLS", "id", t.sess.ID, "user", t.sess.User)
 	}
 	if t.idle > 0 && now.Sub(time.Unix(0, t.lastData.Load())) > t.idle {

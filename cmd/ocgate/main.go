@@ -5,10 +5,12 @@
 //	ocgate [-c FILE] [--state-dir DIR]     serve (the default; --pprof ADDR with -tags pprof)
 //	ocgate passwd ...                      edit a password file like ocpasswd
 //	ocgate config check FILE | defaults    validate a config / print the defaults
+//	ocgate ctl [-s SOCKET] COMMAND         manage a running server (also as `occtl`, a symlink; ctl.go)
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,8 +38,13 @@ const version = "0.1.0"
 
 func main() {
 	args := os.Args[1:]
+	if filepath.Base(os.Args[0]) == "occtl" {
+		os.Exit(runCtl("occtl", args, os.Stdout, os.Stderr))
+	}
 	if len(args) > 0 {
 		switch args[0] {
+		case "ctl":
+			os.Exit(runCtl("ocgate ctl", args[1:], os.Stdout, os.Stderr))
 		case "passwd":
 			os.Exit(runPasswd(args[1:], os.Stdin, os.Stdout, os.Stderr))
 		case "config":
@@ -172,10 +181,16 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	defer dp.Close()
 
+	// The certificate and the password checker are swapped by a reload (manage.go).
+	cert := &atomic.Pointer[tls.Certificate]{}
+	cert.Store(&st.tlsConfig.Certificates[0])
+	checker := newSwapChecker(passwords)
 	srv, err := protocol.NewServer(protocol.Options{
-		Config:     cfg,
-		TLSConfig:  st.tlsConfig,
-		Passwords:  passwords,
+		Config: cfg,
+		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert.Load(), nil
+		}},
+		Passwords:  checker,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
@@ -212,21 +227,62 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 			}
 		}()
 	}
+	stop := make(chan struct{})
+	var stopOnce sync.Once
+	var draining atomic.Bool
+	mgmt := &backend{Server: srv, log: log, datapath: cfg.Datapath, cfg: cfg, stateDir: stateDir, cert: cert,
+		checker: checker, stop: func() { stopOnce.Do(func() { close(stop) }) }}
+	serveCtl, closeCtl, err := startControlSocket(cfg, stateDir, mgmt, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeCtl()
+	closeMetrics, err := startMetrics(cfg, srv, dp, &draining, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeMetrics()
 	if err := dp.dropPrivileges(cfg, log); err != nil {
 		ln.Close()
 		return err
 	}
+	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
 	go func() { serveErr <- srv.Serve(ln) }()
 	printHowToConnect(stdout, ln.Addr().String()+udpDesc, cfg, st)
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case err := <-serveErr:
-		return fmt.Errorf("serving: %w", err)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				if _, err := mgmt.Reload(); err != nil {
+					log.Error("reload refused; the running configuration stays", "err", err)
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			// server_drain_ms: not ready (for the load balancer's health checks) but serving, then shut down.
+			draining.Store(true)
+			if d := time.Duration(cfg.ServerDrainMS) * time.Millisecond; d > 0 {
+				log.Info("draining before shutdown", "for", d)
+				select {
+				case <-time.After(d):
+				case <-sig: // a second signal: stop now
+				}
+			}
+			break wait
+		case <-stop:
+			log.Info("shutting down", "reason", "ctl stop now")
+			draining.Store(true)
+			break wait
+		case err := <-serveErr:
+			return fmt.Errorf("serving: %w", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
