@@ -22,6 +22,7 @@ require (
 require (
 	github.com/go-crypt/x v0.4.16 // indirect
 	github.com/google/btree v1.1.2 // indirect
+	github.com/pierrec/lz4/v4 v4.1.34 // indirect
 	github.com/pion/logging v0.2.4 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
 	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect
