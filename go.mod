@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
 	github.com/go-crypt/crypt v0.14.15
+	github.com/pierrec/lz4/v4 v4.1.34
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/pion/transport/v5 v5.0.0
 	github.com/spf13/pflag v1.1.0
@@ -22,7 +23,6 @@ require (
 require (
 	github.com/go-crypt/x v0.4.16 // indirect
 	github.com/google/btree v1.1.2 // indirect
-	github.com/pierrec/lz4/v4 v4.1.34 // indirect
 	github.com/pion/logging v0.2.4 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
 	golang.org/x/exp v0.0.0-20250711185948-6ae5c78190dc // indirect
