@@ -107,8 +107,8 @@ var defaultCodecPriority = map[string]int{compress.NameLZ4: 90, compress.NameLZS
 
 // chooseCodec picks the compression of one channel from the client's X-CSTP-Accept-Encoding or
 // X-DTLS-Accept-Encoding list (docs/protocol.md §8.1): none unless compression = true, else the offered codec of
-// the highest priority. Names match case-insensitively and empty items are skipped: openconnect writes
-// ":,oc-lz4,lzs" with a leading comma. deflate (stateful, CSTP only) is never chosen.
+// the highest priority. Names match case-insensitively and empty items are skipped: openconnect 8.x writes the
+// list with a leading comma (",oc-lz4,lzs"). deflate (stateful, CSTP only) is never chosen.
 func (s *Server) chooseCodec(offer string) compress.Codec {
 	if !s.cfg.Compression {
 		return nil
