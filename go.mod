@@ -6,6 +6,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
 	github.com/go-crypt/crypt v0.14.15
+	github.com/pierrec/lz4/v4 v4.1.34
 	github.com/pion/dtls/v3 v3.1.15
 	github.com/pion/transport/v5 v5.0.0
 	github.com/prometheus/client_golang v1.25.0

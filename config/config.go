@@ -70,8 +70,11 @@ type Config struct {
 	Banner          string // banner, shown after login
 	PreLoginBanner  string // pre_login_banner, shown with the login form
 	DefaultDomain   string // default_domain
-	Compression     bool   // compression; default false; not implemented yet (sessions run uncompressed)
-	NoCompressLimit int    // no_compress_limit; default 256; unused until compression is implemented
+	Compression     bool   // compression: offer LZS/LZ4 to clients that ask; default false
+	NoCompressLimit int    // no_compress_limit: packets shorter than this go uncompressed; default 256, at least 64
+	// compression_algo_priority: priority by codec name ("lzs", "oc-lz4") where it differs from the defaults
+	// (oc-lz4 90, lzs 80); nil = the defaults.
+	CompressionAlgoPriority map[string]int
 
 	Device           string // device; default "vpns"
 	ConnectScript    string // connect_script, absolute

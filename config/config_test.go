@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,14 +44,40 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 	}
 }
 
-// compression = true is accepted (ocserv's configs carry it) but says it does nothing yet.
-func TestCompressionWarns(t *testing.T) {
-	c, err := Parse([]byte("compression = true\n"), "f.toml")
-	if err != nil {
-		t.Fatal(err)
+// The compression keys apply without warnings; no_compress_limit is raised to ocserv's minimum and
+// compression_algo_priority takes ocserv's NAME:PRIORITY, one or several.
+func TestCompressionKeys(t *testing.T) {
+	tests := []struct {
+		name, in string
+		limit    int
+		prio     map[string]int
+	}{
+		{"defaults", "", 256, nil},
+		{"enabled", "compression = true\nno_compress_limit = 100\n", 100, nil},
+		{"limit below 64", "no_compress_limit = 10\n", 64, nil},
+		{"one priority", "compression_algo_priority = \"LZS:100\"\n", 256, map[string]int{"lzs": 100}},
+		{"two priorities", "compression_algo_priority = [\"lzs:5\", \"oc-lz4:7\"]\n", 256, map[string]int{"lzs": 5, "oc-lz4": 7}},
 	}
-	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "f.toml:1: compression: not implemented yet") {
-		t.Fatalf("warnings %q", c.Warnings)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.in), "f.toml")
+			if err != nil || len(c.Warnings) != 0 {
+				t.Fatalf("Parse: %v, warnings %q", err, c.Warnings)
+			}
+			if c.Compression != strings.Contains(tc.in, "compression = true") || c.NoCompressLimit != tc.limit ||
+				!maps.Equal(c.CompressionAlgoPriority, tc.prio) {
+				t.Errorf("compression %v, limit %d, priorities %v; want limit %d, priorities %v",
+					c.Compression, c.NoCompressLimit, c.CompressionAlgoPriority, tc.limit, tc.prio)
+			}
+		})
+	}
+	for _, in := range []string{`"lz4:10"`, `"lzs"`, `"lzs:0"`, `"lzs:x"`, `3`, `["lzs:1", 2]`} {
+		t.Run("bad "+in, func(t *testing.T) {
+			if _, err := Parse([]byte("compression_algo_priority = "+in+"\n"), "f.toml"); err == nil ||
+				!strings.Contains(err.Error(), "f.toml:1: compression_algo_priority") {
+				t.Errorf("err = %v, want one naming the key and line", err)
+			}
+		})
 	}
 }
 

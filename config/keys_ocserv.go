@@ -59,7 +59,6 @@ var ocservKeys = []key{
 	accepted("dtls_mtu", global, ""),
 	accepted("route_add_cmd", global, ""),
 	accepted("route_del_cmd", global, ""),
-	accepted("compression_algo_priority", global, ""),
 	accepted("max_ban_score_ip", global, ""),
 	accepted("restrict_user_to_routes_cmd", global, ""),
 	accepted("ipv4_dns", anyFile, ""),

@@ -2,6 +2,11 @@ package config
 
 // Keys of a session's life: timeouts, limits, bans, banners and compression.
 
+import (
+	"strconv"
+	"strings"
+)
+
 var sessionKeys = []key{
 	{name: "keepalive", def: "32400", scope: anyFile, field: "Keepalive", conv: seconds(0), userField: "Keepalive",
 		doc: "Client keepalive interval."},
@@ -54,9 +59,42 @@ var sessionKeys = []key{
 	{name: "banner", def: `""`, doc: "Text shown after login.", field: "Banner", conv: text},
 	{name: "pre_login_banner", def: `""`, doc: "Text shown with the login form.", field: "PreLoginBanner", conv: text},
 	{name: "compression", def: "false", field: "Compression", conv: boolean,
-		doc:   "Allow LZS/LZ4 compression (leaks information; off by default). Not implemented yet.",
-		inert: "not implemented yet: sessions run uncompressed (clients are not offered LZS/LZ4)"},
-	{name: "no_compress_limit", def: "256", field: "NoCompressLimit", conv: integer(0, 65535),
-		doc:   "Do not compress packets smaller than this. No effect until compression is implemented.",
-		inert: "has no effect: compression is not implemented yet"},
+		doc: "Offer stateless LZS and LZ4 (oc-lz4) compression to clients that ask for it, on TLS and DTLS.\n" +
+			"Off by default: compressing before encrypting lets an observer learn about the traffic from its sizes."},
+	{name: "no_compress_limit", def: "256", field: "NoCompressLimit", set: noCompressLimit,
+		doc: "With compression, packets shorter than this many bytes are sent uncompressed (low latency for\n" +
+			"small packets such as VoIP). Values below 64 count as 64, as in ocserv."},
+	{name: "compression_algo_priority", ex: `["lzs:100"]`, field: "CompressionAlgoPriority", conv: algoPriorities,
+		doc: "\"NAME:PRIORITY\" entries (a string or an array of them) that change which codec wins when a client\n" +
+			"offers several: the highest priority does. Defaults: oc-lz4 90, lzs 80."},
+}
+
+// noCompressLimit applies no_compress_limit, raised to ocserv's minimum of 64.
+func noCompressLimit(p *parser, c *Config, v any) {
+	if n, ok := integer(0, 65535)(p, "no_compress_limit", v); ok {
+		c.NoCompressLimit = max(n.(int), 64)
+	}
+}
+
+// algoPriorities converts compression_algo_priority: ocserv's "NAME:PRIORITY" (the name case-insensitive, the
+// priority above 0), one string or an array of them, into priorities by lower-case name.
+func algoPriorities(p *parser, key string, v any) (any, bool) {
+	var in []string
+	if s, ok := v.(string); ok {
+		in = []string{s}
+	} else if in, ok = p.strs(key, v); !ok {
+		return nil, false
+	}
+	out := map[string]int{}
+	for _, e := range in {
+		name, prio, _ := strings.Cut(e, ":")
+		name = strings.ToLower(strings.TrimSpace(name))
+		n, err := strconv.Atoi(strings.TrimSpace(prio))
+		if name != "lzs" && name != "oc-lz4" || err != nil || n <= 0 {
+			p.errf(key, "%q: want \"NAME:PRIORITY\" with NAME lzs or oc-lz4 and PRIORITY above 0", e)
+			return nil, false
+		}
+		out[name] = n
+	}
+	return out, true
 }

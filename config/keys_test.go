@@ -120,7 +120,6 @@ func TestInertAndNetstackKeys(t *testing.T) {
 		{"ca_cert", "ca_cert = \"/etc/ca.pem\"\n", "f.toml:1: ca_cert: ignored: certificate authentication is not supported yet"},
 		{"try_mtu_discovery", "try_mtu_discovery = true\n", "f.toml:1: try_mtu_discovery: not implemented yet"},
 		{"ban_points_kkdcp", "ban_points_kkdcp = 5\n", "f.toml:1: ban_points_kkdcp: has no effect: KKDCP is not supported"},
-		{"no_compress_limit", "no_compress_limit = 100\n", "f.toml:1: no_compress_limit: has no effect: compression is not implemented yet"},
 		{"egress_deny in tun mode", "datapath = \"tun\"\negress_deny = [\"10.0.0.0/8\"]\n", "f.toml:2: egress_deny: ignored with datapath = \"tun\""},
 		{"flow_log in tun mode", "datapath = \"tun\"\nflow_log = \"-\"\n", "f.toml:2: flow_log: ignored with datapath = \"tun\""},
 	}

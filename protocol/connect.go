@@ -4,8 +4,9 @@ package protocol
 // steps, in order:
 //
 //	checkCookie        the path, the webvpn cookie, deny_roaming                    ─► 401/404/503 and close
-//	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader
-//	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out
+//	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
+//	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
+//	                   the DTLS codec
 //	attachTunnel       the session takes the tunnel (address lease and datapath port at the first CONNECT;
 //	                   takeover of a previous tunnel)
 //	runConnectScript   the first CONNECT of a session runs connect_script (and host_update_script)
@@ -24,6 +25,8 @@ import (
 	"strings"
 	"time"
 
+	"ocgate/protocol/compress"
+	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtls"
 )
@@ -94,7 +97,47 @@ func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tu
 	st.br = nil
 	t = newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
 	t.switchToTCP = s.cfg.SwitchToTCPTimeout
+	t.cstpCodec = s.chooseCodec(req.get("X-CSTP-Accept-Encoding"))
+	t.compressMin = s.cfg.NoCompressLimit
+	t.maxDecompressed = min(base, cstp.MaxPayload)
 	return t, base
+}
+
+// defaultCodecPriority is ocserv's order when a client offers both codecs (compression_algo_priority changes it).
+var defaultCodecPriority = map[string]int{compress.NameLZ4: 90, compress.NameLZS: 80}
+
+// chooseCodec picks the compression of one channel from the client's X-CSTP-Accept-Encoding or
+// X-DTLS-Accept-Encoding list (docs/protocol.md §8.1): none unless compression = true, else the offered codec of
+// the highest priority. Names match case-insensitively and empty items are skipped: openconnect 8.x writes the
+// list with a leading comma (",oc-lz4,lzs"). deflate (stateful, CSTP only) is never chosen.
+func (s *Server) chooseCodec(offer string) compress.Codec {
+	if !s.cfg.Compression {
+		return nil
+	}
+	var best compress.Codec
+	bestPrio := 0
+	for name := range strings.SplitSeq(offer, ",") {
+		c := compress.ByName(name)
+		if c == nil {
+			continue
+		}
+		prio, ok := s.cfg.CompressionAlgoPriority[c.Name()]
+		if !ok {
+			prio = defaultCodecPriority[c.Name()]
+		}
+		if prio > bestPrio {
+			best, bestPrio = c, prio
+		}
+	}
+	return best
+}
+
+// codecName is the wire name of c, "" for none.
+func codecName(c compress.Codec) string {
+	if c == nil {
+		return ""
+	}
+	return c.Name()
 }
 
 // offerDTLS registers the DTLS handshake the client may start (PSK-NEGOTIATE, else the legacy mode) and returns
@@ -111,22 +154,29 @@ func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel
 			"X-DTLS-Keepalive: " + secs(sess.ucfg.Keepalive)}
 	}
 	mtu := t.mtu
+	// Set before Register: the DTLS handlers may run as soon as the client's handshake ends.
+	codec := s.chooseCodec(req.get("X-DTLS-Accept-Encoding"))
 	if s.cfg.DTLSPSK && offersPSK(req) {
 		psk, err := dtls.ExportPSK(st.tls.ConnectionState())
 		if err != nil {
 			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
 		} else {
 			appID := dtls.NewAppID()
+			t.dtlsCodec = codec
 			t.dtlsCancel = d.Register(appID, psk, nil, t.dtlsEstablished)
 			mtu -= dtls.OverheadGCM
 			hdr = append(common(), "X-DTLS-App-ID: "+hex.EncodeToString(appID[:]), "X-DTLS-CipherSuite: PSK-NEGOTIATE")
 		}
 	} else if legacy, name := dtls.LegacyOffer(req.get("X-DTLS-Master-Secret"), req.get("X-DTLS12-CipherSuite")); legacy != nil {
 		sid := dtls.NewAppID()
+		t.dtlsCodec = codec
 		t.dtlsCancel = d.Register(sid, nil, legacy, t.dtlsEstablished)
 		mtu -= dtls.OverheadGCM
 		hdr = append(common(), "X-DTLS-Session-ID: "+hex.EncodeToString(sid[:]),
 			"X-DTLS12-CipherSuite: "+name, "X-DTLS-MTU: "+strconv.Itoa(mtu))
+	}
+	if t.dtlsCodec != nil {
+		hdr = append(hdr, "X-DTLS-Content-Encoding: "+t.dtlsCodec.Name())
 	}
 	t.mtu = mtu
 	return hdr
@@ -214,14 +264,19 @@ func (s *Server) writeConnectResponse(st *connState, req *request, sess *Session
 	sess.mu.Lock()
 	addr, addr6 := sess.addr, sess.addr6
 	sess.mu.Unlock()
-	hdr := s.connectHeaders(req, sess, addr, addr6, base, t.mtu, t.dpd, t.idle, dtlsHdr)
+	extra := dtlsHdr
+	if t.cstpCodec != nil {
+		extra = append(extra, "X-CSTP-Content-Encoding: "+t.cstpCodec.Name())
+	}
+	hdr := s.connectHeaders(req, sess, addr, addr6, base, t.mtu, t.dpd, t.idle, extra)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
 	if _, err := st.tls.Write(hdr); err != nil {
 		t.end("writing CONNECT response: "+describeNetErr(err), noFrame)
 	}
 	s.log.Info("session connected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,
-		"mtu", t.mtu, "dpd", t.dpd, "user_agent", st.userAgent)
+		"mtu", t.mtu, "dpd", t.dpd, "user_agent", st.userAgent,
+		"cstp_compression", codecName(t.cstpCodec), "dtls_compression", codecName(t.dtlsCodec))
 }
 
 // runTunnel moves the tunnel's frames until it ends, then lets the session go on without it.
@@ -234,9 +289,11 @@ func (s *Server) runTunnel(st *connState, sess *Session, t *tunnel) {
 	s.stats.tunnelDown(sess, t.reason)
 	rx, tx, _, _ := sess.Stats()
 	drx, dtx := sess.DTLSBytes()
+	zin, zout, zbad := sess.Compressed()
 	s.log.Info("session disconnected", "id", sess.ID, "user", sess.User, "ip", sess.Addr(), "remote", st.remote,
 		"reason", t.reason, "rx", rx, "tx", tx, "dtls_rx", drx, "dtls_tx", dtx,
 		"rx_dropped", sess.rxDropped.Load(), "tx_dropped", sess.txDropped.Load(),
+		"compressed_in", zin, "compressed_out", zout, "compressed_bad", zbad,
 		"duration", time.Since(t.start).Round(time.Millisecond))
 }
 

@@ -49,6 +49,8 @@ type Session struct {
 	// Counters, from the server's point of view: rx = received from the client, tx = sent to it.
 	rxBytes, txBytes, rxPackets, txPackets, rxDropped, txDropped atomic.Uint64
 	dtlsRxBytes, dtlsTxBytes                                     atomic.Uint64 // the part that crossed DTLS
+	// COMPRESSED packets (either channel): decoded and taken, sent, and dropped because they did not decode.
+	compressedIn, compressedOut, compressedBad atomic.Uint64
 
 	mu           sync.Mutex
 	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT
@@ -123,6 +125,12 @@ func (s *Session) Connected() bool { return s.cur.Load() != nil }
 
 // DTLSBytes returns how many of the rx/tx bytes crossed DTLS.
 func (s *Session) DTLSBytes() (rx, tx uint64) { return s.dtlsRxBytes.Load(), s.dtlsTxBytes.Load() }
+
+// Compressed returns how many COMPRESSED packets the session took from the client (in), sent to it (out), and
+// dropped because they did not decode (bad).
+func (s *Session) Compressed() (in, out, bad uint64) {
+	return s.compressedIn.Load(), s.compressedOut.Load(), s.compressedBad.Load()
+}
 
 // Stats returns the byte and packet counters (rx = from the client).
 func (s *Session) Stats() (rxBytes, txBytes, rxPackets, txPackets uint64) {

@@ -6,6 +6,10 @@ package protocol
 //	                   │ DPD-REQ ──► ctrl queue                      │
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
+// With compression negotiated at the CONNECT (docs/protocol.md §8), each channel has its codec: writeLoop sends a DATA
+// packet as a COMPRESSED frame (record) when the packet is at least no_compress_limit long and the codec makes it
+// shorter; COMPRESSED packets received on either channel are decoded (receiveCompressed) and go on as DATA.
+//
 // writeLoop is the only writer of the connection after the CONNECT response, so frames never interleave, and each
 // frame is one tls.Conn.Write, hence one TLS record (docs/protocol.md §6.2). It also runs the tunnel's timers (DPD,
 // idle timeout) on a ticker. end() records the first reason the tunnel stops, queues an optional final frame
@@ -24,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/protocol/compress"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtls"
@@ -50,6 +55,9 @@ type frame struct {
 var (
 	smallFrames = sync.Pool{New: func() any { return &frame{b: make([]byte, smallFrameSize)} }}
 	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstp.HeaderLen+cstp.MaxPayload)} }}
+	// decompressBufs hold the packets COMPRESSED frames decode to. A pool rather than a buffer per tunnel: the
+	// receivers run in several goroutines (a DTLS socket's reader serves every session on it).
+	decompressBufs = sync.Pool{New: func() any { return new([cstp.MaxPayload]byte) }}
 )
 
 // newFrame returns a frame of type typ holding a copy of payload (len(payload) <= cstp.MaxPayload).
@@ -111,6 +119,12 @@ type tunnel struct {
 
 	dbatch     *dtls.Batch // owned by writeLoop: fast-path records waiting for sendmmsg
 	dbatchConn *dtls.Conn  // the association dbatch was made for
+
+	// Compression, negotiated at the CONNECT (nil: none on that channel) and set before the tunnel's goroutines
+	// start and its DTLS App-ID is registered; read-only after.
+	cstpCodec, dtlsCodec compress.Codec
+	compressMin          int // no_compress_limit: shorter packets go uncompressed
+	maxDecompressed      int // the longest packet a COMPRESSED frame may decode to: the link MTU
 }
 
 func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, remote netip.AddrPort, mtu int, dpd, idle time.Duration,
@@ -193,7 +207,7 @@ func (t *tunnel) writeLoop() {
 		var err error
 		if f.b[6] == cstp.Data {
 			if !t.sendDTLS(f) {
-				_, err = t.conn.Write(f.b[:f.n])
+				err = t.writeData(f)
 			}
 			if err == nil {
 				t.sess.txBytes.Add(uint64(f.n - cstp.HeaderLen))
@@ -214,6 +228,40 @@ func (t *tunnel) writeLoop() {
 			return
 		}
 	}
+}
+
+// writeData writes a DATA frame on the TLS connection, as a COMPRESSED frame when that pays (compressFrame).
+func (t *tunnel) writeData(f *frame) error {
+	z := t.compressFrame(t.cstpCodec, f)
+	if z == nil {
+		_, err := t.conn.Write(f.b[:f.n])
+		return err
+	}
+	_, err := t.conn.Write(z.b[:z.n])
+	z.release()
+	if err == nil {
+		t.sess.compressedOut.Add(1)
+	}
+	return err
+}
+
+// compressFrame returns the packet of DATA frame f compressed with c, as a COMPRESSED frame the caller releases;
+// nil when c is nil, the packet is shorter than no_compress_limit, or c does not make it shorter (ocserv's rules,
+// docs/protocol.md §8.2).
+func (t *tunnel) compressFrame(c compress.Codec, f *frame) *frame {
+	pkt := f.b[cstp.HeaderLen:f.n]
+	if c == nil || len(pkt) < t.compressMin || len(pkt) < 2 {
+		return nil
+	}
+	z := bigFrames.Get().(*frame)
+	n, err := c.Compress(z.b[cstp.HeaderLen:cstp.HeaderLen+len(pkt)-1], pkt)
+	if err != nil {
+		bigFrames.Put(z)
+		return nil
+	}
+	cstp.PutHeader(z.b, cstp.Compressed, n)
+	z.n = cstp.HeaderLen + n
+	return z
 }
 
 // carrier tells a port that cares (datapath.CarrierAware) which carrier the session uses now.
@@ -293,6 +341,12 @@ func (t *tunnel) readLoop() (logout bool) {
 		now := time.Now().UnixNano()
 		t.lastRecv.Store(now)
 		switch typ {
+		case cstp.Compressed:
+			if t.cstpCodec == nil {
+				t.end("compressed frame received but no compression was negotiated", cstp.Disconnect)
+				return false
+			}
+			fallthrough
 		case cstp.Data:
 			if len(payload) == 0 {
 				continue
@@ -304,7 +358,11 @@ func (t *tunnel) readLoop() (logout bool) {
 			if now-t.lastDTLSRecv.Load() > int64(dtlsQuietForSwitch) {
 				t.dtlsActive.Store(false)
 			}
-			t.receiveData(payload, now, false)
+			if typ == cstp.Compressed {
+				t.receiveCompressed(t.cstpCodec, payload, now, false)
+			} else {
+				t.receiveData(payload, now, false)
+			}
 		case cstp.DPDReq:
 			// ocserv echoes the whole frame with only the type changed; so do we.
 			t.queueCtrl(newFrame(cstp.DPDResp, payload))
@@ -322,9 +380,6 @@ func (t *tunnel) readLoop() (logout bool) {
 				t.sess.logout(t)
 			}
 			return logout
-		case cstp.Compressed:
-			t.end("compressed frame received but no compression was negotiated", cstp.Disconnect)
-			return false
 		default:
 			t.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
 		}
@@ -348,6 +403,23 @@ func (t *tunnel) receiveData(pkt []byte, now int64, overDTLS bool) {
 	} else {
 		t.sess.rxDropped.Add(1)
 	}
+}
+
+// receiveCompressed decodes a COMPRESSED packet with the codec of the channel it came on and takes it as DATA. A
+// packet that does not decode, or decodes to more than the link MTU, is dropped, counted and logged at a rate
+// limit; the tunnel goes on.
+func (t *tunnel) receiveCompressed(c compress.Codec, payload []byte, now int64, overDTLS bool) {
+	buf := decompressBufs.Get().(*[cstp.MaxPayload]byte)
+	n, err := c.Decompress(buf[:t.maxDecompressed], payload)
+	if err != nil {
+		t.sess.compressedBad.Add(1)
+		t.limitedLog("dropping a compressed packet", "user", t.sess.User, "codec", c.Name(), "dtls", overDTLS,
+			"len", len(payload), "err", err)
+	} else {
+		t.sess.compressedIn.Add(1)
+		t.receiveData(buf[:n], now, overDTLS)
+	}
+	decompressBufs.Put(buf)
 }
 
 // readErrReason turns a read error into a short reason for the log; a client that went away is not news.

@@ -6,9 +6,11 @@ package protocol
 //	            tunnel's (a re-handshake replaces the previous one)
 //	records ──► dtlsRecord (in the UDP socket's reader with the fast path, else in dtlsReadLoop)
 //	              DATA ──► receiveData, the same path as DATA frames over TLS
+//	              COMPRESSED ──► receiveCompressed with the DTLS codec, then receiveData
 //	              DPD-REQ ──► answered at once over DTLS
-//	writeLoop ──► sendDTLS: DATA frames go over DTLS while it is up and recently heard from, sealed into a batch
-//	              that flushDTLS sends with one sendmmsg when the queues run dry
+//	writeLoop ──► sendDTLS: DATA frames go over DTLS while it is up and recently heard from (compressed with the
+//	              DTLS codec when that pays), sealed into a batch that flushDTLS sends with one sendmmsg when the
+//	              queues run dry
 //
 // An association that fails is dropped (dropDTLS) and data goes over TLS until the client comes back.
 
@@ -26,7 +28,8 @@ var (
 )
 
 // sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
-// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type. false means "use CSTP".
+// from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type (a COMPRESSED record gets its type
+// there). false means "use CSTP".
 func (t *tunnel) sendDTLS(f *frame) bool {
 	if !t.dtlsActive.Load() {
 		return false
@@ -37,6 +40,12 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 	}
 	var err error
 	rec := f.b[cstp.HeaderLen-1 : f.n]
+	z := t.compressFrame(t.dtlsCodec, f)
+	if z != nil {
+		defer z.release()
+		z.b[cstp.HeaderLen-1] = cstp.Compressed
+		rec = z.b[cstp.HeaderLen-1 : z.n]
+	}
 	if c.Fast() {
 		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
 		if t.dbatchConn != c {
@@ -58,6 +67,9 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 		return false
 	}
 	t.sess.dtlsTxBytes.Add(uint64(f.n - cstp.HeaderLen))
+	if z != nil {
+		t.sess.compressedOut.Add(1)
+	}
 	return true
 }
 
@@ -160,6 +172,12 @@ func (t *tunnel) dtlsRecord(c *dtls.Conn, rec []byte) {
 				time.AfterFunc(d, func() { c.WriteRecord(keepaliveRecord) })
 			}
 		}
+	case cstp.Compressed:
+		if t.dtlsCodec == nil {
+			t.limitedLog("ignoring compressed DTLS record: no compression was negotiated", "user", t.sess.User)
+			return
+		}
+		t.receiveCompressed(t.dtlsCodec, rec[1:], now, true)
 	case cstp.DPDResp, cstp.Keepalive:
 	default:
 		t.limitedLog("ignoring DTLS record", "user", t.sess.User, "type", rec[0])

@@ -2,7 +2,8 @@
 // given (inside the test's network namespace) with HTTP on TCP and an echo on UDP:
 //
 //	GET /bytes?n=N&seed=S   N bytes of the deterministic stream S (see integration/internal/stream);
-//	                        &rate=R paces them at R bytes per second
+//	                        &rate=R paces them at R bytes per second; &text=1 serves the compressible text
+//	                        stream S instead of random bytes
 //	PUT /sink               reads the body, answers "SHA256HEX COUNT"
 //	GET /hello              "hello from ADDR"
 //	GET /stats              number of TCP connections accepted on this address before this request's own
@@ -60,11 +61,15 @@ func main() {
 			seed, _ := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
 			rate, _ := strconv.ParseInt(r.URL.Query().Get("rate"), 10, 64)
 			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			write := stream.Write
+			if r.URL.Query().Get("text") == "1" {
+				write = stream.WriteText
+			}
 			if rate <= 0 {
-				stream.Write(w, n, seed)
+				write(w, n, seed)
 				return
 			}
-			stream.Write(&pacedWriter{w: w, rate: rate, start: time.Now()}, n, seed)
+			write(&pacedWriter{w: w, rate: rate, start: time.Now()}, n, seed)
 		})
 		mux.HandleFunc("PUT /sink", func(w http.ResponseWriter, r *http.Request) {
 			h := sha256.New()
