@@ -35,6 +35,7 @@ type fakeDatapath struct {
 	mu       sync.Mutex
 	sessions map[netip.Addr]*datapath.Session
 	sent     chan []byte
+	panicOn  atomic.Pointer[netip.Addr] // Send panics on a packet from this address
 }
 
 func newFakeDatapath() *fakeDatapath {
@@ -66,6 +67,9 @@ type fakePort struct {
 }
 
 func (p *fakePort) Send(pkt []byte) error {
+	if a := p.d.panicOn.Load(); a != nil && len(pkt) >= 20 && netip.AddrFrom4([4]byte(pkt[12:16])) == *a {
+		panic("test: the datapath panics")
+	}
 	p.d.sent <- bytes.Clone(pkt)
 	return nil
 }
@@ -492,6 +496,28 @@ func TestDeadPeerIsDropped(t *testing.T) {
 	if ts.srv.Sessions().Len() != 1 {
 		t.Fatal("the session (cookie) must survive a DPD timeout")
 	}
+}
+
+// A panic in a tunnel's reader ends that session, logged with its stack; the server and other sessions go on.
+func TestTunnelPanicEndsOnlyItsSession(t *testing.T) {
+	ts := startTestServer(t, nil)
+	good, bad := ts.mustDial(t, client.Options{}), ts.mustDial(t, client.Options{})
+	ts.dp.panicOn.Store(&bad.Addr)
+	if err := bad.WritePacket(ipv4Packet(bad.Addr, netip.MustParseAddr("10.77.0.1"), "boom")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDone(t, bad); err == nil {
+		t.Fatal("the tunnel survived its panic")
+	}
+	waitFor(t, 5*time.Second, func() bool { return ts.srv.Sessions().Len() == 1 }, "the session to end")
+	if l := ts.log.String(); !strings.Contains(l, "panic in a tunnel") || !strings.Contains(l, "goroutine") {
+		t.Fatalf("no panic with a stack in the log:\n%s", l)
+	}
+	if _, err := good.Conn().Write(cstp.AppendFrame(nil, cstp.DPDReq, nil)); err != nil {
+		t.Fatal(err)
+	}
+	ts.dp.session(good.Addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), good.Addr, "still here"))
+	readPacket(t, good)
 }
 
 func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
