@@ -60,6 +60,7 @@ type Config struct {
 	MaxUnauthPerIP   int // max_unauth_per_ip: the same from one address (IPv6: /64); default 16; 0 = unlimited
 	MaxSameClients   int // max_same_clients; default 2; 0 = unlimited
 	RateLimitMS      int // rate_limit_ms: per source address (IPv6: /64), bursts of 20; default 100; 0 = no limit
+	ServerDrainMS    int // server_drain_ms: on SIGTERM, serve without accepting for this long first; default 0
 	RxDataPerSec     int // rx_data_per_sec: bytes/s a session may send; 0 = unlimited
 	TxDataPerSec     int // tx_data_per_sec: bytes/s sent to a session; 0 = unlimited
 

@@ -38,7 +38,6 @@ var ocservKeys = []key{
 	accepted("kkdcp", global, "Kerberos is not supported"),
 	accepted("udp_listen_host_is_dyndns", global, "not supported"),
 	accepted("listen_host_is_dyndns", global, "not supported"),
-	accepted("server_drain_ms", global, "not supported yet"),
 	accepted("predictable_ips", global, "addresses are always predictable when free"),
 	accepted("cert_user_oid", global, "certificate authentication is not supported yet"),
 	accepted("cert_group_oid", global, "certificate authentication is not supported yet"),

@@ -66,6 +66,11 @@ var sessionKeys = []key{
 		doc:   "Points for a KKDCP request. KKDCP is not supported, so no request scores.",
 		inert: "has no effect: KKDCP is not supported"},
 
+	{name: "server_drain_ms", def: "0", field: "ServerDrainMS", conv: integer(0, 3600000),
+		doc: "On SIGTERM, stop accepting connections and keep serving the sessions for this many milliseconds before\n" +
+			"ending them (set it above a load balancer's health-check interval); then sessions get TERMINATE and the\n" +
+			"process exits within 5 s more."},
+
 	{name: "banner", def: `""`, doc: "Text shown after login.", field: "Banner", conv: text},
 	{name: "pre_login_banner", def: `""`, doc: "Text shown with the login form.", field: "PreLoginBanner", conv: text},
 	{name: "compression", def: "false", field: "Compression", conv: boolean,

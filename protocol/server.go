@@ -85,9 +85,10 @@ type Server struct {
 	nextID    atomic.Uint64
 	adm       *admission
 	shed      atomic.Uint64 // connections closed by admission, for the log
-	closing   atomic.Bool
-	lastLog   atomic.Int64 // rate limit for limitedLog
-	newSessMu sync.Mutex   // makes newSession's max_clients check and the session's creation one step
+	closing   atomic.Bool   // Shutdown has begun
+	draining  atomic.Bool   // StopAccepting has closed the listeners
+	lastLog   atomic.Int64  // rate limit for limitedLog
+	newSessMu sync.Mutex    // makes newSession's max_clients check and the session's creation one step
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -172,7 +173,7 @@ func (s *Server) Sessions() SessionStore { return s.sessions }
 // Shutdown, or the first accept error that is not temporary.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closing.Load() {
+	if s.closing.Load() || s.draining.Load() {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
@@ -187,7 +188,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.closing.Load() {
+			if s.closing.Load() || s.draining.Load() {
 				return ErrServerClosed
 			}
 			if isTemporaryAcceptErr(err) {
@@ -283,6 +284,17 @@ func (s *Server) authenticated(c net.Conn) {
 	if e := s.conns[c]; e != nil && e.unauth {
 		e.unauth = false
 		s.adm.release(e.src)
+	}
+	s.mu.Unlock()
+}
+
+// StopAccepting closes the listeners (Serve returns ErrServerClosed) and leaves every connection and session as
+// it is: the first half of a drain (server_drain_ms), before Shutdown.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	s.draining.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
 	}
 	s.mu.Unlock()
 }

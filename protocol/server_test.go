@@ -530,3 +530,25 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A drain: StopAccepting refuses new connections while sessions go on; Shutdown then sends them TERMINATE.
+func TestDrain(t *testing.T) {
+	ts := startTestServer(t, nil)
+	c := ts.mustDial(t, client.Options{})
+	ts.srv.StopAccepting()
+	if conn, err := net.DialTimeout("tcp", ts.addr, 5*time.Second); err == nil {
+		conn.Close()
+		t.Fatal("a new connection was accepted while draining")
+	}
+	ts.dp.session(c.Addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), c.Addr, "draining"))
+	readPacket(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	var de *client.DisconnectError
+	if err := waitDone(t, c); !errors.As(err, &de) || de.Type != cstp.Terminate {
+		t.Fatalf("the tunnel ended with %v, want TERMINATE", err)
+	}
+}

@@ -34,6 +34,9 @@ import (
 
 const version = "0.1.0"
 
+// shutdownTimeout bounds how long the server waits, after sending TERMINATE, for its connections to close.
+const shutdownTimeout = 5 * time.Second
+
 func main() {
 	args := os.Args[1:]
 	if len(args) > 0 {
@@ -229,7 +232,19 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	case err := <-serveErr:
 		return fmt.Errorf("serving: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// server_drain_ms: refuse new connections while the sessions go on, so that a load balancer notices and
+	// sends new users elsewhere; a second signal cuts the wait short.
+	if d := time.Duration(cfg.ServerDrainMS) * time.Millisecond; d > 0 {
+		srv.StopAccepting()
+		log.Info("draining: new connections refused; sessions end after server_drain_ms", "in", d)
+		select {
+		case <-time.After(d):
+		case s := <-sig:
+			log.Info("ending sessions now", "signal", s.String())
+		}
+	}
+	// Every session gets TERMINATE; the process exits within shutdownTimeout of this point.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown did not finish cleanly", "err", err)
