@@ -444,3 +444,36 @@ func sendFlood(t *testing.T, ns *netns, port int, captured [][]byte, n int, sent
 		}
 	}
 }
+
+// TestSIGTERMDrain: with server_drain_ms, SIGTERM closes the listener at once while the session keeps moving data;
+// then the client gets TERMINATE and exits, and the server exits within the drain plus its 5 s bound.
+func TestSIGTERMDrain(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), "route = [\"10.77.0.0/24\"]\nserver_drain_ms = 3000")
+	c := connect(t, s, vpnUser, vpnPass)
+	start := time.Now()
+	s.proc.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, 5*time.Second, "new connections to be refused", func() bool {
+		conn, err := ns.dial(fmt.Sprintf("127.0.0.1:%d", s.port))
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	download(t, c, 1<<20, 87) // the session goes on while draining
+	code := c.waitExit(t, 20*time.Second)
+	select {
+	case <-s.proc.done:
+	case <-time.After(3*time.Second + 10*time.Second):
+		t.Fatal("the server did not exit within server_drain_ms + 10 s")
+	}
+	t.Logf("client exit %d, server exit %d, %s after SIGTERM", code, s.proc.cmd.ProcessState.ExitCode(), time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(s.stderr.String(), "draining") || s.proc.cmd.ProcessState.ExitCode() != 0 {
+		t.Fatalf("server exit %d; log:\n%s", s.proc.cmd.ProcessState.ExitCode(), s.stderr.String())
+	}
+	if out := c.proc.out.String(); !strings.Contains(strings.ToLower(out), "terminate") {
+		t.Fatalf("the client did not report the server's TERMINATE:\n%s", out)
+	}
+}
