@@ -52,6 +52,18 @@ func timedLogin(t *testing.T, s *server) (*client, time.Duration) {
 	return c, time.Since(start)
 }
 
+// startIdleServer starts a server and the target in a new namespace, logs the stock client in and out once, and
+// returns the idle login's latency and the server's usage after it.
+func startIdleServer(t *testing.T) (*netns, *server, time.Duration, usage) {
+	t.Helper()
+	ns := newNetns(t)
+	ns.startTarget()
+	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
+	c, idleLogin := timedLogin(t, s)
+	c.proc.stop(10 * time.Second)
+	return ns, s, idleLogin, usageOf(t, s)
+}
+
 // attack runs bounded attack connections from attackSources addresses in a namespace until stopped.
 type attack struct {
 	ns      *netns
@@ -144,12 +156,7 @@ func waitUsage(t *testing.T, s *server, max int, what string) usage {
 // through.)
 func TestSlowloris(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
-	ns.startTarget()
-	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
-	c, idleLogin := timedLogin(t, s)
-	c.proc.stop(10 * time.Second)
-	base := usageOf(t, s)
+	ns, s, idleLogin, base := startIdleServer(t)
 
 	a := startAttack(t, ns, fmt.Sprintf("127.0.0.1:%d", s.port), 400, 50*time.Millisecond,
 		func(src int, c net.Conn, stop <-chan struct{}) bool {
@@ -208,12 +215,7 @@ func TestSlowloris(t *testing.T) {
 // sending random bytes are banned for their failed handshakes.
 func TestHandshakeFlood(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
-	ns.startTarget()
-	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)
-	c, idleLogin := timedLogin(t, s)
-	c.proc.stop(10 * time.Second)
-	base := usageOf(t, s)
+	ns, s, idleLogin, base := startIdleServer(t)
 
 	var refused atomic.Int64
 	a := startAttack(t, ns, fmt.Sprintf("127.0.0.1:%d", s.port), 300, 50*time.Millisecond,
