@@ -49,16 +49,20 @@ type Config struct {
 	MobileIdleTimeout  time.Duration // mobile_idle_timeout; 0 = none
 	SessionTimeout     time.Duration // session_timeout; 0 = none
 	CookieTimeout      time.Duration // cookie_timeout; default 300 s
-	AuthTimeout        time.Duration // auth_timeout; default 240 s
+	AuthTimeout        time.Duration // auth_timeout: from the TCP connection to login; default 240 s
+	RequestTimeout     time.Duration // request_timeout: TLS handshake, and each request before login once begun; default 10 s
 	SwitchToTCPTimeout time.Duration // switch_to_tcp_timeout; default 25 s
 	PersistentCookies  bool          // persistent_cookies
 	DenyRoaming        bool          // deny_roaming
 
-	MaxClients     int // max_clients; default 1024; 0 = unlimited
-	MaxSameClients int // max_same_clients; default 2; 0 = unlimited
-	RateLimitMS    int // rate_limit_ms; default 100
-	RxDataPerSec   int // rx_data_per_sec: bytes/s a session may send; 0 = unlimited
-	TxDataPerSec   int // tx_data_per_sec: bytes/s sent to a session; 0 = unlimited
+	MaxClients       int // max_clients: sessions (logged-in users); default 1024; 0 = unlimited
+	MaxUnauthClients int // max_unauth_clients: connections not logged in yet; default 1024; 0 = unlimited
+	MaxUnauthPerIP   int // max_unauth_per_ip: the same from one address (IPv6: /64); default 16; 0 = unlimited
+	MaxSameClients   int // max_same_clients; default 2; 0 = unlimited
+	RateLimitMS      int // rate_limit_ms: per source address (IPv6: /64), bursts of 20; default 100; 0 = no limit
+	ServerDrainMS    int // server_drain_ms: on SIGTERM, serve without accepting for this long first; default 0
+	RxDataPerSec     int // rx_data_per_sec: bytes/s a session may send; 0 = unlimited
+	TxDataPerSec     int // tx_data_per_sec: bytes/s sent to a session; 0 = unlimited
 
 	MaxBanScore            int           // max_ban_score; default 80; 0 disables bans
 	BanResetTime           time.Duration // ban_reset_time; default 1200 s
@@ -85,7 +89,6 @@ type Config struct {
 	SocketFile       string // socket_file (or occtl_socket_file), absolute; "" = the default place (see ctl)
 	UseOcctl         bool   // use_occtl: serve the management socket (default true)
 	MetricsListen    string // metrics_listen: HOST:PORT of /metrics, /healthz, /readyz; "" = off
-	ServerDrainMS    int    // server_drain_ms: on SIGTERM, not ready but serving for this long; 0 = none
 	PidFile          string // pid_file, absolute: written at start, removed on exit; "" = none
 
 	Datapath    string         // datapath: "netstack" (default) or "tun"

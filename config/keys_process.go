@@ -22,9 +22,6 @@ var processKeys = []key{
 		doc: "Serve the management socket."},
 	{name: "metrics_listen", def: `""`, ex: `"127.0.0.1:9617"`, field: "MetricsListen", conv: text,
 		doc: "HOST:PORT serving Prometheus /metrics, /healthz and /readyz over plain HTTP. Empty: off."},
-	{name: "server_drain_ms", def: "0", field: "ServerDrainMS", conv: integer(0, 1<<30),
-		doc: "On SIGTERM, report not ready (/readyz) and keep serving for this long before shutting down (load\n" +
-			"balancer health checks)."},
 	{name: "pid_file", def: `""`, field: "PidFile", conv: path,
 		doc: "File the server writes its process ID to at start and removes on exit. Empty: none."},
 }

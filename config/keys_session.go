@@ -22,7 +22,12 @@ var sessionKeys = []key{
 		userField: "SessionTimeout", doc: "Hard session limit (0: none)."},
 	{name: "cookie_timeout", def: "300", field: "CookieTimeout", conv: seconds(0),
 		doc: "How long a cookie stays valid after its connection is lost."},
-	{name: "auth_timeout", def: "240", field: "AuthTimeout", conv: seconds(1), doc: "Time allowed to authenticate."},
+	{name: "auth_timeout", def: "240", field: "AuthTimeout", conv: seconds(1),
+		doc: "Time allowed from the TCP connection to a successful login (TLS handshake and authentication requests).\n" +
+			"ocserv's default: long enough for a user typing a password and a one-time code."},
+	{name: "request_timeout", def: "10", field: "RequestTimeout", conv: seconds(1),
+		doc: "Before login: time allowed for the TLS handshake, and for each HTTP request's header and body once its\n" +
+			"first byte has arrived (waiting for the next request counts against auth_timeout only)."},
 	{name: "switch_to_tcp_timeout", def: "25", field: "SwitchToTCPTimeout", conv: seconds(0),
 		doc: "Send over TLS after this much DTLS silence."},
 	{name: "persistent_cookies", def: "false", field: "PersistentCookies", conv: boolean,
@@ -31,11 +36,20 @@ var sessionKeys = []key{
 		doc: "Bind cookies to the client address that authenticated."},
 
 	{name: "max_clients", def: "1024", field: "MaxClients", conv: integer(0, 1<<24),
-		doc: "Maximum sessions (0: unlimited)."},
+		doc: "Maximum sessions, i.e. logged-in users (0: unlimited). Connections still authenticating do not count\n" +
+			"(see max_unauth_clients); a login over the limit is refused with a message the client shows."},
+	{name: "max_unauth_clients", def: "1024", field: "MaxUnauthClients", conv: integer(0, 1<<24),
+		doc: "Maximum connections not logged in yet (0: unlimited). Over it, new connections are closed before the TLS\n" +
+			"handshake."},
+	{name: "max_unauth_per_ip", def: "16", field: "MaxUnauthPerIP", conv: integer(0, 1<<24),
+		doc: "Maximum connections not logged in yet from one address (IPv6: one /64) (0: unlimited). Over it, new\n" +
+			"connections from that address are closed before the TLS handshake."},
 	{name: "max_same_clients", def: "2", scope: anyFile, field: "MaxSameClients", conv: integer(0, 1<<24),
 		userField: "MaxSameClients", doc: "Maximum sessions per user (0: unlimited)."},
 	{name: "rate_limit_ms", def: "100", field: "RateLimitMS", conv: integer(0, 60000),
-		doc: "Minimum milliseconds between new connections."},
+		doc: "New connections per source address (IPv6: per /64): one per this many milliseconds on average, in bursts\n" +
+			"of up to 20; a connection over the rate is closed at once (0: no limit). Unlike ocserv, which paces its\n" +
+			"accept loop for everyone, so that one source's backlog delays every other user."},
 	{name: "rx_data_per_sec", def: "0", scope: anyFile, field: "RxDataPerSec", conv: integer(0, 1<<40),
 		userField: "RxDataPerSec", doc: "Bytes per second a session may send (0: unlimited); excess packets are dropped."},
 	{name: "tx_data_per_sec", def: "0", scope: anyFile, field: "TxDataPerSec", conv: integer(0, 1<<40),
@@ -51,10 +65,16 @@ var sessionKeys = []key{
 	{name: "ban_points_wrong_password", def: "10", field: "BanPointsWrongPassword", conv: integer(0, 1<<30),
 		doc: "Points for a wrong password."},
 	{name: "ban_points_connection", def: "1", field: "BanPointsConnection", conv: integer(0, 1<<30),
-		doc: "Points for a connection."},
+		doc: "Points for a connection, and as many again for a failed TLS handshake (ocserv scores no handshake failure;\n" +
+			"ocgate does, so that floods of random bytes from one address are banned)."},
 	{name: "ban_points_kkdcp", def: "1", field: "BanPointsKKDCP", conv: integer(0, 1<<30),
 		doc:   "Points for a KKDCP request. KKDCP is not supported, so no request scores.",
 		inert: "has no effect: KKDCP is not supported"},
+
+	{name: "server_drain_ms", def: "0", field: "ServerDrainMS", conv: integer(0, 3600000),
+		doc: "On SIGTERM, report not ready (/readyz), stop accepting connections and keep serving the sessions for\n" +
+			"this many milliseconds before ending them (set it above a load balancer's health-check interval); then\n" +
+			"sessions get TERMINATE and the process exits within 5 s more. A second signal ends them at once."},
 
 	{name: "banner", def: `""`, doc: "Text shown after login.", field: "Banner", conv: text},
 	{name: "pre_login_banner", def: `""`, doc: "Text shown with the login form.", field: "PreLoginBanner", conv: text},

@@ -218,14 +218,16 @@ func TestDataRateLimit(t *testing.T) {
 	}
 }
 
-// TestMaxClients: with max_clients connections open, ocgate (like ocserv) closes new ones at once.
+// TestMaxClients: with max_clients sessions, a new login is refused with a message the client shows (connections
+// still authenticating do not count; see TestSlowloris).
 func TestMaxClients(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
 	s := startServer(t, ns, newServerDir(t), "max_clients = 1\nmax_same_clients = 0")
 	connect(t, s, vpnUser, vpnPass)
 	c2 := launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
-	if code := c2.waitExit(t, 20*time.Second); code != 1 || configuredRE.MatchString(c2.proc.out.String()) {
+	if code := c2.waitExit(t, 20*time.Second); code != 1 || configuredRE.MatchString(c2.proc.out.String()) ||
+		!strings.Contains(c2.proc.out.String(), "maximum number of clients") {
 		t.Fatalf("second client: exit %d\n%s", code, c2.proc.out.String())
 	}
 	waitFor(t, 5*time.Second, "the refusal in the log", func() bool {

@@ -46,8 +46,9 @@ func parseClientDoc(contentType string, body []byte) (*clientDoc, error) {
 		}
 		return doc, nil
 	}
-	d := xml.NewDecoder(bytes.NewReader(trimmed))
-	d.Strict = true
+	raw := xml.NewDecoder(bytes.NewReader(trimmed))
+	raw.Strict = true
+	d := xml.NewTokenDecoder(&depthLimit{in: raw, max: maxXMLDepth})
 	if err := d.Decode(doc); err != nil {
 		return nil, fmt.Errorf("malformed XML: %w", err)
 	}
@@ -57,6 +58,31 @@ func parseClientDoc(contentType string, body []byte) (*clientDoc, error) {
 		return nil, fmt.Errorf("unexpected config-auth type %.32q", doc.Type)
 	}
 	return doc, nil
+}
+
+// maxXMLDepth bounds the nesting of a client's document: openconnect's are 3 deep. encoding/xml skips unknown
+// elements at any depth, so without a bound a 64 KiB body of nested elements would be read to the end and
+// answered with the login form.
+const maxXMLDepth = 16
+
+// depthLimit passes tokens through and fails once elements nest deeper than max.
+type depthLimit struct {
+	in    xml.TokenReader
+	max   int
+	depth int
+}
+
+func (l *depthLimit) Token() (xml.Token, error) {
+	tok, err := l.in.Token()
+	switch tok.(type) {
+	case xml.StartElement:
+		if l.depth++; l.depth > l.max {
+			return nil, fmt.Errorf("elements nested deeper than %d", l.max)
+		}
+	case xml.EndElement:
+		l.depth--
+	}
+	return tok, err
 }
 
 // xmlEscape escapes text for element content and attribute values.

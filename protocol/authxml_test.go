@@ -27,7 +27,8 @@ func TestParseClientDoc(t *testing.T) {
 	if err != nil || d.Auth.Username != "bob" || d.Auth.Password != "a&b" || d.GroupSelect != "g" {
 		t.Fatalf("form: %+v %v", d, err)
 	}
-	for _, bad := range []string{"<config-auth", "<config-auth type=\"evil\"></config-auth>", "<x/>", "<config-auth><a></b></config-auth>"} {
+	for _, bad := range []string{"<config-auth", "<config-auth type=\"evil\"></config-auth>", "<x/>", "<config-auth><a></b></config-auth>",
+		`<config-auth type="init">` + strings.Repeat("<a>", 17) + strings.Repeat("</a>", 17) + `</config-auth>`} {
 		if _, err := parseClientDoc("application/xml", []byte(bad)); err == nil {
 			t.Errorf("parseClientDoc(%q) succeeded", bad)
 		}

@@ -120,6 +120,10 @@ func readRequest(br *bufio.Reader) (*request, error) {
 	if te := req.get("Transfer-Encoding"); te != "" {
 		return nil, &httpError{status: 501, reason: "Not Implemented", detail: "transfer-encoding " + te}
 	}
+	if cls := req.header.Values("Content-Length"); len(cls) > 1 {
+		// Two lengths (even equal ones) are how requests get smuggled past a proxy that reads the other one.
+		return nil, badRequest("%d Content-Length headers", len(cls))
+	}
 	if cl := req.get("Content-Length"); cl != "" {
 		n, err := strconv.Atoi(cl)
 		if err != nil || n < 0 {

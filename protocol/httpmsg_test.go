@@ -41,17 +41,21 @@ func TestReadRequestLimits(t *testing.T) {
 		{"too many headers", "GET / HTTP/1.1\r\n" + strings.Repeat("X: y\r\n", 100) + "\r\n", 431},
 		{"huge body", "POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n", 413},
 		{"bad content length", "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
+		{"two content lengths", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", 400},
+		{"two equal content lengths", "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400},
 		{"chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
 		{"garbage", "\x16\x03\x01\x00garbage\r\n\r\n", 400},
 		{"bad header", "GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400},
 		{"bad proto", "GET / SPDY/9\r\n\r\n", 400},
 	}
 	for _, tc := range tests {
-		_, err := readRequest(bufio.NewReader(strings.NewReader(tc.in)))
-		var he *httpError
-		if !errors.As(err, &he) || he.status != tc.status {
-			t.Errorf("%s: err = %v, want HTTP %d", tc.name, err, tc.status)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := readRequest(bufio.NewReader(strings.NewReader(tc.in)))
+			var he *httpError
+			if !errors.As(err, &he) || he.status != tc.status {
+				t.Errorf("err = %v, want HTTP %d", err, tc.status)
+			}
+		})
 	}
 }
 

@@ -83,6 +83,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	}
 	s.stats.authSuccess.Add(1)
 	s.stats.login.observe(time.Since(authStart))
+	s.authenticated(st.raw) // no longer counts against max_unauth_clients and max_unauth_per_ip
 	s.log.Info("auth success", "user", user, "remote", st.remote, "id", sess.ID)
 	resp := xmlResponse(successDoc(s.conf().Banner, sess.cookie))
 	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
@@ -101,9 +102,15 @@ type errLimit string
 
 func (e errLimit) Error() string { return string(e) }
 
-// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients.
+// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients. Only
+// sessions count towards max_clients (ocserv's "connected users"): connections still authenticating have their
+// own caps (admission.go), so they can never lock logins out. A login over a limit gets the login form again
+// with the reason, which openconnect shows.
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
+	s.newSessMu.Lock() // the checks and sessions.Add below are one step
+	defer s.newSessMu.Unlock()
 	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
+		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
 	uc, err := s.conf().UserConfig(id.User, id.Groups)

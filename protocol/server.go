@@ -1,9 +1,13 @@
 package protocol
 
-// The HTTPS front: accept TCP, handshake TLS under a deadline in the connection's own goroutine, then serve
-// HTTP/1.1 requests (authentication) until a CONNECT turns the connection into a tunnel. Layered like net/http:
-// Serve tracks listeners and returns ErrServerClosed after Shutdown; serveConn recovers panics so one bad client
-// cannot take the process down.
+// The HTTPS front: accept TCP, admit or shed the connection before any TLS work (admission.go), handshake TLS
+// under a deadline in the connection's own goroutine, then serve HTTP/1.1 requests (authentication) until a
+// CONNECT turns the connection into a tunnel. Layered like net/http: Serve tracks listeners and returns
+// ErrServerClosed after Shutdown; serveConn recovers panics so one bad client cannot take the process down.
+//
+// Deadlines before login: the TLS handshake, and each request once its first byte has arrived, get
+// request_timeout; the whole phase, from accept to login, gets auth_timeout. An idle connection holds no request
+// buffer (readerPool).
 
 import (
 	"bufio"
@@ -33,10 +37,10 @@ var ErrServerClosed = errors.New("ocgate: server closed")
 
 var errSessionEnded = errors.New("session has ended")
 
-const (
-	handshakeTimeout   = 10 * time.Second
-	maxRequestsPerConn = 32
-)
+const maxRequestsPerConn = 32
+
+// readerPool holds the request readers of connections between requests.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
 // Options configure a Server. Config, TLSConfig, Passwords, Datapath and Pool are required.
 type Options struct {
@@ -80,16 +84,25 @@ type Server struct {
 	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
 	udpPort int                         // the DTLS port announced to clients
 
-	nextID     atomic.Uint64
-	acceptMu   sync.Mutex
-	nextAccept time.Time // guarded by acceptMu (see admit)
-	closing    atomic.Bool
-	lastLog    atomic.Int64 // rate limit for limitedLog
+	nextID    atomic.Uint64
+	adm       *admission
+	shed      atomic.Uint64 // connections closed by admission, for the log
+	closing   atomic.Bool   // Shutdown has begun
+	draining  atomic.Bool   // StopAccepting has closed the listeners
+	lastLog   atomic.Int64  // rate limit for limitedLog
+	newSessMu sync.Mutex    // makes newSession's max_clients check and the session's creation one step
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
-	conns     map[net.Conn]bool         // guarded by mu: every open client connection; true once it is a tunnel
+	conns     map[net.Conn]*connEntry   // guarded by mu: every open client connection
 	connWG    sync.WaitGroup
+}
+
+// connEntry is what the server tracks of an open client connection. Guarded by Server.mu.
+type connEntry struct {
+	src    netip.Prefix // its source (admission.go)
+	unauth bool         // it holds a place in the unauthenticated counts
+	tunnel bool         // it carries a tunnel
 }
 
 // NewServer checks the options and returns a server ready to Serve.
@@ -114,7 +127,9 @@ func NewServer(o Options) (*Server, error) {
 		log:       o.Logger,
 		version:   o.Version,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]bool),
+		conns:     make(map[net.Conn]*connEntry),
+		adm: newAdmission(time.Duration(o.Config.RateLimitMS)*time.Millisecond, o.Config.MaxUnauthClients,
+			o.Config.MaxUnauthPerIP),
 	}
 	if s.sessions == nil {
 		s.sessions = NewMemoryStore()
@@ -161,7 +176,7 @@ func (s *Server) Sessions() SessionStore { return s.sessions }
 // Shutdown, or the first accept error that is not temporary.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closing.Load() {
+	if s.closing.Load() || s.draining.Load() {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
@@ -176,7 +191,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if s.closing.Load() {
+			if s.closing.Load() || s.draining.Load() {
 				return ErrServerClosed
 			}
 			if isTemporaryAcceptErr(err) {
@@ -188,43 +203,52 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		if !s.admit(c) {
-			c.Close()
+		src, ok := s.admit(c)
+		if !ok {
+			shed(c)
 			continue
 		}
-		if !s.track(c) {
-			c.Close()
+		if !s.track(c, src) {
+			s.adm.release(src)
+			shed(c)
 			continue
 		}
 		go s.serveConn(c)
 	}
 }
 
-// admit applies the cheap checks to a new connection before any TLS work: a banned address is refused (logged
-// once per ban), every connection scores ban_points_connection, and rate_limit_ms paces new connections.
-func (s *Server) admit(c net.Conn) bool {
+// admit applies the cheap checks to a new connection before any TLS work (admission.go): a banned address is
+// refused (logged once per ban), every connection scores ban_points_connection, then the per-source rate and the
+// caps on unauthenticated connections apply. It never waits: what is refused is closed at once.
+func (s *Server) admit(c net.Conn) (netip.Prefix, bool) {
 	now := time.Now()
 	addr := addrPortOf(c.RemoteAddr()).Addr()
 	if banned, first := s.bans.Banned(addr, now); banned {
 		if first {
 			s.log.Warn("refusing connections from a banned address", "remote", addr)
 		}
-		return false
+		return netip.Prefix{}, false
 	}
 	if s.bans.Add(addr, s.cfg.BanPointsConnection, now) {
 		s.log.Warn("address banned", "remote", addr, "for", s.cfg.BanTime, "after", "too many connections")
-		return false
+		return netip.Prefix{}, false
 	}
-	if d := time.Duration(s.cfg.RateLimitMS) * time.Millisecond; d > 0 {
-		s.acceptMu.Lock()
-		wait := s.nextAccept.Sub(now)
-		s.nextAccept = now.Add(max(wait, 0) + d)
-		s.acceptMu.Unlock()
-		if wait > 0 {
-			time.Sleep(wait) // the accept loop's own pace: later connections wait in the kernel's backlog
-		}
+	src := sourceOf(addr)
+	if ok, why := s.adm.admit(src, now); !ok {
+		n := s.shed.Add(1)
+		s.limitedLog("connection refused before TLS", "remote", addr, "limit", why, "refused_total", n)
+		return netip.Prefix{}, false
 	}
-	return true
+	return src, true
+}
+
+// shed closes a refused connection at once, with a reset rather than a FIN: no TIME_WAIT state is left behind
+// for a connection that was never served.
+func shed(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // isTemporaryAcceptErr classifies resource exhaustion (EMFILE and friends) and aborted handshakes as retryable.
@@ -235,27 +259,47 @@ func isTemporaryAcceptErr(err error) bool {
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
 }
 
-func (s *Server) track(c net.Conn) bool {
+// track records a connection admitted from src, which holds a place in the unauthenticated counts.
+func (s *Server) track(c net.Conn, src netip.Prefix) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
 		return false
 	}
-	// Like ocserv, a server with max_clients connections open closes new ones at once.
-	if n := s.cfg.MaxClients; n > 0 && len(s.conns) >= n {
-		s.limitedLog("reached maximum client limit; connection closed", "active", len(s.conns), "remote", c.RemoteAddr())
-		return false
-	}
-	s.conns[c] = false
+	s.conns[c] = &connEntry{src: src, unauth: true}
 	s.connWG.Add(1)
 	return true
 }
 
 func (s *Server) untrack(c net.Conn) {
 	s.mu.Lock()
+	if e := s.conns[c]; e != nil && e.unauth {
+		s.adm.release(e.src)
+	}
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.connWG.Done()
+}
+
+// authenticated records that c has logged in or carries a tunnel: it no longer counts as unauthenticated.
+func (s *Server) authenticated(c net.Conn) {
+	s.mu.Lock()
+	if e := s.conns[c]; e != nil && e.unauth {
+		e.unauth = false
+		s.adm.release(e.src)
+	}
+	s.mu.Unlock()
+}
+
+// StopAccepting closes the listeners (Serve returns ErrServerClosed) and leaves every connection and session as
+// it is: the first half of a drain (server_drain_ms), before Shutdown.
+func (s *Server) StopAccepting() {
+	s.mu.Lock()
+	s.draining.Store(true)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
 }
 
 // Shutdown stops accepting, sends TERMINATE to every connected client, and waits until their connections are
@@ -277,9 +321,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}()
 	s.mu.Lock()
-	for c, isTunnel := range s.conns {
+	for c, e := range s.conns {
 		// Connections still authenticating: close them now (tunnels close themselves after TERMINATE).
-		if !isTunnel {
+		if !e.tunnel {
 			c.SetDeadline(time.Now())
 		}
 	}
@@ -300,11 +344,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// markTunnel records that c now carries a tunnel (see Shutdown).
+// markTunnel records that c now carries a tunnel (see Shutdown), so it is authenticated.
 func (s *Server) markTunnel(c net.Conn) {
+	s.authenticated(c)
 	s.mu.Lock()
-	if _, ok := s.conns[c]; ok {
-		s.conns[c] = true
+	if e := s.conns[c]; e != nil {
+		e.tunnel = true
 	}
 	s.mu.Unlock()
 }
@@ -366,12 +411,48 @@ func (s *Server) limitedLog(msg string, args ...any) {
 type connState struct {
 	remote    netip.AddrPort
 	local     netip.AddrPort // the server's end of the connection (IP_REAL_LOCAL)
+	raw       net.Conn       // the TCP connection
 	tls       *tls.Conn
-	batch     *batchConn // below tls: lets the tunnel writer batch syscalls
-	br        *bufio.Reader
+	batch     *batchConn    // below tls: lets the tunnel writer batch syscalls
+	br        *bufio.Reader // reads requests (through first); from readerPool, nil between requests
+	first     [1]byte       // the first byte of the next request, read before br is taken
+	hasFirst  bool
 	failures  int
 	userAgent string
 	deviceID  string // <device-id> of the client's XML (linux-64, win, android, apple-ios...)
+}
+
+// Read feeds the request reader: the byte waitRequest read, then the TLS stream.
+func (st *connState) Read(p []byte) (int, error) {
+	if st.hasFirst && len(p) > 0 {
+		st.hasFirst = false
+		p[0] = st.first[0]
+		return 1, nil
+	}
+	return st.tls.Read(p)
+}
+
+// waitRequest waits for the first byte of the next request without holding a request buffer, then takes one.
+func (st *connState) waitRequest() error {
+	if st.br != nil {
+		return nil // bytes of a pipelined request are buffered already
+	}
+	if _, err := io.ReadFull(st.tls, st.first[:]); err != nil {
+		return err
+	}
+	st.hasFirst = true
+	st.br = readerPool.Get().(*bufio.Reader)
+	st.br.Reset(st)
+	return nil
+}
+
+// idle gives the request reader back between requests, unless it holds bytes of the next one.
+func (st *connState) idle() {
+	if st.br != nil && st.br.Buffered() == 0 {
+		st.br.Reset(nil)
+		readerPool.Put(st.br)
+		st.br = nil
+	}
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -383,30 +464,32 @@ func (s *Server) serveConn(c net.Conn) {
 			c.Close()
 		}
 	}()
+	authDeadline := time.Now().Add(s.cfg.AuthTimeout)
 	bc := newBatchConn(c)
 	tc := tls.Server(bc, s.tlsConf)
-	c.SetDeadline(time.Now().Add(min(handshakeTimeout, s.cfg.AuthTimeout)))
-	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	c.SetDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
 	hsStart := time.Now()
-	err := tc.HandshakeContext(ctx)
-	cancel()
-	if err == nil {
-		s.stats.handshake.observe(time.Since(hsStart))
-	}
-	if err != nil {
-		s.log.Info("connection closed", "remote", remote, "reason", "TLS handshake failed: "+describeNetErr(err))
+	if err := tc.Handshake(); err != nil {
+		s.handshakeFailed(remote, err)
 		c.Close()
 		return
 	}
-	// The whole authentication phase must finish within auth_timeout.
-	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
-	// 4 KiB: header lines longer than that are read in pieces (readLine), CSTP frames pass through it.
-	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 4<<10)}
+	s.stats.handshake.observe(time.Since(hsStart))
+	// The whole authentication phase must finish within auth_timeout; each request within request_timeout of
+	// its first byte.
+	c.SetDeadline(authDeadline)
+	st := &connState{remote: remote, raw: c, tls: tc, batch: bc}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		st.local = la.AddrPort()
 	}
 	for range maxRequestsPerConn {
-		req, err := readRequest(st.br)
+		err := st.waitRequest()
+		var req *request
+		if err == nil {
+			c.SetReadDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
+			req, err = readRequest(st.br)
+			c.SetReadDeadline(authDeadline)
+		}
 		if err != nil {
 			var he *httpError
 			switch {
@@ -434,9 +517,30 @@ func (s *Server) serveConn(c net.Conn) {
 			tc.Close()
 			return
 		}
+		st.idle()
 	}
 	s.log.Info("connection closed", "remote", remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
 	tc.Close()
+}
+
+// handshakeFailed logs a failed TLS handshake and scores it ban_points_connection on top of the connection's
+// own points, so that one address flooding random bytes or unfinished handshakes is banned. A connection closed
+// before it sent anything (a load balancer's health check) scores only as a connection.
+func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
+	s.log.Info("connection closed", "remote", remote, "reason", "TLS handshake failed: "+describeNetErr(err))
+	if errors.Is(err, io.EOF) {
+		return
+	}
+	if s.bans.Add(remote.Addr(), s.cfg.BanPointsConnection, time.Now()) {
+		s.log.Warn("address banned", "remote", remote.Addr(), "for", s.cfg.BanTime, "after", "failed TLS handshakes")
+	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // lingerClose closes after an error reply to a client that may still be sending (an oversized request): closing

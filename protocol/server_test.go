@@ -35,6 +35,7 @@ type fakeDatapath struct {
 	mu       sync.Mutex
 	sessions map[netip.Addr]*datapath.Session
 	sent     chan []byte
+	panicOn  atomic.Pointer[netip.Addr] // Send panics on a packet from this address
 }
 
 func newFakeDatapath() *fakeDatapath {
@@ -66,6 +67,9 @@ type fakePort struct {
 }
 
 func (p *fakePort) Send(pkt []byte) error {
+	if a := p.d.panicOn.Load(); a != nil && len(pkt) >= 20 && netip.AddrFrom4([4]byte(pkt[12:16])) == *a {
+		panic("test: the datapath panics")
+	}
 	p.d.sent <- bytes.Clone(pkt)
 	return nil
 }
@@ -494,6 +498,28 @@ func TestDeadPeerIsDropped(t *testing.T) {
 	}
 }
 
+// A panic in a tunnel's reader ends that session, logged with its stack; the server and other sessions go on.
+func TestTunnelPanicEndsOnlyItsSession(t *testing.T) {
+	ts := startTestServer(t, nil)
+	good, bad := ts.mustDial(t, client.Options{}), ts.mustDial(t, client.Options{})
+	ts.dp.panicOn.Store(&bad.Addr)
+	if err := bad.WritePacket(ipv4Packet(bad.Addr, netip.MustParseAddr("10.77.0.1"), "boom")); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDone(t, bad); err == nil {
+		t.Fatal("the tunnel survived its panic")
+	}
+	waitFor(t, 5*time.Second, func() bool { return ts.srv.Sessions().Len() == 1 }, "the session to end")
+	if l := ts.log.String(); !strings.Contains(l, "panic in a tunnel") || !strings.Contains(l, "goroutine") {
+		t.Fatalf("no panic with a stack in the log:\n%s", l)
+	}
+	if _, err := good.Conn().Write(cstp.AppendFrame(nil, cstp.DPDReq, nil)); err != nil {
+		t.Fatal(err)
+	}
+	ts.dp.session(good.Addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), good.Addr, "still here"))
+	readPacket(t, good)
+}
+
 func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -502,5 +528,27 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A drain: StopAccepting refuses new connections while sessions go on; Shutdown then sends them TERMINATE.
+func TestDrain(t *testing.T) {
+	ts := startTestServer(t, nil)
+	c := ts.mustDial(t, client.Options{})
+	ts.srv.StopAccepting()
+	if conn, err := net.DialTimeout("tcp", ts.addr, 5*time.Second); err == nil {
+		conn.Close()
+		t.Fatal("a new connection was accepted while draining")
+	}
+	ts.dp.session(c.Addr).Deliver(ipv4Packet(netip.MustParseAddr("10.77.0.1"), c.Addr, "draining"))
+	readPacket(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	var de *client.DisconnectError
+	if err := waitDone(t, c); !errors.As(err, &de) || de.Type != cstp.Terminate {
+		t.Fatalf("the tunnel ended with %v, want TERMINATE", err)
 	}
 }

@@ -14,7 +14,8 @@ package protocol
 // frame is one tls.Conn.Write, hence one TLS record (docs/protocol.md §6.2). It also runs the tunnel's timers (DPD,
 // idle timeout) on a ticker. end() records the first reason the tunnel stops, queues an optional final frame
 // (DISCONNECT or TERMINATE), and closes quit; writeLoop then writes what is left on the control queue and closes
-// the connection, which ends readLoop.
+// the connection, which ends readLoop. A panic in any of the tunnel's goroutines ends its session (recoverPanic),
+// not the process.
 
 import (
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -182,6 +184,7 @@ func (t *tunnel) end(reason string, final byte) {
 // writeLoop is the tunnel's only writer; see the file comment.
 func (t *tunnel) writeLoop() {
 	defer close(t.writerDone)
+	defer t.recoverPanic("writer")
 	// Records written while more frames are queued are buffered below TLS and sent together when the queues run
 	// dry: one write(2) for a burst instead of one per packet.
 	t.batch.SetBatching(true)
@@ -331,6 +334,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // readLoop reads frames until the connection ends. It reports whether the client logged out (DISCONNECT with the
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
+	defer t.recoverPanic("reader")
 	buf := make([]byte, cstp.HeaderLen+smallFrameSize)
 	for {
 		typ, payload, err := cstp.ReadFrame(t.in, &buf)
@@ -384,6 +388,22 @@ func (t *tunnel) readLoop() (logout bool) {
 			t.limitedLog("ignoring CSTP frame of unknown type", "user", t.sess.User, "type", typ)
 		}
 	}
+}
+
+// recoverPanic, deferred by each of the tunnel's goroutines (and around the DTLS record handler, which runs in
+// the shared UDP reader), turns a panic into the end of this tunnel and its session: logged with the stack, the
+// connection closed, every other session and the process unaffected. The session ends in a goroutine of its own:
+// the panic may have left a lock of the datapath held by this goroutine's caller.
+func (t *tunnel) recoverPanic(where string) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	t.log.Error("panic in a tunnel; ending its session", "id", t.sess.ID, "user", t.sess.User, "in", where,
+		"panic", p, "stack", string(debug.Stack()))
+	t.end("internal error: panic in the "+where, noFrame)
+	t.conn.Close()
+	go t.sess.env.endSession(t.sess, "internal error: panic in the tunnel's "+where)
 }
 
 // receiveData takes an IP packet from the client, from either channel: counted, rate-limited, into the datapath.

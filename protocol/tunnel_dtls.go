@@ -94,7 +94,10 @@ func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
 	}
 	if c.Fast() {
 		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
-		c.Attach(func(rec []byte) { t.dtlsRecord(c, rec) }, func(err error) { t.dtlsFailed(c, err) })
+		c.Attach(func(rec []byte) {
+			defer t.recoverPanic("DTLS record handler")
+			t.dtlsRecord(c, rec)
+		}, func(err error) { t.dtlsFailed(c, err) })
 	} else {
 		t.dtlsWG.Add(1)
 	}
@@ -132,6 +135,7 @@ func (t *tunnel) dtlsFailed(c *dtls.Conn, err error) {
 // dtlsReadLoop reads the records of an association without the fast path, through pion.
 func (t *tunnel) dtlsReadLoop(c *dtls.Conn) {
 	defer t.dtlsWG.Done()
+	defer t.recoverPanic("DTLS reader")
 	buf := make([]byte, dtls.RecordBufLen)
 	for {
 		n, err := c.ReadRecord(buf)

@@ -36,6 +36,9 @@ import (
 
 const version = "0.1.0"
 
+// shutdownTimeout bounds how long the server waits, after sending TERMINATE, for its connections to close.
+const shutdownTimeout = 5 * time.Second
+
 func main() {
 	args := os.Args[1:]
 	if filepath.Base(os.Args[0]) == "occtl" {
@@ -255,6 +258,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	stopNow := false // ctl stop now: no drain
 wait:
 	for {
 		select {
@@ -266,25 +270,30 @@ wait:
 				continue
 			}
 			log.Info("shutting down", "signal", s.String())
-			// server_drain_ms: not ready (for the load balancer's health checks) but serving, then shut down.
-			draining.Store(true)
-			if d := time.Duration(cfg.ServerDrainMS) * time.Millisecond; d > 0 {
-				log.Info("draining before shutdown", "for", d)
-				select {
-				case <-time.After(d):
-				case <-sig: // a second signal: stop now
-				}
-			}
+			draining.Store(true) // /readyz: not ready from now on
 			break wait
 		case <-stop:
 			log.Info("shutting down", "reason", "ctl stop now")
 			draining.Store(true)
+			stopNow = true
 			break wait
 		case err := <-serveErr:
 			return fmt.Errorf("serving: %w", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// server_drain_ms: not ready (/readyz) and refusing new connections while the sessions go on, so that a load
+	// balancer notices and sends new users elsewhere; a second signal cuts the wait short.
+	if d := time.Duration(cfg.ServerDrainMS) * time.Millisecond; d > 0 && !stopNow {
+		srv.StopAccepting()
+		log.Info("draining: new connections refused; sessions end after server_drain_ms", "in", d)
+		select {
+		case <-time.After(d):
+		case s := <-sig:
+			log.Info("ending sessions now", "signal", s.String())
+		}
+	}
+	// Every session gets TERMINATE; the process exits within shutdownTimeout of this point.
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown did not finish cleanly", "err", err)
