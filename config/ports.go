@@ -55,22 +55,6 @@ func (r PortRules) clone() PortRules { return PortRules{Deny: r.Deny, Rules: sli
 // Empty reports whether r restricts nothing.
 func (r PortRules) Empty() bool { return len(r.Rules) == 0 }
 
-// Allows reports whether a client may send to destination port port of IP protocol proto (port is ignored for
-// protocols without ports). Without rules everything is allowed.
-func (r PortRules) Allows(proto uint8, port uint16) bool {
-	if len(r.Rules) == 0 {
-		return true
-	}
-	listed := false
-	for _, x := range r.Rules {
-		if x.Proto == proto && (x.Port == 0 || x.Port == port) {
-			listed = true
-			break
-		}
-	}
-	return listed != r.Deny
-}
-
 // String returns r in ocserv's syntax ("" without rules).
 func (r PortRules) String() string {
 	if len(r.Rules) == 0 {

@@ -47,35 +47,6 @@ func TestParsePorts(t *testing.T) {
 	}
 }
 
-func TestPortRulesAllows(t *testing.T) {
-	allow, _ := ParsePorts("tcp(8080), udp(53), icmp()")
-	deny, _ := ParsePorts("!(tcp(8080), icmp())")
-	tests := []struct {
-		proto       uint8
-		port        uint16
-		allow, deny bool
-	}{
-		{ProtoTCP, 8080, true, false},
-		{ProtoTCP, 9090, false, true},
-		{ProtoUDP, 8080, false, true},
-		{ProtoUDP, 53, true, true},
-		{ProtoICMP, 0, true, false},
-		{ProtoICMPv6, 0, false, true},
-		{ProtoSCTP, 8080, false, true},
-	}
-	for _, tc := range tests {
-		if got := allow.Allows(tc.proto, tc.port); got != tc.allow {
-			t.Errorf("allow list: %s %d = %v", ProtoName(tc.proto), tc.port, got)
-		}
-		if got := deny.Allows(tc.proto, tc.port); got != tc.deny {
-			t.Errorf("deny list: %s %d = %v", ProtoName(tc.proto), tc.port, got)
-		}
-	}
-	if !(PortRules{}).Allows(ProtoTCP, 1) {
-		t.Error("no rules must allow everything")
-	}
-}
-
 func TestLimitKeys(t *testing.T) {
 	c, err := Parse([]byte("max_flows_per_session = 4\nmax_half_open_per_session = 2\nmax_dials_in_flight = 10\n"+
 		"tcp_keepalive = 0\nudp_idle_timeout = 5\nrestrict_user_to_ports = \"tcp(443)\"\n"), "f.toml")
