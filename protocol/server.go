@@ -38,11 +38,12 @@ const (
 	maxRequestsPerConn = 32
 )
 
-// Options configure a Server. Config, TLSConfig, Passwords, Datapath and Pool are required.
+// Options configure a Server. Config, TLSConfig, Auth (or Passwords), Datapath and Pool are required.
 type Options struct {
 	Config    *config.Config
 	TLSConfig *tls.Config // must hold the server certificate; cloned and adjusted (TLS 1.2+, one record per write)
-	Passwords auth.PasswordChecker
+	Auth      auth.Authenticator
+	Passwords auth.PasswordChecker // without Auth: logins ask for a password checked by Passwords
 	Datapath  datapath.Datapath
 	Pool      *Pool
 	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
@@ -61,7 +62,7 @@ type Options struct {
 type Server struct {
 	cfg      *config.Config
 	tlsConf  *tls.Config
-	checker  auth.PasswordChecker
+	auth     auth.Authenticator
 	minter   auth.CookieMinter
 	bans     *auth.Bans
 	dp       datapath.Datapath
@@ -94,8 +95,11 @@ type Server struct {
 
 // NewServer checks the options and returns a server ready to Serve.
 func NewServer(o Options) (*Server, error) {
-	if o.Config == nil || o.TLSConfig == nil || o.Passwords == nil || o.Datapath == nil || o.Pool == nil {
-		return nil, errors.New("protocol.NewServer: Config, TLSConfig, Passwords, Datapath and Pool are required")
+	if o.Auth == nil && o.Passwords != nil {
+		o.Auth = auth.PasswordModule(o.Passwords)
+	}
+	if o.Config == nil || o.TLSConfig == nil || o.Auth == nil || o.Datapath == nil || o.Pool == nil {
+		return nil, errors.New("protocol.NewServer: Config, TLSConfig, Auth, Datapath and Pool are required")
 	}
 	tc := o.TLSConfig.Clone()
 	if tc.MinVersion < tls.VersionTLS12 {
@@ -106,7 +110,7 @@ func NewServer(o Options) (*Server, error) {
 	s := &Server{
 		cfg:       o.Config,
 		tlsConf:   tc,
-		checker:   o.Passwords,
+		auth:      o.Auth,
 		dp:        o.Datapath,
 		pool:      o.Pool,
 		pool6:     o.Pool6,
@@ -372,6 +376,9 @@ type connState struct {
 	failures  int
 	userAgent string
 	deviceID  string // <device-id> of the client's XML (linux-64, win, android, apple-ios...)
+	loginID   string // the login module's login in progress on this connection
+	// clientCert is the DER of the certificate the handshake verified (against ca_cert); nil: none.
+	clientCert []byte
 }
 
 func (s *Server) serveConn(c net.Conn) {
@@ -402,6 +409,9 @@ func (s *Server) serveConn(c net.Conn) {
 	c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	// 4 KiB: header lines longer than that are read in pieces (readLine), CSTP frames pass through it.
 	st := &connState{remote: remote, tls: tc, batch: bc, br: bufio.NewReaderSize(tc, 4<<10)}
+	if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 {
+		st.clientCert = cs.PeerCertificates[0].Raw
+	}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		st.local = la.AddrPort()
 	}
