@@ -87,7 +87,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	}
 	s.stats.authSuccess.Add(1)
 	s.stats.login.observe(time.Since(authStart))
-	s.log.Info("auth success", "user", id.User, "groups", id.Groups, "remote", st.remote, "id", sess.ID)
+	s.log.Info("auth success", "user", id.User, "remote", st.remote, "id", sess.ID, "groups", id.Groups)
 	resp := xmlResponse(successDoc(s.conf().Banner, sess.cookie))
 	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
 	return resp
