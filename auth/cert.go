@@ -69,24 +69,6 @@ func firstAttr(c *x509.Certificate, oid string) string {
 	return ""
 }
 
-// ValidCertUserOID reports whether s is a cert_user_oid value: a dotted OID or SAN(rfc822name).
-func ValidCertUserOID(s string) bool {
-	return strings.EqualFold(s, SANEmail) || ValidOID(s)
-}
-
-// ValidOID reports whether s is a dotted object identifier.
-func ValidOID(s string) bool {
-	if s == "" {
-		return false
-	}
-	for p := range strings.SplitSeq(s, ".") {
-		if p == "" || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
-}
-
 // LoadCertPool reads a PEM file of CA certificates (ca_cert).
 func LoadCertPool(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)
