@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -274,6 +275,23 @@ func (p *PlainFile) Lookup(user string) (Identity, bool) {
 		return Identity{}, false
 	}
 	return e.identity(), true
+}
+
+// Groups returns every group the file names, sorted (auto_select_group offers them).
+func (p *PlainFile) Groups() []string {
+	p.mu.Lock()
+	_ = p.reloadLocked(false)
+	var out []string
+	for _, e := range p.users {
+		for _, g := range e.groups {
+			if !slices.Contains(out, g) {
+				out = append(out, g)
+			}
+		}
+	}
+	p.mu.Unlock()
+	slices.Sort(out)
+	return out
 }
 
 func (e entry) identity() Identity {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -25,9 +26,17 @@ type Config struct {
 	DTLSFastPath  bool   // dtls_fast_path: our own DTLS record layer after pion's handshake (default true)
 	ServerCert    string // server_cert, absolute; "" = generated in the state directory
 	ServerKey     string // server_key, absolute
-	CACert        string // ca_cert, absolute (client certificates); kept but unused: certificate auth is not supported yet
+	CACert        string // ca_cert, absolute: the CA of client certificates; "" = none requested
+	CRL           string // crl, absolute: revoked client certificates; "" = none
 
-	Auth []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]"; empty = the generated user
+	Auth       []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]", all required; empty = the generated user
+	EnableAuth []AuthMethod // enable_auth: alternatives to Auth, each enough alone
+
+	CertUserOID        string        // cert_user_oid: an OID of the subject or "SAN(rfc822name)"; default CN 2.5.4.3
+	CertGroupOID       string        // cert_group_oid: an OID of the subject giving groups; "" = none
+	SelectGroups       []GroupChoice // select_group: groups offered at login
+	AutoSelectGroup    bool          // auto_select_group: offer the password file's groups
+	DefaultSelectGroup string        // default_select_group: the choice meaning "the user's default group"; "" = none
 
 	IPv4Network      netip.Prefix     // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
 	IPv6Network      netip.Prefix     // ipv6_network (+ ipv6_prefix); invalid (unset) = no IPv6 inside the tunnel
@@ -128,6 +137,12 @@ type AuthMethod struct {
 	Params map[string]string // e.g. {"passwd": "/abs/users.passwd"}; file paths resolved against Dir
 }
 
+// GroupChoice is one select_group entry.
+type GroupChoice struct {
+	Name  string // the group
+	Label string // what the form shows; openconnect --authgroup matches it
+}
+
 // Default returns the defaults: every key of the table at its default.
 func Default() *Config {
 	c := defaults()
@@ -142,9 +157,9 @@ func derive(c *Config) {
 	}
 }
 
-// PlainPasswd returns the passwd= file of the first "plain" auth method, or "".
+// PlainPasswd returns the passwd= file of the first "plain" auth method (of auth, then enable_auth), or "".
 func (c *Config) PlainPasswd() string {
-	for _, a := range c.Auth {
+	for _, a := range slices.Concat(c.Auth, c.EnableAuth) {
 		if a.Name == "plain" {
 			return a.Params["passwd"]
 		}

@@ -23,7 +23,11 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"unknown auth", "auth = [\"kerberos[x=y]\"]\n", "f.toml:1: auth:"},
 		{"unsupported auth", "auth = [\"radius[config=x]\"]\n", "not supported yet"},
 		{"plain without file", "auth = [\"plain\"]\n", "plain needs passwd=FILE"},
-		{"otp file", "\nauth = [\"plain[passwd=p,otp=/etc/users.oath]\"]\n", "f.toml:2: auth: \"plain[passwd=p,otp=/etc/users.oath]\": otp= (one-time passwords) is not supported yet"},
+		{"two password methods", "\nauth = [\"plain[passwd=p]\", \"plain[passwd=q]\"]\n", "f.toml:2: auth: 2 password methods"},
+		{"certificate without ca_cert", "auth = [\"certificate\"]\n", "f.toml:1: auth: the certificate method needs ca_cert"},
+		{"enable_auth without auth", "enable_auth = [\"certificate\"]\nca_cert = \"c\"\n", "f.toml:1: enable_auth: set without auth"},
+		{"bad cert_user_oid", "cert_user_oid = \"CN\"\n", "f.toml:1: cert_user_oid: \"CN\": want a dotted OID"},
+		{"bad select_group", "select_group = [\"eng[Engineering\"]\n", "f.toml:1: select_group: \"eng[Engineering\": missing ']'"},
 		{"unknown auth parameter", "auth = [\"plain[passwd=p,pasword=q]\"]\n", "parameter \"pasword\" is not supported for plain"},
 		{"bad datapath", "\ndatapath = \"tap\"\n", "f.toml:2: datapath:"},
 		{"negative duration", "dpd = -5\n", "f.toml:1: dpd: -5 is not a valid number of seconds"},
@@ -264,5 +268,34 @@ func TestDNSKeys(t *testing.T) {
 				t.Errorf("%v, want %q", err, want)
 			}
 		})
+	}
+}
+
+// The authentication keys: certificate and password both required, a certificate alternative, OTP, groups.
+func TestAuthKeys(t *testing.T) {
+	c, err := Parse([]byte(`auth = ["certificate", "plain[passwd=users.passwd,otp=users.oath]"]
+ca_cert = "ca.pem"
+crl = "crl.pem"
+cert_user_oid = "SAN(rfc822name)"
+cert_group_oid = "2.5.4.11"
+select_group = ["eng[Engineering]", "ops"]
+auto_select_group = true
+default_select_group = "DEFAULT"
+`), "/etc/ocgate/f.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Auth) != 2 || c.Auth[1].Params["otp"] != "/etc/ocgate/users.oath" || c.CRL != "/etc/ocgate/crl.pem" ||
+		c.CertUserOID != "SAN(rfc822name)" || c.CertGroupOID != "2.5.4.11" || !c.AutoSelectGroup || c.DefaultSelectGroup != "DEFAULT" {
+		t.Fatalf("%+v", c)
+	}
+	if want := []GroupChoice{{"eng", "Engineering"}, {"ops", "ops"}}; !reflect.DeepEqual(c.SelectGroups, want) {
+		t.Fatalf("select_group %+v, want %+v", c.SelectGroups, want)
+	}
+	if len(c.Warnings) != 0 {
+		t.Fatalf("warnings %q", c.Warnings)
+	}
+	if Default().CertUserOID != "2.5.4.3" {
+		t.Fatalf("cert_user_oid defaults to %q", Default().CertUserOID)
 	}
 }

@@ -26,11 +26,79 @@ var serverKeys = []key{
 		doc: "Server certificate (PEM). Empty: a self-signed pair generated in the state directory."},
 	{name: "server_key", def: `""`, doc: "Server key (PEM), with server_cert.", field: "ServerKey", conv: path},
 	{name: "ca_cert", def: `""`, field: "CACert", conv: path,
-		doc:   "CA for client certificates. Certificate authentication is not supported yet: kept, with a warning.",
-		inert: "ignored: certificate authentication is not supported yet"},
+		doc: "CA (PEM) that client certificates must chain to; the TLS handshake requests and verifies them. Needed by\n" +
+			"the \"certificate\" method."},
+	{name: "crl", def: `""`, field: "CRL", conv: path,
+		doc: "Certificate revocation list (PEM or DER) of ca_cert: listed client certificates are refused in the TLS\n" +
+			"handshake. Re-read on reload."},
+	{name: "cert_user_oid", def: `"2.5.4.3"`, field: "CertUserOID", conv: certOID(true),
+		doc: "Where a client certificate names its user: a subject OID (CN 2.5.4.3, UID 0.9.2342.19200300.100.1.1)\n" +
+			"or SAN(rfc822name) (its first e-mail address)."},
+	{name: "cert_group_oid", def: `""`, ex: `"2.5.4.11"`, field: "CertGroupOID", conv: certOID(false),
+		doc: "A subject OID (e.g. OU 2.5.4.11) whose values are the certificate's groups: the only ones its user may\n" +
+			"choose. Empty: the groups come from the password file."},
 	{name: "auth", def: "[]", field: "Auth", conv: list(parseAuths),
-		doc: "Authentication, ocserv syntax, e.g. \"plain[passwd=users.passwd]\". Empty: the generated user in the state\n" +
-			"directory's users.passwd."},
+		doc: "Authentication, ocserv syntax; several entries are all required, e.g. [\"certificate\",\n" +
+			"\"plain[passwd=users.passwd]\"]. Methods: plain[passwd=FILE,otp=OATHFILE] (an ocpasswd file, and an\n" +
+			"oath-toolkit users file whose one-time password is asked after the password), certificate.\n" +
+			"Empty: the generated user in the state directory's users.passwd."},
+	{name: "enable_auth", def: "[]", field: "EnableAuth", conv: list(parseAuths),
+		doc: "Alternatives to auth, each entry alone enough (ocserv's enable-auth), e.g. [\"certificate\"]: a client\n" +
+			"presenting a certificate logs in with it, others with auth."},
+	{name: "select_group", def: "[]", field: "SelectGroups", conv: list(parseSelectGroups),
+		doc: "Groups offered at login, \"NAME\" or \"NAME[LABEL]\" (openconnect --authgroup matches the label). A user\n" +
+			"choosing a group that is not theirs is refused; the chosen group's config_per_group file applies."},
+	{name: "auto_select_group", def: "false", field: "AutoSelectGroup", conv: boolean,
+		doc: "Offer every group of the password file at login."},
+	{name: "default_select_group", def: `""`, ex: `"DEFAULT"`, field: "DefaultSelectGroup", conv: text,
+		doc: "The label of an extra group choice meaning \"my default group\" (the user's first)."},
+}
+
+// certOID converts cert_user_oid (user: SAN(rfc822name) allowed) or cert_group_oid.
+func certOID(user bool) conv {
+	return func(p *parser, key string, v any) (any, bool) {
+		s, ok := p.str(key, v)
+		if !ok || s == "" && !user {
+			return s, ok
+		}
+		if strings.EqualFold(s, "SAN(rfc822name)") && user {
+			return s, true
+		}
+		for part := range strings.SplitSeq(s, ".") {
+			if part == "" || strings.Trim(part, "0123456789") != "" {
+				if user {
+					p.errf(key, "%q: want a dotted OID (2.5.4.3) or SAN(rfc822name)", s)
+				} else {
+					p.errf(key, "%q: want a dotted OID (2.5.4.11)", s)
+				}
+				return nil, false
+			}
+		}
+		return s, true
+	}
+}
+
+// parseSelectGroups parses select_group entries, NAME or NAME[LABEL].
+func parseSelectGroups(p *parser, key string, in []string) []GroupChoice {
+	var out []GroupChoice
+	for _, e := range in {
+		name, label, hasLabel := strings.Cut(strings.TrimSpace(e), "[")
+		g := GroupChoice{Name: strings.TrimSpace(name), Label: strings.TrimSpace(name)}
+		if hasLabel {
+			l, ok := strings.CutSuffix(label, "]")
+			if !ok {
+				p.errf(key, "%q: missing ']'", e)
+				continue
+			}
+			g.Label = strings.TrimSpace(l)
+		}
+		if g.Name == "" || g.Label == "" {
+			p.errf(key, "%q: empty group name or label", e)
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
 }
 
 // parseAuths parses the auth entries; the files they name are resolved against the file's directory.
@@ -53,7 +121,7 @@ func parseAuths(p *parser, key string, in []string) []AuthMethod {
 }
 
 // supportedAuth lists the auth methods implemented so far.
-var supportedAuth = []string{"plain"}
+var supportedAuth = []string{"plain", "certificate"}
 
 // knownAuth are ocserv's methods, refused with "not supported" rather than "unknown".
 var knownAuth = []string{"plain", "certificate", "pam", "radius", "gssapi", "oidc"}
@@ -90,12 +158,45 @@ func parseAuth(s string) (AuthMethod, error) {
 	// believing one-time passwords are asked for.
 	for k := range m.Params {
 		switch {
-		case m.Name == "plain" && k == "passwd":
-		case k == "otp":
-			return m, errors.New("otp= (one-time passwords) is not supported yet")
+		case m.Name == "plain" && (k == "passwd" || k == "otp"):
 		default:
 			return m, fmt.Errorf("parameter %q is not supported for %s", k, m.Name)
 		}
 	}
 	return m, nil
+}
+
+// checkAuth checks the auth and enable_auth entries together: each way to log in asks for something, at most one
+// password method, a certificate method has a CA.
+func (p *parser) checkAuth(c *Config) {
+	count := func(ms []AuthMethod, name string) int {
+		n := 0
+		for _, m := range ms {
+			if m.Name == name {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(c.Auth, "plain"); n > 1 {
+		p.errf("auth", "%d password methods: at most one (with a certificate) can be required", n)
+	}
+	if count(c.Auth, "certificate") > 1 {
+		p.errf("auth", "\"certificate\" appears twice")
+	}
+	if len(c.EnableAuth) > 0 && len(c.Auth) == 0 {
+		p.errf("enable_auth", "set without auth: enable_auth lists alternatives to auth")
+	}
+	if count(c.EnableAuth, "certificate") > 0 && count(c.Auth, "certificate") > 0 {
+		p.errf("enable_auth", "\"certificate\" is already required by auth")
+	}
+	if (count(c.Auth, "certificate") > 0 || count(c.EnableAuth, "certificate") > 0) && c.CACert == "" {
+		p.errf("auth", "the certificate method needs ca_cert (the CA client certificates chain to)")
+	}
+	if c.CRL != "" && c.CACert == "" {
+		p.warnf("crl", "has no effect without ca_cert")
+	}
+	if c.CertGroupOID != "" && count(c.Auth, "certificate")+count(c.EnableAuth, "certificate") == 0 {
+		p.warnf("cert_group_oid", "has no effect without the certificate method")
+	}
 }

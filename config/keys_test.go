@@ -117,7 +117,7 @@ func TestAcceptedKeys(t *testing.T) {
 // A key kept without effect warns when set to other than its default; a netstack key warns with the tun datapath.
 func TestInertAndNetstackKeys(t *testing.T) {
 	tests := []struct{ name, in, warn string }{
-		{"ca_cert", "ca_cert = \"/etc/ca.pem\"\n", "f.toml:1: ca_cert: ignored: certificate authentication is not supported yet"},
+		{"crl without ca_cert", "crl = \"/etc/crl.pem\"\n", "f.toml:1: crl: has no effect without ca_cert"},
 		{"try_mtu_discovery", "try_mtu_discovery = true\n", "f.toml:1: try_mtu_discovery: not implemented yet"},
 		{"ban_points_kkdcp", "ban_points_kkdcp = 5\n", "f.toml:1: ban_points_kkdcp: has no effect: KKDCP is not supported"},
 		{"egress_deny in tun mode", "datapath = \"tun\"\negress_deny = [\"10.0.0.0/8\"]\n", "f.toml:2: egress_deny: ignored with datapath = \"tun\""},

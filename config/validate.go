@@ -35,6 +35,7 @@ func (p *parser) check(c *Config) {
 		}
 	}
 	p.checkSOCKS5(c)
+	p.checkAuth(c)
 }
 
 // checkSOCKS5 checks socks5_listen, socks5_user and socks5_password together, and against datapath.

@@ -394,6 +394,9 @@ func startServerAs(t testing.TB, ns *netns, dir string, config string, root bool
 	t.Helper()
 	port := 8443
 	cfg := fmt.Sprintf("tcp_port = %d\nauth = [\"plain[passwd=users.passwd]\"]\n%s\n", port, publishTargets(config))
+	if strings.HasPrefix(config, "auth = ") || strings.Contains(config, "\nauth = ") { // the test's own methods
+		cfg = fmt.Sprintf("tcp_port = %d\n%s\n", port, publishTargets(config))
+	}
 	if !strings.Contains(config, "listen_host") {
 		cfg = "listen_host = \"127.0.0.1\"\n" + cfg
 	}

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"ocgate/auth"
 )
 
 // The XML documents of the authentication phase (docs/protocol.md §3.3–§3.6).
 
-// clientDoc is what we read of a client's <config-auth> document (init or auth-reply).
+// clientDoc is what we read of a client's <config-auth> document (init or auth-reply): the inputs of our forms.
 type clientDoc struct {
 	XMLName     xml.Name `xml:"config-auth"`
 	Type        string   `xml:"type,attr"`
@@ -18,8 +20,9 @@ type clientDoc struct {
 	DeviceID    string   `xml:"device-id"`
 	GroupSelect string   `xml:"group-select"`
 	Auth        struct {
-		Username string `xml:"username"`
-		Password string `xml:"password"`
+		Username          string `xml:"username"`
+		Password          string `xml:"password"`
+		SecondaryPassword string `xml:"secondary_password"`
 	} `xml:"auth"`
 }
 
@@ -40,8 +43,9 @@ func parseClientDoc(contentType string, body []byte) (*clientDoc, error) {
 		doc.Type = "auth-reply"
 		doc.Auth.Username = v.Get("username")
 		doc.Auth.Password = v.Get("password")
+		doc.Auth.SecondaryPassword = v.Get("secondary_password")
 		doc.GroupSelect = v.Get("group_list")
-		if !v.Has("username") && !v.Has("password") {
+		if !v.Has("username") && !v.Has("password") && !v.Has("secondary_password") {
 			doc.Type = "init"
 		}
 		return doc, nil
@@ -92,26 +96,44 @@ func xmlEscape(s string) string {
 	return b.String()
 }
 
-// loginForm renders the auth-request document asking for user name and password in one form (allowed by the
-// draft and accepted by openconnect; one round trip fewer than ocserv's two forms). errMsg, when set, is shown by
-// the client above the form (used after a failed attempt).
-func loginForm(banner, errMsg string) []byte {
+// formDoc renders an auth-request document (docs/protocol.md §3.4) for a form of the login module: the one place
+// forms become XML, in ocserv's shape. The banner (pre_login_banner) is shown above the form.
+func formDoc(banner string, f *auth.Form) []byte {
 	var b bytes.Buffer
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
 	b.WriteString(`<config-auth client="vpn" type="auth-request" aggregate-auth-version="2">` + "\n")
 	b.WriteString(`<version who="sg">0.1(1)</version>` + "\n")
-	b.WriteString(`<auth id="main">` + "\n")
+	id := f.ID
+	if id == "" {
+		id = "main"
+	}
+	fmt.Fprintf(&b, "<auth id=\"%s\">\n", xmlEscape(id))
 	b.WriteString(`<title>Login</title>` + "\n")
 	if banner != "" {
 		fmt.Fprintf(&b, "<banner>%s</banner>\n", xmlEscape(banner))
 	}
-	b.WriteString(`<message>Please enter your username and password.</message>` + "\n")
-	if errMsg != "" {
-		fmt.Fprintf(&b, "<error>%s</error>\n", xmlEscape(errMsg))
+	if f.Message != "" {
+		fmt.Fprintf(&b, "<message>%s</message>\n", xmlEscape(f.Message))
+	}
+	if f.Error != "" {
+		fmt.Fprintf(&b, "<error>%s</error>\n", xmlEscape(f.Error))
 	}
 	b.WriteString(`<form method="post" action="/auth">` + "\n")
-	b.WriteString(`<input type="text" name="username" label="Username:" />` + "\n")
-	b.WriteString(`<input type="password" name="password" label="Password:" />` + "\n")
+	for _, in := range f.Inputs {
+		fmt.Fprintf(&b, "<input type=\"%s\" name=\"%s\" label=\"%s\" />\n",
+			xmlEscape(in.Type), xmlEscape(in.Name), xmlEscape(in.Label))
+	}
+	if len(f.Groups) > 0 {
+		b.WriteString(`<select name="group_list" label="Group:">` + "\n")
+		for _, o := range f.Groups {
+			sel := ""
+			if o.Value == f.Group {
+				sel = ` selected="true"`
+			}
+			fmt.Fprintf(&b, "<option value=\"%s\"%s>%s</option>\n", xmlEscape(o.Value), sel, xmlEscape(o.Label))
+		}
+		b.WriteString("</select>\n")
+	}
 	b.WriteString("</form>\n</auth>\n</config-auth>\n")
 	return b.Bytes()
 }
@@ -132,4 +154,16 @@ func successDoc(banner, cookie string) []byte {
 	fmt.Fprintf(&b, "<session-token>%s</session-token>\n", xmlEscape(cookie))
 	b.WriteString("</config-auth>\n")
 	return b.Bytes()
+}
+
+// answers are the inputs the client filled, by name, for the login module.
+func (d *clientDoc) answers() map[string]string {
+	a := make(map[string]string, 3)
+	for name, v := range map[string]string{"username": d.Auth.Username, "password": d.Auth.Password,
+		"secondary_password": d.Auth.SecondaryPassword} {
+		if v != "" {
+			a[name] = v
+		}
+	}
+	return a
 }

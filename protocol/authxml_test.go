@@ -4,6 +4,8 @@ import (
 	"encoding/xml"
 	"strings"
 	"testing"
+
+	"ocgate/auth"
 )
 
 // The documents openconnect 9.01 sends (docs/protocol.md §3.3, §3.5).
@@ -36,7 +38,10 @@ func TestParseClientDoc(t *testing.T) {
 }
 
 func TestFormsAreWellFormed(t *testing.T) {
-	for _, doc := range [][]byte{loginForm("<b>&", "Login failed."), successDoc("hi & bye", "abc_DEF-123")} {
+	form := &auth.Form{ID: "main", Message: "m", Error: "Login failed.",
+		Inputs: []auth.Input{{Type: "text", Name: "username", Label: "User\"name:"}},
+		Groups: []auth.GroupOption{{Value: "a&b", Label: "<A>"}, {Value: "c", Label: "C"}}, Group: "c"}
+	for _, doc := range [][]byte{formDoc("<b>&", form), successDoc("hi & bye", "abc_DEF-123")} {
 		d := xml.NewDecoder(strings.NewReader(string(doc)))
 		for {
 			if _, err := d.Token(); err != nil {
@@ -49,6 +54,43 @@ func TestFormsAreWellFormed(t *testing.T) {
 	}
 	if !strings.Contains(string(successDoc("", "C")), `<auth id="success">`) {
 		t.Fatal("success document lacks <auth id=\"success\">")
+	}
+}
+
+// The form as openconnect reads it: the auth id, the inputs, the group_list select with its preselected option.
+func TestFormDoc(t *testing.T) {
+	doc := formDoc("", &auth.Form{ID: "challenge", Message: "Please enter your one-time password.",
+		Inputs: []auth.Input{{Type: "password", Name: "secondary_password", Label: "OTP:"}},
+		Groups: []auth.GroupOption{{Value: "eng", Label: "Engineering"}, {Value: "ops", Label: "ops"}}, Group: "ops"})
+	var parsed struct {
+		Auth struct {
+			ID      string `xml:"id,attr"`
+			Message string `xml:"message"`
+			Form    struct {
+				Action string `xml:"action,attr"`
+				Inputs []struct {
+					Type string `xml:"type,attr"`
+					Name string `xml:"name,attr"`
+				} `xml:"input"`
+				Select struct {
+					Name    string `xml:"name,attr"`
+					Options []struct {
+						Value    string `xml:"value,attr"`
+						Selected string `xml:"selected,attr"`
+						Label    string `xml:",chardata"`
+					} `xml:"option"`
+				} `xml:"select"`
+			} `xml:"form"`
+		} `xml:"auth"`
+	}
+	if err := xml.Unmarshal(doc, &parsed); err != nil {
+		t.Fatalf("%v\n%s", err, doc)
+	}
+	a := parsed.Auth
+	if a.ID != "challenge" || a.Form.Action != "/auth" || len(a.Form.Inputs) != 1 || a.Form.Inputs[0].Name != "secondary_password" ||
+		a.Form.Select.Name != "group_list" || len(a.Form.Select.Options) != 2 || a.Form.Select.Options[0].Label != "Engineering" ||
+		a.Form.Select.Options[1].Selected != "true" || a.Form.Select.Options[0].Selected != "" {
+		t.Fatalf("unexpected form %+v\n%s", a, doc)
 	}
 }
 

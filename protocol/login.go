@@ -1,12 +1,12 @@
 package protocol
 
-// The authentication phase (docs/protocol.md §3): the XML exchange of the client's POSTs (init, then auth-reply
-// with the credentials) until the password is accepted, which creates the Session and hands the client its
-// webvpn cookie. Wrong passwords are answered with the form again, counted per connection and towards a ban.
+// The authentication phase (docs/protocol.md §3): the XML exchange of the client's POSTs (init, then auth-replies
+// with the answers) carried to the login module (auth.Authenticator), whose forms are rendered here, until it says
+// Success, which creates the Session and hands the client its webvpn cookie. Wrong answers get the module's form
+// again with an error, counted per connection and towards a ban; a refusal is a 401.
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -41,50 +41,54 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	if doc.DeviceID != "" {
 		st.deviceID = doc.DeviceID
 	}
-	if req.method == "GET" || doc.Type == "init" {
-		return xmlResponse(loginForm(s.conf().PreLoginBanner, ""))
-	}
-	user, password := doc.Auth.Username, doc.Auth.Password
-	if user == "" || password == "" {
-		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Please enter your username and password."))
-	}
-
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
+	defer cancel()
 	authStart := time.Now()
-	id, err := s.checker.CheckPassword(ctx, user, password)
-	cancel()
-	if err != nil {
+	areq := auth.Request{LoginID: st.loginID, Remote: st.remote.Addr().String(), ClientCert: st.clientCert,
+		Init: req.method == "GET" || doc.Type == "init", Group: doc.GroupSelect, Answers: doc.answers()}
+	r := s.auth.Step(ctx, areq)
+	st.loginID = r.LoginID
+	banner := s.conf().PreLoginBanner
+	switch r.Verdict {
+	case auth.Continue:
+		return xmlResponse(formDoc(banner, r.Form))
+	case auth.Failure, auth.Refused:
 		st.failures++
 		s.stats.authFailures.Add(1)
-		reason := "wrong password or unknown user"
-		switch {
-		case errors.Is(err, auth.ErrLocked):
-			reason = "account locked"
-		case !errors.Is(err, auth.ErrBadCredentials):
-			reason = "error: " + err.Error()
-		}
-		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", reason)
+		s.log.Info("auth failure", "user", r.User, "remote", st.remote, "reason", r.Reason)
 		if s.bans.Add(st.remote.Addr(), s.cfg.BanPointsWrongPassword, time.Now()) {
 			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
 			return errorResponse(401, "Authentication failed")
 		}
+		if r.Verdict == auth.Refused {
+			return errorResponse(401, r.Message)
+		}
 		if st.failures >= maxAuthFailuresPerConn {
 			return errorResponse(401, "Authentication failed")
 		}
-		// Cisco style: the same form again with an error; an interactive user is asked again, a scripted one
+		// Cisco style: the form again with an error; an interactive user is asked again, a scripted one
 		// stops ("Failed to complete authentication").
-		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Login failed."))
+		return xmlResponse(formDoc(banner, r.Form))
 	}
 
+	id := r.Identity
 	sess, err := s.newSession(id, st)
 	if err != nil {
-		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", err.Error())
-		return xmlResponse(loginForm(s.conf().PreLoginBanner, err.Error()))
+		s.log.Info("auth failure", "user", id.User, "remote", st.remote, "reason", err.Error())
+		// The first form again, showing why; a login that asks for nothing (a certificate) gets a 401.
+		areq.LoginID, areq.Init, areq.Answers = "", true, nil
+		again := s.auth.Step(ctx, areq)
+		st.loginID = again.LoginID
+		if again.Verdict != auth.Continue {
+			return errorResponse(401, "Authentication failed")
+		}
+		again.Form.Error = err.Error()
+		return xmlResponse(formDoc(banner, again.Form))
 	}
 	s.stats.authSuccess.Add(1)
 	s.stats.login.observe(time.Since(authStart))
 	s.authenticated(st.raw) // no longer counts against max_unauth_clients and max_unauth_per_ip
-	s.log.Info("auth success", "user", user, "remote", st.remote, "id", sess.ID)
+	s.log.Info("auth success", "user", id.User, "remote", st.remote, "id", sess.ID, "groups", id.Groups)
 	resp := xmlResponse(successDoc(s.conf().Banner, sess.cookie))
 	resp.add("Set-Cookie", cookieName+"="+sess.cookie+"; Secure; HttpOnly")
 	return resp

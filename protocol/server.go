@@ -42,11 +42,12 @@ const maxRequestsPerConn = 32
 // readerPool holds the request readers of connections between requests.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
 
-// Options configure a Server. Config, TLSConfig, Passwords, Datapath and Pool are required.
+// Options configure a Server. Config, TLSConfig, Auth (or Passwords), Datapath and Pool are required.
 type Options struct {
 	Config    *config.Config
 	TLSConfig *tls.Config // must hold the server certificate; cloned and adjusted (TLS 1.2+, one record per write)
-	Passwords auth.PasswordChecker
+	Auth      auth.Authenticator
+	Passwords auth.PasswordChecker // without Auth: logins ask for a password checked by Passwords
 	Datapath  datapath.Datapath
 	Pool      *Pool
 	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
@@ -65,7 +66,7 @@ type Options struct {
 type Server struct {
 	cfg      *config.Config
 	tlsConf  *tls.Config
-	checker  auth.PasswordChecker
+	auth     auth.Authenticator
 	minter   auth.CookieMinter
 	bans     *auth.Bans
 	dp       datapath.Datapath
@@ -107,8 +108,11 @@ type connEntry struct {
 
 // NewServer checks the options and returns a server ready to Serve.
 func NewServer(o Options) (*Server, error) {
-	if o.Config == nil || o.TLSConfig == nil || o.Passwords == nil || o.Datapath == nil || o.Pool == nil {
-		return nil, errors.New("protocol.NewServer: Config, TLSConfig, Passwords, Datapath and Pool are required")
+	if o.Auth == nil && o.Passwords != nil {
+		o.Auth = auth.PasswordModule(o.Passwords)
+	}
+	if o.Config == nil || o.TLSConfig == nil || o.Auth == nil || o.Datapath == nil || o.Pool == nil {
+		return nil, errors.New("protocol.NewServer: Config, TLSConfig, Auth, Datapath and Pool are required")
 	}
 	tc := o.TLSConfig.Clone()
 	if tc.MinVersion < tls.VersionTLS12 {
@@ -119,7 +123,7 @@ func NewServer(o Options) (*Server, error) {
 	s := &Server{
 		cfg:       o.Config,
 		tlsConf:   tc,
-		checker:   o.Passwords,
+		auth:      o.Auth,
 		dp:        o.Datapath,
 		pool:      o.Pool,
 		pool6:     o.Pool6,
@@ -420,6 +424,9 @@ type connState struct {
 	failures  int
 	userAgent string
 	deviceID  string // <device-id> of the client's XML (linux-64, win, android, apple-ios...)
+	loginID   string // the login module's login in progress on this connection
+	// clientCert is the DER of the certificate the handshake verified (against ca_cert); nil: none.
+	clientCert []byte
 }
 
 // Read feeds the request reader: the byte waitRequest read, then the TLS stream.
@@ -479,6 +486,9 @@ func (s *Server) serveConn(c net.Conn) {
 	// its first byte.
 	c.SetDeadline(authDeadline)
 	st := &connState{remote: remote, raw: c, tls: tc, batch: bc}
+	if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 {
+		st.clientCert = cs.PeerCertificates[0].Raw
+	}
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		st.local = la.AddrPort()
 	}

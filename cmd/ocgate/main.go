@@ -164,7 +164,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		return err
 	}
 
-	passwords, err := auth.OpenPlainFile(st.passwdFile)
+	logins, err := newAuthModule(cfg, st.passwdFile)
 	if err != nil {
 		return err
 	}
@@ -184,16 +184,22 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	defer dp.Close()
 
-	// The certificate and the password checker are swapped by a reload (manage.go).
+	// The certificate, the login module and the CRL are swapped by a reload (manage.go).
 	cert := &atomic.Pointer[tls.Certificate]{}
 	cert.Store(&st.tlsConfig.Certificates[0])
-	checker := newSwapChecker(passwords)
+	authn := &swapAuth{}
+	authn.p.Store(logins)
+	tc := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return cert.Load(), nil
+	}}
+	revocations := &auth.Revocations{}
+	if err := clientCertTLS(tc, cfg, revocations); err != nil {
+		return err
+	}
 	srv, err := protocol.NewServer(protocol.Options{
-		Config: cfg,
-		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return cert.Load(), nil
-		}},
-		Passwords:  checker,
+		Config:     cfg,
+		TLSConfig:  tc,
+		Auth:       authn,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
@@ -234,7 +240,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	var stopOnce sync.Once
 	var draining atomic.Bool
 	mgmt := &backend{Server: srv, log: log, datapath: cfg.Datapath, cfg: cfg, stateDir: stateDir, cert: cert,
-		checker: checker, stop: func() { stopOnce.Do(func() { close(stop) }) }}
+		authn: authn, revocations: revocations, stop: func() { stopOnce.Do(func() { close(stop) }) }}
 	serveCtl, closeCtl, err := startControlSocket(cfg, stateDir, mgmt, log)
 	if err != nil {
 		ln.Close()

@@ -4,7 +4,6 @@ package main
 // the ban list), reload itself (SIGHUP and `ctl reload`), and the metrics listener.
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -31,22 +30,8 @@ import (
 // liveKeys are the keys besides the per-session ones (config.PerSession) that a reload applies: the server reads
 // them for each login or CONNECT, or this file swaps them in (auth, certificate).
 var liveKeys = []string{"banner", "pre_login_banner", "default_domain", "split_dns", "tunnel_all_dns", "auth",
+	"enable_auth", "crl", "cert_user_oid", "cert_group_oid", "select_group", "auto_select_group", "default_select_group",
 	"server_cert", "server_key", "config_per_user", "config_per_group", "default_user_config", "default_group_config"}
-
-// swapChecker is the password checker a reload can replace.
-type swapChecker struct {
-	p atomic.Pointer[auth.PasswordChecker]
-}
-
-func newSwapChecker(c auth.PasswordChecker) *swapChecker {
-	s := &swapChecker{}
-	s.p.Store(&c)
-	return s
-}
-
-func (s *swapChecker) CheckPassword(ctx context.Context, user, password string) (auth.Identity, error) {
-	return (*s.p.Load()).CheckPassword(ctx, user, password)
-}
 
 // backend is the control socket's view of the running server.
 type backend struct {
@@ -55,11 +40,12 @@ type backend struct {
 	datapath string
 	stop     func()
 
-	mu       sync.Mutex
-	cfg      *config.Config // guarded by mu: the configuration in effect
-	stateDir string
-	cert     *atomic.Pointer[tls.Certificate]
-	checker  *swapChecker
+	mu          sync.Mutex
+	cfg         *config.Config // guarded by mu: the configuration in effect
+	stateDir    string
+	cert        *atomic.Pointer[tls.Certificate]
+	authn       *swapAuth
+	revocations *auth.Revocations
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -71,7 +57,7 @@ func (b *backend) ServerInfo() ctl.ServerInfo {
 	return ctl.ServerInfo{PID: os.Getpid(), Datapath: b.datapath, Version: version}
 }
 
-// Reload re-reads the configuration file, the password file and the certificate. A configuration with errors
+// Reload re-reads the configuration file, the password file, the CRL and the certificate. A configuration with errors
 // is refused (each error names FILE:LINE) and the running one stays.
 func (b *backend) Reload() (ctl.ReloadReport, error) {
 	b.mu.Lock()
@@ -87,9 +73,14 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
-	passwords, err := auth.OpenPlainFile(st.passwdFile)
+	logins, err := newAuthModule(cfg, st.passwdFile)
 	if err != nil {
 		return ctl.ReloadReport{}, err
+	}
+	if cfg.CACert != "" {
+		if err := b.revocations.Load(cfg.CRL); err != nil {
+			return ctl.ReloadReport{}, err
+		}
 	}
 	var r ctl.ReloadReport
 	for _, k := range config.Changed(b.cfg, cfg) {
@@ -103,8 +94,7 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 		b.log.Warn(w)
 	}
 	b.cert.Store(&st.tlsConfig.Certificates[0])
-	var pc auth.PasswordChecker = passwords
-	b.checker.p.Store(&pc)
+	b.authn.p.Store(logins)
 	b.SetConfig(cfg)
 	b.cfg = cfg
 	b.log.Info("configuration reloaded", "applied", r.Applied, "needs_restart", r.NeedsRestart)

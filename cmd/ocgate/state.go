@@ -81,10 +81,7 @@ func prepareState(dir string, cfg *config.Config) (*state, error) {
 	st.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 
 	st.passwdFile = cfg.PlainPasswd()
-	if st.passwdFile == "" {
-		if len(cfg.Auth) > 0 {
-			return nil, errors.New("no plain[passwd=...] authentication configured; only password files are supported so far")
-		}
+	if st.passwdFile == "" && len(cfg.Auth) == 0 {
 		st.passwdFile = filepath.Join(dir, usersFile)
 		if err := ensureInitialUser(dir, st); err != nil {
 			return nil, err
