@@ -108,7 +108,7 @@ func (m *importer) uncarry(name string) {
 func (m *importer) ignore(line int, name, raw, format string, args ...any) {
 	why := fmt.Sprintf(format, args...)
 	m.im.Ignored = append(m.im.Ignored, m.where(line)+name+": "+why)
-	m.left = append(m.left, fmt.Sprintf("# %s = %s  (%s)", name, raw, oneLine(why)))
+	m.left = append(m.left, oneLine(fmt.Sprintf("# %s = %s  (%s)", name, raw, why)))
 }
 
 func (m *importer) differ(line int, name, format string, args ...any) {
@@ -122,7 +122,15 @@ func (m *importer) where(line int) string {
 	return fmt.Sprintf("%d: ", line)
 }
 
-func oneLine(s string) string { return strings.NewReplacer("\n", " ", "\r", " ").Replace(s) }
+// oneLine makes s fit in a TOML comment: control characters other than tab become spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
 
 // Import converts an ocserv configuration. path names it in errors; the files its config-per-user and
 // config-per-group name are read from disk when opt asks for them to be converted.

@@ -40,6 +40,10 @@ var ocservKeys = []key{
 	accepted("cert_user_oid", global, "certificate authentication is not supported yet"),
 	accepted("cert_group_oid", global, "certificate authentication is not supported yet"),
 	accepted("crl", global, "certificate authentication is not supported yet"),
+	accepted("use_dbus", global, "ocgate has no D-Bus interface; the management socket (socket_file) serves occtl"),
+	accepted("cookie_validity", global, "ocserv 0.x's cookie lifetime; set cookie_timeout"),
+	accepted("dh_params", global, "Go's TLS stack uses ECDHE only"),
+	accepted("listen_clear_file", global, "ocgate serves TLS only"),
 	accepted("net_priority", anyFile, "not supported"),
 	accepted("cgroup", anyFile, "not supported"),
 

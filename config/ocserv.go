@@ -15,6 +15,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ocservLine is one `key = value` line of an ocserv file.
@@ -42,6 +43,9 @@ func parseOcserv(data []byte) (lines []ocservLine, errs []ocservErr) {
 			l = strings.TrimPrefix(l, "\uFEFF")
 		}
 		switch {
+		case !utf8.ValidString(l):
+			errs = append(errs, ocservErr{n, "not valid UTF-8"})
+			continue
 		case l == "" || l[0] == '#' || l[0] == ';':
 			continue
 		case l[0] == '[':
