@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,11 +42,15 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	if doc.DeviceID != "" {
 		st.deviceID = doc.DeviceID
 	}
+	if doc.GroupSelect != "" {
+		st.group = doc.GroupSelect
+	}
 	if req.method == "GET" || doc.Type == "init" {
 		return xmlResponse(loginForm(s.conf().PreLoginBanner, ""))
 	}
+	// An empty password is checked like any other: ocserv lets a user whose hash is empty in with it.
 	user, password := doc.Auth.Username, doc.Auth.Password
-	if user == "" || password == "" {
+	if user == "" {
 		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Please enter your username and password."))
 	}
 
@@ -76,6 +81,17 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		return xmlResponse(loginForm(s.conf().PreLoginBanner, "Login failed."))
 	}
 
+	if st.group != "" {
+		// A group the user is not in is refused, as ocserv does; the one selected becomes the session's group.
+		i := slices.Index(id.Groups, st.group)
+		if i < 0 {
+			s.log.Info("auth failure", "user", user, "remote", st.remote,
+				"reason", fmt.Sprintf("selected group %.64q is not one of the user's", st.group))
+			return errorResponse(401, "Authentication failed")
+		}
+		id.Groups = append([]string{st.group}, slices.Delete(slices.Clone(id.Groups), i, i+1)...)
+	}
+
 	sess, err := s.newSession(id, st)
 	if err != nil {
 		s.log.Info("auth failure", "user", user, "remote", st.remote, "reason", err.Error())
@@ -101,7 +117,8 @@ type errLimit string
 
 func (e errLimit) Error() string { return string(e) }
 
-// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients.
+// newSession creates the session for an authenticated user, enforcing max_clients. max_same_clients counts the
+// sessions in use, at CONNECT (admitSameClient), as ocserv does: cookies issued and never used do not count.
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
 		return nil, errLimit("The server has reached its maximum number of clients.")
@@ -114,9 +131,6 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	}
 	for _, w := range uc.Warnings {
 		s.log.Warn(w, "user", id.User)
-	}
-	if n := uc.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
-		return nil, errLimit(fmt.Sprintf("You have reached the maximum number of sessions (%d) for this user.", n))
 	}
 	sess := &Session{
 		ID:        s.nextID.Add(1),

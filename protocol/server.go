@@ -372,6 +372,7 @@ type connState struct {
 	failures  int
 	userAgent string
 	deviceID  string // <device-id> of the client's XML (linux-64, win, android, apple-ios...)
+	group     string // <group-select> of the client's XML (openconnect --authgroup)
 }
 
 func (s *Server) serveConn(c net.Conn) {
