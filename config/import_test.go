@@ -212,3 +212,12 @@ func FuzzParseOcserv(f *testing.F) {
 		}
 	})
 }
+
+// run_as_user naming root (or the running user) drops nothing: accepted with a warning and cleared, as ocserv
+// accepts it.
+func TestRunAsRoot(t *testing.T) {
+	c, err := Parse([]byte("run_as_user = \"root\"\n"), "f.toml")
+	if err != nil || c.RunAsUser != "" || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "f.toml:1: run_as_user: \"root\" (uid 0) drops no privileges") {
+		t.Fatalf("%q %q %v", c.RunAsUser, c.Warnings, err)
+	}
+}
