@@ -209,7 +209,9 @@ func (m *Module) advance(ctx context.Context, l *login, req Request) Reply {
 	if user == "" && l.certUser != "" {
 		user = l.certUser
 	}
-	if user == "" || password == "" {
+	// An empty password is checked like any other: ocserv lets in a user whose hash is empty with it (and an
+	// empty answer for anyone else is a failed login).
+	if user == "" {
 		return Reply{Verdict: Continue, Form: m.passwordForm(l, "Please enter your username and password.")}
 	}
 	if l.certUser != "" && user != l.certUser {

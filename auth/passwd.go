@@ -28,7 +28,7 @@ const MaxPasswordLen = 512
 type entry struct {
 	user   string
 	groups []string
-	hash   passwordHash // nil: no password login (empty or '*' hash)
+	hash   passwordHash // nil: no password login ('*' hash); emptyHash{}: the empty password (empty hash)
 	locked bool
 }
 
@@ -206,8 +206,12 @@ func parseLine(line string) (entry, error) {
 	e := entry{user: parts[0], groups: splitGroups(parts[1])}
 	hash := strings.TrimLeft(parts[2], "!") // ocpasswd -l adds one '!' per call
 	e.locked = len(hash) != len(parts[2])
-	if hash == "" || strings.HasPrefix(hash, "*") {
-		return e, nil // no password login, as with ocserv (without an OTP file) and /etc/shadow's '*'
+	if hash == "" {
+		e.hash = emptyHash{} // ocserv lets such a user in with an empty password
+		return e, nil
+	}
+	if strings.HasPrefix(hash, "*") {
+		return e, nil // no password login, as /etc/shadow's '*'
 	}
 	if h, ok := parseSHACryptHash(hash); ok {
 		e.hash = h
@@ -222,6 +226,14 @@ func parseLine(line string) (entry, error) {
 	}
 	e.hash = d
 	return e, nil
+}
+
+// emptyHash is an empty hash field (`user:group:`), which only the empty password matches.
+type emptyHash struct{}
+
+func (emptyHash) Match(password string) bool {
+	dummyHash().Match(password) // the same work as for any user
+	return password == ""
 }
 
 // splitGroups splits the group field as ocserv does: comma-separated, spaces around names ignored. "*" is what

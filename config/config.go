@@ -4,6 +4,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -186,6 +187,10 @@ func Parse(data []byte, path string) (*Config, error) {
 	}
 	p := newParser(path, c.Dir, data)
 	md, err := p.decode(data)
+	if line, ok := looksLikeOcserv(data, err != nil); ok {
+		return nil, fmt.Errorf("%s:%d: this is ocserv's format (keys with '-', values unquoted), not TOML; "+
+			"convert it with `ocgate config import %s -o ocgate.toml`", path, line, path)
+	}
 	if err != nil {
 		return nil, err
 	}

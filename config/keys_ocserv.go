@@ -37,6 +37,10 @@ var ocservKeys = []key{
 	accepted("udp_listen_host_is_dyndns", global, "not supported"),
 	accepted("listen_host_is_dyndns", global, "not supported"),
 	accepted("predictable_ips", global, "addresses are always predictable when free"),
+	accepted("use_dbus", global, "ocgate has no D-Bus interface; the management socket (socket_file) serves occtl"),
+	accepted("cookie_validity", global, "ocserv 0.x's cookie lifetime; set cookie_timeout"),
+	accepted("dh_params", global, "Go's TLS stack uses ECDHE only"),
+	accepted("listen_clear_file", global, "ocgate serves TLS only"),
 	accepted("net_priority", anyFile, "not supported"),
 	accepted("cgroup", anyFile, "not supported"),
 

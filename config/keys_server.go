@@ -136,6 +136,9 @@ func parseAuth(s string) (AuthMethod, error) {
 		if !ok {
 			return m, errors.New("missing ']'")
 		}
+		if m.Name == "plain" && !strings.Contains(body, "=") && strings.TrimSpace(body) != "" {
+			body = "passwd=" + body // ocserv's legacy form, plain[/path/to/passwd]
+		}
 		for kv := range strings.SplitSeq(body, ",") {
 			k, v, ok := strings.Cut(kv, "=")
 			if !ok || strings.TrimSpace(k) == "" {

@@ -79,12 +79,55 @@ func (p *parser) decode(data []byte) (toml.MetaData, error) {
 	}
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
+		if hint := p.tomlHint(pe.Position.Line); hint != "" {
+			return md, fmt.Errorf("%s:%d: %s", p.path, pe.Position.Line, hint)
+		}
 		if pe.LastKey == "" {
 			return md, fmt.Errorf("%s:%d: %s", p.path, pe.Position.Line, pe.Message)
 		}
 		return md, fmt.Errorf("%s:%d: %s: %s", p.path, pe.Position.Line, pe.LastKey, pe.Message)
 	}
 	return md, fmt.Errorf("%s:%d: %w", p.path, 0, err)
+}
+
+// tomlHint explains a TOML syntax error at line n in ocserv's terms, or returns "": a value written unquoted
+// (`route = 10.0.0.0/8`) gets its quoted form, a key set on several lines (ocserv's way of giving a list) gets the
+// one list TOML needs.
+func (p *parser) tomlHint(n int) string {
+	if n < 1 || n > len(p.lines) {
+		return ""
+	}
+	l := strings.TrimSpace(p.lines[n-1])
+	k, v, ok := strings.Cut(l, "=")
+	k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+	if !ok || k == "" || strings.ContainsAny(k, " \t\"'[.") {
+		return ""
+	}
+	var vals []string
+	var at []string
+	for i, o := range p.lines {
+		ok, ov, found := strings.Cut(strings.TrimSpace(o), "=")
+		if found && strings.TrimSpace(ok) == k {
+			vals = append(vals, quoteTOML(strings.TrimSpace(ov)))
+			at = append(at, fmt.Sprint(i+1))
+		}
+	}
+	if len(vals) > 1 {
+		return fmt.Sprintf("%s: set on lines %s; TOML takes the values as one list: %s = [%s]", k,
+			strings.Join(at, ", "), k, strings.Join(vals, ", "))
+	}
+	if unquotedTOML(v) {
+		return fmt.Sprintf("%s: the value must be quoted in TOML: %s = %s", k, k, quoteTOML(v))
+	}
+	return ""
+}
+
+// quoteTOML quotes a value as written in a file, unless it is already a TOML value.
+func quoteTOML(v string) string {
+	if unquotedTOML(v) {
+		return tomlString(sanitizeOcserv(v))
+	}
+	return v
 }
 
 // sortKeys reports the file's unknown keys and the keys not allowed in it, and warns about the keys accepted
@@ -167,7 +210,11 @@ func (p *parser) bool(key string, v any) (bool, bool) {
 	return b, ok
 }
 
+// strs reads an array of strings; a single string is a list of one, as in ocserv's files (`route = "10.0.0.0/8"`).
 func (p *parser) strs(key string, v any) ([]string, bool) {
+	if s, ok := v.(string); ok {
+		return []string{s}, true
+	}
 	list, ok := v.([]any)
 	if !ok {
 		p.wrongType(key, v, "an array of strings")

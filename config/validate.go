@@ -6,7 +6,10 @@ package config
 import (
 	"net"
 	"net/netip"
+	"os"
+	"os/user"
 	"reflect"
+	"strconv"
 )
 
 // check reports what no single key can see by itself.
@@ -20,6 +23,7 @@ func (p *parser) check(c *Config) {
 	if c.ExposeIRoutes && c.ConfigPerUser == "" {
 		p.warnf("expose_iroutes", "has no effect without config_per_user")
 	}
+	p.checkRunAsUser(c)
 	d := Default()
 	for i := range keyTable {
 		k := &keyTable[i]
@@ -36,6 +40,20 @@ func (p *parser) check(c *Config) {
 	}
 	p.checkSOCKS5(c)
 	p.checkAuth(c)
+}
+
+// checkRunAsUser accepts, as ocserv does, a run_as_user that is root or the user the server already runs as: there
+// is nothing to drop, so the key is warned about and cleared (no privileged helper either).
+func (p *parser) checkRunAsUser(c *Config) {
+	if c.RunAsUser == "" {
+		return
+	}
+	u, err := user.Lookup(c.RunAsUser)
+	if err != nil || u.Uid != "0" && u.Uid != strconv.Itoa(os.Geteuid()) {
+		return
+	}
+	p.warnf("run_as_user", "%q (uid %s) drops no privileges: the server keeps running as uid %d", c.RunAsUser, u.Uid, os.Geteuid())
+	c.RunAsUser = ""
 }
 
 // checkSOCKS5 checks socks5_listen, socks5_user and socks5_password together, and against datapath.

@@ -20,12 +20,15 @@ import (
 
 var vethCounter atomic.Int32
 
-// clientScript sets the TUN up as openconnect describes it: address, MTU and the split-include routes.
+// clientScript sets the TUN up as openconnect describes it: address, MTU, the pool's network and the split-include
+// routes.
 const clientScript = `#!/bin/sh
 case "$reason" in
 connect)
 	ip link set dev "$TUNDEV" up mtu "$INTERNAL_IP4_MTU"
 	ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"
+	# vpnc-script routes the pool's network too (the server's in-pool address, its built-in DNS, is there).
+	if [ -n "$INTERNAL_IP4_NETADDR" ]; then ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"; fi
 	i=0
 	while [ "$i" -lt "${CISCO_SPLIT_INC:-0}" ]; do
 		eval "a=\$CISCO_SPLIT_INC_${i}_ADDR m=\$CISCO_SPLIT_INC_${i}_MASKLEN"

@@ -3,13 +3,14 @@ package protocol
 // The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
 // steps, in order:
 //
-//	checkCookie        the path, the webvpn cookie, deny_roaming                    ─► 401/404/503 and close
+//	checkCookie        the path, the webvpn cookie, deny_roaming, max_same_clients  ─► 401/404/503 and close
 //	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
 //	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
 //	                   the DTLS codec
 //	attachTunnel       the session takes the tunnel (address lease and datapath port at the first CONNECT;
 //	                   takeover of a previous tunnel)
-//	runConnectScript   the first CONNECT of a session runs connect_script (and host_update_script)
+//	runConnectScript   connect_script (and host_update_script) for each tunnel connection; a reconnect or a
+//	                   takeover first runs disconnect_script for the connection it replaces
 //	writeConnectResponse  the tunnel parameters, in one TLS write
 //	runTunnel          readLoop here, writeLoop beside it, until the tunnel ends; then the session waits for
 //	                   a reconnect (or ends, after a logout)
@@ -74,6 +75,10 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 	}
 	if s.cfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
+		return nil, false
+	}
+	if n := sess.ucfg.MaxSameClients; !sess.admit(s.sessions.All(), n) {
+		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("max_same_clients: user %q already has %d sessions in use", sess.User, n))
 		return nil, false
 	}
 	return sess, true
@@ -233,12 +238,21 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	return true
 }
 
-// runConnectScript runs connect_script for the first CONNECT of a session (and host_update_script in the
-// background when the client named its host); false means the script refused the session, which has ended.
+// runConnectScript runs connect_script for each tunnel connection, as ocserv does per connection (and
+// host_update_script in the background when the client named its host). A reconnect or a takeover first runs
+// disconnect_script for the connection it replaces, with that connection's IP_REAL, so rules keyed on the client's
+// real address follow a roaming client; the device and the tunnel address stay. false means the script refused
+// the session, which has ended.
 func (s *Server) runConnectScript(st *connState, sess *Session, t *tunnel) bool {
-	if !t.firstConnect || s.scripts == nil {
+	if s.scripts == nil {
 		return true
 	}
+	if !t.firstConnect && sess.disconnectScriptDue() {
+		s.runScript(sess.scriptInfo(), "disconnect")
+	}
+	sess.mu.Lock()
+	sess.scriptReal = sess.remote
+	sess.mu.Unlock()
 	info := sess.scriptInfo()
 	if err := s.runScript(info, "connect"); err != nil {
 		t.stopDTLS()
@@ -374,17 +388,13 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 	}
 	all = all || len(pc.routes) == 0
 	if !all {
+		// Exactly the configured routes, as ocserv: a DNS server outside them gets no route of its own (the
+		// administrator routes it, or the client reaches it outside the tunnel).
 		for _, r := range pc.routes {
 			if r.Addr().Is4() {
 				h("X-CSTP-Split-Include", dottedRoute(r))
 			} else if addr6.IsValid() {
 				h("X-CSTP-Split-Include-IP6", r.Masked().String())
-			}
-		}
-		// The client must reach the resolver we push even when it is outside the routes.
-		for _, d := range pc.dns {
-			if d.Is4() && !containsAddr(pc.routes, d) {
-				h("X-CSTP-Split-Include", d.String()+"/255.255.255.255")
 			}
 		}
 	}
@@ -434,15 +444,6 @@ func dottedRoute(p netip.Prefix) string {
 		m = 0
 	}
 	return fmt.Sprintf("%s/%d.%d.%d.%d", p.Masked().Addr(), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
-}
-
-func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 func validHostname(s string) bool {

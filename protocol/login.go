@@ -106,10 +106,11 @@ type errLimit string
 
 func (e errLimit) Error() string { return string(e) }
 
-// newSession creates the session for an authenticated user, enforcing max_clients and max_same_clients. Only
-// sessions count towards max_clients (ocserv's "connected users"): connections still authenticating have their
-// own caps (admission.go), so they can never lock logins out. A login over a limit gets the login form again
-// with the reason, which openconnect shows.
+// newSession creates the session for an authenticated user, enforcing max_clients. Only sessions count towards
+// max_clients (ocserv's "connected users"): connections still authenticating have their own caps (admission.go),
+// so they can never lock logins out. A login over it gets the login form again with the reason, which openconnect
+// shows. max_same_clients counts the sessions in use, at CONNECT (admitSameClient), as ocserv does: cookies issued
+// and never used do not count.
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	s.newSessMu.Lock() // the checks and sessions.Add below are one step
 	defer s.newSessMu.Unlock()
@@ -125,9 +126,6 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	}
 	for _, w := range uc.Warnings {
 		s.log.Warn(w, "user", id.User)
-	}
-	if n := uc.MaxSameClients; n > 0 && s.sessions.CountUser(id.User) >= n {
-		return nil, errLimit(fmt.Sprintf("You have reached the maximum number of sessions (%d) for this user.", n))
 	}
 	sess := &Session{
 		ID:        s.nextID.Add(1),

@@ -2,14 +2,17 @@ package protocol
 
 // When ocserv's connect, disconnect and host-update scripts run, and what they see.
 //
-// ocserv runs them per TCP connection (each worker has its own TUN). Here a device belongs to the session, which
-// outlives its connections (cookie_timeout), so the scripts follow the session's attachment to the datapath:
+// ocserv runs them per tunnel connection (each worker has its own TUN). Here a device belongs to the session, which
+// outlives its connections (cookie_timeout), but the scripts still follow the connections, so that rules keyed on
+// the client's real address (IP_REAL) follow a roaming client:
 //
-//	connect      first CONNECT of the session, after its device exists and before the client gets 200 CONNECTED;
+//	connect      each CONNECT, after the session's device exists and before the client gets 200 CONNECTED;
 //	             a non-zero exit refuses the session (the client sees "401 Cookie is not acceptable", as with ocserv)
 //	host-update  after connect, when the client announced a host name (X-CSTP-Hostname)
-//	disconnect   when the session ends (logout, cookie expiry, session timeout, shutdown), with its byte counts;
-//	             not after a connect script that refused the session
+//	disconnect   before the connect of a reconnect or a takeover (with the IP_REAL the previous connect saw), and
+//	             when the session ends (logout, cookie expiry, session timeout, shutdown), with its byte counts;
+//	             not after a connect script that refused the session. A connection that is lost without a
+//	             reconnect gets its disconnect when the session ends (cookie_timeout later), not at once as in ocserv.
 //
 // The environment is ocserv's (src/main-user.c): routes in its "network/dotted-mask" form for IPv4, each entry
 // followed by a space.

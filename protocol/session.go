@@ -70,6 +70,8 @@ type Session struct {
 	deviceType  string         // guarded by mu: X-AnyConnect-Identifier-DeviceType
 	platform    string         // guarded by mu: X-AnyConnect-Identifier-Platform, else the login's device-id
 	scriptsDue  bool           // guarded by mu: connect succeeded, so disconnect must run
+	scriptReal  netip.AddrPort // guarded by mu: the client address the last connect script saw (IP_REAL)
+	admitted    bool           // guarded by env.admitMu: counted against max_same_clients (its cookie is in use)
 }
 
 // sessionEnv is what sessions need from their server: the address pools, the datapath, two settings, and the way
@@ -82,6 +84,10 @@ type sessionEnv struct {
 	persistentCookies bool
 	endSession        func(s *Session, reason string)
 	stats             *serverStats // nil in tests that build sessions by hand
+
+	// admitMu serializes the max_same_clients check with the marking of the session it admits, so two CONNECTs
+	// of one user cannot both take the last place.
+	admitMu sync.Mutex
 }
 
 // sessionPolicy is the per-session part of the configuration.
@@ -92,13 +98,18 @@ type sessionPolicy struct {
 	restrict         bool // restrict_user_to_routes
 }
 
-// scriptInfo captures what the scripts' environment is built from.
+// scriptInfo captures what the scripts' environment is built from. IP_REAL is the address the last connect
+// script saw, so the disconnect script that follows it sees the same one even after the client has moved.
 func (s *Session) scriptInfo() scriptInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rx, tx, _, _ := s.Stats()
+	remote := s.remote
+	if s.scriptReal.IsValid() {
+		remote = s.scriptReal
+	}
 	return scriptInfo{
-		sess: s, device: s.device, local: s.env.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: s.remote,
+		sess: s, device: s.device, local: s.env.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: remote,
 		localReal: s.localReal, hostname: s.hostname, deviceType: s.deviceType, platform: s.platform,
 		rx: rx, tx: tx, connectedAt: s.connectedAt,
 	}
@@ -111,6 +122,35 @@ func (s *Session) disconnectScriptDue() bool {
 	due := s.scriptsDue
 	s.scriptsDue = false
 	return due
+}
+
+// admit counts the session against max_same_clients (n; 0 = unlimited) at its CONNECT: it is refused when n other
+// sessions of the user are in use (their cookie was used for a CONNECT and they have not ended). A session
+// admitted once stays admitted (its reconnects and takeovers are not counted again).
+func (s *Session) admit(all []*Session, n int) bool {
+	s.env.admitMu.Lock()
+	defer s.env.admitMu.Unlock()
+	if s.admitted || n <= 0 {
+		s.admitted = true
+		return true
+	}
+	inUse := 0
+	for _, o := range all {
+		if o != s && o.User == s.User && o.admitted && !o.hasEnded() {
+			inUse++
+		}
+	}
+	if inUse >= n {
+		return false
+	}
+	s.admitted = true
+	return true
+}
+
+func (s *Session) hasEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
 }
 
 // Addr returns the session's tunnel address (invalid before the first CONNECT).

@@ -54,3 +54,19 @@ func TestPasswd(t *testing.T) {
 		t.Fatalf("file: %q", b)
 	}
 }
+
+// `ocgate config import` writes the TOML and the report, and checks the file it wrote; `config check` on the
+// ocserv file names the format.
+func TestConfigImport(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "o.toml")
+	var stdout, stderr bytes.Buffer
+	if code := runConfig([]string{"import", "../../config/testdata/debian-ocserv.conf", "-o", out}, &stdout, &stderr); code != 0 ||
+		!strings.Contains(stdout.String(), "carried over (29)") || !strings.Contains(stdout.String(), out+": OK") {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
+	}
+	stderr.Reset()
+	if code := runConfig([]string{"check", "../../config/testdata/debian-ocserv.conf"}, &stdout, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "this is ocserv's format") {
+		t.Fatalf("check: exit %d %q", code, stderr.String())
+	}
+}
