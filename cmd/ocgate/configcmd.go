@@ -12,39 +12,23 @@ import (
 	"ocgate/config"
 )
 
-const configUsage = "usage: ocgate config check FILE | ocgate config defaults |\n" +
-	"       ocgate config import OCSERV.CONF [-o OUT.toml] [--user-dir DIR] [--group-dir DIR]"
-
-// runConfig implements `ocgate config check FILE`, `ocgate config defaults` and `ocgate config import`. Returns
-// the exit status.
-func runConfig(args []string, stdout, stderr io.Writer) int {
-	usage := func() int {
-		fmt.Fprintln(stderr, configUsage)
-		return 2
-	}
-	if len(args) == 0 {
-		return usage()
-	}
-	switch args[0] {
-	case "defaults":
-		if len(args) != 1 {
-			return usage()
-		}
-		fmt.Fprint(stdout, config.DefaultsTOML())
-		return 0
-	case "check":
-		if len(args) != 2 {
-			return usage()
-		}
-		if checkConfig(args[1], stderr) != nil {
+// configCheckSetup is `ocgate config check FILE`.
+func configCheckSetup(*pflag.FlagSet) func(stdio, []string) int {
+	return func(io stdio, args []string) int {
+		if checkConfig(args[0], io.err) != nil {
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: OK\n", args[1])
+		fmt.Fprintf(io.out, "%s: OK\n", args[0])
 		return 0
-	case "import":
-		return runImport(args[1:], stdout, stderr)
 	}
-	return usage()
+}
+
+// configDefaultsSetup is `ocgate config defaults`.
+func configDefaultsSetup(*pflag.FlagSet) func(stdio, []string) int {
+	return func(io stdio, _ []string) int {
+		fmt.Fprint(io.out, config.DefaultsTOML())
+		return 0
+	}
 }
 
 // checkConfig loads a configuration and every per-user and per-group file it names, printing the warnings and
@@ -72,20 +56,20 @@ func checkConfig(path string, stderr io.Writer) error {
 	return nil
 }
 
-// runImport converts an ocserv configuration: the TOML goes to -o (standard output without it), the converted
-// per-user and per-group files into --user-dir and --group-dir, and the report to standard output (standard error
-// when the TOML is written there). With -o, the written file is then checked as `ocgate config check` would.
-func runImport(args []string, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("import", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+// configImportSetup is `ocgate config import`: it converts an ocserv configuration. The TOML goes to -o (standard
+// output without it), the converted per-user and per-group files into --user-dir and --group-dir, and the report to
+// standard output (standard error when the TOML is written there). With -o, the written file is then checked as
+// `ocgate config check` would.
+func configImportSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	out := fs.StringP("output", "o", "", "write the TOML to this file (default: standard output)")
 	userDir := fs.String("user-dir", "", "convert config-per-user's files into this directory")
 	groupDir := fs.String("group-dir", "", "convert config-per-group's files into this directory")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
-		fmt.Fprintln(stderr, configUsage)
-		return 2
+	return func(io stdio, args []string) int {
+		return runImport(args[0], *out, *userDir, *groupDir, io.out, io.err)
 	}
-	in := fs.Arg(0)
+}
+
+func runImport(in, out, userDir, groupDir string, stdout, stderr io.Writer) int {
 	data, err := os.ReadFile(in)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -101,13 +85,13 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		}
 		return a
 	}
-	im, err := config.Import(data, in, config.ImportOptions{UserDir: abs(*userDir), GroupDir: abs(*groupDir)})
+	im, err := config.Import(data, in, config.ImportOptions{UserDir: abs(userDir), GroupDir: abs(groupDir)})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	report := stdout
-	if *out == "" {
+	if out == "" {
 		stdout.Write(im.TOML)
 		report = stderr
 	}
@@ -126,8 +110,8 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if *out != "" {
-		if err := os.WriteFile(*out, im.TOML, 0o644); err != nil {
+	if out != "" {
+		if err := os.WriteFile(out, im.TOML, 0o644); err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
@@ -136,14 +120,14 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	for _, name := range names {
 		fmt.Fprintf(report, "wrote %s\n", name)
 	}
-	if *out == "" {
+	if out == "" {
 		return 0
 	}
-	fmt.Fprintf(report, "wrote %s\n", *out)
-	if checkConfig(*out, stderr) != nil {
-		fmt.Fprintf(stderr, "%s does not load as it is: fix the errors above\n", *out)
+	fmt.Fprintf(report, "wrote %s\n", out)
+	if checkConfig(out, stderr) != nil {
+		fmt.Fprintf(stderr, "%s does not load as it is: fix the errors above\n", out)
 		return 1
 	}
-	fmt.Fprintf(report, "%s: OK\n", *out)
+	fmt.Fprintf(report, "%s: OK\n", out)
 	return 0
 }

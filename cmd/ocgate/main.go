@@ -1,11 +1,8 @@
 // Command ocgate is an OpenConnect (AnyConnect-compatible) VPN server whose default data path needs no root and no
-// TUN device. This file is wiring only: it parses flags, loads the configuration, prepares the state directory and
-// connects the packages.
+// TUN device. This file is wiring only: `ocgate [serve]` (the default command; cli.go holds the command line)
+// loads the configuration, prepares the state directory and connects the packages.
 //
-//	ocgate [-c FILE] [--state-dir DIR]     serve (the default; --pprof ADDR with -tags pprof)
-//	ocgate passwd ...                      edit a password file like ocpasswd
-//	ocgate config check FILE | defaults    validate a config / print the defaults
-//	ocgate ctl [-s SOCKET] COMMAND         manage a running server (also as `occtl`, a symlink; ctl.go)
+//	ocgate [serve] [-c FILE] [--state-dir DIR]   serve (--pprof ADDR with -tags pprof)
 package main
 
 import (
@@ -30,41 +27,11 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
-	"ocgate/egress/privsep"
 	"ocgate/protocol"
 )
 
-const version = "0.1.0"
-
 // shutdownTimeout bounds how long the server waits, after sending TERMINATE, for its connections to close.
 const shutdownTimeout = 5 * time.Second
-
-func main() {
-	args := os.Args[1:]
-	if filepath.Base(os.Args[0]) == "occtl" {
-		os.Exit(runCtl("occtl", args, os.Stdout, os.Stderr))
-	}
-	if len(args) > 0 {
-		switch args[0] {
-		case "ctl":
-			os.Exit(runCtl("ocgate ctl", args[1:], os.Stdout, os.Stderr))
-		case "passwd":
-			os.Exit(runPasswd(args[1:], os.Stdin, os.Stdout, os.Stderr))
-		case "config":
-			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
-		case "serve":
-			args = args[1:]
-		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
-			if err := privsep.ServeHelper(3, log); err != nil {
-				log.Error("exiting", "err", err)
-				os.Exit(1)
-			}
-			os.Exit(0)
-		}
-	}
-	os.Exit(runServe(args, os.Stdout, os.Stderr))
-}
 
 // stateDirDefault is $XDG_STATE_HOME/ocgate, else ~/.local/state/ocgate.
 func stateDirDefault() string {
@@ -87,36 +54,33 @@ type serveFlags struct {
 	version   bool
 }
 
-func runServe(args []string, stdout, stderr io.Writer) int {
+// serveCommand is `ocgate [serve]`, the default command (cli.go).
+var serveCommand = &command{name: "serve", summary: "run the server (the default command)", setup: serveSetup}
+
+func serveSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	var f serveFlags
-	fs := pflag.NewFlagSet("ocgate", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVarP(&f.config, "config", "c", "", "configuration file (TOML, ocserv option names); default: embedded defaults")
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory for the generated certificate and users (default "+stateDirDefault()+")")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; binaries built with -tags pprof only; never a public address")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
+	return func(io stdio, _ []string) int {
+		if f.version {
+			fmt.Fprint(io.out, versionInfo())
 			return 0
 		}
-		return 2
-	}
-	if f.version {
-		fmt.Fprintln(stdout, "ocgate", version)
+		log, err := newLogger(io.err, f.logFormat, f.logLevel)
+		if err != nil {
+			fmt.Fprintln(io.err, "ocgate:", err)
+			return exitUsage
+		}
+		if err := serve(f, log, io.out); err != nil {
+			fmt.Fprintln(io.err, "ocgate:", err)
+			return 1
+		}
 		return 0
 	}
-	log, err := newLogger(stderr, f.logFormat, f.logLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "ocgate:", err)
-		return 2
-	}
-	if err := serve(f, log, stdout); err != nil {
-		fmt.Fprintln(stderr, "ocgate:", err)
-		return 1
-	}
-	return 0
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
