@@ -1,21 +1,26 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
+	"ocgate/auth"
 	"ocgate/config"
 )
 
 // configCheckSetup is `ocgate config check FILE`.
 func configCheckSetup(*pflag.FlagSet) func(stdio, []string) int {
 	return func(io stdio, args []string) int {
-		if checkConfig(args[0], io.err) != nil {
+		if checkConfig(args[0], true, io.out, io.err) != nil {
 			return 1
 		}
 		fmt.Fprintf(io.out, "%s: OK\n", args[0])
@@ -31,20 +36,20 @@ func configDefaultsSetup(*pflag.FlagSet) func(stdio, []string) int {
 	}
 }
 
-// checkConfig loads a configuration and every per-user and per-group file it names, printing the warnings and
-// errors; it returns an error when something does not load.
-func checkConfig(path string, stderr io.Writer) error {
+// checkConfig loads a configuration, every per-user and per-group file it names, and what the server's start
+// loads (prepare: certificate and key, password and OTP files, CA and CRL, address pools), printing the warnings
+// in line order and the errors; it returns an error when something does not load. Nothing is generated: what the
+// server would generate in its state directory is only reported. Without files, only the configuration files are
+// checked (`config import`: the files they name belong to the server the configuration is for).
+func checkConfig(path string, files bool, stdout, stderr io.Writer) error {
 	c, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return err
 	}
-	for _, w := range c.Warnings {
-		fmt.Fprintln(stderr, "warning:", w)
-	}
 	// The per-user and per-group files are read at each login; check them all now.
 	warns, errs := c.CheckUserConfigs()
-	for _, w := range warns {
+	for _, w := range sortByLine(append(slices.Clone(c.Warnings), warns...)) {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	for _, e := range errs {
@@ -53,13 +58,49 @@ func checkConfig(path string, stderr io.Writer) error {
 	if len(errs) > 0 {
 		return errs[0]
 	}
+	if !files {
+		return nil
+	}
+	su, err := prepare(c, "", &tls.Config{}, &auth.Revocations{}, true)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", path, err)
+		return err
+	}
+	for _, g := range su.st.generated {
+		fmt.Fprintf(stdout, "note: the server generates %s in its state directory\n", g)
+	}
 	return nil
+}
+
+// sortByLine orders "FILE:LINE: ..." messages by file, then line (numerically); others keep their place at the end.
+func sortByLine(msgs []string) []string {
+	type pos struct {
+		file string
+		line int
+	}
+	at := func(m string) pos {
+		file, rest, ok := strings.Cut(m, ":")
+		n, _, ok2 := strings.Cut(rest, ":")
+		line, err := strconv.Atoi(n)
+		if !ok || !ok2 || err != nil {
+			return pos{"\xff", 0}
+		}
+		return pos{file, line}
+	}
+	slices.SortStableFunc(msgs, func(a, b string) int {
+		pa, pb := at(a), at(b)
+		if c := strings.Compare(pa.file, pb.file); c != 0 {
+			return c
+		}
+		return pa.line - pb.line
+	})
+	return msgs
 }
 
 // configImportSetup is `ocgate config import`: it converts an ocserv configuration. The TOML goes to -o (standard
 // output without it), the converted per-user and per-group files into --user-dir and --group-dir, and the report to
 // standard output (standard error when the TOML is written there). With -o, the written file is then checked as
-// `ocgate config check` would.
+// `ocgate config check` would, except for the files it names (they are the server's, maybe on another host).
 func configImportSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	out := fs.StringP("output", "o", "", "write the TOML to this file (default: standard output)")
 	userDir := fs.String("user-dir", "", "convert config-per-user's files into this directory")
@@ -124,7 +165,7 @@ func runImport(in, out, userDir, groupDir string, stdout, stderr io.Writer) int 
 		return 0
 	}
 	fmt.Fprintf(report, "wrote %s\n", out)
-	if checkConfig(out, stderr) != nil {
+	if checkConfig(out, false, report, stderr) != nil {
 		fmt.Fprintf(stderr, "%s does not load as it is: fix the errors above\n", out)
 		return 1
 	}

@@ -13,9 +13,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,25 +125,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if stateDir == "" {
 		stateDir = stateDirDefault()
 	}
-	st, err := prepareState(stateDir, cfg)
+	tc := &tls.Config{}
+	revocations := &auth.Revocations{}
+	su, err := prepare(cfg, stateDir, tc, revocations, false)
 	if err != nil {
 		return err
 	}
-
-	logins, err := newAuthModule(cfg, st.passwdFile)
-	if err != nil {
-		return err
-	}
-	pool, err := protocol.NewPool(cfg.IPv4Network)
-	if err != nil {
-		return err
-	}
-	var pool6 *protocol.Pool6
-	if cfg.IPv6Network.IsValid() {
-		if pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
-			return err
-		}
-	}
+	st, logins, pool, pool6 := su.st, su.logins, su.pool, su.pool6
 	dp, err := newDatapath(cfg, pool, pool6, log)
 	if err != nil {
 		return err
@@ -153,12 +143,8 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	cert.Store(&st.tlsConfig.Certificates[0])
 	authn := &swapAuth{}
 	authn.p.Store(logins)
-	tc := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert.Load(), nil
-	}}
-	revocations := &auth.Revocations{}
-	if err := clientCertTLS(tc, cfg, revocations); err != nil {
-		return err
 	}
 	srv, err := protocol.NewServer(protocol.Options{
 		Config:     cfg,
@@ -271,21 +257,100 @@ wait:
 	return nil
 }
 
+// startup is what the server builds from its configuration before it listens.
+type startup struct {
+	st     *state
+	logins *auth.Module
+	pool   *protocol.Pool
+	pool6  *protocol.Pool6
+}
+
+// prepare loads what the configuration names: the certificate and key (or the generated ones), the login module
+// and its files, the address pools, and into tc and revocations the client-certificate CA and CRL. `ocgate config
+// check` runs it too, with check set (nothing is generated), so that a file it passes is one the server starts with.
+func prepare(cfg *config.Config, stateDir string, tc *tls.Config, revocations *auth.Revocations, check bool) (*startup, error) {
+	st, err := prepareState(stateDir, cfg, check)
+	if err != nil {
+		return nil, err
+	}
+	su := &startup{st: st}
+	if st.passwdFile != "" || len(cfg.Auth) > 0 {
+		if su.logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
+			return nil, err
+		}
+	}
+	if su.pool, err = protocol.NewPool(cfg.IPv4Network); err != nil {
+		return nil, err
+	}
+	if cfg.IPv6Network.IsValid() {
+		if su.pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
+			return nil, err
+		}
+	}
+	if err := clientCertTLS(tc, cfg, revocations); err != nil {
+		return nil, err
+	}
+	return su, nil
+}
+
+// socksPort is the SOCKS5 port of the unprivileged client command the banner prints (ocproxy -D).
+const socksPort = 11080
+
+// printHowToConnect prints the banner: the client commands (with a TUN device, which needs root on the client, and
+// without root through ocproxy), the password when it is the generated one and still current, and what users may
+// reach.
 func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *state) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
 	url := "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.TCPPort)) + "/"
+	login := ""
+	if st.initialUser != "" {
+		login = " -u " + st.initialUser
+	}
 	fmt.Fprintf(w, "ocgate: listening on TCP %s, %s datapath\n", listening, cfg.Datapath)
 	fmt.Fprintln(w, "Connect with:")
-	if st.initialUser != "" {
-		fmt.Fprintf(w, "  openconnect --servercert %s -u %s %s\n", st.pin, st.initialUser, url)
+	fmt.Fprintf(w, "  openconnect --servercert %s%s %s\n", st.pin, login, url)
+	switch {
+	case st.initialPassword != "":
 		fmt.Fprintf(w, "Password: %s\n", st.initialPassword)
-	} else {
-		fmt.Fprintf(w, "  openconnect --servercert %s %s\n", st.pin, url)
+	case st.passwordChanged:
+		fmt.Fprintf(w, "(the generated password of %s was changed since, with `ocgate passwd`: it is not printed)\n", st.initialUser)
 	}
+	fmt.Fprintf(w, "That needs root on the client (a TUN device). Without root, ocproxy makes the tunnel a SOCKS5 proxy:\n")
+	fmt.Fprintf(w, "  openconnect --servercert %s%s --script-tun --script \"ocproxy -D %d\" %s\n", st.pin, login, socksPort, url)
+	fmt.Fprintf(w, "  curl --socks5-hostname 127.0.0.1:%d http://HOST/\n", socksPort)
+	fmt.Fprintln(w, reachable(cfg))
 	if host == "127.0.0.1" {
 		fmt.Fprintln(w, "(from another machine, use this host's name or address instead of 127.0.0.1)")
 	}
+}
+
+// reachable is the banner's line on what users may reach, and where that is changed.
+func reachable(cfg *config.Config) string {
+	routes := "every address"
+	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+		s := make([]string, len(cfg.Routes))
+		for i, p := range cfg.Routes {
+			s[i] = p.String()
+		}
+		routes = strings.Join(s, ", ")
+	}
+	where := "in " + cfg.Path
+	if cfg.Path == "" {
+		where = "in a configuration file (ocgate config defaults > ocgate.toml; ocgate -c ocgate.toml)"
+	}
+	if cfg.Datapath == "tun" {
+		return fmt.Sprintf("Users reach: %s (route), as this host's kernel routes and its firewall allows; change route %s.", routes, where)
+	}
+	line := fmt.Sprintf("Users reach: %s (route), except this host itself, loopback, link-local (cloud metadata), "+
+		"multicast and broadcast", routes)
+	if len(cfg.EgressDeny) > 0 {
+		line += " and egress_deny"
+	}
+	if len(cfg.EgressAllow) > 0 {
+		line += fmt.Sprintf(", but for egress_allow (%d entries)", len(cfg.EgressAllow))
+	}
+	return line + fmt.Sprintf("; egress_allow publishes a service of this host; change route, egress_allow and egress_deny %s.", where)
 }
