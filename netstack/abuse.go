@@ -41,6 +41,9 @@ type sessionLimits struct {
 	dnsOnce  sync.Once
 	dnsRate  *rate.Limiter // set by dnsOnce
 	lastLog  atomic.Int64  // unix nanoseconds of the last refusal logged
+
+	lastRefusedFlow atomic.Int64 // unix nanoseconds of the last refused flow logged (flowlog.go)
+	refusedQuiet    atomic.Int64 // refused flows not logged since
 }
 
 // acquireDNSFlow takes one of the session's DNS flows, or counts a refusal.

@@ -2,6 +2,10 @@ package netstack
 
 // The flow log (flow_log, off by default): one JSON line per flow that ended or was refused, for audit and
 // debugging. Lines are written whole under a lock; a failing writer loses lines, never flows.
+//
+// Independently of it, a flow the egress policy refuses is logged at info (logRefused), at most once every
+// refusedLogEvery per session with the count of those left out, so that a user who wonders why a destination does
+// not answer finds it in the server's log at the default level, and a client cannot flood that log.
 
 import (
 	"encoding/json"
@@ -22,6 +26,25 @@ type FlowRecord struct {
 	DurationMS int64     `json:"duration_ms"`      // from the first packet to the end
 	Verdict    string    `json:"verdict"`          // "ended", "refused" or "failed"
 	Reason     string    `json:"reason,omitempty"` // why it was refused or failed
+}
+
+// refusedLogEvery is how often, at most, a session's refused flows are logged.
+const refusedLogEvery = 10 * time.Second
+
+// logRefused logs a flow the egress policy refused, rate-limited per session.
+func (s *Stack) logRefused(p *port, proto string, src netip.Addr, dst netip.AddrPort, why string) {
+	now := time.Now().UnixNano()
+	last := p.lim.lastRefusedFlow.Load()
+	if last != 0 && now-last < int64(refusedLogEvery) || !p.lim.lastRefusedFlow.CompareAndSwap(last, now) {
+		p.lim.refusedQuiet.Add(1)
+		return
+	}
+	args := []any{"user", p.sess.User, "proto", proto, "src", src, "dst", dst, "why", why,
+		"change", "route, egress_allow, egress_deny"}
+	if n := p.lim.refusedQuiet.Swap(0); n > 0 {
+		args = append(args, "more_refused_not_logged", n)
+	}
+	s.log.Info("flow refused by the egress policy", args...)
 }
 
 // logFlow writes one record when the flow log is on.
