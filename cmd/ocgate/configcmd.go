@@ -28,9 +28,16 @@ func configCheckSetup(*pflag.FlagSet) func(stdio, []string) int {
 	}
 }
 
-// configDefaultsSetup is `ocgate config defaults`.
-func configDefaultsSetup(*pflag.FlagSet) func(stdio, []string) int {
+// configDefaultsSetup is `ocgate config defaults`; --markdown prints the reference of docs/config.md instead.
+//
+//go:generate sh -c "go run . config defaults --markdown > ../../docs/config.md"
+func configDefaultsSetup(fs *pflag.FlagSet) func(stdio, []string) int {
+	markdown := fs.Bool("markdown", false, "print the reference of every key in Markdown (docs/config.md)")
 	return func(io stdio, _ []string) int {
+		if *markdown {
+			fmt.Fprint(io.out, config.ReferenceMarkdown())
+			return 0
+		}
 		fmt.Fprint(io.out, config.DefaultsTOML())
 		return 0
 	}

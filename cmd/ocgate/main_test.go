@@ -70,3 +70,23 @@ func TestConfigImport(t *testing.T) {
 		t.Fatalf("check: exit %d %q", code, stderr.String())
 	}
 }
+
+// docs/config.md is what `ocgate config defaults --markdown` prints today (go generate ./cmd/ocgate rewrites it).
+func TestConfigReferenceCurrent(t *testing.T) {
+	committed, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"config", "defaults", "--markdown"}, stdio{out: &out, err: &out}); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if out.String() != string(committed) {
+		t.Fatal("docs/config.md is stale: run go generate ./cmd/ocgate")
+	}
+	for _, key := range []string{"### server_cert", "### egress_allow", "### route", "`isolate_workers`"} {
+		if !strings.Contains(out.String(), key) {
+			t.Errorf("the reference lacks %s", key)
+		}
+	}
+}
