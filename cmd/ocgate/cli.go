@@ -33,6 +33,10 @@ import (
 // module version, VCS revision and Go version the go command recorded.
 var version = "0.1.0"
 
+// revision is the VCS revision scripts/release.sh stamps (-X main.revision=...), for builds where the go command
+// records none (a git worktree, -buildvcs=false).
+var revision = ""
+
 // exitUsage is the exit status of a command line that was not understood. A command's run function that returns
 // it has printed what was wrong; the command's usage follows on standard error.
 const exitUsage = 2
@@ -306,6 +310,9 @@ func versionInfo() string {
 	settings := map[string]string{}
 	for _, s := range bi.Settings {
 		settings[s.Key] = s.Value
+	}
+	if settings["vcs.revision"] == "" {
+		settings["vcs.revision"] = revision
 	}
 	if rev := settings["vcs.revision"]; rev != "" {
 		if settings["vcs.modified"] == "true" {
