@@ -155,14 +155,7 @@ func DefaultsTOML() string {
 	}
 	b.WriteString("# ocserv keys accepted with a warning, without effect:\n")
 	for _, k := range accepted {
-		why := "not implemented yet"
-		if k.status == ignored {
-			why = "ignored: " + k.why
-		}
-		if k.scope == userOnly {
-			why += " (per-user and per-group files)"
-		}
-		fmt.Fprintf(&b, "#   %s: %s\n", k.name, why)
+		fmt.Fprintf(&b, "#   %s: %s\n", k.name, k.acceptedWhy())
 	}
 	return b.String()
 }

@@ -51,16 +51,21 @@ func ReferenceMarkdown() string {
 	}
 	b.WriteString("## OCSERV KEYS ACCEPTED WITH A WARNING\n\nThese are accepted so that an ocserv configuration loads, and have no effect.\n\n")
 	for _, k := range accepted {
-		why := "not implemented yet"
-		if k.status == ignored {
-			why = "ignored: " + k.why
-		}
-		if k.scope == userOnly {
-			why += " (per-user and per-group files)"
-		}
-		fmt.Fprintf(&b, "- `%s`: %s\n", k.name, why)
+		fmt.Fprintf(&b, "- `%s`: %s\n", k.name, k.acceptedWhy())
 	}
 	b.WriteString("\n## SEE ALSO\n\n`ocgate help`, [README.md](../README.md), [SECURITY.md](../SECURITY.md), " +
 		"[protocol.md](protocol.md)\n")
 	return b.String()
+}
+
+// acceptedWhy says why a key that is not applied is accepted: not implemented yet, or ignored and why.
+func (k *key) acceptedWhy() string {
+	why := "not implemented yet"
+	if k.status == ignored {
+		why = "ignored: " + k.why
+	}
+	if k.scope == userOnly {
+		why += " (per-user and per-group files)"
+	}
+	return why
 }
