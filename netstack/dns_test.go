@@ -74,7 +74,7 @@ func (w *syncWriter) String() string {
 	return w.b.String()
 }
 
-// A flow the egress policy refuses is logged at info, once per refusedLogEvery per session.
+// A flow the egress policy refuses is logged at info, refusedLogBurst lines per session at once.
 func TestRefusedFlowsLoggedAtInfo(t *testing.T) {
 	var logs syncWriter
 	s := newLimitStack(t, func(c *Config) {
@@ -83,15 +83,15 @@ func TestRefusedFlowsLoggedAtInfo(t *testing.T) {
 	c := attachClient(t, s, clientIP, func(sess *datapath.Session) {
 		sess.User, sess.Routes = "t", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	})
-	for range 3 {
+	for range refusedLogBurst + 2 {
 		if _, err := c.dial(t, netip.MustParseAddrPort("192.0.2.1:80")); err == nil { // outside the routes: refused
 			t.Fatal("reached a destination outside the routes")
 		}
 	}
-	if got := strings.Count(logs.String(), "flow refused by the egress policy"); got != 1 || !strings.Contains(logs.String(), "dst=192.0.2.1:80") {
-		t.Fatalf("%d refusal lines, want 1:\n%s", got, logs.String())
+	if got := strings.Count(logs.String(), "flow refused by the egress policy"); got != refusedLogBurst || !strings.Contains(logs.String(), "dst=192.0.2.1:80 why=") {
+		t.Fatalf("%d refusal lines, want %d:\n%s", got, refusedLogBurst, logs.String())
 	}
-	if s.Stats().RefusedPolicy != 3 {
-		t.Fatalf("stats %+v, want 3 policy refusals", s.Stats())
+	if s.Stats().RefusedPolicy != refusedLogBurst+2 {
+		t.Fatalf("stats %+v, want %d policy refusals", s.Stats(), refusedLogBurst+2)
 	}
 }

@@ -3,14 +3,16 @@ package netstack
 // The flow log (flow_log, off by default): one JSON line per flow that ended or was refused, for audit and
 // debugging. Lines are written whole under a lock; a failing writer loses lines, never flows.
 //
-// Independently of it, a flow the egress policy refuses is logged at info (logRefused), at most once every
-// refusedLogEvery per session with the count of those left out, so that a user who wonders why a destination does
+// Independently of it, a flow the egress policy refuses is logged at info (logRefused), rate-limited per session
+// (refusedLogBurst lines, then one every refusedLogEvery, with the count of those left out), so that a user who wonders why a destination does
 // not answer finds it in the server's log at the default level, and a client cannot flood that log.
 
 import (
 	"encoding/json"
 	"net/netip"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // FlowRecord is one line of the flow log.
@@ -28,14 +30,16 @@ type FlowRecord struct {
 	Reason     string    `json:"reason,omitempty"` // why it was refused or failed
 }
 
-// refusedLogEvery is how often, at most, a session's refused flows are logged.
-const refusedLogEvery = 10 * time.Second
+// A session's refused flows are logged refusedLogBurst at once, then one every refusedLogEvery.
+const (
+	refusedLogBurst = 10
+	refusedLogEvery = 6 * time.Second
+)
 
 // logRefused logs a flow the egress policy refused, rate-limited per session.
 func (s *Stack) logRefused(p *port, proto string, src netip.Addr, dst netip.AddrPort, why string) {
-	now := time.Now().UnixNano()
-	last := p.lim.lastRefusedFlow.Load()
-	if last != 0 && now-last < int64(refusedLogEvery) || !p.lim.lastRefusedFlow.CompareAndSwap(last, now) {
+	p.lim.refusedOnce.Do(func() { p.lim.refusedLog = rate.NewLimiter(rate.Every(refusedLogEvery), refusedLogBurst) })
+	if !p.lim.refusedLog.Allow() {
 		p.lim.refusedQuiet.Add(1)
 		return
 	}
