@@ -39,7 +39,8 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the client's TUN to carry "+ip6, func() bool {
 		o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
-		return strings.Contains(o, ip6+"/128")
+		// Not "tentative": until duplicate address detection is over, the kernel cannot use the address.
+		return strings.Contains(o, ip6+"/128") && !strings.Contains(o, "tentative")
 	})
 
 	const n = 16 << 20

@@ -155,7 +155,7 @@ func TestHostAddressesRefused(t *testing.T) {
 			// The host's address embedded in NAT64's prefix (64:ff9b::10.55.0.1) is the host's address too.
 			waitFor(t, 10*time.Second, "the client's IPv6 address", func() bool {
 				o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
-				return strings.Contains(o, "fd00:77::")
+				return strings.Contains(o, "fd00:77::") && !strings.Contains(o, "tentative")
 			})
 			c.ns.must("ip", "netns", "exec", c.ns.name, "ip", "-6", "route", "add", "64:ff9b::/96", "dev", "tun0")
 			get("http://[64:ff9b::a37:1]:9090/hello")
