@@ -28,9 +28,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/egress/privsep"
+	"ocgate/egress/secmod"
 	"ocgate/protocol"
 )
 
@@ -51,6 +51,8 @@ func main() {
 			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
 		case "serve":
 			args = args[1:]
+		case secmod.MonitorArg, secmod.WorkerArg: // the security module (secmod.go), started by the server itself
+			os.Exit(runSecurityModule(args[0]))
 		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
 			if err := privsep.ServeHelper(3, log); err != nil {
@@ -156,12 +158,17 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if stateDir == "" {
 		stateDir = stateDirDefault()
 	}
-	st, err := prepareState(stateDir, cfg)
+	// The security module holds the private key and the password file; this process never reads them.
+	sm, hello, err := startSecurityModule(cfg, f.config, stateDir, log)
 	if err != nil {
 		return err
 	}
-
-	passwords, err := auth.OpenPlainFile(st.passwdFile)
+	defer sm.Close()
+	st, err := publicStateOf(hello)
+	if err != nil {
+		return err
+	}
+	tlsCert, err := sm.Certificate(hello)
 	if err != nil {
 		return err
 	}
@@ -181,16 +188,15 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	defer dp.Close()
 
-	// The certificate and the password checker are swapped by a reload (manage.go).
+	// The certificate is swapped by a reload (manage.go); passwords are checked by the module.
 	cert := &atomic.Pointer[tls.Certificate]{}
-	cert.Store(&st.tlsConfig.Certificates[0])
-	checker := newSwapChecker(passwords)
+	cert.Store(tlsCert)
 	srv, err := protocol.NewServer(protocol.Options{
 		Config: cfg,
 		TLSConfig: &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return cert.Load(), nil
 		}},
-		Passwords:  checker,
+		Passwords:  sm,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
@@ -231,7 +237,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	var stopOnce sync.Once
 	var draining atomic.Bool
 	mgmt := &backend{Server: srv, log: log, datapath: cfg.Datapath, cfg: cfg, stateDir: stateDir, cert: cert,
-		checker: checker, stop: func() { stopOnce.Do(func() { close(stop) }) }}
+		secmod: sm, stop: func() { stopOnce.Do(func() { close(stop) }) }}
 	serveCtl, closeCtl, err := startControlSocket(cfg, stateDir, mgmt, log)
 	if err != nil {
 		ln.Close()
@@ -282,6 +288,10 @@ wait:
 			break wait
 		case err := <-serveErr:
 			return fmt.Errorf("serving: %w", err)
+		case <-sm.Done():
+			err := errors.New("the security module's monitor exited")
+			srv.Shutdown(context.Background())
+			return err
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -292,7 +302,7 @@ wait:
 	return nil
 }
 
-func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *state) {
+func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *publicState) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

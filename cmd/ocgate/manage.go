@@ -22,6 +22,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/egress/secmod"
 	"ocgate/netstack"
 	"ocgate/protocol"
 	"ocgate/protocol/ctl"
@@ -32,21 +33,6 @@ import (
 // them for each login or CONNECT, or this file swaps them in (auth, certificate).
 var liveKeys = []string{"banner", "pre_login_banner", "default_domain", "split_dns", "tunnel_all_dns", "auth",
 	"server_cert", "server_key", "config_per_user", "config_per_group", "default_user_config", "default_group_config"}
-
-// swapChecker is the password checker a reload can replace.
-type swapChecker struct {
-	p atomic.Pointer[auth.PasswordChecker]
-}
-
-func newSwapChecker(c auth.PasswordChecker) *swapChecker {
-	s := &swapChecker{}
-	s.p.Store(&c)
-	return s
-}
-
-func (s *swapChecker) CheckPassword(ctx context.Context, user, password string) (auth.Identity, error) {
-	return (*s.p.Load()).CheckPassword(ctx, user, password)
-}
 
 // backend is the control socket's view of the running server.
 type backend struct {
@@ -59,7 +45,7 @@ type backend struct {
 	cfg      *config.Config // guarded by mu: the configuration in effect
 	stateDir string
 	cert     *atomic.Pointer[tls.Certificate]
-	checker  *swapChecker
+	secmod   *secmod.Client
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -71,8 +57,10 @@ func (b *backend) ServerInfo() ctl.ServerInfo {
 	return ctl.ServerInfo{PID: os.Getpid(), Datapath: b.datapath, Version: version}
 }
 
-// Reload re-reads the configuration file, the password file and the certificate. A configuration with errors
-// is refused (each error names FILE:LINE) and the running one stays.
+// Reload re-reads the configuration file here, and asks the security module to re-read it with the certificate,
+// the key and the password file (a new module worker loads them and replaces the running one). A configuration
+// with errors, or secrets the module cannot load, are refused (each error names FILE:LINE) and the running ones
+// stay.
 func (b *backend) Reload() (ctl.ReloadReport, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -83,11 +71,13 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
-	st, err := prepareState(b.stateDir, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hello, err := b.secmod.Reload(ctx)
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
-	passwords, err := auth.OpenPlainFile(st.passwdFile)
+	cert, err := b.secmod.Certificate(hello)
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
@@ -102,9 +92,7 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 	for _, w := range cfg.Warnings {
 		b.log.Warn(w)
 	}
-	b.cert.Store(&st.tlsConfig.Certificates[0])
-	var pc auth.PasswordChecker = passwords
-	b.checker.p.Store(&pc)
+	b.cert.Store(cert)
 	b.SetConfig(cfg)
 	b.cfg = cfg
 	b.log.Info("configuration reloaded", "applied", r.Applied, "needs_restart", r.NeedsRestart)
