@@ -199,6 +199,11 @@ func (c *Client) open(fd int, gen uint64) (*workerConn, string) {
 	if err != nil {
 		return nil, err.Error()
 	}
+	return c.openConn(conn, gen)
+}
+
+// openConn is open on a connection.
+func (c *Client) openConn(conn *net.UnixConn, gen uint64) (*workerConn, string) {
 	buf := make([]byte, maxMessage+1)
 	conn.SetReadDeadline(time.Now().Add(helloTimeout))
 	n, err := conn.Read(buf)

@@ -3,7 +3,7 @@ package secmod
 // The monitor: started by the network process before anything listens, it keeps the privileges the server
 // started with (so a new worker can open root-owned files), holds no secret and reads only two control messages:
 //
-//	{"op":"start"}            start a candidate worker (reload); at most one a second
+//	{"op":"start"}            start a candidate worker (reload); at most four a second, three workers at once
 //	{"op":"current","gen":N}  worker N replaces the current one (its hello was good)
 //
 // It answers each worker it starts with {"gen":N,"current":bool} and the network end of the worker's socket
@@ -32,7 +32,8 @@ const (
 	backoffMin    = 250 * time.Millisecond
 	backoffMax    = 8 * time.Second
 	backoffReset  = time.Minute
-	candidateRate = time.Second
+	candidateRate = 250 * time.Millisecond
+	maxWorkers    = 3 // the current one, the one it replaces (until it finishes), a candidate
 )
 
 type ctlRequest struct {
@@ -62,7 +63,7 @@ type monitor struct {
 	alive     map[uint64]*exec.Cmd
 	started   map[uint64]time.Time
 	exits     chan uint64
-	lastStart time.Time
+	lastCand  time.Time
 	backoff   time.Duration
 }
 
@@ -113,10 +114,11 @@ func ServeMonitor(fd int, log *slog.Logger) error {
 			}
 			switch r.Op {
 			case "start":
-				if time.Since(m.lastStart) < candidateRate {
-					send(m.ctl, ctlEvent{Err: "reload requested again within a second"})
+				if time.Since(m.lastCand) < candidateRate || len(m.alive) >= maxWorkers {
+					send(m.ctl, ctlEvent{Err: "too many reloads at once; try again"})
 					continue
 				}
+				m.lastCand = time.Now()
 				if err := m.start(false); err != nil {
 					send(m.ctl, ctlEvent{Err: err.Error()})
 				}
@@ -171,7 +173,7 @@ func (m *monitor) start(current bool) error {
 	}
 	m.gen++
 	g := m.gen
-	m.alive[g], m.started[g], m.lastStart = cmd, time.Now(), time.Now()
+	m.alive[g], m.started[g] = cmd, time.Now()
 	go func() { cmd.Wait(); m.exits <- g }()
 	if err := send(ours, m.init.Worker); err != nil {
 		cmd.Process.Kill()
