@@ -158,6 +158,9 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if stateDir == "" {
 		stateDir = stateDirDefault()
 	}
+	if err := checkIsolation(cfg); err != nil {
+		return err
+	}
 	// The security module holds the private key and the password file; this process never reads them.
 	sm, hello, err := startSecurityModule(cfg, f.config, stateDir, log)
 	if err != nil {
@@ -253,6 +256,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err := dp.dropPrivileges(cfg, log); err != nil {
 		ln.Close()
 		return err
+	}
+	if err := isolate(cfg, stateDir, dp.helper != nil, log); err != nil {
+		ln.Close()
+		return err
+	}
+	if installTestHooks != nil {
+		installTestHooks(&serverHooks{secmod: sm, log: log})
 	}
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())

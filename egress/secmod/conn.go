@@ -13,7 +13,7 @@ import (
 // socketpair returns two connected SOCK_SEQPACKET sockets (close-on-exec), ours as a connection and theirs as a
 // file for a child's ExtraFiles.
 func socketpair(name string) (ours *net.UnixConn, theirs *os.File, err error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	fds, err := seqpacketPair()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: socketpair: %w", name, err)
 	}

@@ -58,13 +58,13 @@ type monitor struct {
 	log  *slog.Logger
 	init ctlInit
 
-	gen       uint64
-	cur       uint64
-	alive     map[uint64]*exec.Cmd
-	started   map[uint64]time.Time
-	exits     chan uint64
-	lastCand  time.Time
-	backoff   time.Duration
+	gen      uint64
+	cur      uint64
+	alive    map[uint64]*exec.Cmd
+	started  map[uint64]time.Time
+	exits    chan uint64
+	lastCand time.Time
+	backoff  time.Duration
 }
 
 // ServeMonitor is the monitor's main, on the control socket at descriptor fd. It returns when the network

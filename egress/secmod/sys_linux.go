@@ -26,3 +26,17 @@ func rearmParentDeath(ppid int) error {
 	}
 	return nil
 }
+
+// seqpacketPair returns a close-on-exec SOCK_SEQPACKET socketpair.
+func seqpacketPair() ([2]int, error) {
+	return syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+}
+
+// setNotDumpable keeps processes of the same uid from ptrace-attaching to this one or reading its /proc/PID/mem:
+// for a non-dumpable process both need CAP_SYS_PTRACE.
+func setNotDumpable() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	return nil
+}

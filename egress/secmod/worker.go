@@ -122,6 +122,9 @@ func ServeWorker(fd int, load Loader, log *slog.Logger) error {
 	}
 	defer conn.Close()
 	ppid := os.Getppid()
+	if err := setNotDumpable(); err != nil { // also while loading
+		return err
+	}
 	buf := make([]byte, maxMessage+1)
 	n, err := conn.Read(buf)
 	if err != nil {
@@ -140,6 +143,9 @@ func ServeWorker(fd int, load Loader, log *slog.Logger) error {
 		// Changing credentials cleared the parent-death signal: set it again, and make sure the monitor did not
 		// die in between.
 		err = rearmParentDeath(ppid)
+	}
+	if err == nil {
+		err = setNotDumpable()
 	}
 	if err != nil {
 		w.key, w.passwords = nil, nil
