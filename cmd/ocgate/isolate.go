@@ -112,8 +112,9 @@ func isolate(cfg *config.Config, stateDir string, helper bool, log *slog.Logger)
 
 // serverHooks is what the test hooks reach.
 type serverHooks struct {
-	secmod *secmod.Client
-	log    *slog.Logger
+	secmod   *secmod.Client
+	log      *slog.Logger
+	stateDir string
 }
 
 // installTestHooks is set by testhooks.go (built with -tags testhooks only).

@@ -262,7 +262,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		return err
 	}
 	if installTestHooks != nil {
-		installTestHooks(&serverHooks{secmod: sm, log: log})
+		installTestHooks(&serverHooks{secmod: sm, log: log, stateDir: stateDir})
 	}
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())

@@ -3,13 +3,14 @@
 package main
 
 // Test-only hooks, linked with -tags testhooks (the integration tests of privilege separation build such a
-// binary): on SIGUSR2 the network process sends a malformed request to the security module and tries to execute
-// /bin/true, and logs what happened to each.
+// binary): on SIGUSR2 the network process sends a malformed request to the security module, tries to execute
+// /bin/true and to read the generated key in the state directory, and logs what happened to each.
 
 import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -23,6 +24,8 @@ func init() {
 				s.log.Warn("testhook: sent a malformed request to the security module", "err", err)
 				err = exec.Command("/bin/true").Run()
 				s.log.Warn("testhook: execve /bin/true", "err", err)
+				_, err = os.ReadFile(filepath.Join(s.stateDir, keyFile))
+				s.log.Warn("testhook: reading the key", "err", err)
 			}
 		}()
 	}
