@@ -96,6 +96,8 @@ type Config struct {
 	HostUpdateScript string // host_update_script, absolute
 	RunAsUser        string // run_as_user
 	RunAsGroup       string // run_as_group
+	SecModUser       string // sec_mod_user: the security module's user when started as root; "" = RunAsUser
+	IsolateWorkers   bool   // isolate_workers: seccomp and Landlock on the network-facing process
 	SocketFile       string // socket_file (or occtl_socket_file), absolute; "" = the default place (see ctl)
 	UseOcctl         bool   // use_occtl: serve the management socket (default true)
 	MetricsListen    string // metrics_listen: HOST:PORT of /metrics, /healthz, /readyz; "" = off

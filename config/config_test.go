@@ -141,7 +141,7 @@ func TestRelativePaths(t *testing.T) {
 }
 
 func TestOcservKeysWarn(t *testing.T) {
-	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nisolate_workers = true\nipv6_netmask = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
+	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nsec_mod_scale = 2\nipv6_netmask = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

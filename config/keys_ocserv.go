@@ -8,7 +8,6 @@ const noWorkers = "ocgate does not fork workers"
 
 var ocservKeys = []key{
 	accepted("tls_priorities", global, "Go's TLS stack is configured by ocgate (TLS 1.2 and 1.3)"),
-	accepted("isolate_workers", global, noWorkers),
 	accepted("limit_worker_memory", global, noWorkers),
 	accepted("sec_mod_scale", global, "ocgate does not fork a security module per core"),
 	accepted("chroot_dir", global, "not supported"),

@@ -13,6 +13,13 @@ var processKeys = []key{
 	{name: "run_as_user", def: `""`, field: "RunAsUser", conv: text,
 		doc: "Drop privileges to this user once listening (root only; the tun datapath keeps a privileged helper)."},
 	{name: "run_as_group", def: `""`, doc: "Group to drop privileges to, with run_as_user.", field: "RunAsGroup", conv: text},
+	{name: "sec_mod_user", def: `""`, field: "SecModUser", conv: text,
+		doc: "User the security module (the process holding the private key and the password file) runs as, when\n" +
+			"started as root: it opens those files first, then drops. Empty: run_as_user."},
+	{name: "isolate_workers", def: "false", field: "IsolateWorkers", conv: boolean,
+		doc: "Sandbox the network-facing process once it listens: seccomp (no execve, no ptrace, no new privileges)\n" +
+			"and Landlock (files: read-only configuration and system files, the state directory). Refuses scripts\n" +
+			"with the netstack datapath and icmp_echo = \"exec\"; warns where the kernel lacks support."},
 	{name: "occtl_socket_file", ex: `"/run/ocgate/ocgate.socket"`, field: "SocketFile", conv: path,
 		doc: "ocserv's name for socket_file; socket_file wins when both are set."},
 	{name: "socket_file", def: `""`, field: "SocketFile", conv: path,

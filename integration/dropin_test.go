@@ -29,7 +29,7 @@ func TestDropinImportDebian(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ocgate config import: %v\n%s", err, b)
 	}
-	for _, want := range []string{"carried over (29)", `set datapath = "tun" to keep ocserv's behaviour`, ": OK"} {
+	for _, want := range []string{"carried over (30)", `set datapath = "tun" to keep ocserv's behaviour`, ": OK"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q:\n%s", want, b)
 		}

@@ -325,6 +325,7 @@ type server struct {
 	root        bool     // run as root (kernel-TUN mode; the config's run_as_user drops privileges)
 	setprivArgs []string // more setpriv arguments for the unprivileged server
 	host        string   // address in the URL; "" = 127.0.0.1
+	bin         string   // the ocgate binary; "" = ocgateBin
 }
 
 // newServerDir prepares a directory owned by the unprivileged user with a password file for vpnUser and
@@ -423,9 +424,13 @@ func (s *server) start(args ...string) {
 	s.stdout, s.stderr = &syncBuffer{}, &syncBuffer{}
 	sp := append([]string{"netns", "exec", s.ns.name, "setpriv", fmt.Sprintf("--reuid=%d", unprivUID),
 		fmt.Sprintf("--regid=%d", unprivUID), "--clear-groups"}, s.setprivArgs...)
-	cmd := exec.Command("ip", append(append(sp, ocgateBin), args...)...)
+	bin := ocgateBin
+	if s.bin != "" {
+		bin = s.bin
+	}
+	cmd := exec.Command("ip", append(append(sp, bin), args...)...)
 	if s.root {
-		cmd = exec.Command("ip", append([]string{"netns", "exec", s.ns.name, ocgateBin}, args...)...)
+		cmd = exec.Command("ip", append([]string{"netns", "exec", s.ns.name, bin}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = s.stdout, s.stderr
 	cmd.Env = s.env

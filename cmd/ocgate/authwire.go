@@ -4,25 +4,12 @@ package main
 // reload, and the TLS settings that request and verify client certificates (ca_cert, crl).
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
-	"sync/atomic"
 
 	"ocgate/auth"
 	"ocgate/config"
 )
-
-// swapAuth is the login module a reload can replace; logins in progress on the old one start over.
-type swapAuth struct {
-	p atomic.Pointer[auth.Module]
-}
-
-var _ auth.Authenticator = (*swapAuth)(nil)
-
-func (s *swapAuth) Step(ctx context.Context, req auth.Request) auth.Reply {
-	return s.p.Load().Step(ctx, req)
-}
 
 // newAuthModule builds the login module of cfg. passwdFile is the password file without auth entries (the
 // generated user); with them, the files come from the plain entries.

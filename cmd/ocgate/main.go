@@ -31,6 +31,7 @@ import (
 	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/egress/privsep"
+	"ocgate/egress/secmod"
 	"ocgate/protocol"
 )
 
@@ -54,6 +55,8 @@ func main() {
 			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
 		case "serve":
 			args = args[1:]
+		case secmod.MonitorArg, secmod.WorkerArg: // the security module (secmod.go), started by the server itself
+			os.Exit(runSecurityModule(args[0]))
 		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
 			if err := privsep.ServeHelper(3, log); err != nil {
@@ -159,12 +162,20 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if stateDir == "" {
 		stateDir = stateDirDefault()
 	}
-	st, err := prepareState(stateDir, cfg)
+	if err := checkIsolation(cfg); err != nil {
+		return err
+	}
+	// The security module holds the private key and the password file; this process never reads them.
+	sm, hello, err := startSecurityModule(cfg, f.config, stateDir, log)
 	if err != nil {
 		return err
 	}
-
-	logins, err := newAuthModule(cfg, st.passwdFile)
+	defer sm.Close()
+	st, err := publicStateOf(hello)
+	if err != nil {
+		return err
+	}
+	tlsCert, err := sm.Certificate(hello)
 	if err != nil {
 		return err
 	}
@@ -184,11 +195,10 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	defer dp.Close()
 
-	// The certificate, the login module and the CRL are swapped by a reload (manage.go).
+	// The certificate is swapped by a reload (manage.go); logins run in the security module (secmodAuth), which a
+	// reload replaces; client certificates are verified here, in the handshake, against ca_cert and the CRL.
 	cert := &atomic.Pointer[tls.Certificate]{}
-	cert.Store(&st.tlsConfig.Certificates[0])
-	authn := &swapAuth{}
-	authn.p.Store(logins)
+	cert.Store(tlsCert)
 	tc := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert.Load(), nil
 	}}
@@ -199,7 +209,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	srv, err := protocol.NewServer(protocol.Options{
 		Config:     cfg,
 		TLSConfig:  tc,
-		Auth:       authn,
+		Auth:       secmodAuth{sm},
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
@@ -240,7 +250,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	var stopOnce sync.Once
 	var draining atomic.Bool
 	mgmt := &backend{Server: srv, log: log, datapath: cfg.Datapath, cfg: cfg, stateDir: stateDir, cert: cert,
-		authn: authn, revocations: revocations, stop: func() { stopOnce.Do(func() { close(stop) }) }}
+		secmod: sm, revocations: revocations, stop: func() { stopOnce.Do(func() { close(stop) }) }}
 	serveCtl, closeCtl, err := startControlSocket(cfg, stateDir, mgmt, log)
 	if err != nil {
 		ln.Close()
@@ -256,6 +266,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err := dp.dropPrivileges(cfg, log); err != nil {
 		ln.Close()
 		return err
+	}
+	if err := isolate(cfg, stateDir, dp.helper != nil, log); err != nil {
+		ln.Close()
+		return err
+	}
+	if installTestHooks != nil {
+		installTestHooks(&serverHooks{secmod: sm, log: log, stateDir: stateDir})
 	}
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
@@ -285,6 +302,10 @@ wait:
 			break wait
 		case err := <-serveErr:
 			return fmt.Errorf("serving: %w", err)
+		case <-sm.Done():
+			err := errors.New("the security module's monitor exited")
+			srv.Shutdown(context.Background())
+			return err
 		}
 	}
 	// server_drain_ms: not ready (/readyz) and refusing new connections while the sessions go on, so that a load
@@ -307,7 +328,7 @@ wait:
 	return nil
 }
 
-func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *state) {
+func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *publicState) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

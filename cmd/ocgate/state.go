@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -13,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/big"
 	"net"
@@ -39,9 +37,11 @@ const (
 	initialUser  = "ocgate"
 )
 
+// state is what prepareState found or made. It runs in the security module (secmod.go): the network process
+// gets only the public part (publicState).
 type state struct {
-	tlsConfig       *tls.Config
-	pin             string // pin-sha256:... of the server key, for openconnect --servercert
+	chain           [][]byte      // the certificate chain, DER
+	key             crypto.Signer // its private key
 	passwdFile      string
 	initialUser     string // set when the generated user is in use
 	initialPassword string
@@ -69,16 +69,7 @@ func prepareState(dir string, cfg *config.Config) (*state, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: private key type %T cannot sign", keyPath, cert.PrivateKey)
 	}
-	// The TLS stack only ever asks the key to sign: keep it behind crypto.Signer, the seam that privilege
-	// separation will serve from another process.
-	cert.PrivateKey = signerOnly{signer}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certPath, err)
-	}
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	st.pin = "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:])
-	st.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	st.chain, st.key = cert.Certificate, signer
 
 	st.passwdFile = cfg.PlainPasswd()
 	if st.passwdFile == "" && len(cfg.Auth) == 0 {
@@ -88,14 +79,6 @@ func prepareState(dir string, cfg *config.Config) (*state, error) {
 		}
 	}
 	return st, nil
-}
-
-// signerOnly hides every method of a private key but crypto.Signer's.
-type signerOnly struct{ s crypto.Signer }
-
-func (k signerOnly) Public() crypto.PublicKey { return k.s.Public() }
-func (k signerOnly) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	return k.s.Sign(r, digest, opts)
 }
 
 func ensureSelfSigned(certPath, keyPath string) error {
