@@ -61,8 +61,9 @@ func TestDropinEmptyPassword(t *testing.T) {
 	t.Parallel()
 	for _, tun := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tun=%v", tun), func(t *testing.T) {
-			// No bans: waitLogin tries until the server has reread the password file.
-			r := newRig(t, tun, "route = [\"10.77.0.0/24\"]\nmax_ban_score = 0")
+			// No bans and no per-source rate: waitLogin tries until the server has reread the password file, with
+			// more connections a second than rate_limit_ms lets one address open.
+			r := newRig(t, tun, "route = [\"10.77.0.0/24\"]\nmax_ban_score = 0\nrate_limit_ms = 0")
 			f, err := os.OpenFile(filepath.Join(r.dir, "users.passwd"), os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)

@@ -51,9 +51,13 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 	if err != nil {
 		return nil, err
 	}
-	passwords, err := auth.OpenPlainFile(st.passwdFile)
-	if err != nil {
-		return nil, err
+	var passwords auth.PasswordChecker // nil (every check denied) for a configuration without a password file
+	if st.passwdFile != "" {
+		pf, err := auth.OpenPlainFile(st.passwdFile)
+		if err != nil {
+			return nil, err
+		}
+		passwords = pf
 	}
 	logins, err := newAuthModule(cfg, st.passwdFile)
 	if err != nil {
