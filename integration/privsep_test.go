@@ -148,7 +148,11 @@ func ecdsaD(t *testing.T, path string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return k.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+	d, err := k.(*ecdsa.PrivateKey).Bytes() // the private scalar, fixed length
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 // checkNoSecrets: the network process's descriptors point to neither file and its memory holds no byte string of
