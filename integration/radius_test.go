@@ -261,3 +261,19 @@ func detailInt(t *testing.T, record, name string) int {
 	n, _ := strconv.Atoi(m[1])
 	return n
 }
+
+// TestRadiusAccountingDown: an accounting server that does not answer refuses the session at its start, as ocserv
+// does, even though the login itself (a password file here) succeeded.
+func TestRadiusAccountingDown(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	dir := newServerDir(t)
+	conf := "acctserver 127.0.0.1:18199\nservers radius.servers\nradius_timeout 1\nradius_retries 1\n"
+	os.WriteFile(filepath.Join(dir, "radiusclient.conf"), []byte(conf), 0o600)
+	os.WriteFile(filepath.Join(dir, "radius.servers"), []byte("127.0.0.1 "+radiusSecret+"\n"), 0o600)
+	s := startServer(t, ns, dir, `acct = "radius[config=radiusclient.conf]"`)
+	refused(t, launch(t, ns, s.pin, vpnUser, vpnPass, s.url()))
+	waitFor(t, 10*time.Second, "the refusal in the server log", func() bool {
+		return strings.Contains(s.stderr.String(), "accounting start failed; session refused")
+	})
+}
