@@ -23,6 +23,7 @@ require (
 	golang.org/x/time v0.15.0
 	golang.zx2c4.com/wireguard v0.0.0-20260522210424-ecfc5a8d5446
 	gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
+	layeh.com/radius v0.0.0-20231213012653-1006025d24f8
 )
 
 require (

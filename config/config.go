@@ -32,6 +32,7 @@ type Config struct {
 
 	Auth       []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]", all required; empty = the generated user
 	EnableAuth []AuthMethod // enable_auth: alternatives to Auth, each enough alone
+	Acct       []AuthMethod // acct: at most one "radius[config=FILE]"; empty = no accounting
 
 	CertUserOID        string        // cert_user_oid: an OID of the subject or "SAN(rfc822name)"; default CN 2.5.4.3
 	CertGroupOID       string        // cert_group_oid: an OID of the subject giving groups; "" = none

@@ -51,7 +51,6 @@ var ocservKeys = []key{
 	accepted("camouflage_realm", global, ""),
 	accepted("custom_header", global, ""),
 	accepted("proxy_url", global, ""),
-	accepted("acct", global, ""),
 	accepted("dtls_mtu", global, ""),
 	accepted("route_add_cmd", global, ""),
 	accepted("route_del_cmd", global, ""),

@@ -223,6 +223,10 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 		return false
 	}
 	t.firstConnect = first
+	if first && !s.acctStart(st, sess) {
+		t.stopDTLS()
+		return false
+	}
 	sess.mu.Lock()
 	port := sess.port
 	sess.mu.Unlock()

@@ -124,6 +124,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		s.log.Error("per-user configuration", "user", id.User, "err", err)
 		return nil, errLimit("The server could not load your configuration; contact the administrator.")
 	}
+	applyGrants(uc, id.Grants)
 	for _, w := range uc.Warnings {
 		s.log.Warn(w, "user", id.User)
 	}
@@ -138,6 +139,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		authAddr:  st.remote.Addr(),
 		rxLimit:   newTokenBucket(uc.RxDataPerSec),
 		txLimit:   newTokenBucket(uc.TxDataPerSec),
+		grants:    id.Grants,
 		ucfg:      uc,
 		pcfg: sessionPolicy{
 			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,

@@ -53,8 +53,10 @@ type Options struct {
 	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
 	Sessions  SessionStore      // nil = in-memory
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
-	Logger    *slog.Logger      // nil = slog.Default()
-	Version   string            // shown in X-CSTP-Server-Name
+	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
+	Accounting auth.Accounting
+	Logger     *slog.Logger // nil = slog.Default()
+	Version    string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
@@ -77,6 +79,8 @@ type Server struct {
 	version  string
 	scripts  ScriptRunner
 	scriptWG sync.WaitGroup                // disconnect and host-update scripts run in the background
+	acct     auth.Accounting               // nil = no accounting (accounting.go)
+	acctWG   sync.WaitGroup                // accounting Stops and Interim-Updates in flight
 	dns      []netip.Addr                  // pushed when the session's configuration names none
 	sessEnv  *sessionEnv                   // what the sessions use of the server
 	stats    serverStats                   // counters and events for the management interface (manage.go)
@@ -124,6 +128,7 @@ func NewServer(o Options) (*Server, error) {
 		cfg:       o.Config,
 		tlsConf:   tc,
 		auth:      o.Auth,
+		acct:      o.Accounting,
 		dp:        o.Datapath,
 		pool:      o.Pool,
 		pool6:     o.Pool6,
@@ -334,7 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.connWG.Wait(); s.scriptWG.Wait(); close(done) }()
+	go func() { s.connWG.Wait(); s.scriptWG.Wait(); s.acctWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -366,6 +371,7 @@ func (s *Server) endSession(sess *Session, reason string) {
 		return
 	}
 	s.stats.sessionEnded(sess, reason)
+	s.acctStop(sess, reason)
 	var info scriptInfo
 	armed := sess.disconnectScriptDue()
 	if armed {

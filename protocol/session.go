@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
@@ -42,6 +43,7 @@ type Session struct {
 	authAddr netip.Addr         // the client address that logged in (deny_roaming)
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
+	grants   auth.Grants // what the authentication server assigned (accounting.go)
 
 	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
 	cur atomic.Pointer[tunnel]
@@ -58,6 +60,8 @@ type Session struct {
 	port         datapath.Port  // guarded by mu: attachment to the datapath
 	tunnel       *tunnel        // guarded by mu: current tunnel, nil when disconnected
 	remote       netip.AddrPort // guarded by mu: client address of the latest connection
+	acctTimer    *time.Timer    // guarded by mu: the next Interim-Update; nil = none
+	acctStarted  bool           // guarded by mu: accounting Start was answered
 	expiry       *time.Timer    // guarded by mu: ends the session when the cookie times out
 	sessionTimer *time.Timer    // guarded by mu: session_timeout
 	ended        bool           // guarded by mu
@@ -314,6 +318,9 @@ func (s *Session) end() (t *tunnel, port datapath.Port, addr netip.Addr, ok bool
 	}
 	if s.sessionTimer != nil {
 		s.sessionTimer.Stop()
+	}
+	if s.acctTimer != nil {
+		s.acctTimer.Stop()
 	}
 	t, port, addr = s.tunnel, s.port, s.addr
 	s.tunnel, s.port = nil, nil

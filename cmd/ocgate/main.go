@@ -179,6 +179,10 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	accounting, err := newAccounting(cfg)
+	if err != nil {
+		return err
+	}
 	pool, err := protocol.NewPool(cfg.IPv4Network)
 	if err != nil {
 		return err
@@ -210,6 +214,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		Config:     cfg,
 		TLSConfig:  tc,
 		Auth:       secmodAuth{sm},
+		Accounting: accounting,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
