@@ -52,6 +52,9 @@ type key struct {
 	// conv, or user applies the value. Neither: "accepted but not implemented per user yet".
 	userField string
 	user      func(p *parser, s *userState, v any)
+	// userWhy: a key per-user and per-group files may set but ocgate does not apply there; the warning gives
+	// this reason (instead of "not implemented per user yet").
+	userWhy string
 
 	// inert: the value is kept but has no effect yet; a value other than the default is warned about with this
 	// text. netstack: only the netstack datapath uses the key; with datapath = "tun" a value other than the
@@ -140,6 +143,8 @@ func DefaultsTOML() string {
 		case anyFile:
 			if k.perUserApplied() {
 				doc += "\nCan be set per user and per group."
+			} else if k.userWhy != "" {
+				doc += "\nIgnored in per-user and per-group files: " + k.userWhy + "."
 			}
 		case userOnly:
 			doc += "\nPer-user and per-group files only."
