@@ -9,6 +9,7 @@ package protocol
 //	                   the DTLS codec
 //	attachTunnel       the session takes the tunnel (address lease and datapath port at the first CONNECT;
 //	                   takeover of a previous tunnel)
+//	runRouteCmds       route_add_cmd for each iroute, at the first CONNECT
 //	runConnectScript   connect_script (and host_update_script) for each tunnel connection; a reconnect or a
 //	                   takeover first runs disconnect_script for the connection it replaces
 //	writeConnectResponse  the tunnel parameters, in one TLS write
@@ -43,6 +44,9 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	dtlsHdr := s.offerDTLS(st, req, sess, t)
 	if !s.attachTunnel(st, req, sess, t) {
 		return
+	}
+	if t.firstConnect && len(sess.pcfg.iroutes) > 0 {
+		s.runRouteCmds(sess, "route-add")
 	}
 	if !s.runConnectScript(st, sess, t) {
 		return
