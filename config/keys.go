@@ -130,7 +130,9 @@ var defaults = sync.OnceValue(func() Config {
 func DefaultsTOML() string {
 	var b strings.Builder
 	b.WriteString("# ocgate configuration. Keys are ocserv's option names with '-' replaced by '_'.\n")
-	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n\n")
+	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n")
+	b.WriteString("# Each key says where it may be set: the global file only, also per-user and per-group files\n")
+	b.WriteString("# (config_per_user, config_per_group), or only those.\n\n")
 	var accepted []*key
 	for i := range keyTable {
 		k := &keyTable[i]
@@ -140,10 +142,12 @@ func DefaultsTOML() string {
 		}
 		doc := k.doc
 		switch k.scope {
+		case global:
+			doc += "\nGlobal file only."
 		case anyFile:
 			if k.perUserApplied() {
 				doc += "\nCan be set per user and per group."
-			} else if k.userWhy != "" {
+			} else {
 				doc += "\nIgnored in per-user and per-group files: " + k.userWhy + "."
 			}
 		case userOnly:
