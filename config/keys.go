@@ -52,6 +52,9 @@ type key struct {
 	// conv, or user applies the value. Neither: "accepted but not implemented per user yet".
 	userField string
 	user      func(p *parser, s *userState, v any)
+	// userWhy: a key per-user and per-group files may set but ocgate does not apply there; the warning gives
+	// this reason (instead of "not implemented per user yet").
+	userWhy string
 
 	// inert: the value is kept but has no effect yet; a value other than the default is warned about with this
 	// text. netstack: only the netstack datapath uses the key; with datapath = "tun" a value other than the
@@ -127,7 +130,9 @@ var defaults = sync.OnceValue(func() Config {
 func DefaultsTOML() string {
 	var b strings.Builder
 	b.WriteString("# ocgate configuration. Keys are ocserv's option names with '-' replaced by '_'.\n")
-	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n\n")
+	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n")
+	b.WriteString("# Each key says where it may be set: the global file only, also per-user and per-group files\n")
+	b.WriteString("# (config_per_user, config_per_group), or only those.\n\n")
 	var accepted []*key
 	for i := range keyTable {
 		k := &keyTable[i]
@@ -137,9 +142,13 @@ func DefaultsTOML() string {
 		}
 		doc := k.doc
 		switch k.scope {
+		case global:
+			doc += "\nGlobal file only."
 		case anyFile:
 			if k.perUserApplied() {
 				doc += "\nCan be set per user and per group."
+			} else {
+				doc += "\nIgnored in per-user and per-group files: " + k.userWhy + "."
 			}
 		case userOnly:
 			doc += "\nPer-user and per-group files only."

@@ -41,7 +41,12 @@ var ocservKeys = []key{
 	accepted("dh_params", global, "Go's TLS stack uses ECDHE only"),
 	accepted("listen_clear_file", global, "ocgate serves TLS only"),
 	accepted("net_priority", anyFile, "not supported"),
-	accepted("cgroup", anyFile, "not supported"),
+	accepted("cgroup", anyFile, "ocgate does not move sessions into cgroups (ocserv moves the session's worker "+
+		"process; here every session is served by the one server process)"),
+	accepted("explicit_ipv6", anyFile, "fixed IPv6 addresses are not implemented: the session's IPv6 address comes "+
+		"from ipv6_network, the same one for a user whenever it is free"),
+	accepted("stats_report_time", anyFile, "ocgate has no accounting (RADIUS) to send interim reports to; "+
+		"occtl and /metrics show the sessions' counters"),
 
 	accepted("ipv6_netmask", global, ""),
 	accepted("select_group_by_url", global, ""),
@@ -52,18 +57,8 @@ var ocservKeys = []key{
 	accepted("custom_header", global, ""),
 	accepted("proxy_url", global, ""),
 	accepted("dtls_mtu", global, ""),
-	accepted("route_add_cmd", global, ""),
-	accepted("route_del_cmd", global, ""),
 	accepted("max_ban_score_ip", global, ""),
 	accepted("restrict_user_to_routes_cmd", global, ""),
-	accepted("ipv4_dns", anyFile, ""),
-	accepted("ipv6_dns", anyFile, ""),
-	accepted("nbns", anyFile, ""),
-	accepted("explicit_ipv6", anyFile, ""),
-	accepted("hostname", anyFile, ""),
-	accepted("stats_report_time", anyFile, ""),
 	accepted("user_profile", anyFile, ""),
 	accepted("client_bypass_protocol", anyFile, ""),
-	accepted("ipv4_nbns", userOnly, ""),
-	accepted("ipv6_nbns", userOnly, ""),
 }

@@ -14,7 +14,8 @@ var serverKeys = []key{
 	{name: "udp_listen_host", def: `""`, doc: "Address for UDP (DTLS) (empty: listen_host).", field: "UDPListenHost", conv: text},
 	{name: "tcp_port", def: "8443", doc: "TCP port (TLS).", field: "TCPPort", conv: integer(1, 65535)},
 	{name: "udp_port", def: "0", doc: "UDP port (DTLS); 0 = same as tcp_port.", field: "UDPPort", conv: integer(0, 65535)},
-	{name: "no_udp", def: "false", doc: "Disable DTLS.", scope: anyFile, field: "NoUDP", conv: boolean},
+	{name: "no_udp", def: "false", doc: "Disable DTLS: the tunnel runs over TLS only.", scope: anyFile, field: "NoUDP",
+		conv: boolean, userField: "NoUDP"},
 	{name: "dtls_psk", def: "true", field: "DTLSPSK", conv: boolean,
 		doc: "Offer openconnect's PSK-NEGOTIATE DTLS mode to clients that ask for it: the DTLS key is exported from the\n" +
 			"TLS session (docs/protocol.md §7.2). false: only the legacy DTLS 1.2 mode, resuming the session the client\n" +

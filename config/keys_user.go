@@ -6,6 +6,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -29,6 +30,9 @@ var userKeys = []key{
 		doc: "Networks behind this client, routed to its session."},
 	{name: "explicit_ipv4", ex: `"10.250.77.9"`, scope: userOnly, user: userExplicitIPv4,
 		doc: "The fixed address of this user, inside ipv4_network."},
+	{name: "hostname", ex: `"laptop-7"`, scope: userOnly, user: userHostname,
+		doc: "The host name the CONNECT response gives the client (X-CSTP-Hostname) instead of echoing the one the\n" +
+			"client announced."},
 }
 
 // userState is what a per-user or per-group file is applied to.
@@ -57,6 +61,60 @@ func userDNS(p *parser, s *userState, v any) {
 	if a, ok := list(parseAddrs)(p, "dns", v); ok {
 		s.l.dns = append(s.l.dns, a.([]netip.Addr)...)
 	}
+}
+
+// userFamilyDNS applies ipv4_dns or ipv6_dns in a per-user or per-group file: added to the session's dns list.
+func userFamilyDNS(family int) func(p *parser, s *userState, v any) {
+	name := "ipv" + strconv.Itoa(family) + "_dns"
+	return func(p *parser, s *userState, v any) {
+		s.l.setDNS = true
+		if a, ok := familyAddrs(p, name, family, v); ok {
+			s.l.dns = append(s.l.dns, a...)
+		}
+	}
+}
+
+// userNBNS applies nbns, ipv4_nbns or ipv6_nbns (key) in a per-user or per-group file.
+func userNBNS(key string) func(p *parser, s *userState, v any) {
+	return func(p *parser, s *userState, v any) {
+		s.l.setNBNS = true
+		if a, ok := list(parseAddrs)(p, key, v); ok {
+			s.l.nbns = append(s.l.nbns, a.([]netip.Addr)...)
+		}
+	}
+}
+
+func userSplitDNS(p *parser, s *userState, v any) {
+	s.l.setSplitDNS = true
+	if d, ok := list(parseDomains)(p, "split_dns", v); ok {
+		s.l.splitDNS = append(s.l.splitDNS, d.([]string)...)
+	}
+}
+
+func userHostname(p *parser, s *userState, v any) {
+	str, ok := p.str("hostname", v)
+	if !ok {
+		return
+	}
+	if h := strings.TrimSuffix(strings.TrimSpace(str), "."); ValidHostname(h) {
+		s.u.Hostname = h
+	} else {
+		p.errf("hostname", "%q is not a host name (letters, digits, '-', '_' and '.', at most 253)", str)
+	}
+}
+
+// ValidHostname accepts the host names a CONNECT response may carry (the client's X-CSTP-Hostname, checked the
+// same way).
+func ValidHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func userPorts(p *parser, s *userState, v any) {

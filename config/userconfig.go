@@ -21,7 +21,7 @@ const maxUserFileSize = 64 << 10
 // UserConfig is the configuration of one session: the global values, overridden by the user's group file and then
 // by the user's own file (ocserv's order).
 //
-// Lists (route, no_route, dns, iroute) follow ocserv (src/sup-config/file.c, apply_default_config in
+// Lists (route, no_route, dns, nbns, split_dns, iroute) follow ocserv (src/sup-config/file.c, apply_default_config in
 // src/main-sec-mod-cmd.c): the lines of the group file and of the user file add up to one list, and when either
 // file sets the key at all, that list replaces the global one (iroute has none); it is not merged with it. So a
 // user file with `route = ["10.5.0.0/16"]` gives that user exactly 10.5.0.0/16 (plus the group file's routes)
@@ -32,7 +32,15 @@ type UserConfig struct {
 	Routes   []netip.Prefix // route; same syntax as the global key (incl. "default"); empty = everything
 	NoRoutes []netip.Prefix // no_route
 	IRoutes  []netip.Prefix // iroute: networks behind this client (per-user and per-group files only)
-	DNS      []netip.Addr   // dns; empty = the server answers DNS itself, as globally
+	DNS      []netip.Addr   // dns, ipv4_dns, ipv6_dns; empty = the server answers DNS itself, as globally
+	NBNS     []netip.Addr   // nbns, ipv4_nbns, ipv6_nbns
+	SplitDNS []string       // split_dns
+
+	TunnelAllDNS bool   // tunnel_all_dns
+	NoUDP        bool   // no_udp: no DTLS for this session
+	DenyRoaming  bool   // deny_roaming: the cookie works only from the address that logged in
+	MTU          int    // mtu; 0 = 1500
+	Hostname     string // hostname (per-user and per-group files only): sent instead of the client's; "" = echo it
 
 	// RestrictToRoutes (restrict_user_to_routes) limits the session to destinations inside Routes and outside
 	// NoRoutes; with a default route, only NoRoutes are refused (ocserv's sample.config).
@@ -65,8 +73,10 @@ type UserConfig struct {
 // which replaces the global list when either file set the key.
 type userLists struct {
 	routes, noRoutes               []netip.Prefix
-	dns                            []netip.Addr
+	dns, nbns                      []netip.Addr
+	splitDNS                       []string
 	setRoutes, setNoRoutes, setDNS bool
+	setNBNS, setSplitDNS           bool
 	ports                          PortRules // restrict_user_to_ports: replaces the global list when not empty
 }
 
@@ -109,6 +119,12 @@ func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
 	if l.setDNS {
 		uc.DNS = l.dns
 	}
+	if l.setNBNS {
+		uc.NBNS = l.nbns
+	}
+	if l.setSplitDNS {
+		uc.SplitDNS = l.splitDNS
+	}
 	if !l.ports.Empty() {
 		uc.Ports = l.ports
 	}
@@ -128,6 +144,12 @@ func (c *Config) baseUserConfig() *UserConfig {
 		Routes:            slices.Clone(c.Routes),
 		NoRoutes:          slices.Clone(c.NoRoutes),
 		DNS:               slices.Clone(c.DNS),
+		NBNS:              slices.Clone(c.NBNS),
+		SplitDNS:          slices.Clone(c.SplitDNS),
+		TunnelAllDNS:      c.TunnelAllDNS,
+		NoUDP:             c.NoUDP,
+		DenyRoaming:       c.DenyRoaming,
+		MTU:               c.MTU,
 		RestrictToRoutes:  c.RestrictUserToRoutes,
 		ClientToClient:    c.ClientToClient,
 		Ports:             c.RestrictUserToPorts.clone(),

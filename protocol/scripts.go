@@ -14,6 +14,10 @@ package protocol
 //	             not after a connect script that refused the session. A connection that is lost without a
 //	             reconnect gets its disconnect when the session ends (cookie_timeout later), not at once as in ocserv.
 //
+//	route-add    route_add_cmd, once per iroute, when the session's device exists (its first CONNECT), before
+//	             connect; a failure is logged and the session goes on (ocserv's apply_iroutes)
+//	route-del    route_del_cmd, once per iroute, when a session whose route-add commands ran ends
+//
 // The environment is ocserv's (src/main-user.c): routes in its "network/dotted-mask" form for IPv4, each entry
 // followed by a space.
 
@@ -139,6 +143,24 @@ func firstOr(ss []string, def string) string {
 		return ss[0]
 	}
 	return def
+}
+
+// runRouteCmds runs route_add_cmd (reason "route-add") or route_del_cmd ("route-del") for each of the session's
+// iroutes. The runner fills in the command from ROUTE, DEVICE, USERNAME and GROUPNAME.
+func (s *Server) runRouteCmds(sess *Session, reason string) {
+	if s.scripts == nil {
+		return
+	}
+	sess.mu.Lock()
+	dev := sess.device
+	sess.mu.Unlock()
+	for _, r := range sess.pcfg.iroutes {
+		env := []string{"ROUTE=" + r.Masked().String(), "DEVICE=" + dev, "USERNAME=" + sess.User,
+			"GROUPNAME=" + firstOr(sess.Groups, "")}
+		if err := s.scripts.RunScript(context.Background(), reason, env); err != nil {
+			s.log.Warn(reason+" command failed", "id", sess.ID, "user", sess.User, "route", r, "device", dev, "err", err)
+		}
+	}
 }
 
 // runScript runs one script and logs its failure. It returns the error.

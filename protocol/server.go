@@ -385,6 +385,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 	if t != nil {
 		t.end(reason, final)
 	}
+	if addr.IsValid() && len(sess.pcfg.iroutes) > 0 {
+		s.runRouteCmds(sess, "route-del") // route-add ran at the first CONNECT; the device is still there
+	}
 	if port != nil {
 		port.Close()
 	}

@@ -40,9 +40,10 @@ type wiredDatapath struct {
 }
 
 func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6, log *slog.Logger) (*wiredDatapath, error) {
-	scripts := &privsep.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
+	scripts := &privsep.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript,
+		RouteAdd: cfg.RouteAddCmd, RouteDel: cfg.RouteDelCmd}
 	w := &wiredDatapath{}
-	if cfg.ConnectScript != "" || cfg.DisconnectScript != "" || cfg.HostUpdateScript != "" {
+	if *scripts != (privsep.Scripts{}) {
 		w.scripts = scripts
 	}
 	switch cfg.Datapath {
