@@ -29,7 +29,7 @@ func FuzzConnectHeaders(f *testing.F) {
 		offersPSK(req)
 		isMobile(req, &Session{})
 		for _, remote := range []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1"), netip.MustParseAddrPort("[2001:db8::1]:1")} {
-			base, mtu := s.tunnelMTU(req, remote)
+			base, mtu := tunnelMTU(req, remote, cfg.MTU)
 			if base < 1280 || base > 1500 || mtu <= 0 || mtu > base {
 				t.Fatalf("base MTU %d, tunnel MTU %d", base, mtu)
 			}
@@ -37,7 +37,7 @@ func FuzzConnectHeaders(f *testing.F) {
 		s.chooseCodec(req.get("X-CSTP-Accept-Encoding"))
 		s.chooseCodec(req.get("X-DTLS-Accept-Encoding"))
 		dtls.LegacyOffer(req.get("X-DTLS-Master-Secret"), req.get("X-DTLS12-CipherSuite"))
-		if hn := req.get("X-CSTP-Hostname"); validHostname(hn) && strings.ContainsAny(hn, "\r\n:\x00") {
+		if hn := req.get("X-CSTP-Hostname"); config.ValidHostname(hn) && strings.ContainsAny(hn, "\r\n:\x00") {
 			t.Fatalf("hostname %q would be echoed in a header", hn)
 		}
 	})
