@@ -21,18 +21,11 @@ func TestPerUserOcservKeys(t *testing.T) {
 	}{{"tun", true}, {"netstack", false}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			perUser := tempDir(t)
-			files := map[string]string{
+			perUser := userFiles(t, map[string]string{
 				vpnUser: "ipv4_dns = [\"10.77.0.53\"]\nnbns = [\"10.77.0.137\"]\nsplit_dns = [\"corp.test\"]\n" +
 					"hostname = \"alice-pc\"\nno_udp = true\niroute = [\"10.66.0.0/24\"]\n",
 				"carol": "idle_timeout = 3\n",
-			}
-			for name, body := range files {
-				if err := os.WriteFile(filepath.Join(perUser, name), []byte(body), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			chownAll(t, perUser)
+			})
 			routeLog := filepath.Join(tempDir(t), "routes.log")
 			if !mode.tun {
 				chownAll(t, filepath.Dir(routeLog)) // the unprivileged server runs the commands itself
@@ -83,17 +76,10 @@ func TestPerUserPools(t *testing.T) {
 	}{{"tun", true}, {"netstack", false}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			perUser := tempDir(t)
-			files := map[string]string{
+			perUser := userFiles(t, map[string]string{
 				"bob":   "ipv4_network = \"10.88.0.0\"\nipv4_netmask = \"255.255.255.0\"\n",
 				"carol": "ipv4_network = \"10.89.0.0/24\"\nexplicit_ipv4 = \"10.89.0.9\"\n",
-			}
-			for name, body := range files {
-				if err := os.WriteFile(filepath.Join(perUser, name), []byte(body), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			chownAll(t, perUser)
+			})
 			r := newRig(t, mode.tun, fmt.Sprintf("route = [\"10.77.0.0/24\"]\nconfig_per_user = %q\n", perUser))
 			for _, u := range []struct{ user, ip, gateway string }{
 				{"bob", "10.88.0.", "10.88.0.1"}, {"carol", "10.89.0.9", "10.89.0.1"},
@@ -115,4 +101,17 @@ func TestPerUserPools(t *testing.T) {
 			}
 		})
 	}
+}
+
+// userFiles writes a config_per_user directory, files by user name, readable by the unprivileged server.
+func userFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := tempDir(t)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chownAll(t, dir)
+	return dir
 }
