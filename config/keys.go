@@ -66,6 +66,24 @@ type key struct {
 // keyTable lists every key, in the order `ocgate config defaults` prints them and Parse applies them.
 var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, userKeys, ocservKeys)
 
+// ocgateOnly are the keys ocserv does not have; every other key is ocserv's option of the same name with '_'
+// written '-' (ocservName).
+var ocgateOnly = map[string]bool{
+	"dtls_fast_path": true, "dns_upstream": true, "request_timeout": true, "max_unauth_clients": true,
+	"max_unauth_per_ip": true, "sec_mod_user": true, "metrics_listen": true, "datapath": true, "egress_allow": true,
+	"egress_deny": true, "icmp_echo": true, "flow_log": true, "max_flows_per_session": true,
+	"max_half_open_per_session": true, "max_dials_in_flight": true, "tcp_keepalive": true, "udp_idle_timeout": true,
+	"socks5_listen": true, "socks5_user": true, "socks5_password": true, "client_to_client": true,
+}
+
+// ocservName is the name ocserv's configuration files give the key ("" for an ocgate key).
+func (k *key) ocservName() string {
+	if ocgateOnly[k.name] {
+		return ""
+	}
+	return strings.ReplaceAll(k.name, "_", "-")
+}
+
 // keyByName indexes keyTable.
 var keyByName = func() map[string]*key {
 	m := make(map[string]*key, len(keyTable))
@@ -132,7 +150,8 @@ func DefaultsTOML() string {
 	b.WriteString("# ocgate configuration. Keys are ocserv's option names with '-' replaced by '_'.\n")
 	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n")
 	b.WriteString("# Each key says where it may be set: the global file only, also per-user and per-group files\n")
-	b.WriteString("# (config_per_user, config_per_group), or only those.\n\n")
+	b.WriteString("# (config_per_user, config_per_group), or only those, and its name in ocserv's files (ocserv.conf,\n")
+	b.WriteString("# config-per-user), where it has one.\n\n")
 	var accepted []*key
 	for i := range keyTable {
 		k := &keyTable[i]
@@ -153,6 +172,11 @@ func DefaultsTOML() string {
 		case userOnly:
 			doc += "\nPer-user and per-group files only."
 		}
+		if n := k.ocservName(); n != "" {
+			doc += " ocserv: " + n + "."
+		} else {
+			doc += " An ocgate key (ocserv has none)."
+		}
 		for l := range strings.SplitSeq(doc, "\n") {
 			fmt.Fprintf(&b, "# %s\n", l)
 		}
@@ -171,7 +195,7 @@ func DefaultsTOML() string {
 		if k.scope == userOnly {
 			why += " (per-user and per-group files)"
 		}
-		fmt.Fprintf(&b, "#   %s: %s\n", k.name, why)
+		fmt.Fprintf(&b, "#   %s (ocserv: %s): %s\n", k.name, k.ocservName(), why)
 	}
 	return b.String()
 }

@@ -10,17 +10,21 @@ import (
 )
 
 var networkKeys = []key{
-	{name: "ipv4_network", def: `"10.250.77.0/24"`, scope: anyFile, field: "IPv4Network", set: setIPv4Network, userWhy: poolWhy,
-		doc: "Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own."},
-	{name: "ipv4_netmask", ex: `"255.255.255.0"`, scope: anyFile, set: setIPv4Netmask, userWhy: poolWhy,
+	{name: "ipv4_network", def: `"10.250.77.0/24"`, scope: anyFile, field: "IPv4Network", set: setIPv4Network,
+		user: userIPv4Network,
+		doc: "Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own.\n" +
+			"In a per-user or per-group file: the session's own pool, shared by every session naming that network\n" +
+			"(its first usable address is the server's there too). It must not overlap another pool unless equal."},
+	{name: "ipv4_netmask", ex: `"255.255.255.0"`, scope: anyFile, set: setIPv4Netmask, user: userIPv4Netmask,
 		doc: "Netmask of ipv4_network when that is an address: dotted, \"/N\" or \"N\"."},
 	{name: "ipv6_subnet_prefix", def: "128", scope: anyFile, field: "IPv6SubnetPrefix", conv: integer(0, 128),
 		userWhy: poolWhy,
 		doc:     "The prefix each client gets out of ipv6_network (128: one address; otherwise at most 124)."},
 	{name: "ipv6_network", ex: `"fd00:77::/64"`, scope: anyFile, field: "IPv6Network", set: setIPv6Network,
-		userWhy: poolWhy,
-		doc:     "IPv6 inside the tunnel: the pool (CIDR, or an address with ipv6_prefix). Unset: IPv4 only."},
-	{name: "ipv6_prefix", ex: "64", scope: anyFile, set: setIPv6Prefix, userWhy: poolWhy,
+		user: userIPv6Network,
+		doc: "IPv6 inside the tunnel: the pool (CIDR, or an address with ipv6_prefix). Unset: IPv4 only. In a\n" +
+			"per-user or per-group file: the session's own IPv6 pool, as ipv4_network there."},
+	{name: "ipv6_prefix", ex: "64", scope: anyFile, set: setIPv6Prefix, user: userIPv6Prefix,
 		doc: "Prefix length of ipv6_network when that is an address."},
 	{name: "dns", def: "[]", scope: anyFile, field: "DNS", conv: list(parseAddrs), user: userDNS,
 		doc: "DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address. In per-user and\n" +
@@ -55,9 +59,31 @@ var networkKeys = []key{
 		inert: "not implemented yet: the server does not probe the MTU (it answers the client's probes either way)"},
 }
 
-// poolWhy is why the pool keys are ignored in per-user and per-group files.
-const poolWhy = "per-user and per-group address pools are not implemented; the session gets an address from the " +
-	"global pool (explicit_ipv4 gives a user a fixed one)"
+// poolWhy is why ipv6_subnet_prefix is ignored in per-user and per-group files.
+const poolWhy = "every IPv6 pool hands out client prefixes of the global length"
+
+// userIPv4Network applies ipv4_network (with ipv4_netmask) in a per-user or per-group file: the session's pool.
+func userIPv4Network(p *parser, s *userState, v any) {
+	var c Config
+	setIPv4Network(p, &c, v)
+	if c.IPv4Network.IsValid() {
+		s.u.IPv4Network = c.IPv4Network
+	}
+}
+
+func userIPv4Netmask(p *parser, _ *userState, v any) { setIPv4Netmask(p, nil, v) }
+
+// userIPv6Network applies ipv6_network (with ipv6_prefix) in a per-user or per-group file: the session's IPv6
+// pool, handing out prefixes of the global ipv6_subnet_prefix.
+func userIPv6Network(p *parser, s *userState, v any) {
+	c := Config{IPv6SubnetPrefix: s.c.IPv6SubnetPrefix}
+	setIPv6Network(p, &c, v)
+	if c.IPv6Network.IsValid() {
+		s.u.IPv6Network = c.IPv6Network
+	}
+}
+
+func userIPv6Prefix(p *parser, _ *userState, v any) { setIPv6Prefix(p, nil, v) }
 
 // familyDNS applies ipv4_dns (family 4) or ipv6_dns (6) of the global file: servers added to dns's.
 func familyDNS(family int) func(p *parser, c *Config, v any) {

@@ -43,8 +43,6 @@ var ocservKeys = []key{
 	accepted("net_priority", anyFile, "not supported"),
 	accepted("cgroup", anyFile, "ocgate does not move sessions into cgroups (ocserv moves the session's worker "+
 		"process; here every session is served by the one server process)"),
-	accepted("explicit_ipv6", anyFile, "fixed IPv6 addresses are not implemented: the session's IPv6 address comes "+
-		"from ipv6_network, the same one for a user whenever it is free"),
 	accepted("stats_report_time", anyFile, "ocgate has no accounting (RADIUS) to send interim reports to; "+
 		"occtl and /metrics show the sessions' counters"),
 

@@ -18,7 +18,7 @@ func TestEveryKeyInDefaults(t *testing.T) {
 			var line string
 			switch {
 			case k.status != applied:
-				line = "#   " + k.name + ": "
+				line = "#   " + k.name + " (ocserv: " + k.ocservName() + "): "
 			case k.def == "":
 				line = "# " + k.name + " = " + k.ex + "\n"
 			default:
@@ -26,6 +26,9 @@ func TestEveryKeyInDefaults(t *testing.T) {
 			}
 			if !strings.Contains(out, line) {
 				t.Fatalf("defaults lack %q", line)
+			}
+			if n := k.ocservName(); k.status == applied && !strings.Contains(out, " ocserv: "+n+".\n") && n != "" {
+				t.Errorf("defaults do not give ocserv's name %s", n)
 			}
 			if k.status != applied || k.def == "" {
 				return

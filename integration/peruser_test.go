@@ -21,18 +21,11 @@ func TestPerUserOcservKeys(t *testing.T) {
 	}{{"tun", true}, {"netstack", false}} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			perUser := tempDir(t)
-			files := map[string]string{
+			perUser := userFiles(t, map[string]string{
 				vpnUser: "ipv4_dns = [\"10.77.0.53\"]\nnbns = [\"10.77.0.137\"]\nsplit_dns = [\"corp.test\"]\n" +
 					"hostname = \"alice-pc\"\nno_udp = true\niroute = [\"10.66.0.0/24\"]\n",
 				"carol": "idle_timeout = 3\n",
-			}
-			for name, body := range files {
-				if err := os.WriteFile(filepath.Join(perUser, name), []byte(body), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			chownAll(t, perUser)
+			})
 			routeLog := filepath.Join(tempDir(t), "routes.log")
 			if !mode.tun {
 				chownAll(t, filepath.Dir(routeLog)) // the unprivileged server runs the commands itself
@@ -71,4 +64,54 @@ route_del_cmd = "echo del %%{RI} dev=%%{D} >> %s"
 			waitFor(t, 20*time.Second, "carol's idle tunnel to end", func() bool { return idle.MatchString(r.s.stderr.String()) })
 		})
 	}
+}
+
+// TestPerUserPools: ipv4_network (with ipv4_netmask) in a per-user file gives the user an address of its own pool,
+// whose first address is the server's; a second network with explicit_ipv4 gives carol her fixed address there.
+// Both move data through the tunnel, in both datapaths.
+func TestPerUserPools(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		tun  bool
+	}{{"tun", true}, {"netstack", false}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			perUser := userFiles(t, map[string]string{
+				"bob":   "ipv4_network = \"10.88.0.0\"\nipv4_netmask = \"255.255.255.0\"\n",
+				"carol": "ipv4_network = \"10.89.0.0/24\"\nexplicit_ipv4 = \"10.89.0.9\"\n",
+			})
+			r := newRig(t, mode.tun, fmt.Sprintf("route = [\"10.77.0.0/24\"]\nconfig_per_user = %q\n", perUser))
+			for _, u := range []struct{ user, ip, gateway string }{
+				{"bob", "10.88.0.", "10.88.0.1"}, {"carol", "10.89.0.9", "10.89.0.1"},
+			} {
+				c := r.connect(u.user)
+				if !strings.HasPrefix(c.ip, u.ip) || c.ip == u.gateway {
+					t.Errorf("%s got %s, want an address of %s", u.user, c.ip, u.ip)
+				}
+				if !strings.Contains(c.proc.out.String(), "X-CSTP-Netmask: 255.255.255.0") {
+					t.Errorf("%s: no X-CSTP-Netmask: 255.255.255.0", u.user)
+				}
+				env := r.scriptEnv("connect", u.user)
+				if env["IP_LOCAL"] != u.gateway || env["IP_REMOTE"] != c.ip {
+					t.Errorf("%s: connect script saw IP_LOCAL=%s IP_REMOTE=%s, want %s and %s", u.user,
+						env["IP_LOCAL"], env["IP_REMOTE"], u.gateway, c.ip)
+				}
+				checkDownload(t, c.ns, "", "http://10.77.0.1:8080", 1<<20, 7)
+				checkUpload(t, c.ns, "", "http://10.77.0.1:8080", 1<<20, 8)
+			}
+		})
+	}
+}
+
+// userFiles writes a config_per_user directory, files by user name, readable by the unprivileged server.
+func userFiles(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := tempDir(t)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chownAll(t, dir)
+	return dir
 }

@@ -210,7 +210,7 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	sess.mu.Unlock()
 	// IPv6 inside the tunnel: when the pool has it, the client takes it (openconnect sends
 	// "X-CSTP-Address-Type: IPv6,IPv4" and the full-capability header) and the tunnel can carry it (MTU >= 1280).
-	want6 := s.pool6 != nil && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
+	want6 := sess.ucfg.IPv6Network.IsValid() && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
 		req.get("X-CSTP-Full-IPv6-Capability") == "true"
 	first, err := sess.attach(t, st.remote, want6)
 	if err == nil {
@@ -382,9 +382,10 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 		h("X-CSTP-Default-Domain", cfg.DefaultDomain)
 	}
 	h("X-CSTP-Address", addr.String())
-	h("X-CSTP-Netmask", s.pool.Netmask().String())
+	pool, pool6 := sess.leasePools()
+	h("X-CSTP-Netmask", pool.Netmask().String())
 	if addr6.IsValid() {
-		h("X-CSTP-Address-IP6", netip.PrefixFrom(addr6, s.pool6.SubnetBits()).String())
+		h("X-CSTP-Address-IP6", netip.PrefixFrom(addr6, pool6.SubnetBits()).String())
 	}
 	pc := &sess.pcfg
 	for _, d := range pc.dns {

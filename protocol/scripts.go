@@ -41,6 +41,8 @@ type scriptInfo struct {
 	sess        *Session
 	device      string
 	local       netip.Addr // the server's in-pool address
+	local6      netip.Addr // and its IPv6 one (the session's IPv6 pool's gateway)
+	bits6       int        // the length of the client's IPv6 prefix
 	addr        netip.Addr // the client's tunnel address
 	addr6       netip.Addr // and its IPv6 address, if any
 	remote      netip.AddrPort
@@ -79,8 +81,8 @@ func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
 		env = append(env, "IP_REMOTE="+in.addr.String())
 	}
 	if in.addr6.IsValid() {
-		env = append(env, "IPV6_LOCAL="+sess.env.pool6.Gateway().String(), "IPV6_REMOTE="+in.addr6.String(),
-			"IPV6_PREFIX="+strconv.Itoa(sess.env.pool6.SubnetBits()))
+		env = append(env, "IPV6_LOCAL="+in.local6.String(), "IPV6_REMOTE="+in.addr6.String(),
+			"IPV6_PREFIX="+strconv.Itoa(in.bits6))
 	}
 	pc := sess.pcfg
 	env = appendPrefixes(env, "OCSERV_ROUTES", pc.routes)

@@ -50,7 +50,10 @@ type Options struct {
 	Passwords auth.PasswordChecker // without Auth: logins ask for a password checked by Passwords
 	Datapath  datapath.Datapath
 	Pool      *Pool
-	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
+	Pool6     *Pool6 // nil: no IPv6 inside the tunnel
+	// UserPools are the networks per-user and per-group files name (config.UserNetworks) that the datapath
+	// serves: each becomes a pool at its first session.
+	UserPools []netip.Prefix
 	Sessions  SessionStore      // nil = in-memory
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
 	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
@@ -153,7 +156,7 @@ func NewServer(o Options) (*Server, error) {
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
-	s.sessEnv = &sessionEnv{pool: s.pool, pool6: s.pool6, dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
+	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
 		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession, stats: &s.stats}
 	s.stats.start = time.Now()
 	return s, nil
@@ -391,14 +394,15 @@ func (s *Server) endSession(sess *Session, reason string) {
 	if port != nil {
 		port.Close()
 	}
+	pool, pool6 := sess.leasePools()
 	if addr.IsValid() {
-		s.pool.Release(addr)
+		pool.Release(addr)
 	}
 	sess.mu.Lock()
 	addr6 := sess.addr6
 	sess.mu.Unlock()
 	if addr6.IsValid() {
-		s.pool6.Release(addr6)
+		pool6.Release(addr6)
 	}
 	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
 	if armed {

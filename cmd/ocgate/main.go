@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -193,7 +194,12 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 			return err
 		}
 	}
-	dp, err := newDatapath(cfg, pool, pool6, log)
+	// The networks of per-user and per-group files: the datapath serves them from the start.
+	userPools := cfg.UserNetworks()
+	if err := config.PoolsOverlap(append([]netip.Prefix{cfg.IPv4Network, cfg.IPv6Network}, userPools...)); err != nil {
+		return err
+	}
+	dp, err := newDatapath(cfg, pool, pool6, userPools, log)
 	if err != nil {
 		return err
 	}
@@ -218,6 +224,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
+		UserPools:  userPools,
 		Logger:     log,
 		Version:    version,
 		Scripts:    dp.scripts,
