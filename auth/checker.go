@@ -11,6 +11,7 @@ import (
 type Identity struct {
 	User   string
 	Groups []string
+	Grants Grants // what the authentication server assigned (RADIUS); zero for the other methods
 }
 
 var (

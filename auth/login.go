@@ -14,6 +14,10 @@ package auth
 //	  │
 //	  └─ certificate only: group form when there are groups to choose from and none was chosen, then Success
 //
+// A RADIUS method takes the password method's place (radius.go): the password goes in an Access-Request, and an
+// Access-Challenge becomes a "challenge" form whose answer is sent with the server's State, as often as the
+// server challenges; a reject at any point is a Failure and the password form again.
+//
 // The state of a login in progress stays here, named by an opaque LoginID the network side keeps for its
 // connection; the network side never learns which steps passed.
 
@@ -39,6 +43,7 @@ type Chain struct {
 	Cert     *CertMethod     // nil: no certificate needed
 	Password PasswordChecker // nil: no password asked
 	OTP      *OTPFile        // nil: no one-time password asked (only after Password)
+	Radius   *RadiusMethod   // nil: no RADIUS; else it asks for the password (Password is then nil)
 }
 
 // GroupConfig is ocserv's group selection.
@@ -72,7 +77,8 @@ type stepKind int
 const (
 	stepPassword stepKind = iota
 	stepOTP
-	stepGroup // certificate only: choose a group
+	stepGroup           // certificate only: choose a group
+	stepRadiusChallenge // answer a RADIUS Access-Challenge
 )
 
 // login is one login in progress.
@@ -86,6 +92,12 @@ type login struct {
 	user       string   // after the password step
 	groups     []string // after the password step: the password file's groups
 	group      string   // the group the client chose
+	grants     Grants   // after the password step: what a RADIUS server assigned
+
+	acctID        string // RADIUS: the Acct-Session-Id of this login and its session
+	radiusState   []byte // stepRadiusChallenge: the State to echo
+	radiusUser    string // stepRadiusChallenge: the user being challenged
+	radiusMessage string // stepRadiusChallenge: the server's Reply-Message
 }
 
 // NewModule returns a Module; cfg must name at least one chain.
@@ -94,7 +106,10 @@ func NewModule(cfg ModuleConfig) (*Module, error) {
 		return nil, errors.New("auth: no authentication method")
 	}
 	for i, c := range cfg.Chains {
-		if c.Cert == nil && c.Password == nil {
+		if c.Radius != nil && c.Password != nil {
+			return nil, fmt.Errorf("auth: method %d: radius and a password file both ask for the password", i)
+		}
+		if c.Cert == nil && c.Password == nil && c.Radius == nil {
 			return nil, fmt.Errorf("auth: method %d asks for nothing", i)
 		}
 		if c.OTP != nil && c.Password == nil {
@@ -163,13 +178,16 @@ func (m *Module) start(cert []byte) (*login, Reply) {
 		return nil, Reply{Verdict: Refused, Reason: "no client certificate", Message: "No certificate"}
 	}
 	l := &login{chain: chain, started: time.Now(), cert: cert}
+	if chain.Radius != nil {
+		l.acctID = newAcctSessionID()
+	}
 	if chain.Cert != nil {
 		id, err := chain.Cert.Identity(cert)
 		if err != nil {
 			return nil, Reply{Verdict: Refused, Reason: err.Error(), Message: "Could not read certificate"}
 		}
 		l.certUser, l.certGroups = id.User, id.Groups
-		if chain.Password == nil {
+		if chain.Password == nil && chain.Radius == nil {
 			l.step = stepGroup
 		}
 	}
@@ -201,6 +219,15 @@ func (m *Module) advance(ctx context.Context, l *login, req Request) Reply {
 			return failure(m.passwordForm(l, "Login failed."), err, "wrong one-time password")
 		}
 		return m.finish(l)
+	case stepRadiusChallenge:
+		if req.Init {
+			return Reply{Verdict: Continue, Form: challengeForm(l.radiusMessage, "")}
+		}
+		answer, ok := req.Answers["secondary_password"]
+		if !ok {
+			answer = req.Answers["password"]
+		}
+		return m.radiusAsk(ctx, l, req, l.radiusUser, answer)
 	}
 	if req.Init {
 		return Reply{Verdict: Continue, Form: m.passwordForm(l, "")}
@@ -217,6 +244,9 @@ func (m *Module) advance(ctx context.Context, l *login, req Request) Reply {
 	if l.certUser != "" && user != l.certUser {
 		return Reply{Verdict: Refused, User: user, Message: "Authentication failed",
 			Reason: fmt.Sprintf("the certificate is %q's", l.certUser)}
+	}
+	if l.chain.Radius != nil {
+		return m.radiusAsk(ctx, l, req, user, password)
 	}
 	id, err := l.chain.Password.CheckPassword(ctx, user, password)
 	if err != nil {
@@ -250,7 +280,7 @@ func failure(form *Form, err error, reason string) Reply {
 
 // finish ends a login whose methods all passed: the chosen group must be one of the user's.
 func (m *Module) finish(l *login) Reply {
-	id := Identity{User: l.user, Groups: slices.Clone(l.groups)}
+	id := Identity{User: l.user, Groups: slices.Clone(l.groups), Grants: l.grants}
 	if g := l.group; g != "" && g != m.cfg.Groups.Default {
 		i := slices.Index(id.Groups, g)
 		if i < 0 {

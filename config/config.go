@@ -32,6 +32,7 @@ type Config struct {
 
 	Auth       []AuthMethod // auth: ocserv strings like "plain[passwd=users.passwd]", all required; empty = the generated user
 	EnableAuth []AuthMethod // enable_auth: alternatives to Auth, each enough alone
+	Acct       []AuthMethod // acct: at most one "radius[config=FILE]"; empty = no accounting
 
 	CertUserOID        string        // cert_user_oid: an OID of the subject or "SAN(rfc822name)"; default CN 2.5.4.3
 	CertGroupOID       string        // cert_group_oid: an OID of the subject giving groups; "" = none
@@ -42,8 +43,9 @@ type Config struct {
 	IPv4Network      netip.Prefix     // ipv4_network (+ ipv4_netmask); default 10.250.77.0/24
 	IPv6Network      netip.Prefix     // ipv6_network (+ ipv6_prefix); invalid (unset) = no IPv6 inside the tunnel
 	IPv6SubnetPrefix int              // ipv6_subnet_prefix: the prefix each client gets out of IPv6Network; default 128
-	DNS              []netip.Addr     // dns; empty = the server answers DNS itself at its in-pool address
+	DNS              []netip.Addr     // dns, with ipv4_dns and ipv6_dns added; empty = the server answers DNS itself at its in-pool address
 	DNSUpstream      []netip.AddrPort // dns_upstream: where the built-in resolver asks; empty = the host's resolver
+	NBNS             []netip.Addr     // nbns: NetBIOS name servers pushed to clients
 	SplitDNS         []string         // split_dns: domains the client resolves through the tunnel (others: its own DNS)
 	TunnelAllDNS     bool             // tunnel_all_dns: every DNS query goes through the tunnel, even with split routes
 	FlowLog          string           // flow_log: file (absolute) getting one JSON line per ended or refused flow; "-" = standard error; "" = off
@@ -94,8 +96,12 @@ type Config struct {
 	ConnectScript    string // connect_script, absolute
 	DisconnectScript string // disconnect_script, absolute
 	HostUpdateScript string // host_update_script, absolute
+	RouteAddCmd      string // route_add_cmd: shell command run per iroute when a session's tunnel comes up; "" = none
+	RouteDelCmd      string // route_del_cmd: the same when the session ends
 	RunAsUser        string // run_as_user
 	RunAsGroup       string // run_as_group
+	SecModUser       string // sec_mod_user: the security module's user when started as root; "" = RunAsUser
+	IsolateWorkers   bool   // isolate_workers: seccomp and Landlock on the network-facing process
 	SocketFile       string // socket_file (or occtl_socket_file), absolute; "" = the default place (see ctl)
 	UseOcctl         bool   // use_occtl: serve the management socket (default true)
 	MetricsListen    string // metrics_listen: HOST:PORT of /metrics, /healthz, /readyz; "" = off

@@ -21,7 +21,12 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"network without mask", "ipv4_network = \"10.0.0.0\"\n", "f.toml:1: ipv4_network:"},
 		{"bad route", "route = [\"10.0.0.0/8\", \"nonsense\"]\n", "f.toml:1: route: \"nonsense\" is not a route"},
 		{"unknown auth", "auth = [\"kerberos[x=y]\"]\n", "f.toml:1: auth:"},
-		{"unsupported auth", "auth = [\"radius[config=x]\"]\n", "not supported yet"},
+		{"unsupported auth", "auth = [\"pam\"]\n", "not supported yet"},
+		{"radius without config", "auth = [\"radius\"]\n", "radius needs config=FILE"},
+		{"radius and plain", "auth = [\"radius[config=r]\", \"plain[passwd=p]\"]\n", "2 password methods"},
+		{"radius unknown parameter", "auth = [\"radius[config=r,secret=x]\"]\n", "parameter \"secret\" is not supported"},
+		{"acct not radius", "acct = \"plain[passwd=p]\"\n", "f.toml:1: acct: \"plain[passwd=p]\": method \"plain\" cannot do accounting"},
+		{"acct without config", "acct = \"radius[groupconfig=true]\"\n", "radius needs config=FILE"},
 		{"plain without file", "auth = [\"plain\"]\n", "plain needs passwd=FILE"},
 		{"two password methods", "\nauth = [\"plain[passwd=p]\", \"plain[passwd=q]\"]\n", "f.toml:2: auth: 2 password methods"},
 		{"certificate without ca_cert", "auth = [\"certificate\"]\n", "f.toml:1: auth: the certificate method needs ca_cert"},
@@ -141,7 +146,7 @@ func TestRelativePaths(t *testing.T) {
 }
 
 func TestOcservKeysWarn(t *testing.T) {
-	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nisolate_workers = true\nipv6_netmask = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
+	c, err := Parse([]byte("tls_priorities = \"NORMAL\"\nsec_mod_scale = 2\nipv6_netmask = \"fd00::/48\"\nmin_reauth_time = 60\n"), "f.toml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestImportDebian(t *testing.T) {
 	rep := im.Report()
 	for _, want := range []string{
 		`93: tcp_port: 443 (ocserv's tcp-port)`,
-		`180: isolate_workers: ocgate does not fork workers`,
+		`180: isolate_workers: true (ocserv's isolate-workers)`,
 		`set datapath = "tun" to keep ocserv's behaviour`,
 		`512: dns: 192.168.1.1 is the server's own address in the pool`,
 	} {

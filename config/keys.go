@@ -52,6 +52,9 @@ type key struct {
 	// conv, or user applies the value. Neither: "accepted but not implemented per user yet".
 	userField string
 	user      func(p *parser, s *userState, v any)
+	// userWhy: a key per-user and per-group files may set but ocgate does not apply there; the warning gives
+	// this reason (instead of "not implemented per user yet").
+	userWhy string
 
 	// inert: the value is kept but has no effect yet; a value other than the default is warned about with this
 	// text. netstack: only the netstack datapath uses the key; with datapath = "tun" a value other than the
@@ -62,6 +65,24 @@ type key struct {
 
 // keyTable lists every key, in the order `ocgate config defaults` prints them and Parse applies them.
 var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, userKeys, ocservKeys)
+
+// ocgateOnly are the keys ocserv does not have; every other key is ocserv's option of the same name with '_'
+// written '-' (ocservName).
+var ocgateOnly = map[string]bool{
+	"dtls_fast_path": true, "dns_upstream": true, "request_timeout": true, "max_unauth_clients": true,
+	"max_unauth_per_ip": true, "sec_mod_user": true, "metrics_listen": true, "datapath": true, "egress_allow": true,
+	"egress_deny": true, "icmp_echo": true, "flow_log": true, "max_flows_per_session": true,
+	"max_half_open_per_session": true, "max_dials_in_flight": true, "tcp_keepalive": true, "udp_idle_timeout": true,
+	"socks5_listen": true, "socks5_user": true, "socks5_password": true, "client_to_client": true,
+}
+
+// ocservName is the name ocserv's configuration files give the key ("" for an ocgate key).
+func (k *key) ocservName() string {
+	if ocgateOnly[k.name] {
+		return ""
+	}
+	return strings.ReplaceAll(k.name, "_", "-")
+}
 
 // keyByName indexes keyTable.
 var keyByName = func() map[string]*key {
@@ -127,7 +148,10 @@ var defaults = sync.OnceValue(func() Config {
 func DefaultsTOML() string {
 	var b strings.Builder
 	b.WriteString("# ocgate configuration. Keys are ocserv's option names with '-' replaced by '_'.\n")
-	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n\n")
+	b.WriteString("# Relative paths resolve against this file's directory. Durations are in seconds.\n")
+	b.WriteString("# Each key says where it may be set: the global file only, also per-user and per-group files\n")
+	b.WriteString("# (config_per_user, config_per_group), or only those, and its name in ocserv's files (ocserv.conf,\n")
+	b.WriteString("# config-per-user), where it has one.\n\n")
 	var accepted []*key
 	for i := range keyTable {
 		k := &keyTable[i]
@@ -137,12 +161,21 @@ func DefaultsTOML() string {
 		}
 		doc := k.doc
 		switch k.scope {
+		case global:
+			doc += "\nGlobal file only."
 		case anyFile:
 			if k.perUserApplied() {
 				doc += "\nCan be set per user and per group."
+			} else {
+				doc += "\nIgnored in per-user and per-group files: " + k.userWhy + "."
 			}
 		case userOnly:
 			doc += "\nPer-user and per-group files only."
+		}
+		if n := k.ocservName(); n != "" {
+			doc += " ocserv: " + n + "."
+		} else {
+			doc += " An ocgate key (ocserv has none)."
 		}
 		for l := range strings.SplitSeq(doc, "\n") {
 			fmt.Fprintf(&b, "# %s\n", l)
@@ -155,7 +188,7 @@ func DefaultsTOML() string {
 	}
 	b.WriteString("# ocserv keys accepted with a warning, without effect:\n")
 	for _, k := range accepted {
-		fmt.Fprintf(&b, "#   %s: %s\n", k.name, k.acceptedWhy())
+		fmt.Fprintf(&b, "#   %s (ocserv: %s): %s\n", k.name, k.ocservName(), k.acceptedWhy())
 	}
 	return b.String()
 }

@@ -11,33 +11,104 @@ import (
 
 var networkKeys = []key{
 	{name: "ipv4_network", def: `"10.250.77.0/24"`, scope: anyFile, field: "IPv4Network", set: setIPv4Network,
-		doc: "Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own."},
-	{name: "ipv4_netmask", ex: `"255.255.255.0"`, scope: anyFile, set: setIPv4Netmask,
+		user: userIPv4Network,
+		doc: "Address pool (CIDR, or an address with ipv4_netmask). The first usable address is the server's own.\n" +
+			"In a per-user or per-group file: the session's own pool, shared by every session naming that network\n" +
+			"(its first usable address is the server's there too). It must not overlap another pool unless equal."},
+	{name: "ipv4_netmask", ex: `"255.255.255.0"`, scope: anyFile, set: setIPv4Netmask, user: userIPv4Netmask,
 		doc: "Netmask of ipv4_network when that is an address: dotted, \"/N\" or \"N\"."},
 	{name: "ipv6_subnet_prefix", def: "128", scope: anyFile, field: "IPv6SubnetPrefix", conv: integer(0, 128),
-		doc: "The prefix each client gets out of ipv6_network (128: one address; otherwise at most 124)."},
+		userWhy: poolWhy,
+		doc:     "The prefix each client gets out of ipv6_network (128: one address; otherwise at most 124)."},
 	{name: "ipv6_network", ex: `"fd00:77::/64"`, scope: anyFile, field: "IPv6Network", set: setIPv6Network,
-		doc: "IPv6 inside the tunnel: the pool (CIDR, or an address with ipv6_prefix). Unset: IPv4 only."},
-	{name: "ipv6_prefix", ex: "64", set: setIPv6Prefix,
+		user: userIPv6Network,
+		doc: "IPv6 inside the tunnel: the pool (CIDR, or an address with ipv6_prefix). Unset: IPv4 only. In a\n" +
+			"per-user or per-group file: the session's own IPv6 pool, as ipv4_network there."},
+	{name: "ipv6_prefix", ex: "64", scope: anyFile, set: setIPv6Prefix, user: userIPv6Prefix,
 		doc: "Prefix length of ipv6_network when that is an address."},
 	{name: "dns", def: "[]", scope: anyFile, field: "DNS", conv: list(parseAddrs), user: userDNS,
-		doc: "DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address."},
+		doc: "DNS servers pushed to clients. Empty: the server answers DNS itself at its in-pool address. In per-user and\n" +
+			"per-group files, dns, ipv4_dns and ipv6_dns add up to the session's list, which replaces the global one."},
+	{name: "ipv4_dns", ex: `["192.168.1.53"]`, scope: anyFile, field: "DNS", set: familyDNS(4), user: userFamilyDNS(4),
+		doc: "ocserv's IPv4-only synonym of dns: its servers are added to dns's."},
+	{name: "ipv6_dns", ex: `["fd00::53"]`, scope: anyFile, field: "DNS", set: familyDNS(6), user: userFamilyDNS(6),
+		doc: "ocserv's IPv6-only synonym of dns: its servers are added to dns's."},
+	{name: "nbns", def: "[]", scope: anyFile, field: "NBNS", conv: list(parseAddrs), user: userNBNS("nbns"),
+		doc: "NetBIOS name servers (WINS) pushed to clients (X-CSTP-NBNS). In per-user and per-group files, nbns,\n" +
+			"ipv4_nbns and ipv6_nbns add up to the session's list, which replaces the global one."},
+	{name: "ipv4_nbns", ex: `["192.168.1.137"]`, scope: userOnly, user: userNBNS("ipv4_nbns"),
+		doc: "ocserv's synonym of nbns in per-user and per-group files."},
+	{name: "ipv6_nbns", ex: `["fd00::137"]`, scope: userOnly, user: userNBNS("ipv6_nbns"),
+		doc: "ocserv's synonym of nbns in per-user and per-group files."},
 	{name: "dns_upstream", def: "[]", field: "DNSUpstream", conv: list(parseUpstreams), netstack: true,
 		doc: "Where the netstack's built-in resolver (used when dns is empty) sends queries: IP or IP:PORT. Empty: the\n" +
 			"host's resolver. It never answers a user with an address the user may not reach."},
-	{name: "split_dns", def: "[]", scope: anyFile, field: "SplitDNS", conv: list(parseDomains),
+	{name: "split_dns", def: "[]", scope: anyFile, field: "SplitDNS", conv: list(parseDomains), user: userSplitDNS,
 		doc: "Domains the client resolves through the tunnel (pushed as split DNS); others use the client's own DNS."},
-	{name: "tunnel_all_dns", def: "false", scope: anyFile, field: "TunnelAllDNS", conv: boolean,
+	{name: "tunnel_all_dns", def: "false", scope: anyFile, field: "TunnelAllDNS", conv: boolean, userField: "TunnelAllDNS",
 		doc: "Send every DNS query through the tunnel, even when the routes are split."},
 	{name: "default_domain", def: `""`, doc: "DNS search domain pushed to clients.", field: "DefaultDomain", conv: text},
 	{name: "route", def: "[]", scope: anyFile, field: "Routes", conv: list(parseRoutes), user: userRoutes,
 		doc: "Routes pushed to clients: CIDR, a.b.c.d/m.m.m.m or \"default\". Empty: everything."},
 	{name: "no_route", def: "[]", scope: anyFile, field: "NoRoutes", conv: list(parseRoutes), user: userNoRoutes,
 		doc: "Routes excluded from the tunnel."},
-	{name: "mtu", def: "0", scope: anyFile, field: "MTU", conv: mtu, doc: "Link MTU, 1280 to 9000 (0: 1500)."},
+	{name: "mtu", def: "0", scope: anyFile, field: "MTU", conv: mtu, userField: "MTU",
+		doc: "Link MTU, 1280 to 9000 (0: 1500)."},
 	{name: "try_mtu_discovery", def: "false", field: "TryMTUDiscovery", conv: boolean,
 		doc:   "Probe the path MTU with DPD. Not implemented yet (the client's own MTU probes are answered either way).",
 		inert: "not implemented yet: the server does not probe the MTU (it answers the client's probes either way)"},
+}
+
+// poolWhy is why ipv6_subnet_prefix is ignored in per-user and per-group files.
+const poolWhy = "every IPv6 pool hands out client prefixes of the global length"
+
+// userIPv4Network applies ipv4_network (with ipv4_netmask) in a per-user or per-group file: the session's pool.
+func userIPv4Network(p *parser, s *userState, v any) {
+	var c Config
+	setIPv4Network(p, &c, v)
+	if c.IPv4Network.IsValid() {
+		s.u.IPv4Network = c.IPv4Network
+	}
+}
+
+func userIPv4Netmask(p *parser, _ *userState, v any) { setIPv4Netmask(p, nil, v) }
+
+// userIPv6Network applies ipv6_network (with ipv6_prefix) in a per-user or per-group file: the session's IPv6
+// pool, handing out prefixes of the global ipv6_subnet_prefix.
+func userIPv6Network(p *parser, s *userState, v any) {
+	c := Config{IPv6SubnetPrefix: s.c.IPv6SubnetPrefix}
+	setIPv6Network(p, &c, v)
+	if c.IPv6Network.IsValid() {
+		s.u.IPv6Network = c.IPv6Network
+	}
+}
+
+func userIPv6Prefix(p *parser, _ *userState, v any) { setIPv6Prefix(p, nil, v) }
+
+// familyDNS applies ipv4_dns (family 4) or ipv6_dns (6) of the global file: servers added to dns's.
+func familyDNS(family int) func(p *parser, c *Config, v any) {
+	name := "ipv" + strconv.Itoa(family) + "_dns"
+	return func(p *parser, c *Config, v any) {
+		if a, ok := familyAddrs(p, name, family, v); ok {
+			c.DNS = append(c.DNS, a...)
+		}
+	}
+}
+
+// familyAddrs converts a list of addresses of one family (4 or 6).
+func familyAddrs(p *parser, key string, family int, v any) ([]netip.Addr, bool) {
+	a, ok := list(parseAddrs)(p, key, v)
+	if !ok {
+		return nil, false
+	}
+	out := a.([]netip.Addr)
+	for _, x := range out {
+		if x.Unmap().Is4() != (family == 4) {
+			p.errf(key, "%s is not an IPv%d address", x, family)
+			return nil, false
+		}
+	}
+	return out, true
 }
 
 func mtu(p *parser, key string, v any) (any, bool) {

@@ -8,7 +8,6 @@ const noWorkers = "ocgate does not fork workers"
 
 var ocservKeys = []key{
 	accepted("tls_priorities", global, "Go's TLS stack is configured by ocgate (TLS 1.2 and 1.3)"),
-	accepted("isolate_workers", global, noWorkers),
 	accepted("limit_worker_memory", global, noWorkers),
 	accepted("sec_mod_scale", global, "ocgate does not fork a security module per core"),
 	accepted("chroot_dir", global, "not supported"),
@@ -42,7 +41,10 @@ var ocservKeys = []key{
 	accepted("dh_params", global, "Go's TLS stack uses ECDHE only"),
 	accepted("listen_clear_file", global, "ocgate serves TLS only"),
 	accepted("net_priority", anyFile, "not supported"),
-	accepted("cgroup", anyFile, "not supported"),
+	accepted("cgroup", anyFile, "ocgate does not move sessions into cgroups (ocserv moves the session's worker "+
+		"process; here every session is served by the one server process)"),
+	accepted("stats_report_time", anyFile, "ocgate has no accounting (RADIUS) to send interim reports to; "+
+		"occtl and /metrics show the sessions' counters"),
 
 	accepted("ipv6_netmask", global, ""),
 	accepted("select_group_by_url", global, ""),
@@ -52,20 +54,9 @@ var ocservKeys = []key{
 	accepted("camouflage_realm", global, ""),
 	accepted("custom_header", global, ""),
 	accepted("proxy_url", global, ""),
-	accepted("acct", global, ""),
 	accepted("dtls_mtu", global, ""),
-	accepted("route_add_cmd", global, ""),
-	accepted("route_del_cmd", global, ""),
 	accepted("max_ban_score_ip", global, ""),
 	accepted("restrict_user_to_routes_cmd", global, ""),
-	accepted("ipv4_dns", anyFile, ""),
-	accepted("ipv6_dns", anyFile, ""),
-	accepted("nbns", anyFile, ""),
-	accepted("explicit_ipv6", anyFile, ""),
-	accepted("hostname", anyFile, ""),
-	accepted("stats_report_time", anyFile, ""),
 	accepted("user_profile", anyFile, ""),
 	accepted("client_bypass_protocol", anyFile, ""),
-	accepted("ipv4_nbns", userOnly, ""),
-	accepted("ipv6_nbns", userOnly, ""),
 }

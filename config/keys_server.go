@@ -14,7 +14,8 @@ var serverKeys = []key{
 	{name: "udp_listen_host", def: `""`, doc: "Address for UDP (DTLS) (empty: listen_host).", field: "UDPListenHost", conv: text},
 	{name: "tcp_port", def: "8443", doc: "TCP port (TLS).", field: "TCPPort", conv: integer(1, 65535)},
 	{name: "udp_port", def: "0", doc: "UDP port (DTLS); 0 = same as tcp_port.", field: "UDPPort", conv: integer(0, 65535)},
-	{name: "no_udp", def: "false", doc: "Disable DTLS.", scope: anyFile, field: "NoUDP", conv: boolean},
+	{name: "no_udp", def: "false", doc: "Disable DTLS: the tunnel runs over TLS only.", scope: anyFile, field: "NoUDP",
+		conv: boolean, userField: "NoUDP"},
 	{name: "dtls_psk", def: "true", field: "DTLSPSK", conv: boolean,
 		doc: "Offer openconnect's PSK-NEGOTIATE DTLS mode to clients that ask for it: the DTLS key is exported from the\n" +
 			"TLS session (docs/protocol.md §7.2). false: only the legacy DTLS 1.2 mode, resuming the session the client\n" +
@@ -40,8 +41,15 @@ var serverKeys = []key{
 	{name: "auth", def: "[]", field: "Auth", conv: list(parseAuths),
 		doc: "Authentication, ocserv syntax; several entries are all required, e.g. [\"certificate\",\n" +
 			"\"plain[passwd=users.passwd]\"]. Methods: plain[passwd=FILE,otp=OATHFILE] (an ocpasswd file, and an\n" +
-			"oath-toolkit users file whose one-time password is asked after the password), certificate.\n" +
+			"oath-toolkit users file whose one-time password is asked after the password), certificate,\n" +
+			"radius[config=FILE,groupconfig=true,nas-identifier=NAME] (FILE a radcli radiusclient.conf; groupconfig:\n" +
+			"Class \"OU=g1;g2\" names the user's groups).\n" +
 			"Empty: the generated user in the state directory's users.passwd."},
+	{name: "acct", def: "[]", ex: `["radius[config=/etc/radcli/radiusclient.conf]"]`, field: "Acct",
+		conv: list(parseAccts),
+		doc: "Accounting, ocserv syntax: radius[config=FILE] sends Start when a session connects, Interim-Update\n" +
+			"(the server's Acct-Interim-Interval) and Stop when it ends. A session whose Start no server answers is\n" +
+			"refused. The accounting servers are fixed at start; a reload does not change them."},
 	{name: "enable_auth", def: "[]", field: "EnableAuth", conv: list(parseAuths),
 		doc: "Alternatives to auth, each entry alone enough (ocserv's enable-auth), e.g. [\"certificate\"]: a client\n" +
 			"presenting a certificate logs in with it, others with auth."},
@@ -121,7 +129,32 @@ func parseAuths(p *parser, key string, in []string) []AuthMethod {
 }
 
 // supportedAuth lists the auth methods implemented so far.
-var supportedAuth = []string{"plain", "certificate"}
+var supportedAuth = []string{"plain", "certificate", "radius"}
+
+// parseAccts parses acct: at most one radius[config=FILE] entry (ocserv's acct is a single string).
+func parseAccts(p *parser, key string, in []string) []AuthMethod {
+	if len(in) > 1 {
+		p.errf(key, "%d entries: at most one accounting method", len(in))
+		return nil
+	}
+	var out []AuthMethod
+	for _, a := range in {
+		m, err := parseAuth(a)
+		if err == nil && m.Name != "radius" {
+			err = fmt.Errorf("method %q cannot do accounting (supported: radius)", m.Name)
+		}
+		if err == nil && (len(m.Params) != 1 || m.Params["config"] == "") {
+			err = errors.New("want radius[config=FILE]")
+		}
+		if err != nil {
+			p.errf(key, "%q: %v", a, err)
+			continue
+		}
+		m.Params["config"] = p.resolve(m.Params["config"])
+		out = append(out, m)
+	}
+	return out
+}
 
 // knownAuth are ocserv's methods, refused with "not supported" rather than "unknown".
 var knownAuth = []string{"plain", "certificate", "pam", "radius", "gssapi", "oidc"}
@@ -157,11 +190,18 @@ func parseAuth(s string) (AuthMethod, error) {
 	if m.Name == "plain" && m.Params["passwd"] == "" {
 		return m, errors.New("plain needs passwd=FILE")
 	}
+	if m.Name == "radius" && m.Params["config"] == "" {
+		return m, errors.New("radius needs config=FILE")
+	}
+	if g, ok := m.Params["groupconfig"]; ok && g != "true" && g != "false" {
+		return m, fmt.Errorf("groupconfig=%.20q: want true or false", g)
+	}
 	// A parameter we do not act on must not pass silently: "otp=" ignored would leave an administrator
 	// believing one-time passwords are asked for.
 	for k := range m.Params {
 		switch {
 		case m.Name == "plain" && (k == "passwd" || k == "otp"):
+		case m.Name == "radius" && (k == "config" || k == "groupconfig" || k == "nas-identifier"):
 		default:
 			return m, fmt.Errorf("parameter %q is not supported for %s", k, m.Name)
 		}
@@ -181,7 +221,7 @@ func (p *parser) checkAuth(c *Config) {
 		}
 		return n
 	}
-	if n := count(c.Auth, "plain"); n > 1 {
+	if n := count(c.Auth, "plain") + count(c.Auth, "radius"); n > 1 {
 		p.errf("auth", "%d password methods: at most one (with a certificate) can be required", n)
 	}
 	if count(c.Auth, "certificate") > 1 {

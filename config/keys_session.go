@@ -32,7 +32,7 @@ var sessionKeys = []key{
 		doc: "Send over TLS after this much DTLS silence."},
 	{name: "persistent_cookies", def: "false", field: "PersistentCookies", conv: boolean,
 		doc: "Keep the cookie valid after a user logout."},
-	{name: "deny_roaming", def: "false", scope: anyFile, field: "DenyRoaming", conv: boolean,
+	{name: "deny_roaming", def: "false", scope: anyFile, field: "DenyRoaming", conv: boolean, userField: "DenyRoaming",
 		doc: "Bind cookies to the client address that authenticated."},
 
 	{name: "max_clients", def: "1024", field: "MaxClients", conv: integer(0, 1<<24),

@@ -18,7 +18,7 @@ func TestEveryKeyInDefaults(t *testing.T) {
 			var line string
 			switch {
 			case k.status != applied:
-				line = "#   " + k.name + ": "
+				line = "#   " + k.name + " (ocserv: " + k.ocservName() + "): "
 			case k.def == "":
 				line = "# " + k.name + " = " + k.ex + "\n"
 			default:
@@ -26,6 +26,9 @@ func TestEveryKeyInDefaults(t *testing.T) {
 			}
 			if !strings.Contains(out, line) {
 				t.Fatalf("defaults lack %q", line)
+			}
+			if n := k.ocservName(); k.status == applied && !strings.Contains(out, " ocserv: "+n+".\n") && n != "" {
+				t.Errorf("defaults do not give ocserv's name %s", n)
 			}
 			if k.status != applied || k.def == "" {
 				return
@@ -162,10 +165,31 @@ func TestPerUserKeys(t *testing.T) {
 			switch {
 			case k.perUserApplied() && len(u.Warnings) != 0:
 				t.Fatalf("applied per user, but warnings %q", u.Warnings)
-			case !k.perUserApplied() && (len(u.Warnings) != 1 || !strings.Contains(u.Warnings[0], "not implemented per user yet")):
-				t.Fatalf("warnings %q, want \"not implemented per user yet\"", u.Warnings)
+			case !k.perUserApplied() && (len(u.Warnings) != 1 || !strings.Contains(u.Warnings[0], "ignored per user: "+k.userWhy)):
+				t.Fatalf("warnings %q, want \"ignored per user: %s\"", u.Warnings, k.userWhy)
 			}
 		})
+	}
+}
+
+// Every key a per-user or per-group file may set is applied there or ignored with a reason: none is accepted
+// silently (ocserv's per-user keys are all in the table).
+func TestNoPerUserKeySilentlyIgnored(t *testing.T) {
+	for _, k := range keyTable {
+		if k.scope != global && k.status == applied && !k.perUserApplied() && k.userWhy == "" {
+			t.Errorf("%s: allowed per user but neither applied there nor given a reason (userWhy)", k.name)
+		}
+	}
+	ocservPerUser := []string{"no_udp", "restrict_user_to_routes", "tunnel_all_dns", "deny_roaming", "route", "no_route",
+		"iroute", "dns", "ipv4_dns", "ipv6_dns", "nbns", "ipv4_nbns", "ipv6_nbns", "ipv4_network", "ipv6_network",
+		"ipv4_netmask", "ipv6_prefix", "ipv6_subnet_prefix", "explicit_ipv4", "explicit_ipv6", "hostname",
+		"restrict_user_to_ports", "rx_data_per_sec", "tx_data_per_sec", "net_priority", "mtu", "dpd", "mobile_dpd",
+		"idle_timeout", "mobile_idle_timeout", "keepalive", "cgroup", "user_profile", "session_timeout",
+		"max_same_clients", "stats_report_time", "split_dns"}
+	for _, name := range ocservPerUser {
+		if k := keyByName[name]; k == nil || k.scope == global {
+			t.Errorf("%s: not allowed in per-user files", name)
+		}
 	}
 }
 

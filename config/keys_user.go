@@ -6,6 +6,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -28,7 +29,13 @@ var userKeys = []key{
 	{name: "iroute", ex: `["192.168.50.0/24"]`, scope: userOnly, user: userIRoutes,
 		doc: "Networks behind this client, routed to its session."},
 	{name: "explicit_ipv4", ex: `"10.250.77.9"`, scope: userOnly, user: userExplicitIPv4,
-		doc: "The fixed address of this user, inside ipv4_network."},
+		doc: "The fixed address of this user, inside ipv4_network (the session's own when a file sets one)."},
+	{name: "explicit_ipv6", ex: `"fd00:77::9"`, scope: userOnly, user: userExplicitIPv6,
+		doc: "The fixed IPv6 address of this user, inside ipv6_network; with ipv6_subnet_prefix below 128, the\n" +
+			"address of a client prefix (its ::1, the address the client gets)."},
+	{name: "hostname", ex: `"laptop-7"`, scope: userOnly, user: userHostname,
+		doc: "The host name the CONNECT response gives the client (X-CSTP-Hostname) instead of echoing the one the\n" +
+			"client announced."},
 }
 
 // userState is what a per-user or per-group file is applied to.
@@ -59,6 +66,60 @@ func userDNS(p *parser, s *userState, v any) {
 	}
 }
 
+// userFamilyDNS applies ipv4_dns or ipv6_dns in a per-user or per-group file: added to the session's dns list.
+func userFamilyDNS(family int) func(p *parser, s *userState, v any) {
+	name := "ipv" + strconv.Itoa(family) + "_dns"
+	return func(p *parser, s *userState, v any) {
+		s.l.setDNS = true
+		if a, ok := familyAddrs(p, name, family, v); ok {
+			s.l.dns = append(s.l.dns, a...)
+		}
+	}
+}
+
+// userNBNS applies nbns, ipv4_nbns or ipv6_nbns (key) in a per-user or per-group file.
+func userNBNS(key string) func(p *parser, s *userState, v any) {
+	return func(p *parser, s *userState, v any) {
+		s.l.setNBNS = true
+		if a, ok := list(parseAddrs)(p, key, v); ok {
+			s.l.nbns = append(s.l.nbns, a.([]netip.Addr)...)
+		}
+	}
+}
+
+func userSplitDNS(p *parser, s *userState, v any) {
+	s.l.setSplitDNS = true
+	if d, ok := list(parseDomains)(p, "split_dns", v); ok {
+		s.l.splitDNS = append(s.l.splitDNS, d.([]string)...)
+	}
+}
+
+func userHostname(p *parser, s *userState, v any) {
+	str, ok := p.str("hostname", v)
+	if !ok {
+		return
+	}
+	if h := strings.TrimSuffix(strings.TrimSpace(str), "."); ValidHostname(h) {
+		s.u.Hostname = h
+	} else {
+		p.errf("hostname", "%q is not a host name (letters, digits, '-', '_' and '.', at most 253)", str)
+	}
+}
+
+// ValidHostname accepts the host names a CONNECT response may carry (the client's X-CSTP-Hostname, checked the
+// same way).
+func ValidHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 func userPorts(p *parser, s *userState, v any) {
 	r, ok := ports(p, "restrict_user_to_ports", v)
 	if !ok {
@@ -78,22 +139,36 @@ func userIRoutes(p *parser, s *userState, v any) {
 		switch {
 		case pfx.Bits() == 0:
 			p.errf("iroute", "%s: a default route cannot be an iroute", pfx)
-		case pfx.Overlaps(s.c.IPv4Network):
-			p.errf("iroute", "%s overlaps the address pool ipv4_network %s", pfx, s.c.IPv4Network)
 		default:
 			s.u.IRoutes = append(s.u.IRoutes, pfx)
 		}
 	}
 }
 
+// userExplicitIPv4 takes explicit_ipv4; checkExplicit checks it against the session's pool once the file is read.
 func userExplicitIPv4(p *parser, s *userState, v any) {
 	str, ok := p.str("explicit_ipv4", v)
 	if !ok {
 		return
 	}
-	if a, err := explicitIPv4(strings.TrimSpace(str), s.c.IPv4Network); err != nil {
-		p.errf("explicit_ipv4", "%q: %v", str, err)
-	} else {
-		s.u.ExplicitIPv4 = a
+	a, err := netip.ParseAddr(strings.TrimSpace(str))
+	if err != nil || !a.Unmap().Is4() {
+		p.errf("explicit_ipv4", "%q: not an IPv4 address", str)
+		return
 	}
+	s.u.ExplicitIPv4 = a.Unmap()
+}
+
+// userExplicitIPv6 takes explicit_ipv6; checkExplicit checks it against the session's pool once the file is read.
+func userExplicitIPv6(p *parser, s *userState, v any) {
+	str, ok := p.str("explicit_ipv6", v)
+	if !ok {
+		return
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(str))
+	if err != nil || !a.Is6() || a.Is4In6() {
+		p.errf("explicit_ipv6", "%q: not an IPv6 address", str)
+		return
+	}
+	s.u.ExplicitIPv6 = a
 }

@@ -148,6 +148,8 @@ func (p *parser) sortKeys(md toml.MetaData, perUser bool) {
 			p.warnf(name, "ignored: %s", kd.why)
 		case !perUser && kd.status == notYet:
 			p.warnf(name, "accepted but not implemented yet")
+		case perUser && !kd.perUserApplied() && kd.userWhy != "":
+			p.warnf(name, "ignored per user: %s", kd.userWhy)
 		case perUser && !kd.perUserApplied():
 			p.warnf(name, "accepted but not implemented per user yet")
 		}

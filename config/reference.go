@@ -20,8 +20,9 @@ func ReferenceMarkdown() string {
 	b.WriteString("## SYNOPSIS\n\n`ocgate -c FILE`, `ocgate config check FILE`, `ocgate config defaults`\n\n")
 	b.WriteString("## DESCRIPTION\n\nA TOML file whose keys are ocserv's option names with `-` replaced by `_`, with ocserv's meanings\n" +
 		"and value syntax. Relative paths resolve against the file's directory; durations are in seconds. Without `-c`,\n" +
-		"the server runs on the defaults below. Keys marked *per user* may also be set in the files of\n" +
-		"`config_per_user`, `config_per_group`, `default_user_config` and `default_group_config`.\n\n")
+		"the server runs on the defaults below. Each key says where it may be set: the global file only, also (*per user\n" +
+		"and per group*) the files of `config_per_user`, `config_per_group`, `default_user_config` and\n" +
+		"`default_group_config`, or only those; and its name in ocserv's files, where it has one.\n\n")
 	b.WriteString("## KEYS\n\n")
 	var accepted []*key
 	for i := range keyTable {
@@ -36,22 +37,34 @@ func ReferenceMarkdown() string {
 		} else {
 			fmt.Fprintf(&b, "Unset by default; example: `%s = %s`", k.name, k.ex)
 		}
-		switch {
-		case k.scope == anyFile && k.perUserApplied():
-			b.WriteString(" · per user and per group")
-		case k.scope == userOnly:
+		switch k.scope {
+		case global:
+			b.WriteString(" · global file only")
+		case anyFile:
+			if k.perUserApplied() {
+				b.WriteString(" · per user and per group")
+			}
+		case userOnly:
 			b.WriteString(" · per-user and per-group files only")
 		}
 		if k.netstack {
 			b.WriteString(" · netstack datapath")
 		}
+		if n := k.ocservName(); n != "" {
+			fmt.Fprintf(&b, " · ocserv: `%s`", n)
+		} else {
+			b.WriteString(" · an ocgate key (ocserv has none)")
+		}
 		b.WriteString("\n\n")
 		b.WriteString(strings.ReplaceAll(k.doc, "\n", " "))
+		if k.scope == anyFile && !k.perUserApplied() {
+			b.WriteString(" Ignored in per-user and per-group files: " + k.userWhy + ".")
+		}
 		b.WriteString("\n\n")
 	}
 	b.WriteString("## OCSERV KEYS ACCEPTED WITH A WARNING\n\nThese are accepted so that an ocserv configuration loads, and have no effect.\n\n")
 	for _, k := range accepted {
-		fmt.Fprintf(&b, "- `%s`: %s\n", k.name, k.acceptedWhy())
+		fmt.Fprintf(&b, "- `%s` (ocserv: `%s`): %s\n", k.name, k.ocservName(), k.acceptedWhy())
 	}
 	b.WriteString("\n## SEE ALSO\n\n`ocgate help`, [README.md](../README.md), [SECURITY.md](../SECURITY.md), " +
 		"[protocol.md](protocol.md)\n")

@@ -21,7 +21,7 @@ const maxUserFileSize = 64 << 10
 // UserConfig is the configuration of one session: the global values, overridden by the user's group file and then
 // by the user's own file (ocserv's order).
 //
-// Lists (route, no_route, dns, iroute) follow ocserv (src/sup-config/file.c, apply_default_config in
+// Lists (route, no_route, dns, nbns, split_dns, iroute) follow ocserv (src/sup-config/file.c, apply_default_config in
 // src/main-sec-mod-cmd.c): the lines of the group file and of the user file add up to one list, and when either
 // file sets the key at all, that list replaces the global one (iroute has none); it is not merged with it. So a
 // user file with `route = ["10.5.0.0/16"]` gives that user exactly 10.5.0.0/16 (plus the group file's routes)
@@ -32,7 +32,15 @@ type UserConfig struct {
 	Routes   []netip.Prefix // route; same syntax as the global key (incl. "default"); empty = everything
 	NoRoutes []netip.Prefix // no_route
 	IRoutes  []netip.Prefix // iroute: networks behind this client (per-user and per-group files only)
-	DNS      []netip.Addr   // dns; empty = the server answers DNS itself, as globally
+	DNS      []netip.Addr   // dns, ipv4_dns, ipv6_dns; empty = the server answers DNS itself, as globally
+	NBNS     []netip.Addr   // nbns, ipv4_nbns, ipv6_nbns
+	SplitDNS []string       // split_dns
+
+	TunnelAllDNS bool   // tunnel_all_dns
+	NoUDP        bool   // no_udp: no DTLS for this session
+	DenyRoaming  bool   // deny_roaming: the cookie works only from the address that logged in
+	MTU          int    // mtu; 0 = 1500
+	Hostname     string // hostname (per-user and per-group files only): sent instead of the client's; "" = echo it
 
 	// RestrictToRoutes (restrict_user_to_routes) limits the session to destinations inside Routes and outside
 	// NoRoutes; with a default route, only NoRoutes are refused (ocserv's sample.config).
@@ -51,9 +59,16 @@ type UserConfig struct {
 	IdleTimeout, MobileIdleTimeout, SessionTimeout time.Duration // 0 = none
 	DPD, MobileDPD, Keepalive                      time.Duration
 
+	// IPv4Network and IPv6Network (ipv4_network, ipv6_network) are the pools the session's addresses come from:
+	// the global ones unless a per-user or per-group file names its own. IPv6Network is invalid without IPv6.
+	IPv4Network, IPv6Network netip.Prefix
+
 	// ExplicitIPv4 (explicit_ipv4) is the fixed address of this user; the zero Addr means one from the pool. It is
-	// inside ipv4_network and is none of its network, broadcast and server (first usable) addresses.
+	// inside IPv4Network and is none of its network, broadcast and server (first usable) addresses.
 	ExplicitIPv4 netip.Addr
+	// ExplicitIPv6 (explicit_ipv6) is the fixed IPv6 address of this user; the zero Addr means one from the pool.
+	// It is a client address of IPv6Network (explicitIPv6).
+	ExplicitIPv6 netip.Addr
 
 	MaxSameClients int // max_same_clients; 0 = unlimited
 
@@ -65,8 +80,10 @@ type UserConfig struct {
 // which replaces the global list when either file set the key.
 type userLists struct {
 	routes, noRoutes               []netip.Prefix
-	dns                            []netip.Addr
+	dns, nbns                      []netip.Addr
+	splitDNS                       []string
 	setRoutes, setNoRoutes, setDNS bool
+	setNBNS, setSplitDNS           bool
 	ports                          PortRules // restrict_user_to_ports: replaces the global list when not empty
 }
 
@@ -100,6 +117,9 @@ func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if err := c.checkExplicit(uc); err != nil { // a group file's network against the user file's address
+		return nil, fmt.Errorf("%s: %w", strings.Join(uc.Files, ", "), err)
+	}
 	if l.setRoutes {
 		uc.Routes = l.routes
 	}
@@ -108,6 +128,12 @@ func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
 	}
 	if l.setDNS {
 		uc.DNS = l.dns
+	}
+	if l.setNBNS {
+		uc.NBNS = l.nbns
+	}
+	if l.setSplitDNS {
+		uc.SplitDNS = l.splitDNS
 	}
 	if !l.ports.Empty() {
 		uc.Ports = l.ports
@@ -125,9 +151,17 @@ func (c *Config) UserConfig(user string, groups []string) (*UserConfig, error) {
 // baseUserConfig is the configuration of a session without per-user or per-group files.
 func (c *Config) baseUserConfig() *UserConfig {
 	return &UserConfig{
+		IPv4Network:       c.IPv4Network,
+		IPv6Network:       c.IPv6Network,
 		Routes:            slices.Clone(c.Routes),
 		NoRoutes:          slices.Clone(c.NoRoutes),
 		DNS:               slices.Clone(c.DNS),
+		NBNS:              slices.Clone(c.NBNS),
+		SplitDNS:          slices.Clone(c.SplitDNS),
+		TunnelAllDNS:      c.TunnelAllDNS,
+		NoUDP:             c.NoUDP,
+		DenyRoaming:       c.DenyRoaming,
+		MTU:               c.MTU,
 		RestrictToRoutes:  c.RestrictUserToRoutes,
 		ClientToClient:    c.ClientToClient,
 		Ports:             c.RestrictUserToPorts.clone(),
@@ -230,10 +264,58 @@ func (c *Config) parseUserFile(data []byte, path string, uc *UserConfig, l *user
 			}
 		}
 	}
+	if err := c.checkExplicit(uc); err != nil {
+		switch {
+		case uc.ExplicitIPv6.IsValid() && strings.HasPrefix(err.Error(), "explicit_ipv6"):
+			p.errf("explicit_ipv6", "%s", strings.TrimPrefix(err.Error(), "explicit_ipv6: "))
+		default:
+			p.errf("explicit_ipv4", "%s", strings.TrimPrefix(err.Error(), "explicit_ipv4: "))
+		}
+	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}
 	return p.warns, nil
+}
+
+// checkExplicit checks the fixed addresses against the session's pools.
+func (c *Config) checkExplicit(uc *UserConfig) error {
+	if a := uc.ExplicitIPv4; a.IsValid() {
+		if _, err := explicitIPv4(a.String(), uc.IPv4Network); err != nil {
+			return fmt.Errorf("explicit_ipv4: %q: %w", a, err)
+		}
+	}
+	if a := uc.ExplicitIPv6; a.IsValid() {
+		if err := explicitIPv6(a, uc.IPv6Network, c.IPv6SubnetPrefix); err != nil {
+			return fmt.Errorf("explicit_ipv6: %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// explicitIPv6 checks a fixed IPv6 address against the pool pool, whose clients get /sub prefixes: a must be
+// a client's address there (the prefix's first address, or its ::1 when the prefix is wider than one address),
+// outside the server's own prefix.
+func explicitIPv6(a netip.Addr, pool netip.Prefix, sub int) error {
+	if !pool.IsValid() {
+		return errors.New("no ipv6_network")
+	}
+	if !pool.Contains(a) {
+		return fmt.Errorf("outside ipv6_network %s", pool)
+	}
+	block := netip.PrefixFrom(a, sub).Masked()
+	client := block.Addr()
+	if sub < 128 {
+		client = client.Next()
+	}
+	if a != client {
+		return fmt.Errorf("with ipv6_subnet_prefix %d a client's address is its prefix's ::1 (%s)", sub, client)
+	}
+	gw := pool.Masked().Addr().Next()
+	if block.Contains(gw) || block.Contains(pool.Masked().Addr()) {
+		return fmt.Errorf("the server's own prefix in ipv6_network %s", pool)
+	}
+	return nil
 }
 
 // explicitIPv4 checks a fixed address against the pool: inside it, and none of its network address, its
@@ -290,6 +372,55 @@ func (c *Config) knownIRoutes() []netip.Prefix {
 			}
 		}
 	}
+	return out
+}
+
+// UserNetworks are the pools that per-user and per-group files (and default_user_config, default_group_config)
+// name with ipv4_network or ipv6_network, other than the global ones, sorted: the datapaths serve them from the
+// start, and a login naming another one (a file edited since) is refused until the server restarts. Files that
+// cannot be read or parsed are skipped (CheckUserConfigs reports them).
+func (c *Config) UserNetworks() []netip.Prefix {
+	var out []netip.Prefix
+	add := func(path string) {
+		data, err := readUserFile(path)
+		if err != nil {
+			return
+		}
+		uc := c.baseUserConfig()
+		if _, err := c.parseUserFile(data, path, uc, &userLists{}); err != nil {
+			return
+		}
+		for _, n := range []netip.Prefix{uc.IPv4Network, uc.IPv6Network} {
+			if n.IsValid() && n != c.IPv4Network && n != c.IPv6Network && !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	for _, dir := range []string{c.ConfigPerUser, c.ConfigPerGroup} {
+		if dir == "" {
+			continue
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if checkName(e.Name()) == nil {
+				add(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	for _, path := range []string{c.DefaultUserConfig, c.DefaultGroupConfig} {
+		if path != "" {
+			add(path)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if a.Addr().Is4() != b.Addr().Is4() {
+			if a.Addr().Is4() {
+				return -1
+			}
+			return 1
+		}
+		return a.Addr().Compare(b.Addr())
+	})
 	return out
 }
 
@@ -352,5 +483,21 @@ func (c *Config) CheckUserConfigs() (warnings []string, errs []error) {
 	if c.DefaultGroupConfig != "" {
 		check(c.DefaultGroupConfig, false)
 	}
+	if err := PoolsOverlap(append([]netip.Prefix{c.IPv4Network, c.IPv6Network}, c.UserNetworks()...)); err != nil {
+		errs = append(errs, err)
+	}
 	return warnings, errs
+}
+
+// PoolsOverlap reports two different pools of which one contains the other: both would lease the same addresses.
+func PoolsOverlap(pools []netip.Prefix) error {
+	for i, a := range pools {
+		for _, b := range pools[i+1:] {
+			if a.IsValid() && b.IsValid() && a != b && a.Overlaps(b) {
+				return fmt.Errorf("the address pools %s and %s overlap (ipv4_network, ipv6_network in the "+
+					"configuration and in per-user and per-group files)", a, b)
+			}
+		}
+	}
+	return nil
 }

@@ -157,7 +157,8 @@ func waitUsage(t *testing.T, s *server, max int, what string) usage {
 // limits, rate_limit_ms served the attack's backlog first and max_clients counted every connection: no login got
 // through.)
 func TestSlowloris(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the attack loads both cores, and a neighbour's download through ocproxy then fails
+	// ("transfer closed"); alone, the only client it can disturb is the one it measures.
 	// Bans off: the caps alone must hold (an attacker can stay under the ban score by pacing itself).
 	ns, s, idleLogin, base := startIdleServer(t, "max_ban_score = 0")
 
@@ -218,7 +219,8 @@ func TestSlowloris(t *testing.T) {
 // meanwhile, and addresses sending random bytes are banned: their connections alone (a point each) stay under
 // max_ban_score (80); their failed handshakes take them over it.
 func TestHandshakeFlood(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the attack loads both cores, and a neighbour's download through ocproxy then fails
+	// ("transfer closed"); alone, the only client it can disturb is the one it measures.
 	ns, s, idleLogin, base := startIdleServer(t, "")
 
 	var refused atomic.Int64
@@ -298,7 +300,8 @@ func TestHostileAuthXML(t *testing.T) {
 // bytes and forged DTLS records from other ports, and the client's own captured datagrams replayed from its
 // address and port. The download completes over DTLS, and the server never drops the session's DTLS.
 func TestDTLSDatagramFlood(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the attack loads both cores, and a neighbour's download through ocproxy then fails
+	// ("transfer closed"); alone, the only client it can disturb is the one it measures.
 	ns := newNetns(t)
 	ns.startTarget()
 	s := startServer(t, ns, newServerDir(t), `route = ["10.77.0.0/24"]`)

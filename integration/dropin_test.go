@@ -29,7 +29,7 @@ func TestDropinImportDebian(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ocgate config import: %v\n%s", err, b)
 	}
-	for _, want := range []string{"carried over (28)", `set datapath = "tun" to keep ocserv's behaviour`, ": OK"} {
+	for _, want := range []string{"carried over (30)", `set datapath = "tun" to keep ocserv's behaviour`, ": OK"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("report lacks %q:\n%s", want, b)
 		}
@@ -61,8 +61,9 @@ func TestDropinEmptyPassword(t *testing.T) {
 	t.Parallel()
 	for _, tun := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tun=%v", tun), func(t *testing.T) {
-			// No bans: waitLogin tries until the server has reread the password file.
-			r := newRig(t, tun, "route = [\"10.77.0.0/24\"]\nmax_ban_score = 0")
+			// No bans and no per-source rate: waitLogin tries until the server has reread the password file, with
+			// more connections a second than rate_limit_ms lets one address open.
+			r := newRig(t, tun, "route = [\"10.77.0.0/24\"]\nmax_ban_score = 0\nrate_limit_ms = 0")
 			f, err := os.OpenFile(filepath.Join(r.dir, "users.passwd"), os.O_APPEND|os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)

@@ -221,6 +221,12 @@ func newBareNetns(t testing.TB) *netns {
 	ns.must("ip", "netns", "add", name)
 	t.Cleanup(ns.remove)
 	ns.must("ip", "-n", name, "link", "set", "lo", "up")
+	// ocproxy aborts a SOCKS connection (a reset into the tunnel, "transfer closed" for curl) when its write to the
+	// local socket fails with EAGAIN, i.e. when curl falls behind by a full socket buffer, which happens on a
+	// loaded machine. Large socket buffers in the test namespaces let curl fall behind by as much as any test
+	// downloads instead.
+	ns.must("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.tcp_wmem=4096 33554432 67108864",
+		"net.ipv4.tcp_rmem=4096 131072 67108864")
 	return ns
 }
 

@@ -39,7 +39,12 @@ func TestIPv6InsideTheTunnel(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the client's TUN to carry "+ip6, func() bool {
 		o, _ := c.ns.output(5*time.Second, "ip", "-6", "addr", "show", "dev", "tun0")
-		return strings.Contains(o, ip6+"/128")
+		// Not "tentative": until duplicate address detection is over, the kernel cannot use the address.
+		return strings.Contains(o, ip6+"/128") && !strings.Contains(o, "tentative")
+	})
+	waitFor(t, 10*time.Second, "the client's script to route fd99::/64 into the tunnel", func() bool {
+		o, _ := c.ns.output(5*time.Second, "ip", "-6", "route", "show", "dev", "tun0")
+		return strings.Contains(o, "fd99::/64")
 	})
 
 	const n = 16 << 20

@@ -150,11 +150,11 @@ func (p *port) Send(pkt []byte) error {
 	}
 	// Echo requests to anything but the gateway are answered from the host (icmp.go), never by the stack.
 	if proto == ipv4.ProtocolNumber && len(pkt) > 20 && pkt[9] == icmpProtocolNumber &&
-		[4]byte(pkt[16:20]) != p.s.gw4 && p.takeEcho(pkt) {
+		!p.s.isGateway4([4]byte(pkt[16:20])) && p.takeEcho(pkt) {
 		return nil
 	}
 	if proto == ipv6.ProtocolNumber && len(pkt) > 40 && pkt[6] == icmpv6ProtocolNumber && pkt[40] == 128 &&
-		netip.AddrFrom16([16]byte(pkt[24:40])) != p.s.cfg.Gateway6 && p.takeEcho6(pkt) {
+		!p.s.isGateway(netip.AddrFrom16([16]byte(pkt[24:40]))) && p.takeEcho6(pkt) {
 		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type Config struct {
 	// Gateway6 and Pool6 are the IPv6 counterparts (invalid: no IPv6 inside the tunnel).
 	Gateway6 netip.Addr
 	Pool6    netip.Prefix
+	// UserPools are more client networks, IPv4 or IPv6 (ipv4_network, ipv6_network in per-user and per-group
+	// files): the server's address in each is its first usable one, a gateway like Gateway (echo, DNS).
+	UserPools []netip.Prefix
 	// ServeDNS answers DNS (UDP and TCP port 53) at Gateway by resolving with Resolver.
 	ServeDNS bool
 	// Resolver resolves DNS queries; nil means Upstream's servers, or net.DefaultResolver (the host's resolver)
@@ -118,7 +122,8 @@ type Stack struct {
 	// hostAddrs watches the host's addresses for the policy when the Config named none (closed with the stack).
 	hostAddrs *egress.HostAddrs
 	pinger    pinger          // nil: echo requests to the world are dropped
-	gw4       [4]byte         // the gateway, as the packet path compares it
+	gateways  []netip.Addr    // the server's in-pool addresses: Gateway, Gateway6 and the UserPools' (isGateway)
+	gw4       [][4]byte       // the IPv4 ones, as the packet path compares them
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
 	stats     counters
@@ -182,9 +187,16 @@ func New(cfg Config) (*Stack, error) {
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	cfg.Policy.Pools = []netip.Prefix{cfg.Pool, cfg.Pool6}
+	gateways := []netip.Addr{cfg.Gateway}
+	if cfg.Gateway6.IsValid() {
+		gateways = append(gateways, cfg.Gateway6)
+	}
+	for _, n := range cfg.UserPools {
+		gateways = append(gateways, n.Masked().Addr().Next())
+	}
+	cfg.Policy.Pools = append([]netip.Prefix{cfg.Pool, cfg.Pool6}, cfg.UserPools...)
 	cfg.Policy.ClientBits6 = 128 // sessions are looked up by their exact addresses (Stack.lookup)
-	cfg.Policy.Gateways = []netip.Addr{cfg.Gateway, cfg.Gateway6}
+	cfg.Policy.Gateways = gateways
 	cfg.Policy.HostSockets = true
 	var hostAddrs *egress.HostAddrs // ours to close
 	if cfg.Policy.HostAddrs == nil {
@@ -200,8 +212,11 @@ func New(cfg Config) (*Stack, error) {
 	}
 	gvlogOnce.Do(func() { gvlog.SetTarget(gvisorLog{cfg.Logger}) })
 	s := &Stack{cfg: cfg, log: cfg.Logger, dialer: cfg.Dialer, policy: policy, hostAddrs: hostAddrs}
-	if cfg.Gateway.Is4() {
-		s.gw4 = cfg.Gateway.As4()
+	s.gateways = gateways
+	for _, g := range gateways {
+		if g.Is4() {
+			s.gw4 = append(s.gw4, g.As4())
+		}
 	}
 	var err error
 	if s.pinger, err = newPinger(cfg.ICMP); err != nil {
@@ -263,20 +278,15 @@ func New(cfg Config) (*Stack, error) {
 	if err := s.stack.SetSpoofing(nicID, true); err != nil {
 		return fail("enabling spoofing", err)
 	}
-	// Step 5: the gateway is a real address of the NIC, so ICMP echo to it is answered by the stack.
-	gw := tcpip.ProtocolAddress{AddressWithPrefix: tcpip.AddrFromSlice(cfg.Gateway.AsSlice()).WithPrefix()}
-	gw.Protocol = ipv4.ProtocolNumber
-	if cfg.Gateway.Is6() {
-		gw.Protocol = ipv6.ProtocolNumber
-	}
-	if err := s.stack.AddProtocolAddress(nicID, gw, stack.AddressProperties{}); err != nil {
-		return fail("adding the gateway address", err)
-	}
-	if cfg.Gateway6.Is6() {
-		gw6 := tcpip.ProtocolAddress{Protocol: ipv6.ProtocolNumber,
-			AddressWithPrefix: tcpip.AddrFromSlice(cfg.Gateway6.AsSlice()).WithPrefix()}
-		if err := s.stack.AddProtocolAddress(nicID, gw6, stack.AddressProperties{}); err != nil {
-			return fail("adding the IPv6 gateway address", err)
+	// Step 5: the gateways are real addresses of the NIC, so ICMP echo to them is answered by the stack.
+	for _, g := range gateways {
+		gw := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddrFromSlice(g.AsSlice()).WithPrefix()}
+		if g.Is6() {
+			gw.Protocol = ipv6.ProtocolNumber
+		}
+		if err := s.stack.AddProtocolAddress(nicID, gw, stack.AddressProperties{}); err != nil {
+			return fail("adding the gateway address "+g.String(), err)
 		}
 	}
 	// Step 6: everything routes to the NIC (replies go back to the session that owns the destination).
@@ -340,6 +350,12 @@ func (s *Stack) detach(p *port) {
 		s.ports.CompareAndDelete(a, p)
 	}
 }
+
+// isGateway reports whether a is one of the server's in-pool addresses.
+func (s *Stack) isGateway(a netip.Addr) bool { return slices.Contains(s.gateways, a) }
+
+// isGateway4 is isGateway for an IPv4 address as the packet path holds it.
+func (s *Stack) isGateway4(a [4]byte) bool { return slices.Contains(s.gw4, a) }
 
 // lookup finds the session holding address a, without locks.
 func (s *Stack) lookup(a netip.Addr) *port {

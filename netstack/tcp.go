@@ -35,7 +35,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	defer s.contain(p, "TCP flow")
 	srcAP, dstAP := netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort)
-	if dst == s.cfg.Gateway {
+	if s.isGateway(dst) {
 		if s.cfg.ServeDNS && id.LocalPort == 53 && p.acquireDNSFlow() {
 			defer p.releaseDNSFlow()
 			if !p.acquireFlow() {

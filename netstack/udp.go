@@ -32,9 +32,9 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 	if p == nil || p.closed.Load() || s.ctx.Err() != nil {
 		return true
 	}
-	dnsFlow := dst == s.cfg.Gateway && id.LocalPort == 53 && s.cfg.ServeDNS
+	dnsFlow := s.isGateway(dst) && id.LocalPort == 53 && s.cfg.ServeDNS
 	if !dnsFlow {
-		if dst == s.cfg.Gateway {
+		if s.isGateway(dst) {
 			return false // nothing listens: the stack answers port unreachable
 		}
 		if v := p.decide(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)); v != egress.Allow {

@@ -9,6 +9,7 @@ package protocol
 //	                   the DTLS codec
 //	attachTunnel       the session takes the tunnel (address lease and datapath port at the first CONNECT;
 //	                   takeover of a previous tunnel)
+//	runRouteCmds       route_add_cmd for each iroute, at the first CONNECT
 //	runConnectScript   connect_script (and host_update_script) for each tunnel connection; a reconnect or a
 //	                   takeover first runs disconnect_script for the connection it replaces
 //	writeConnectResponse  the tunnel parameters, in one TLS write
@@ -26,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"ocgate/config"
 	"ocgate/protocol/compress"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
@@ -42,6 +44,9 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 	dtlsHdr := s.offerDTLS(st, req, sess, t)
 	if !s.attachTunnel(st, req, sess, t) {
 		return
+	}
+	if t.firstConnect && len(sess.pcfg.iroutes) > 0 {
+		s.runRouteCmds(sess, "route-add")
 	}
 	if !s.runConnectScript(st, sess, t) {
 		return
@@ -73,7 +78,7 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
 		return nil, false
 	}
-	if s.cfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
+	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
 		return nil, false
 	}
@@ -91,7 +96,7 @@ func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tu
 	if isMobile(req, sess) {
 		dpd, idle = sess.ucfg.MobileDPD, sess.ucfg.MobileIdleTimeout
 	}
-	base, mtu := s.tunnelMTU(req, st.remote)
+	base, mtu := tunnelMTU(req, st.remote, sess.ucfg.MTU)
 	// Frames are read straight from the TLS connection, which holds a decrypted record already: the request
 	// reader's 4 KiB buffer would only add a copy, and it is most of an idle session's memory after the TLS and
 	// DTLS state. A client that sent frames before our answer keeps it until the end.
@@ -150,7 +155,7 @@ func codecName(c compress.Codec) string {
 // since the ClientHello may follow within milliseconds.
 func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel) (hdr []string) {
 	d := s.dtls.Load()
-	if d == nil || s.cfg.NoUDP {
+	if d == nil || sess.ucfg.NoUDP {
 		return nil
 	}
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -193,7 +198,7 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	sess.mu.Lock()
 	if !sess.addr.IsValid() { // facts for the scripts, from the CONNECT that creates the device
 		sess.localReal = st.local
-		if hn := req.get("X-CSTP-Hostname"); validHostname(hn) {
+		if hn := req.get("X-CSTP-Hostname"); config.ValidHostname(hn) {
 			sess.hostname = hn
 		}
 		sess.deviceType = req.get("X-AnyConnect-Identifier-DeviceType")
@@ -205,7 +210,7 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 	sess.mu.Unlock()
 	// IPv6 inside the tunnel: when the pool has it, the client takes it (openconnect sends
 	// "X-CSTP-Address-Type: IPv6,IPv4" and the full-capability header) and the tunnel can carry it (MTU >= 1280).
-	want6 := s.pool6 != nil && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
+	want6 := sess.ucfg.IPv6Network.IsValid() && t.mtu >= 1280 && strings.Contains(req.get("X-CSTP-Address-Type"), "IPv6") &&
 		req.get("X-CSTP-Full-IPv6-Capability") == "true"
 	first, err := sess.attach(t, st.remote, want6)
 	if err == nil {
@@ -223,6 +228,10 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 		return false
 	}
 	t.firstConnect = first
+	if first && !s.acctStart(st, sess) {
+		t.stopDTLS()
+		return false
+	}
 	sess.mu.Lock()
 	port := sess.port
 	sess.mu.Unlock()
@@ -336,12 +345,12 @@ func isMobile(req *request, sess *Session) bool {
 }
 
 // tunnelMTU computes the link ("base") MTU and the tunnel MTU as ocserv does (docs/protocol.md §7.8): the link is the
-// smaller of the configured MTU (default 1500) and the client's X-CSTP-Base-MTU; the tunnel MTU leaves room for
-// the outer IP and UDP headers. The DTLS record overhead is subtracted once DTLS is offered.
-func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) {
+// smaller of the configured MTU (the session's mtu, default 1500) and the client's X-CSTP-Base-MTU; the tunnel MTU
+// leaves room for the outer IP and UDP headers. The DTLS record overhead is subtracted once DTLS is offered.
+func tunnelMTU(req *request, remote netip.AddrPort, configured int) (base, mtu int) {
 	base = 1500
-	if s.cfg.MTU > 0 {
-		base = s.cfg.MTU
+	if configured > 0 {
+		base = configured
 	}
 	if v, err := strconv.Atoi(req.get("X-CSTP-Base-MTU")); err == nil && v >= 1280 && v < base {
 		base = v
@@ -355,14 +364,17 @@ func (s *Server) tunnelMTU(req *request, remote netip.AddrPort) (base, mtu int) 
 
 // connectHeaders renders the CONNECT response (docs/protocol.md §5.3). It is written in one TLS write.
 func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.Addr, base, mtu int, dpd, idle time.Duration, extra []string) []byte {
-	cfg := s.conf() // the reloadable keys below: a reload applies them to the next CONNECT
+	cfg := s.conf() // the reloadable global keys below: a reload applies them to the next CONNECT
+	uc := sess.ucfg // the per-user ones, fixed at login
 	var b strings.Builder
 	h := func(name, value string) { b.WriteString(name + ": " + value + "\r\n") }
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
 	b.WriteString("HTTP/1.1 200 CONNECTED\r\n")
 	h("X-CSTP-Version", "1")
 	h("X-CSTP-Server-Name", "ocgate "+s.version)
-	if hn := req.get("X-CSTP-Hostname"); validHostname(hn) {
+	if uc.Hostname != "" {
+		h("X-CSTP-Hostname", uc.Hostname) // the per-user hostname, as ocserv
+	} else if hn := req.get("X-CSTP-Hostname"); config.ValidHostname(hn) {
 		h("X-CSTP-Hostname", hn)
 	}
 	h("X-CSTP-DPD", secs(dpd))
@@ -370,14 +382,20 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 		h("X-CSTP-Default-Domain", cfg.DefaultDomain)
 	}
 	h("X-CSTP-Address", addr.String())
-	h("X-CSTP-Netmask", s.pool.Netmask().String())
+	pool, pool6 := sess.leasePools()
+	h("X-CSTP-Netmask", pool.Netmask().String())
 	if addr6.IsValid() {
-		h("X-CSTP-Address-IP6", netip.PrefixFrom(addr6, s.pool6.SubnetBits()).String())
+		h("X-CSTP-Address-IP6", netip.PrefixFrom(addr6, pool6.SubnetBits()).String())
 	}
 	pc := &sess.pcfg
 	for _, d := range pc.dns {
 		if d.Is4() || addr6.IsValid() {
 			h("X-CSTP-DNS", d.String()) // openconnect takes IPv6 resolvers in this header too
+		}
+	}
+	for _, d := range uc.NBNS {
+		if d.Is4() || addr6.IsValid() {
+			h("X-CSTP-NBNS", d.String())
 		}
 	}
 	all := false
@@ -405,17 +423,17 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 			h("X-CSTP-Split-Exclude-IP6", r.Masked().String())
 		}
 	}
-	for _, d := range cfg.SplitDNS {
+	for _, d := range uc.SplitDNS {
 		h("X-CSTP-Split-DNS", d)
 	}
-	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all || cfg.TunnelAllDNS))
-	h("X-CSTP-Keepalive", secs(sess.ucfg.Keepalive))
+	h("X-CSTP-Tunnel-All-DNS", strconv.FormatBool(all || uc.TunnelAllDNS))
+	h("X-CSTP-Keepalive", secs(uc.Keepalive))
 	if idle > 0 {
 		h("X-CSTP-Idle-Timeout", secs(idle))
 	} else {
 		h("X-CSTP-Idle-Timeout", "none")
 	}
-	if st := sess.ucfg.SessionTimeout; st > 0 {
+	if st := uc.SessionTimeout; st > 0 {
 		h("X-CSTP-Session-Timeout", secs(st))
 	} else {
 		h("X-CSTP-Session-Timeout", "none")
@@ -444,16 +462,4 @@ func dottedRoute(p netip.Prefix) string {
 		m = 0
 	}
 	return fmt.Sprintf("%s/%d.%d.%d.%d", p.Masked().Addr(), byte(m>>24), byte(m>>16), byte(m>>8), byte(m))
-}
-
-func validHostname(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
 }

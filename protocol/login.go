@@ -8,6 +8,7 @@ package protocol
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -124,6 +125,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		s.log.Error("per-user configuration", "user", id.User, "err", err)
 		return nil, errLimit("The server could not load your configuration; contact the administrator.")
 	}
+	applyGrants(uc, id.Grants)
 	for _, w := range uc.Warnings {
 		s.log.Warn(w, "user", id.User)
 	}
@@ -138,6 +140,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		authAddr:  st.remote.Addr(),
 		rxLimit:   newTokenBucket(uc.RxDataPerSec),
 		txLimit:   newTokenBucket(uc.TxDataPerSec),
+		grants:    id.Grants,
 		ucfg:      uc,
 		pcfg: sessionPolicy{
 			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,
@@ -146,6 +149,11 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	}
 	if len(sess.pcfg.dns) == 0 {
 		sess.pcfg.dns = s.dns
+		// The netstack's resolver answers at every pool's gateway: a session of its own pool gets that one's.
+		if n := uc.IPv4Network; n.IsValid() && n != s.pool.Prefix() && slices.Contains(s.dns, s.pool.Gateway()) {
+			sess.pcfg.dns = slices.Clone(s.dns)
+			sess.pcfg.dns[slices.Index(s.dns, s.pool.Gateway())] = n.Masked().Addr().Next()
+		}
 	}
 	cookie, err := s.minter.MintCookie()
 	if err != nil {

@@ -51,7 +51,12 @@ func (p *Pool6) Prefix() netip.Prefix {
 	}
 	return p.prefix
 }
-func (p *Pool6) SubnetBits() int { return p.sub }
+func (p *Pool6) SubnetBits() int {
+	if p == nil {
+		return 0
+	}
+	return p.sub
+}
 
 // Gateway is the server's own address inside the pool (the zero Addr for a nil pool).
 func (p *Pool6) Gateway() netip.Addr {
@@ -111,6 +116,42 @@ func (p *Pool6) Acquire(user string) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, ErrPool6Exhausted
+}
+
+// ErrAddress6InUse is returned by AcquireAddr when the address is leased already.
+var ErrAddress6InUse = errors.New("the fixed IPv6 address is in use by another session")
+
+// AcquireAddr leases the client prefix whose client address is a (explicit_ipv6): a's block must be one Acquire
+// could hand out, and a that block's client address.
+func (p *Pool6) AcquireAddr(a netip.Addr) error {
+	if !p.prefix.Contains(a) {
+		return fmt.Errorf("address %s is outside the IPv6 pool %s", a, p.prefix)
+	}
+	b, n := a.As16(), p.prefix.Addr().As16()
+	hi := binary.BigEndian.Uint64(b[:8]) - binary.BigEndian.Uint64(n[:8]) // a is inside: no borrow beyond lo
+	lo := binary.BigEndian.Uint64(b[8:]) - binary.BigEndian.Uint64(n[8:])
+	if lo > binary.BigEndian.Uint64(b[8:]) {
+		hi--
+	}
+	var i uint64 // (hi:lo) >> (128-sub), which is below 2^(sub-bits)
+	switch shift := uint(128 - p.sub); {
+	case shift >= 64:
+		i = hi >> (shift - 64)
+	case shift == 0:
+		i = lo
+	default:
+		i = hi<<(64-shift) | lo>>shift
+	}
+	if i < p.reserved || i >= p.blocks || p.block(i) != a {
+		return fmt.Errorf("address %s is not a client address of the IPv6 pool %s (client prefixes /%d)", a, p.prefix, p.sub)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, taken := p.leased[a]; taken {
+		return ErrAddress6InUse
+	}
+	p.leased[a] = struct{}{}
+	return nil
 }
 
 // Release returns a leased address's prefix to the pool.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -146,5 +147,74 @@ func TestPoolFillsAndWraps(t *testing.T) {
 	}
 	if _, err := small.Acquire("y"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("/30 second lease: %v", err)
+	}
+}
+
+func TestPool6AcquireAddr(t *testing.T) {
+	tests := []struct {
+		name, pool string
+		sub        int
+		addr       string
+		ok         bool
+	}{
+		{"a client address of /128 prefixes", "fd00:9::/64", 128, "fd00:9::9", true},
+		{"the server's own address", "fd00:9::/64", 128, "fd00:9::1", false},
+		{"the network address", "fd00:9::/64", 128, "fd00:9::", false},
+		{"outside the pool", "fd00:9::/64", 128, "fd00:8::9", false},
+		{"the ::1 of a /96 client prefix", "fd00:9::/64", 96, "fd00:9::2:0:1", true},
+		{"not the client address of its /96 prefix", "fd00:9::/64", 96, "fd00:9::2:0:2", false},
+		{"the server's /96 prefix", "fd00:9::/64", 96, "fd00:9::1", false},
+		{"a /80 client prefix in a /48", "fd00:9::/48", 80, "fd00:9:0:7:1::1", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := NewPool6(netip.MustParsePrefix(tc.pool), tc.sub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := netip.MustParseAddr(tc.addr)
+			err = p.AcquireAddr(a)
+			if (err == nil) != tc.ok {
+				t.Fatalf("AcquireAddr(%s) = %v, want ok=%v", a, err, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			if err := p.AcquireAddr(a); !errors.Is(err, ErrAddress6InUse) {
+				t.Errorf("second AcquireAddr(%s) = %v, want ErrAddress6InUse", a, err)
+			}
+			p.Release(a)
+			if err := p.AcquireAddr(a); err != nil {
+				t.Errorf("AcquireAddr(%s) after Release = %v", a, err)
+			}
+		})
+	}
+}
+
+// A per-user network becomes a pool at its first use, the same pool for the next session; a network the datapath
+// was not started with is refused.
+func TestPools(t *testing.T) {
+	main, _ := NewPool(netip.MustParsePrefix("10.250.77.0/24"))
+	user := netip.MustParsePrefix("10.9.0.0/24")
+	user6 := netip.MustParsePrefix("fd00:9::/64")
+	ps := newPools(main, nil, 128, []netip.Prefix{user, user6})
+	if p, err := ps.pool4(netip.Prefix{}); p != main || err != nil {
+		t.Errorf("pool4(none) = %v, %v", p, err)
+	}
+	p, err := ps.pool4(user)
+	if err != nil || p.Gateway() != netip.MustParseAddr("10.9.0.1") {
+		t.Fatalf("pool4(%s) = %v, %v", user, p, err)
+	}
+	if again, _ := ps.pool4(user); again != p {
+		t.Error("a second session of the network got another pool")
+	}
+	if p6, err := ps.pool6(netip.Prefix{}); p6 != nil || err != nil {
+		t.Errorf("pool6(none) without global IPv6 = %v, %v", p6, err)
+	}
+	if p6, err := ps.pool6(user6); err != nil || p6.Gateway() != netip.MustParseAddr("fd00:9::1") {
+		t.Errorf("pool6(%s) = %v, %v", user6, p6, err)
+	}
+	if _, err := ps.pool4(netip.MustParsePrefix("10.8.0.0/24")); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Errorf("an unknown network: %v", err)
 	}
 }

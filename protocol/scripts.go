@@ -14,6 +14,10 @@ package protocol
 //	             not after a connect script that refused the session. A connection that is lost without a
 //	             reconnect gets its disconnect when the session ends (cookie_timeout later), not at once as in ocserv.
 //
+//	route-add    route_add_cmd, once per iroute, when the session's device exists (its first CONNECT), before
+//	             connect; a failure is logged and the session goes on (ocserv's apply_iroutes)
+//	route-del    route_del_cmd, once per iroute, when a session whose route-add commands ran ends
+//
 // The environment is ocserv's (src/main-user.c): routes in its "network/dotted-mask" form for IPv4, each entry
 // followed by a space.
 
@@ -37,6 +41,8 @@ type scriptInfo struct {
 	sess        *Session
 	device      string
 	local       netip.Addr // the server's in-pool address
+	local6      netip.Addr // and its IPv6 one (the session's IPv6 pool's gateway)
+	bits6       int        // the length of the client's IPv6 prefix
 	addr        netip.Addr // the client's tunnel address
 	addr6       netip.Addr // and its IPv6 address, if any
 	remote      netip.AddrPort
@@ -75,8 +81,8 @@ func (s *Server) scriptEnv(in scriptInfo, reason string) []string {
 		env = append(env, "IP_REMOTE="+in.addr.String())
 	}
 	if in.addr6.IsValid() {
-		env = append(env, "IPV6_LOCAL="+sess.env.pool6.Gateway().String(), "IPV6_REMOTE="+in.addr6.String(),
-			"IPV6_PREFIX="+strconv.Itoa(sess.env.pool6.SubnetBits()))
+		env = append(env, "IPV6_LOCAL="+in.local6.String(), "IPV6_REMOTE="+in.addr6.String(),
+			"IPV6_PREFIX="+strconv.Itoa(in.bits6))
 	}
 	pc := sess.pcfg
 	env = appendPrefixes(env, "OCSERV_ROUTES", pc.routes)
@@ -139,6 +145,24 @@ func firstOr(ss []string, def string) string {
 		return ss[0]
 	}
 	return def
+}
+
+// runRouteCmds runs route_add_cmd (reason "route-add") or route_del_cmd ("route-del") for each of the session's
+// iroutes. The runner fills in the command from ROUTE, DEVICE, USERNAME and GROUPNAME.
+func (s *Server) runRouteCmds(sess *Session, reason string) {
+	if s.scripts == nil {
+		return
+	}
+	sess.mu.Lock()
+	dev := sess.device
+	sess.mu.Unlock()
+	for _, r := range sess.pcfg.iroutes {
+		env := []string{"ROUTE=" + r.Masked().String(), "DEVICE=" + dev, "USERNAME=" + sess.User,
+			"GROUPNAME=" + firstOr(sess.Groups, "")}
+		if err := s.scripts.RunScript(context.Background(), reason, env); err != nil {
+			s.log.Warn(reason+" command failed", "id", sess.ID, "user", sess.User, "route", r, "device", dev, "err", err)
+		}
+	}
 }
 
 // runScript runs one script and logs its failure. It returns the error.

@@ -50,11 +50,16 @@ type Options struct {
 	Passwords auth.PasswordChecker // without Auth: logins ask for a password checked by Passwords
 	Datapath  datapath.Datapath
 	Pool      *Pool
-	Pool6     *Pool6            // nil: no IPv6 inside the tunnel
+	Pool6     *Pool6 // nil: no IPv6 inside the tunnel
+	// UserPools are the networks per-user and per-group files name (config.UserNetworks) that the datapath
+	// serves: each becomes a pool at its first session.
+	UserPools []netip.Prefix
 	Sessions  SessionStore      // nil = in-memory
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
-	Logger    *slog.Logger      // nil = slog.Default()
-	Version   string            // shown in X-CSTP-Server-Name
+	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
+	Accounting auth.Accounting
+	Logger     *slog.Logger // nil = slog.Default()
+	Version    string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
@@ -77,6 +82,8 @@ type Server struct {
 	version  string
 	scripts  ScriptRunner
 	scriptWG sync.WaitGroup                // disconnect and host-update scripts run in the background
+	acct     auth.Accounting               // nil = no accounting (accounting.go)
+	acctWG   sync.WaitGroup                // accounting Stops and Interim-Updates in flight
 	dns      []netip.Addr                  // pushed when the session's configuration names none
 	sessEnv  *sessionEnv                   // what the sessions use of the server
 	stats    serverStats                   // counters and events for the management interface (manage.go)
@@ -124,6 +131,7 @@ func NewServer(o Options) (*Server, error) {
 		cfg:       o.Config,
 		tlsConf:   tc,
 		auth:      o.Auth,
+		acct:      o.Accounting,
 		dp:        o.Datapath,
 		pool:      o.Pool,
 		pool6:     o.Pool6,
@@ -148,7 +156,7 @@ func NewServer(o Options) (*Server, error) {
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
-	s.sessEnv = &sessionEnv{pool: s.pool, pool6: s.pool6, dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
+	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
 		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession, stats: &s.stats}
 	s.stats.start = time.Now()
 	return s, nil
@@ -334,7 +342,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.connWG.Wait(); s.scriptWG.Wait(); close(done) }()
+	go func() { s.connWG.Wait(); s.scriptWG.Wait(); s.acctWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -366,6 +374,7 @@ func (s *Server) endSession(sess *Session, reason string) {
 		return
 	}
 	s.stats.sessionEnded(sess, reason)
+	s.acctStop(sess, reason)
 	var info scriptInfo
 	armed := sess.disconnectScriptDue()
 	if armed {
@@ -379,17 +388,21 @@ func (s *Server) endSession(sess *Session, reason string) {
 	if t != nil {
 		t.end(reason, final)
 	}
+	if addr.IsValid() && len(sess.pcfg.iroutes) > 0 {
+		s.runRouteCmds(sess, "route-del") // route-add ran at the first CONNECT; the device is still there
+	}
 	if port != nil {
 		port.Close()
 	}
+	pool, pool6 := sess.leasePools()
 	if addr.IsValid() {
-		s.pool.Release(addr)
+		pool.Release(addr)
 	}
 	sess.mu.Lock()
 	addr6 := sess.addr6
 	sess.mu.Unlock()
 	if addr6.IsValid() {
-		s.pool6.Release(addr6)
+		pool6.Release(addr6)
 	}
 	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
 	if armed {

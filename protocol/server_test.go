@@ -11,12 +11,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -550,5 +553,41 @@ func TestDrain(t *testing.T) {
 	var de *client.DisconnectError
 	if err := waitDone(t, c); !errors.As(err, &de) || de.Type != cstp.Terminate {
 		t.Fatalf("the tunnel ended with %v, want TERMINATE", err)
+	}
+}
+
+// A per-user file's keys reach the CONNECT response: DNS (dns by family), NBNS, split DNS, the host name, the
+// MTU and the timers.
+func TestPerUserConnectHeaders(t *testing.T) {
+	dir := t.TempDir()
+	user := `ipv4_dns = ["10.9.0.53"]
+nbns = ["10.9.0.137"]
+split_dns = ["corp.example", "lab.example"]
+tunnel_all_dns = true
+hostname = "alice-pc"
+mtu = 1400
+dpd = 33
+keepalive = 44
+idle_timeout = 55
+session_timeout = 3600
+route = ["10.9.0.0/16"]
+`
+	if err := os.WriteFile(filepath.Join(dir, "alice"), []byte(user), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServer(t, func(c *config.Config) {
+		c.ConfigPerUser = dir
+		c.SplitDNS = []string{"global.example"}
+	})
+	c := ts.mustDial(t, client.Options{})
+	for k, want := range map[string]string{
+		"X-CSTP-DNS": "[10.9.0.53]", "X-CSTP-NBNS": "[10.9.0.137]", "X-CSTP-Split-DNS": "[corp.example lab.example]",
+		"X-CSTP-Tunnel-All-DNS": "[true]", "X-CSTP-Hostname": "[alice-pc]", "X-CSTP-Base-MTU": "[1400]",
+		"X-CSTP-MTU": "[1372]", "X-CSTP-DPD": "[33]", "X-CSTP-Keepalive": "[44]", "X-CSTP-Idle-Timeout": "[55]",
+		"X-CSTP-Session-Timeout": "[3600]", "X-CSTP-Split-Include": "[10.9.0.0/255.255.0.0]",
+	} {
+		if got := fmt.Sprint(c.Header[k]); got != want {
+			t.Errorf("%s = %s, want %s", k, got, want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
@@ -42,6 +43,7 @@ type Session struct {
 	authAddr netip.Addr         // the client address that logged in (deny_roaming)
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
+	grants   auth.Grants // what the authentication server assigned (accounting.go)
 
 	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
 	cur atomic.Pointer[tunnel]
@@ -55,9 +57,13 @@ type Session struct {
 	mu           sync.Mutex
 	addr         netip.Addr     // guarded by mu: leased IPv4 address, valid after the first CONNECT
 	addr6        netip.Addr     // guarded by mu: leased IPv6 address (its prefix is the client's), if any
+	lease4       *Pool          // guarded by mu: the pool addr came from (the session's ipv4_network)
+	lease6       *Pool6         // guarded by mu: the pool addr6 came from, if any
 	port         datapath.Port  // guarded by mu: attachment to the datapath
 	tunnel       *tunnel        // guarded by mu: current tunnel, nil when disconnected
 	remote       netip.AddrPort // guarded by mu: client address of the latest connection
+	acctTimer    *time.Timer    // guarded by mu: the next Interim-Update; nil = none
+	acctStarted  bool           // guarded by mu: accounting Start was answered
 	expiry       *time.Timer    // guarded by mu: ends the session when the cookie times out
 	sessionTimer *time.Timer    // guarded by mu: session_timeout
 	ended        bool           // guarded by mu
@@ -77,8 +83,7 @@ type Session struct {
 // sessionEnv is what sessions need from their server: the address pools, the datapath, two settings, and the way
 // to end a session for good (Server.endSession, which also runs the disconnect script). One per server.
 type sessionEnv struct {
-	pool              *Pool
-	pool6             *Pool6 // nil: no IPv6 inside the tunnel
+	pools             *pools
 	dp                datapath.Datapath
 	cookieTimeout     time.Duration
 	persistentCookies bool
@@ -108,11 +113,29 @@ func (s *Session) scriptInfo() scriptInfo {
 	if s.scriptReal.IsValid() {
 		remote = s.scriptReal
 	}
+	p4, p6 := s.leasePoolsLocked()
 	return scriptInfo{
-		sess: s, device: s.device, local: s.env.pool.Gateway(), addr: s.addr, addr6: s.addr6, remote: remote,
+		sess: s, device: s.device, local: p4.Gateway(), local6: p6.Gateway(), bits6: p6.SubnetBits(),
+		addr: s.addr, addr6: s.addr6, remote: remote,
 		localReal: s.localReal, hostname: s.hostname, deviceType: s.deviceType, platform: s.platform,
 		rx: rx, tx: tx, connectedAt: s.connectedAt,
 	}
+}
+
+// leasePools returns the pools the session's addresses come from: the ones it leased from, else (before its
+// first CONNECT) the global ones. The IPv6 pool is nil without IPv6.
+func (s *Session) leasePools() (*Pool, *Pool6) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leasePoolsLocked()
+}
+
+// leasePoolsLocked is leasePools with s.mu held.
+func (s *Session) leasePoolsLocked() (*Pool, *Pool6) {
+	if s.lease4 != nil {
+		return s.lease4, s.lease6
+	}
+	return s.env.pools.main, s.env.pools.main6
 }
 
 // disconnectScriptDue reports (once) whether the disconnect script must run for this session.
@@ -206,28 +229,42 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 	}
 	if !s.addr.IsValid() {
 		first = true
+		// The session's own pools (ipv4_network, ipv6_network of its per-user or per-group file), else the
+		// global ones.
+		pool, err := s.env.pools.pool4(s.ucfg.IPv4Network)
+		if err != nil {
+			return false, err
+		}
+		pool6, err := s.env.pools.pool6(s.ucfg.IPv6Network)
+		if err != nil {
+			return false, err
+		}
 		var a netip.Addr
-		var err error
 		if fixed := s.ucfg.ExplicitIPv4; fixed.IsValid() {
-			a, err = fixed, s.env.pool.AcquireAddr(fixed)
+			a, err = fixed, pool.AcquireAddr(fixed)
 		} else {
-			a, err = s.env.pool.Acquire(s.User)
+			a, err = pool.Acquire(s.User)
 		}
 		if err != nil {
 			return false, err
 		}
 		addrs := []netip.Addr{a}
 		var a6 netip.Addr
-		if want6 && s.env.pool6 != nil {
-			if a6, err = s.env.pool6.Acquire(s.User); err != nil {
-				s.env.pool.Release(a)
+		if want6 && pool6 != nil {
+			if fixed := s.ucfg.ExplicitIPv6; fixed.IsValid() {
+				a6, err = fixed, pool6.AcquireAddr(fixed)
+			} else {
+				a6, err = pool6.Acquire(s.User)
+			}
+			if err != nil {
+				pool.Release(a)
 				return false, err
 			}
 			addrs = append(addrs, a6)
 		}
 		iroutes := s.pcfg.iroutes
-		if a6.IsValid() && s.env.pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
-			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, s.env.pool6.SubnetBits()).Masked())
+		if a6.IsValid() && pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
+			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, pool6.SubnetBits()).Masked())
 		}
 		port, err := s.env.dp.Attach(&datapath.Session{
 			ID:       s.ID,
@@ -246,13 +283,13 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			DNS:              s.pcfg.dns,
 		})
 		if err != nil {
-			s.env.pool.Release(a)
+			pool.Release(a)
 			if a6.IsValid() {
-				s.env.pool6.Release(a6)
+				pool6.Release(a6)
 			}
 			return false, fmt.Errorf("attaching to the datapath: %w", err)
 		}
-		s.addr, s.addr6, s.port = a, a6, port
+		s.addr, s.addr6, s.port, s.lease4, s.lease6 = a, a6, port, pool, pool6
 		if d, ok := port.(datapath.Device); ok {
 			s.device = d.DeviceName()
 		}
@@ -314,6 +351,9 @@ func (s *Session) end() (t *tunnel, port datapath.Port, addr netip.Addr, ok bool
 	}
 	if s.sessionTimer != nil {
 		s.sessionTimer.Stop()
+	}
+	if s.acctTimer != nil {
+		s.acctTimer.Stop()
 	}
 	t, port, addr = s.tunnel, s.port, s.addr
 	s.tunnel, s.port = nil, nil

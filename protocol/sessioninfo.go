@@ -76,9 +76,10 @@ func (s *Session) Info() SessionInfo {
 		in.RestrictToPorts = s.ucfg.Ports.String()
 	}
 	if s.env != nil {
-		in.Gateway = s.env.pool.Gateway()
-		if s.env.pool6 != nil && in.Addr6.IsValid() {
-			in.Gateway6 = s.env.pool6.Gateway()
+		p4, p6 := s.leasePools()
+		in.Gateway = p4.Gateway()
+		if p6 != nil && in.Addr6.IsValid() {
+			in.Gateway6 = p6.Gateway()
 		}
 	}
 	if t := s.cur.Load(); t != nil {

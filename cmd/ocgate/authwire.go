@@ -1,28 +1,16 @@
 package main
 
 // Wiring of authentication: the login module built from the auth, enable_auth and group keys, swapped whole by a
-// reload, and the TLS settings that request and verify client certificates (ca_cert, crl).
+// reload, the accounting of the acct key (fixed at start), and the TLS settings that request and verify client
+// certificates (ca_cert, crl).
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
-	"sync/atomic"
 
 	"ocgate/auth"
 	"ocgate/config"
 )
-
-// swapAuth is the login module a reload can replace; logins in progress on the old one start over.
-type swapAuth struct {
-	p atomic.Pointer[auth.Module]
-}
-
-var _ auth.Authenticator = (*swapAuth)(nil)
-
-func (s *swapAuth) Step(ctx context.Context, req auth.Request) auth.Reply {
-	return s.p.Load().Step(ctx, req)
-}
 
 // newAuthModule builds the login module of cfg. passwdFile is the password file without auth entries (the
 // generated user); with them, the files come from the plain entries.
@@ -47,6 +35,14 @@ func newAuthModule(cfg *config.Config, passwdFile string) (*auth.Module, error) 
 					if c.OTP, err = auth.OpenOTPFile(f); err != nil {
 						return c, err
 					}
+				}
+			case "radius":
+				rc, err := auth.LoadRadiusConfig(m.Params["config"])
+				if err != nil {
+					return c, err
+				}
+				if c.Radius, err = auth.NewRadiusMethod(rc, m.Params["nas-identifier"], m.Params["groupconfig"] == "true"); err != nil {
+					return c, err
 				}
 			default:
 				return c, fmt.Errorf("auth method %q is not supported", m.Name)
@@ -82,6 +78,18 @@ func newAuthModule(cfg *config.Config, passwdFile string) (*auth.Module, error) 
 	mc.Groups.Default = cfg.DefaultSelectGroup
 	mc.LoginTimeout = cfg.AuthTimeout
 	return auth.NewModule(mc)
+}
+
+// newAccounting returns the accounting of the acct key, or nil without one.
+func newAccounting(cfg *config.Config) (auth.Accounting, error) {
+	if len(cfg.Acct) == 0 {
+		return nil, nil
+	}
+	rc, err := auth.LoadRadiusConfig(cfg.Acct[0].Params["config"])
+	if err != nil {
+		return nil, err
+	}
+	return auth.NewRadiusAccounting(rc)
 }
 
 // splitEach makes each enable_auth entry a chain of its own.

@@ -27,6 +27,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"ocgate/egress/privsep"
+	"ocgate/egress/secmod"
 )
 
 // version is the release: scripts/release.sh stamps it (-ldflags "-X main.version=..."); `ocgate version` adds the
@@ -88,6 +89,9 @@ func main() {
 	io := stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr}
 	if filepath.Base(os.Args[0]) == "occtl" {
 		os.Exit(execute(ctlCommand, "occtl", args, io))
+	}
+	if len(args) > 0 && (args[0] == secmod.MonitorArg || args[0] == secmod.WorkerArg) {
+		os.Exit(runSecurityModule(args[0])) // the security module (secmod.go), started by the server itself
 	}
 	if len(args) > 0 && args[0] == privHelperArg { // the privileged helper (datapath.go), started by the server itself
 		log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")

@@ -39,10 +39,12 @@ type wiredDatapath struct {
 	socksDone  chan struct{} // closed when the SOCKS5 ingress has stopped (netstack with socks5_listen)
 }
 
-func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6, log *slog.Logger) (*wiredDatapath, error) {
-	scripts := &privsep.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript}
+// userPools are the networks of per-user and per-group files, served from the start (protocol.Options.UserPools).
+func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6, userPools []netip.Prefix, log *slog.Logger) (*wiredDatapath, error) {
+	scripts := &privsep.Scripts{Connect: cfg.ConnectScript, Disconnect: cfg.DisconnectScript, HostUpdate: cfg.HostUpdateScript,
+		RouteAdd: cfg.RouteAddCmd, RouteDel: cfg.RouteDelCmd}
 	w := &wiredDatapath{}
-	if cfg.ConnectScript != "" || cfg.DisconnectScript != "" || cfg.HostUpdateScript != "" {
+	if *scripts != (privsep.Scripts{}) {
 		w.scripts = scripts
 	}
 	switch cfg.Datapath {
@@ -64,16 +66,17 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 			keepalive = -1 // tcp_keepalive = 0: none (the netstack's zero means its default)
 		}
 		dp, err := netstack.New(netstack.Config{
-			Gateway:  pool.Gateway(),
-			Pool:     pool.Prefix(),
-			Gateway6: pool6.Gateway(),
-			Pool6:    pool6.Prefix(),
-			ServeDNS: len(cfg.DNS) == 0,
-			Policy:   egress.Config{Allow: cfg.EgressAllow, Deny: cfg.EgressDeny},
-			ICMP:     cfg.ICMPEcho,
-			Upstream: cfg.DNSUpstream,
-			FlowLog:  flowLog,
-			Logger:   log.With("component", "netstack"),
+			Gateway:   pool.Gateway(),
+			Pool:      pool.Prefix(),
+			Gateway6:  pool6.Gateway(),
+			Pool6:     pool6.Prefix(),
+			ServeDNS:  len(cfg.DNS) == 0,
+			UserPools: userPools,
+			Policy:    egress.Config{Allow: cfg.EgressAllow, Deny: cfg.EgressDeny},
+			ICMP:      icmpStrategy(cfg, log),
+			Upstream:  cfg.DNSUpstream,
+			FlowLog:   flowLog,
+			Logger:    log.With("component", "netstack"),
 
 			MaxFlowsPerSession:    cfg.MaxFlowsPerSession,
 			MaxHalfOpenPerSession: cfg.MaxHalfOpenPerSession,
@@ -95,14 +98,14 @@ func newDatapath(cfg *config.Config, pool *protocol.Pool, pool6 *protocol.Pool6,
 		return w, nil
 	case "tun":
 		tcfg := tun.Config{Prefix: cfg.Device, Local: pool.Gateway(), Local6: pool6.Gateway(), Logger: log.With("component", "tun"),
-			Pool: pool.Prefix(), Pool6: pool6.Prefix()}
+			Pool: pool.Prefix(), Pool6: pool6.Prefix(), UserPools: userPools}
 		if pool6 != nil {
 			tcfg.ClientBits6 = pool6.SubnetBits()
 		}
 		if cfg.RunAsUser != "" && os.Geteuid() == 0 {
 			h, cmd, err := privsep.StartHelper([]string{"/proc/self/exe", privHelperArg}, privsep.HelperConfig{
 				Prefix: cfg.Device, Local: pool.Gateway(), Pool: pool.Prefix(), Scripts: *scripts,
-				Local6: pool6.Gateway(), Pool6: pool6.Prefix(),
+				Local6: pool6.Gateway(), Pool6: pool6.Prefix(), UserPools: userPools,
 			}, os.Stderr)
 			if err != nil {
 				return nil, err

@@ -127,32 +127,47 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	}
 	tc := &tls.Config{}
 	revocations := &auth.Revocations{}
-	su, err := prepare(cfg, stateDir, tc, revocations, false)
+	su, err := prepare(cfg, tc, revocations)
 	if err != nil {
 		return err
 	}
-	st, logins, pool, pool6 := su.st, su.logins, su.pool, su.pool6
-	dp, err := newDatapath(cfg, pool, pool6, log)
+	pool, pool6, userPools := su.pool, su.pool6, su.userPools
+	// The security module holds the private key and the password file; this process never reads them.
+	sm, hello, err := startSecurityModule(cfg, f.config, stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer sm.Close()
+	st, err := publicStateOf(hello)
+	if err != nil {
+		return err
+	}
+	tlsCert, err := sm.Certificate(hello)
+	if err != nil {
+		return err
+	}
+	dp, err := newDatapath(cfg, pool, pool6, userPools, log)
 	if err != nil {
 		return err
 	}
 	defer dp.Close()
 
-	// The certificate, the login module and the CRL are swapped by a reload (manage.go).
+	// The certificate is swapped by a reload (manage.go); logins run in the security module (secmodAuth), which a
+	// reload replaces; client certificates are verified here, in the handshake, against ca_cert and the CRL.
 	cert := &atomic.Pointer[tls.Certificate]{}
-	cert.Store(&st.tlsConfig.Certificates[0])
-	authn := &swapAuth{}
-	authn.p.Store(logins)
+	cert.Store(tlsCert)
 	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert.Load(), nil
 	}
 	srv, err := protocol.NewServer(protocol.Options{
 		Config:     cfg,
 		TLSConfig:  tc,
-		Auth:       authn,
+		Auth:       secmodAuth{sm},
+		Accounting: su.accounting,
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
+		UserPools:  userPools,
 		Logger:     log,
 		Version:    version,
 		Scripts:    dp.scripts,
@@ -190,7 +205,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	var stopOnce sync.Once
 	var draining atomic.Bool
 	mgmt := &backend{Server: srv, log: log, datapath: cfg.Datapath, cfg: cfg, stateDir: stateDir, cert: cert,
-		authn: authn, revocations: revocations, stop: func() { stopOnce.Do(func() { close(stop) }) }}
+		secmod: sm, revocations: revocations, stop: func() { stopOnce.Do(func() { close(stop) }) }}
 	serveCtl, closeCtl, err := startControlSocket(cfg, stateDir, mgmt, log)
 	if err != nil {
 		ln.Close()
@@ -206,6 +221,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err := dp.dropPrivileges(cfg, log); err != nil {
 		ln.Close()
 		return err
+	}
+	if err := isolate(cfg, stateDir, dp.helper != nil, log); err != nil {
+		ln.Close()
+		return err
+	}
+	if installTestHooks != nil {
+		installTestHooks(&serverHooks{secmod: sm, log: log, stateDir: stateDir})
 	}
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
@@ -235,6 +257,10 @@ wait:
 			break wait
 		case err := <-serveErr:
 			return fmt.Errorf("serving: %w", err)
+		case <-sm.Done():
+			err := errors.New("the security module's monitor exited")
+			srv.Shutdown(context.Background())
+			return err
 		}
 	}
 	// server_drain_ms: not ready (/readyz) and refusing new connections while the sessions go on, so that a load
@@ -257,27 +283,27 @@ wait:
 	return nil
 }
 
-// startup is what the server builds from its configuration before it listens.
+// startup is what the network process builds from its configuration before it listens; the secrets are the
+// security module's (loadState).
 type startup struct {
-	st     *state
-	logins *auth.Module
-	pool   *protocol.Pool
-	pool6  *protocol.Pool6
+	pool       *protocol.Pool
+	pool6      *protocol.Pool6
+	userPools  []netip.Prefix // the networks of per-user and per-group files: the datapath serves them from the start
+	accounting auth.Accounting
 }
 
-// prepare loads what the configuration names: the certificate and key (or the generated ones), the login module
-// and its files, the address pools, and into tc and revocations the client-certificate CA and CRL. `ocgate config
-// check` runs it too, with check set (nothing is generated), so that a file it passes is one the server starts with.
-func prepare(cfg *config.Config, stateDir string, tc *tls.Config, revocations *auth.Revocations, check bool) (*startup, error) {
-	st, err := prepareState(stateDir, cfg, check)
-	if err != nil {
+// prepare checks and builds what the configuration gives the network process: what isolate_workers forbids, the
+// accounting, the address pools (the global ones and those of per-user and per-group files, which must not
+// overlap), and into tc and revocations the client-certificate CA and CRL. `ocgate config check` runs it too, with
+// loadState, so that a file it passes is one the server starts with.
+func prepare(cfg *config.Config, tc *tls.Config, revocations *auth.Revocations) (*startup, error) {
+	if err := checkIsolation(cfg); err != nil {
 		return nil, err
 	}
-	su := &startup{st: st}
-	if st.passwdFile != "" || len(cfg.Auth) > 0 {
-		if su.logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
-			return nil, err
-		}
+	su := &startup{}
+	var err error
+	if su.accounting, err = newAccounting(cfg); err != nil {
+		return nil, err
 	}
 	if su.pool, err = protocol.NewPool(cfg.IPv4Network); err != nil {
 		return nil, err
@@ -286,6 +312,10 @@ func prepare(cfg *config.Config, stateDir string, tc *tls.Config, revocations *a
 		if su.pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
 			return nil, err
 		}
+	}
+	su.userPools = cfg.UserNetworks()
+	if err := config.PoolsOverlap(append([]netip.Prefix{cfg.IPv4Network, cfg.IPv6Network}, su.userPools...)); err != nil {
+		return nil, err
 	}
 	if err := clientCertTLS(tc, cfg, revocations); err != nil {
 		return nil, err
@@ -299,7 +329,7 @@ const socksPort = 11080
 // printHowToConnect prints the banner: the client commands (with a TUN device, which needs root on the client, and
 // without root through ocproxy), the password when it is the generated one and still current, and what users may
 // reach.
-func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *state) {
+func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *publicState) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

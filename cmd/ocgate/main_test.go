@@ -25,10 +25,10 @@ func TestConfigCheck(t *testing.T) {
 	out.Reset()
 	errb.Reset()
 	run([]string{"config", "defaults"}, stdio{out: &out, err: &errb})
-	os.WriteFile(good, append(out.Bytes(), "isolate_workers = true\n"...), 0o644)
+	os.WriteFile(good, append(out.Bytes(), "sec_mod_scale = 2\n"...), 0o644)
 	out.Reset()
 	if code := run([]string{"config", "check", good}, stdio{out: &out, err: &errb}); code != 0 || !strings.Contains(out.String(), "OK") ||
-		!strings.Contains(errb.String(), "isolate_workers: ignored") {
+		!strings.Contains(errb.String(), "sec_mod_scale: ignored") {
 		t.Fatalf("defaults + an ocserv key: exit %d, %q %q", code, out.String(), errb.String())
 	}
 	if code := run([]string{"config", "frobnicate"}, stdio{out: &out, err: &errb}); code != 2 {
@@ -61,7 +61,7 @@ func TestConfigImport(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "o.toml")
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"config", "import", "../../config/testdata/debian-ocserv.conf", "-o", out}, stdio{out: &stdout, err: &stderr}); code != 0 ||
-		!strings.Contains(stdout.String(), "carried over (29)") || !strings.Contains(stdout.String(), out+": OK") {
+		!strings.Contains(stdout.String(), "carried over (30)") || !strings.Contains(stdout.String(), out+": OK") {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}
 	stderr.Reset()
@@ -84,7 +84,7 @@ func TestConfigReferenceCurrent(t *testing.T) {
 	if out.String() != string(committed) {
 		t.Fatal("docs/config.md is stale: run go generate ./cmd/ocgate")
 	}
-	for _, key := range []string{"### server_cert", "### egress_allow", "### route", "`isolate_workers`"} {
+	for _, key := range []string{"### server_cert", "### egress_allow", "### route", "`sec_mod_scale`"} {
 		if !strings.Contains(out.String(), key) {
 			t.Errorf("the reference lacks %s", key)
 		}

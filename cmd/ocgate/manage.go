@@ -4,6 +4,7 @@ package main
 // the ban list), reload itself (SIGHUP and `ctl reload`), and the metrics listener.
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/egress/secmod"
 	"ocgate/netstack"
 	"ocgate/protocol"
 	"ocgate/protocol/ctl"
@@ -46,8 +48,8 @@ type backend struct {
 	cfg         *config.Config // guarded by mu: the configuration in effect
 	stateDir    string
 	cert        *atomic.Pointer[tls.Certificate]
-	authn       *swapAuth
-	revocations *auth.Revocations
+	secmod      *secmod.Client
+	revocations *auth.Revocations // the CRL the TLS handshake checks client certificates against
 }
 
 var _ ctl.Backend = (*backend)(nil)
@@ -59,8 +61,10 @@ func (b *backend) ServerInfo() ctl.ServerInfo {
 	return ctl.ServerInfo{PID: os.Getpid(), Datapath: b.datapath, Version: version}
 }
 
-// Reload re-reads the configuration file, the password file, the CRL and the certificate. A configuration with errors
-// is refused (each error names FILE:LINE) and the running one stays.
+// Reload re-reads the configuration file here, and asks the security module to re-read it with the certificate,
+// the key and the password file (a new module worker loads them and replaces the running one). A configuration
+// with errors, or secrets the module cannot load, are refused (each error names FILE:LINE) and the running ones
+// stay.
 func (b *backend) Reload() (ctl.ReloadReport, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -71,11 +75,13 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
-	st, err := prepareState(b.stateDir, cfg, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hello, err := b.secmod.Reload(ctx)
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
-	logins, err := newAuthModule(cfg, st.passwdFile)
+	cert, err := b.secmod.Certificate(hello)
 	if err != nil {
 		return ctl.ReloadReport{}, err
 	}
@@ -95,8 +101,7 @@ func (b *backend) Reload() (ctl.ReloadReport, error) {
 	for _, w := range cfg.Warnings {
 		b.log.Warn(w)
 	}
-	b.cert.Store(&st.tlsConfig.Certificates[0])
-	b.authn.p.Store(logins)
+	b.cert.Store(cert)
 	b.SetConfig(cfg)
 	b.cfg = cfg
 	b.log.Info("configuration reloaded", "applied", r.Applied, "needs_restart", r.NeedsRestart)

@@ -6,7 +6,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -14,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/big"
 	"net"
@@ -40,14 +38,16 @@ const (
 	initialUser  = "ocgate"
 )
 
+// state is what prepareState found or made. It runs in the security module (secmod.go): the network process
+// gets only the public part (publicState).
 type state struct {
-	tlsConfig       *tls.Config // nil when checking a configuration whose certificate would be generated
-	pin             string      // pin-sha256:... of the server key, for openconnect --servercert
-	passwdFile      string      // "" when checking a configuration whose user would be generated
-	initialUser     string      // set when the generated user is in use
-	initialPassword string      // "" when the generated user's password was changed (passwordChanged)
-	passwordChanged bool        // `ocgate passwd` changed it since: the stored one is stale and not printed
-	generated       []string    // what comes from the state directory, for `config check`
+	chain           [][]byte      // the certificate chain, DER (nil when `config check` finds it would be generated)
+	key             crypto.Signer // its private key
+	passwdFile      string        // "" when checking a configuration whose user would be generated
+	initialUser     string        // set when the generated user is in use
+	initialPassword string        // "" when the generated user's password was changed (passwordChanged)
+	passwordChanged bool          // `ocgate passwd` changed it since: the stored one is stale and not printed
+	generated       []string      // what comes from the state directory, for `config check`
 }
 
 // prepareState loads the server's certificate and finds its password file, generating them in dir when the
@@ -102,7 +102,7 @@ func ensureStateDir(dir, what, avoid string) error {
 	return nil
 }
 
-// loadCertificate loads the certificate and its key, checks that they match, and computes the key's pin.
+// loadCertificate loads the certificate and its key and checks that they match.
 func (st *state) loadCertificate(certPath, keyPath string) error {
 	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err != nil {
@@ -112,25 +112,8 @@ func (st *state) loadCertificate(certPath, keyPath string) error {
 	if !ok {
 		return fmt.Errorf("%s: private key type %T cannot sign", keyPath, cert.PrivateKey)
 	}
-	// The TLS stack only ever asks the key to sign: keep it behind crypto.Signer, the seam that privilege
-	// separation will serve from another process.
-	cert.PrivateKey = signerOnly{signer}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return fmt.Errorf("%s: %w", certPath, err)
-	}
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	st.pin = "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:])
-	st.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	st.chain, st.key = cert.Certificate, signer
 	return nil
-}
-
-// signerOnly hides every method of a private key but crypto.Signer's.
-type signerOnly struct{ s crypto.Signer }
-
-func (k signerOnly) Public() crypto.PublicKey { return k.s.Public() }
-func (k signerOnly) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	return k.s.Sign(r, digest, opts)
 }
 
 func ensureSelfSigned(certPath, keyPath string) error {

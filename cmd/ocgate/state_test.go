@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"ocgate/config"
+	"ocgate/egress/secmod"
 )
 
 // testFiles writes a certificate and key pair, a second key, and a password file into a new directory.
@@ -98,8 +99,13 @@ func TestPrintedPasswordIsCurrent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// What the network process knows: the security module's Hello.
+		pub, err := publicStateOf(secmod.Hello{Chain: st.chain, Public: st.public()})
+		if err != nil {
+			t.Fatal(err)
+		}
 		var b bytes.Buffer
-		printHowToConnect(&b, "127.0.0.1:8443", cfg, st)
+		printHowToConnect(&b, "127.0.0.1:8443", cfg, pub)
 		return b.String(), st
 	}
 	first, st := banner()

@@ -9,10 +9,13 @@ import "net/netip"
 
 // HelperConfig bounds what the helper does.
 type HelperConfig struct {
-	Prefix  string       // device name prefix
-	Local   netip.Addr   // the server's address on every device
-	Local6  netip.Addr   // its IPv6 address (invalid: no IPv6)
-	Pool6   netip.Prefix // client IPv6 addresses must be inside
-	Pool    netip.Prefix // client addresses must be inside
-	Scripts Scripts
+	Prefix string       // device name prefix
+	Local  netip.Addr   // the server's address on every device
+	Local6 netip.Addr   // its IPv6 address (invalid: no IPv6)
+	Pool6  netip.Prefix // client IPv6 addresses must be inside
+	Pool   netip.Prefix // client addresses must be inside
+	// UserPools are more client networks (IPv4 or IPv6) whose clients get that network's gateway
+	// (tun.Gateway) as the server's address.
+	UserPools []netip.Prefix
+	Scripts   Scripts
 }

@@ -18,8 +18,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -143,20 +145,27 @@ func (h *helper) handle(req helperRequest) helperReply {
 			return fail(errors.New("no device"))
 		}
 		d := *req.Device
+		tc := tun.Config{Local: h.cfg.Local, Local6: h.cfg.Local6, Pool: h.cfg.Pool, Pool6: h.cfg.Pool6,
+			UserPools: h.cfg.UserPools}
+		local, local6 := tc.Locals(d.Peer, d.Peer6)
+		pools := append([]netip.Prefix{h.cfg.Pool, h.cfg.Pool6}, h.cfg.UserPools...)
+		inPool := func(a netip.Addr) bool {
+			return slices.ContainsFunc(pools, func(p netip.Prefix) bool { return p.Contains(a) })
+		}
 		switch {
 		case d.Prefix != h.cfg.Prefix:
 			return fail(fmt.Errorf("device prefix %q refused", d.Prefix))
-		case d.Local != h.cfg.Local:
+		case d.Local != local:
 			return fail(fmt.Errorf("server address %s refused", d.Local))
-		case d.Peer6.IsValid() && (d.Local6 != h.cfg.Local6 || !h.cfg.Pool6.Contains(d.Peer6) || d.Peer6 == h.cfg.Local6):
+		case d.Peer6.IsValid() && (!local6.IsValid() || d.Local6 != local6 || !d.Peer6.Is6() || !inPool(d.Peer6) || d.Peer6 == local6):
 			return fail(fmt.Errorf("IPv6 addresses %s, %s refused", d.Local6, d.Peer6))
-		case !h.cfg.Pool.Contains(d.Peer) || d.Peer == h.cfg.Local:
+		case !d.Peer.Is4() || !inPool(d.Peer) || d.Peer == local:
 			return fail(fmt.Errorf("client address %s outside the pool", d.Peer))
 		case len(d.Routes) > 64:
 			return fail(errors.New("too many routes"))
 		}
 		for _, r := range d.Routes {
-			if r.Bits() == 0 || r.Addr().Is6() && !h.cfg.Pool6.Contains(r.Addr()) {
+			if r.Bits() == 0 || r.Addr().Is6() && !inPool(r.Addr()) {
 				return fail(fmt.Errorf("route %s refused", r))
 			}
 		}

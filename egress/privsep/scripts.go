@@ -10,8 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,11 +25,16 @@ const (
 	ReasonConnect    = "connect"
 	ReasonDisconnect = "disconnect"
 	ReasonHostUpdate = "host-update"
+	// route_add_cmd and route_del_cmd, once per iroute: env holds ROUTE (the prefix, CIDR), DEVICE, USERNAME and
+	// GROUPNAME, which fill in ocserv's %{R}, %{RI}, %{D}, %{U} and %{G}.
+	ReasonRouteAdd = "route-add"
+	ReasonRouteDel = "route-del"
 )
 
 // Scripts runs the configured scripts. The zero value runs nothing.
 type Scripts struct {
 	Connect, Disconnect, HostUpdate string        // absolute paths; "" = none
+	RouteAdd, RouteDel              string        // route_add_cmd, route_del_cmd: shell commands; "" = none
 	Timeout                         time.Duration // 0 = 60 s; the script's process group is killed after it
 }
 
@@ -45,6 +53,7 @@ var allowedScriptVars = map[string]bool{
 	"OCSERV_DNS": true, "OCSERV_DNS4": true, "OCSERV_DNS6": true,
 	"OCSERV_RESTRICT_TO_ROUTES": true, "OCSERV_ALLOW_PORTS": true, "OCSERV_DENY_PORTS": true,
 	"STATS_BYTES_IN": true, "STATS_BYTES_OUT": true, "STATS_DURATION": true,
+	"ROUTE": true, // route-add and route-del only, checked by routeCommand
 }
 
 // CheckScriptEnv checks that env holds only allowed NAME=value entries without NUL bytes.
@@ -85,6 +94,7 @@ func (e *ScriptError) Unwrap() error { return e.Err }
 // returns nil when no script is configured for reason, a *ScriptError when the script fails or exits non-zero.
 func (s *Scripts) RunScript(ctx context.Context, reason string, env []string) error {
 	var path string
+	var args []string
 	switch reason {
 	case ReasonConnect:
 		path = s.Connect
@@ -92,6 +102,20 @@ func (s *Scripts) RunScript(ctx context.Context, reason string, env []string) er
 		path = s.Disconnect
 	case ReasonHostUpdate:
 		path = s.HostUpdate
+	case ReasonRouteAdd, ReasonRouteDel:
+		tmpl := s.RouteAdd
+		if reason == ReasonRouteDel {
+			tmpl = s.RouteDel
+		}
+		if tmpl == "" {
+			return nil
+		}
+		cmd, err := routeCommand(tmpl, env)
+		if err != nil {
+			return err
+		}
+		// As ocserv's system(3): the administrator's command line, through the shell.
+		path, args, env = "/bin/sh", []string{"-c", cmd}, nil
 	default:
 		return fmt.Errorf("unknown script reason %q", reason)
 	}
@@ -107,7 +131,7 @@ func (s *Scripts) RunScript(ctx context.Context, reason string, env []string) er
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, path)
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append([]string{scriptPath}, env...)
 	cmd.Env = append(cmd.Env, "REASON="+reason)
 	// What it prints goes to our standard error, as ocserv does with a script's output; the end of it also goes
@@ -126,7 +150,45 @@ func (s *Scripts) RunScript(ctx context.Context, reason string, env []string) er
 	if ctx.Err() != nil {
 		err = fmt.Errorf("killed after %s: %w", timeout, err)
 	}
-	return &ScriptError{Script: path, Err: err, Output: strings.TrimSpace(string(out.Bytes()))}
+	name := path
+	if args != nil {
+		name = reason + " command " + strconv.Quote(args[1])
+	}
+	return &ScriptError{Script: name, Err: err, Output: strings.TrimSpace(string(out.Bytes()))}
+}
+
+// routeCommand fills in route_add_cmd or route_del_cmd (tmpl) from env: %{R} is the route as ocserv writes it
+// (a.b.c.d/m.m.m.m for IPv4, CIDR for IPv6), %{RI} in CIDR, %{D} the device, %{U} and %{G} the user and group,
+// quoted for the shell (a user name is not the administrator's text). The route and the device are checked, so
+// nothing else reaches the shell.
+func routeCommand(tmpl string, env []string) (string, error) {
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
+	}
+	route, err := netip.ParsePrefix(vars["ROUTE"])
+	if err != nil {
+		return "", fmt.Errorf("route command: ROUTE %.60q is not a prefix", vars["ROUTE"])
+	}
+	dev := vars["DEVICE"]
+	for _, c := range dev {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "", fmt.Errorf("route command: device name %.40q refused", dev)
+		}
+	}
+	r := route.Masked().String()
+	if route.Addr().Is4() {
+		m := net.CIDRMask(route.Bits(), 32)
+		r = fmt.Sprintf("%s/%d.%d.%d.%d", route.Masked().Addr(), m[0], m[1], m[2], m[3])
+	}
+	return strings.NewReplacer("%{RI}", route.Masked().String(), "%{R}", r, "%{D}", dev,
+		"%{U}", shellQuote(vars["USERNAME"]), "%{G}", shellQuote(vars["GROUPNAME"])).Replace(tmpl), nil
+}
+
+// shellQuote quotes s as one word for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // tailBuffer keeps the last max bytes written to it.

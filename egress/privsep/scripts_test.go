@@ -53,3 +53,34 @@ func TestScripts(t *testing.T) {
 		t.Error("LD_PRELOAD passed to a script")
 	}
 }
+
+// TestRouteCommands: route_add_cmd and route_del_cmd run through the shell with ocserv's substitutions; the user
+// name is quoted, and a route or device that is not one is refused before the shell.
+func TestRouteCommands(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	s := &Scripts{RouteAdd: "echo add %{R} %{RI} dev=%{D} %{U} %{G} >> " + out, RouteDel: "echo del %{RI} >> " + out}
+	env := []string{"ROUTE=192.168.50.0/24", "DEVICE=vpns3", "USERNAME=o'brien; touch /tmp/x", "GROUPNAME=staff"}
+	if err := s.RunScript(context.Background(), ReasonRouteAdd, env); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RunScript(context.Background(), ReasonRouteDel, []string{"ROUTE=fd00:50::/64", "DEVICE="}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(out)
+	want := "add 192.168.50.0/255.255.255.0 192.168.50.0/24 dev=vpns3 o'brien; touch /tmp/x staff\ndel fd00:50::/64\n"
+	if string(got) != want {
+		t.Errorf("commands wrote %q, want %q", got, want)
+	}
+	for _, env := range [][]string{{"ROUTE=$(reboot)", "DEVICE=vpns0"}, {"ROUTE=10.0.0.0/8", "DEVICE=a;b"}} {
+		if err := s.RunScript(context.Background(), ReasonRouteAdd, env); err == nil || !strings.Contains(err.Error(), "refused") && !strings.Contains(err.Error(), "not a prefix") {
+			t.Errorf("%q: %v, want refused", env, err)
+		}
+	}
+	var se *ScriptError
+	if err := (&Scripts{RouteAdd: "exit 4"}).RunScript(context.Background(), ReasonRouteAdd, env); !errors.As(err, &se) {
+		t.Errorf("failing command: %v, want a ScriptError", err)
+	}
+	if err := (&Scripts{}).RunScript(context.Background(), ReasonRouteDel, env); err != nil {
+		t.Errorf("no command: %v", err)
+	}
+}

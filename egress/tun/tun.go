@@ -33,8 +33,30 @@ type DeviceOpener interface {
 // policy is the egress policy of the kernel-TUN datapath: the kernel forwards, so only the session's facts
 // apply (restrict_user_to_routes, client_to_client, restrict_user_to_ports), not the host-socket rules.
 func (c Config) policy() *egress.Policy {
-	return egress.NewPolicy(egress.Config{Pools: []netip.Prefix{c.Pool, c.Pool6}, ClientBits6: c.ClientBits6,
-		Gateways: []netip.Addr{c.Local, c.Local6}})
+	gws := []netip.Addr{c.Local, c.Local6}
+	for _, n := range c.UserPools {
+		gws = append(gws, Gateway(n))
+	}
+	return egress.NewPolicy(egress.Config{Pools: append([]netip.Prefix{c.Pool, c.Pool6}, c.UserPools...),
+		ClientBits6: c.ClientBits6, Gateways: gws})
+}
+
+// Gateway is the server's address in a client network: its first usable address.
+func Gateway(n netip.Prefix) netip.Addr { return n.Masked().Addr().Next() }
+
+// Locals returns the server's addresses on the device of a client with addresses peer and peer6: the gateways of
+// the pools holding them (the main pools first).
+func (c Config) Locals(peer, peer6 netip.Addr) (local, local6 netip.Addr) {
+	local, local6 = c.Local, c.Local6
+	for _, n := range c.UserPools {
+		if !c.Pool.Contains(peer) && n.Contains(peer) {
+			local = Gateway(n)
+		}
+		if peer6.IsValid() && !c.Pool6.Contains(peer6) && n.Contains(peer6) {
+			local6 = Gateway(n)
+		}
+	}
+	return local, local6
 }
 
 // Config configures the kernel-TUN datapath.
@@ -46,8 +68,11 @@ type Config struct {
 	// packets to another client's address pass only as the policy says (client_to_client).
 	Pool, Pool6 netip.Prefix
 	ClientBits6 int
-	Opener      DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
-	Logger      *slog.Logger // nil: slog.Default()
+	// UserPools are more client networks, IPv4 or IPv6 (ipv4_network, ipv6_network in per-user and per-group
+	// files): a client's device there has that network's Gateway as the server's address.
+	UserPools []netip.Prefix
+	Opener    DeviceOpener // nil: LocalOpener (this process needs CAP_NET_ADMIN)
+	Logger    *slog.Logger // nil: slog.Default()
 }
 
 // maxPrefixLen leaves room in IFNAMSIZ (16 with the NUL) for up to four digits.

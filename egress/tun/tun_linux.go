@@ -74,7 +74,7 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 	for _, a := range s.Addrs {
 		if a.Is4() {
 			peer = a
-		} else if t.cfg.Local6.IsValid() {
+		} else {
 			peer6 = a
 		}
 	}
@@ -100,9 +100,13 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	local, local6 := t.cfg.Locals(peer, peer6)
+	if !local6.IsValid() {
+		peer6 = netip.Addr{}
+	}
 	fd, name, err := t.cfg.Opener.OpenDevice(ctx, DeviceRequest{
-		Prefix: t.cfg.Prefix, MTU: s.MTU, Local: t.cfg.Local, Peer: peer, Routes: s.IRoutes,
-		Local6: t.cfg.Local6, Peer6: peer6,
+		Prefix: t.cfg.Prefix, MTU: s.MTU, Local: local, Peer: peer, Routes: s.IRoutes,
+		Local6: local6, Peer6: peer6,
 	})
 	if err != nil {
 		release()

@@ -31,6 +31,9 @@ auth = ["plain[passwd=$PASSWD_FILE]"]
 ipv4_network = "$POOL_NET"
 ipv4_netmask = "$POOL_MASK"
 route = ["$ROUTE_NET"]
+# The benchmark's target is on the server namespace's lo, an address of the server's own host, which the netstack
+# refuses unless it is published (ocserv's kernel routing reaches it as any host would).
+egress_allow = ["$TARGET/32"]
 datapath = "${OCGATE_DATAPATH:-netstack}"
 max_clients = ${MAX_CLIENTS:-64}
 max_same_clients = 0

@@ -1,0 +1,177 @@
+package main
+
+// Wiring of the security module (egress/secmod): the hidden arguments that make this binary its monitor or its
+// worker, the Loader that runs in the worker — the configuration, prepareState (certificate, key, password file,
+// the generated first user) — and starting it from serve before anything listens. The network process keeps only
+// the public part: the certificate chain, and the generated user's name and password when there is one (it prints
+// them).
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+
+	"ocgate/auth"
+	"ocgate/config"
+	"ocgate/egress/secmod"
+)
+
+// secmodArg is what the worker's Loader gets: where the configuration and the state are.
+type secmodArg struct {
+	Config   string `json:"config"` // "" = the embedded defaults
+	StateDir string `json:"state_dir"`
+}
+
+// Keys of secmod.Secrets.Public.
+const (
+	publicInitialUser     = "initial_user"
+	publicInitialPassword = "initial_password"
+	publicPasswordChanged = "password_changed" // "true" when `ocgate passwd` changed the generated password
+)
+
+// loadSecrets is the worker's Loader.
+func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
+	var a secmodArg
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, err
+	}
+	cfg := config.Default()
+	if a.Config != "" {
+		var err error
+		if cfg, err = config.Load(a.Config); err != nil {
+			return nil, err
+		}
+	}
+	st, passwords, logins, err := loadState(cfg, a.StateDir, false)
+	if err != nil {
+		return nil, err
+	}
+	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: passwords, Methods: map[string]secmod.Method{
+		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
+			var req auth.Request
+			if err := json.Unmarshal(args, &req); err != nil {
+				return nil, fmt.Errorf("auth step: %w", err)
+			}
+			return logins.Step(ctx, req), nil
+		},
+	}}
+	s.Public = st.public()
+	return s, nil
+}
+
+// loadState loads what the configuration's secrets are: prepareState (the certificate and key, or the generated
+// ones and the generated user), the password file and the login module with its files. The worker runs it
+// (loadSecrets); so does `ocgate config check` (checkConfig), in its own process and with check set, so that a
+// configuration it passes is one the module loads. passwords and logins are nil when check finds the user would
+// be generated.
+func loadState(cfg *config.Config, stateDir string, check bool) (st *state, passwords auth.PasswordChecker, logins *auth.Module, err error) {
+	if st, err = prepareState(stateDir, cfg, check); err != nil {
+		return nil, nil, nil, err
+	}
+	if st.passwdFile != "" {
+		pf, err := auth.OpenPlainFile(st.passwdFile)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		passwords = pf
+	}
+	if st.passwdFile != "" || len(cfg.Auth) > 0 {
+		if logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return st, passwords, logins, nil
+}
+
+// public is what the network process may know of st (secmod.Secrets.Public): the generated user's name, its
+// password while it is still the user's, and whether `ocgate passwd` changed it since.
+func (st *state) public() map[string]string {
+	if st.initialUser == "" {
+		return nil
+	}
+	p := map[string]string{publicInitialUser: st.initialUser, publicInitialPassword: st.initialPassword}
+	if st.passwordChanged {
+		p[publicPasswordChanged] = "true"
+	}
+	return p
+}
+
+// runSecurityModule is main for the monitor and the worker.
+func runSecurityModule(arg string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var err error
+	if arg == secmod.MonitorArg {
+		log = log.With("component", "security-module-monitor")
+		err = secmod.ServeMonitor(3, log)
+	} else {
+		log = log.With("component", "security-module", "pid", os.Getpid())
+		err = secmod.ServeWorker(3, loadSecrets, log)
+	}
+	if err != nil {
+		log.Error("exiting", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// startSecurityModule starts the module for the configuration file configPath ("" = the embedded defaults).
+func startSecurityModule(cfg *config.Config, configPath, stateDir string, log *slog.Logger) (*secmod.Client, secmod.Hello, error) {
+	user, group := cfg.SecModUser, ""
+	if user == "" {
+		user, group = cfg.RunAsUser, cfg.RunAsGroup
+	}
+	exe := "/proc/self/exe" // the running binary even if the file was replaced since
+	if runtime.GOOS != "linux" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, secmod.Hello{}, err
+		}
+	}
+	arg, _ := json.Marshal(secmodArg{Config: configPath, StateDir: stateDir})
+	return secmod.Start(secmod.StartConfig{Exe: exe, User: user, Group: group, Arg: arg, Stderr: os.Stderr,
+		Logger: log.With("component", "security-module")})
+}
+
+// publicState is what the network process knows of the state: enough to say how to connect.
+type publicState struct {
+	pin             string // pin-sha256:... of the server key, for openconnect --servercert
+	initialUser     string
+	initialPassword string // "" when passwordChanged
+	passwordChanged bool   // the generated password was changed since: it is not printed
+}
+
+func publicStateOf(h secmod.Hello) (*publicState, error) {
+	leaf, err := x509.ParseCertificate(h.Chain[0])
+	if err != nil {
+		return nil, fmt.Errorf("the security module's certificate: %w", err)
+	}
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return &publicState{pin: "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]),
+		initialUser: h.Public[publicInitialUser], initialPassword: h.Public[publicInitialPassword],
+		passwordChanged: h.Public[publicPasswordChanged] == "true"}, nil
+}
+
+// opAuthStep is the module's method for one step of a login (auth.Module.Step): the password and OTP files and
+// the login's state stay in the module; this process sends the client's answers and gets the next form or the
+// verdict.
+const opAuthStep = "auth.step"
+
+// secmodAuth is the login module as the network process sees it: each step a call to the security module.
+type secmodAuth struct{ c *secmod.Client }
+
+var _ auth.Authenticator = secmodAuth{}
+
+func (a secmodAuth) Step(ctx context.Context, req auth.Request) auth.Reply {
+	var r auth.Reply
+	if err := a.c.Call(ctx, opAuthStep, req, &r); err != nil {
+		return auth.Reply{Verdict: auth.Refused, User: req.Answers["username"], Message: "Authentication failed",
+			Reason: "security module: " + err.Error()}
+	}
+	return r
+}
