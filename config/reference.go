@@ -24,13 +24,8 @@ func ReferenceMarkdown() string {
 		"and per group*) the files of `config_per_user`, `config_per_group`, `default_user_config` and\n" +
 		"`default_group_config`, or only those; and its name in ocserv's files, where it has one.\n\n")
 	b.WriteString("## KEYS\n\n")
-	var accepted []*key
-	for i := range keyTable {
-		k := &keyTable[i]
-		if k.status != applied {
-			accepted = append(accepted, k)
-			continue
-		}
+	keys, accepted := keysByStatus()
+	for _, k := range keys {
 		fmt.Fprintf(&b, "### %s\n\n", k.name)
 		if k.def != "" {
 			fmt.Fprintf(&b, "Default: `%s`", k.def)
@@ -69,6 +64,19 @@ func ReferenceMarkdown() string {
 	b.WriteString("\n## SEE ALSO\n\n`ocgate help`, [README.md](../README.md), [SECURITY.md](../SECURITY.md), " +
 		"[protocol.md](protocol.md)\n")
 	return b.String()
+}
+
+// keysByStatus splits keyTable, in its order, into the applied keys and the ocserv keys accepted with a warning.
+func keysByStatus() (keys, accepted []*key) {
+	for i := range keyTable {
+		k := &keyTable[i]
+		if k.status == applied {
+			keys = append(keys, k)
+		} else {
+			accepted = append(accepted, k)
+		}
+	}
+	return keys, accepted
 }
 
 // acceptedWhy says why a key that is not applied is accepted: not implemented yet, or ignored and why.
