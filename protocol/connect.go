@@ -106,9 +106,9 @@ func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tu
 	}
 	st.br = nil
 	t = newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
-	t.switchToTCP = s.cfg.SwitchToTCPTimeout
+	t.switchToTCP = s.conf().SwitchToTCPTimeout
 	t.cstpCodec = s.chooseCodec(req.get("X-CSTP-Accept-Encoding"))
-	t.compressMin = s.cfg.NoCompressLimit
+	t.compressMin = s.conf().NoCompressLimit
 	t.maxDecompressed = min(base, cstp.MaxPayload)
 	return t, base
 }
@@ -121,7 +121,7 @@ var defaultCodecPriority = map[string]int{compress.NameLZ4: 90, compress.NameLZS
 // the highest priority. Names match case-insensitively and empty items are skipped: openconnect 8.x writes the
 // list with a leading comma (",oc-lz4,lzs"). deflate (stateful, CSTP only) is never chosen.
 func (s *Server) chooseCodec(offer string) compress.Codec {
-	if !s.cfg.Compression {
+	if !s.conf().Compression {
 		return nil
 	}
 	var best compress.Codec
@@ -131,7 +131,7 @@ func (s *Server) chooseCodec(offer string) compress.Codec {
 		if c == nil {
 			continue
 		}
-		prio, ok := s.cfg.CompressionAlgoPriority[c.Name()]
+		prio, ok := s.conf().CompressionAlgoPriority[c.Name()]
 		if !ok {
 			prio = defaultCodecPriority[c.Name()]
 		}
@@ -166,7 +166,7 @@ func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel
 	mtu := t.mtu
 	// Set before Register: the DTLS handlers may run as soon as the client's handshake ends.
 	codec := s.chooseCodec(req.get("X-DTLS-Accept-Encoding"))
-	if s.cfg.DTLSPSK && offersPSK(req) {
+	if s.conf().DTLSPSK && offersPSK(req) {
 		psk, err := dtls.ExportPSK(st.tls.ConnectionState())
 		if err != nil {
 			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
@@ -438,7 +438,7 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 	} else {
 		h("X-CSTP-Session-Timeout", "none")
 	}
-	h("X-CSTP-Disconnected-Timeout", secs(s.cfg.CookieTimeout))
+	h("X-CSTP-Disconnected-Timeout", secs(s.conf().CookieTimeout))
 	h("X-CSTP-Keep", "true")
 	h("X-CSTP-TCP-Keepalive", "true")
 	h("X-CSTP-License", "accept")

@@ -42,7 +42,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	if doc.DeviceID != "" {
 		st.deviceID = doc.DeviceID
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.conf().AuthTimeout)
 	defer cancel()
 	authStart := time.Now()
 	areq := auth.Request{LoginID: st.loginID, Remote: st.remote.Addr().String(), ClientCert: st.clientCert,
@@ -57,7 +57,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		st.failures++
 		s.stats.authFailures.Add(1)
 		s.log.Info("auth failure", "user", r.User, "remote", st.remote, "reason", r.Reason)
-		if s.bans.Add(st.remote.Addr(), s.cfg.BanPointsWrongPassword, time.Now()) {
+		if s.bans.Add(st.remote.Addr(), s.conf().BanPointsWrongPassword, time.Now()) {
 			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
 			return errorResponse(401, "Authentication failed")
 		}
@@ -115,7 +115,7 @@ func (e errLimit) Error() string { return string(e) }
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	s.newSessMu.Lock() // the checks and sessions.Add below are one step
 	defer s.newSessMu.Unlock()
-	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
+	if n := s.conf().MaxClients; n > 0 && s.sessions.Len() >= n {
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
@@ -163,7 +163,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	sess.mu.Lock()
 	sess.remote = st.remote
 	// A cookie never used for a CONNECT expires like one whose tunnel went away.
-	sess.startExpiryLocked(s.cfg.CookieTimeout)
+	sess.startExpiryLocked(s.conf().CookieTimeout)
 	if d := uc.SessionTimeout; d > 0 {
 		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
 	}

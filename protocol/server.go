@@ -156,8 +156,8 @@ func NewServer(o Options) (*Server, error) {
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
-	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
-		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession, stats: &s.stats}
+	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.conf().CookieTimeout,
+		persistentCookies: s.conf().PersistentCookies, endSession: s.endSession, stats: &s.stats}
 	s.stats.start = time.Now()
 	return s, nil
 }
@@ -241,7 +241,7 @@ func (s *Server) admit(c net.Conn) (netip.Prefix, bool) {
 		}
 		return netip.Prefix{}, false
 	}
-	if s.bans.Add(addr, s.cfg.BanPointsConnection, now) {
+	if s.bans.Add(addr, s.conf().BanPointsConnection, now) {
 		s.log.Warn("address banned", "remote", addr, "for", s.cfg.BanTime, "after", "too many connections")
 		return netip.Prefix{}, false
 	}
@@ -484,10 +484,10 @@ func (s *Server) serveConn(c net.Conn) {
 			c.Close()
 		}
 	}()
-	authDeadline := time.Now().Add(s.cfg.AuthTimeout)
+	authDeadline := time.Now().Add(s.conf().AuthTimeout)
 	bc := newBatchConn(c)
 	tc := tls.Server(bc, s.tlsConf)
-	c.SetDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
+	c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 	hsStart := time.Now()
 	if err := tc.Handshake(); err != nil {
 		s.handshakeFailed(remote, err)
@@ -509,7 +509,7 @@ func (s *Server) serveConn(c net.Conn) {
 		err := st.waitRequest()
 		var req *request
 		if err == nil {
-			c.SetReadDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
+			c.SetReadDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 			req, err = readRequest(st.br)
 			c.SetReadDeadline(authDeadline)
 		}
@@ -554,7 +554,7 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
 	if errors.Is(err, io.EOF) {
 		return
 	}
-	if s.bans.Add(remote.Addr(), s.cfg.BanPointsConnection, time.Now()) {
+	if s.bans.Add(remote.Addr(), s.conf().BanPointsConnection, time.Now()) {
 		s.log.Warn("address banned", "remote", remote.Addr(), "for", s.cfg.BanTime, "after", "failed TLS handshakes")
 	}
 }
