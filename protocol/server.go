@@ -56,9 +56,9 @@ type Options struct {
 	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
 	Accounting auth.Accounting
 	// Bans keeps the ban points (admission.go); nil = an in-process auth.Bans of the configuration's ban keys.
-	Bans BanStore
-	Logger     *slog.Logger // nil = slog.Default()
-	Version    string       // shown in X-CSTP-Server-Name
+	Bans    BanStore
+	Logger  *slog.Logger // nil = slog.Default()
+	Version string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
