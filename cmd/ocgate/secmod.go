@@ -2,7 +2,8 @@ package main
 
 // Wiring of the security module (egress/secmod): the hidden arguments that make this binary its monitor or its
 // worker, the Loader that runs in the worker — the configuration, prepareState (certificate, key, password file,
-// the generated first user) — and starting it from serve before anything listens. The network process keeps only
+// the generated first user, the ban table, the RADIUS accounting client) — and starting it from serve before
+// anything listens. The network process keeps only
 // the public part: the certificate chain, and the generated user's name and password when there is one (it prints
 // them).
 
