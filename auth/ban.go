@@ -100,14 +100,12 @@ func (b *Bans) Unban(a netip.Addr) bool {
 
 // List returns the addresses with a score or a ban at now, highest score first.
 func (b *Bans) List(now time.Time) []BanInfo {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.expireLocked(now)
-	out := make([]BanInfo, 0, len(b.m))
-	for a, e := range b.m {
-		bi := BanInfo{Addr: a, Score: e.score}
-		if now.Before(e.bannedUntil) {
-			bi.BannedUntil = e.bannedUntil
+	recs := b.Export(now)
+	out := make([]BanInfo, 0, len(recs))
+	for _, r := range recs {
+		bi := BanInfo{Addr: r.Addr, Score: r.Score}
+		if now.Before(r.BannedUntil) {
+			bi.BannedUntil = r.BannedUntil
 		}
 		out = append(out, bi)
 	}
