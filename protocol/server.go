@@ -58,8 +58,10 @@ type Options struct {
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
 	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
 	Accounting auth.Accounting
-	Logger     *slog.Logger // nil = slog.Default()
-	Version    string       // shown in X-CSTP-Server-Name
+	// Bans keeps the ban points (admission.go); nil = an in-process auth.Bans of the configuration's ban keys.
+	Bans    BanStore
+	Logger  *slog.Logger // nil = slog.Default()
+	Version string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
@@ -73,7 +75,7 @@ type Server struct {
 	tlsConf  *tls.Config
 	auth     auth.Authenticator
 	minter   auth.CookieMinter
-	bans     *auth.Bans
+	bans     BanStore
 	dp       datapath.Datapath
 	pool     *Pool
 	pool6    *Pool6
@@ -150,7 +152,10 @@ func NewServer(o Options) (*Server, error) {
 	if s.minter == nil {
 		s.minter = auth.RandomMinter{}
 	}
-	s.bans = auth.NewBans(auth.BanConfig{MaxScore: o.Config.MaxBanScore, ResetTime: o.Config.BanResetTime, BanTime: o.Config.BanTime})
+	s.bans = o.Bans
+	if s.bans == nil {
+		s.bans = auth.NewBans(BanConfigOf(o.Config))
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -179,7 +184,7 @@ func (s *Server) ServeDTLS(pc *net.UDPConn) error {
 }
 
 // Bans returns the ban tracker (read by the management interface).
-func (s *Server) Bans() *auth.Bans { return s.bans }
+func (s *Server) Bans() BanStore { return s.bans }
 
 // Sessions returns the session store (read by the management interface).
 func (s *Server) Sessions() SessionStore { return s.sessions }

@@ -180,9 +180,9 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	accounting, err := newAccounting(cfg)
-	if err != nil {
-		return err
+	var accounting auth.Accounting // the RADIUS client and its secret are the module's (secmod.go)
+	if len(cfg.Acct) > 0 {
+		accounting = secmodAccounting{sm}
 	}
 	pool, err := protocol.NewPool(cfg.IPv4Network)
 	if err != nil {
@@ -221,6 +221,7 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		TLSConfig:  tc,
 		Auth:       secmodAuth{sm},
 		Accounting: accounting,
+		Bans:       secmod.NewBans(sm), // the ban table is the module's too
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,

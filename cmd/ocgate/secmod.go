@@ -2,7 +2,8 @@ package main
 
 // Wiring of the security module (egress/secmod): the hidden arguments that make this binary its monitor or its
 // worker, the Loader that runs in the worker — the configuration, prepareState (certificate, key, password file,
-// the generated first user) — and starting it from serve before anything listens. The network process keeps only
+// the generated first user, the ban table, the RADIUS accounting client) — and starting it from serve before
+// anything listens. The network process keeps only
 // the public part: the certificate chain, and the generated user's name and password when there is one (it prints
 // them).
 
@@ -12,14 +13,19 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
+	"time"
 
 	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/egress/secmod"
+	"ocgate/protocol"
 )
 
 // secmodArg is what the worker's Loader gets: where the configuration and the state are.
@@ -63,15 +69,38 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: passwords, Methods: map[string]secmod.Method{
+	bans, err := secmod.OpenBanTable(filepath.Join(a.StateDir, bansFile), protocol.BanConfigOf(cfg))
+	if err != nil {
+		return nil, err
+	}
+	acct, err := newAccounting(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: passwords, Bans: bans, Methods: map[string]secmod.Method{
 		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
 			var req auth.Request
 			if err := json.Unmarshal(args, &req); err != nil {
 				return nil, fmt.Errorf("auth step: %w", err)
 			}
+			// A banned address gets no password checked, whatever the network process's own view says.
+			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Bans().Until(ra, time.Now()).IsZero() {
+				return auth.Reply{Verdict: auth.Refused, User: req.Answers["username"], Message: "Authentication failed",
+					Reason: "banned address (security module)"}, nil
+			}
 			return logins.Step(ctx, req), nil
 		},
 	}}
+	s.Methods[opAcctSend] = func(ctx context.Context, args json.RawMessage) (any, error) {
+		if acct == nil { // a reload removed acct; accounting is set at start, so this is until the restart
+			return nil, errors.New("accounting: the module's configuration has no acct key (a reload removed it: restart)")
+		}
+		var r auth.AcctRecord
+		if err := json.Unmarshal(args, &r); err != nil {
+			return nil, fmt.Errorf("accounting: %w", err)
+		}
+		return struct{}{}, acct.Send(ctx, r)
+	}
 	if st.initialUser != "" {
 		s.Public = map[string]string{publicInitialUser: st.initialUser, publicInitialPassword: st.initialPassword}
 	}
@@ -129,6 +158,23 @@ func publicStateOf(h secmod.Hello) (*publicState, error) {
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	return &publicState{pin: "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]),
 		initialUser: h.Public[publicInitialUser], initialPassword: h.Public[publicInitialPassword]}, nil
+}
+
+// bansFile, in the state directory, holds the module's ban table across worker restarts.
+const bansFile = "bans.json"
+
+// opAcctSend is the module's method for one accounting request (auth.Accounting.Send): the RADIUS shared secret
+// stays in the module.
+const opAcctSend = "acct.send"
+
+// secmodAccounting is accounting as the network process sees it: each request a call to the security module. A
+// worker restart during a call repeats the request on the next worker (RADIUS servers see a duplicate at worst).
+type secmodAccounting struct{ c *secmod.Client }
+
+var _ auth.Accounting = secmodAccounting{}
+
+func (a secmodAccounting) Send(ctx context.Context, r auth.AcctRecord) error {
+	return a.c.Call(ctx, opAcctSend, r, nil)
 }
 
 // opAuthStep is the module's method for one step of a login (auth.Module.Step): the password and OTP files and
