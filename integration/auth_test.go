@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,42 @@ func TestCertificateLogin(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCertificateBoundCookie: a session that logged in with a certificate (openconnect --authenticate -c/-k)
+// takes a CONNECT only over a connection presenting that certificate, as ocserv: its cookie alone, or with another
+// valid certificate, is refused with a 401; with the certificate it connects.
+func TestCertificateBoundCookie(t *testing.T) {
+	t.Parallel()
+	r, _ := newCertRig(t, `auth = ["certificate"]`, false)
+	alice, _ := r.ca.issue(t, r.clients, "alice", time.Now().Add(time.Hour))
+	bob, _ := r.ca.issue(t, r.clients, "bob", time.Now().Add(time.Hour))
+	out, code := r.ns.output(30*time.Second, append(append([]string{"openconnect", "--protocol=anyconnect",
+		"--servercert", r.s.pin, "--non-inter", "--authenticate"}, alice...), r.s.url())...)
+	m := regexp.MustCompile(`(?m)^COOKIE='([^']+)'$`).FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("openconnect --authenticate: exit %d\n%s", code, out)
+	}
+	cookie := m[1]
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"no certificate", nil},
+		{"another user's certificate", bob},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := refused(t, launchCookie(t, r.s, cookie, tc.args...))
+			if !strings.Contains(out, "401") {
+				t.Fatalf("want a 401:\n%s", out)
+			}
+			waitFor(t, 10*time.Second, "the refusal in the server log", func() bool {
+				return strings.Contains(r.s.stderr.String(), "logged in with a certificate this connection does not present")
+			})
+		})
+	}
+	c := launchCookie(t, r.s, cookie, alice...)
+	c.waitConfigured(t)
 }
 
 // TestCertificateAndPassword: auth = ["certificate", "plain[...]"] needs both: the certificate's user with that

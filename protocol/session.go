@@ -44,6 +44,7 @@ type Session struct {
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
 	grants   auth.Grants // what the authentication server assigned (accounting.go)
+	certSum  *[32]byte   // SHA-256 of the certificate the login read the user from; nil: none (checkCookie)
 
 	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
 	cur atomic.Pointer[tunnel]
