@@ -224,7 +224,12 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		addrs := []netip.Addr{a}
 		var a6 netip.Addr
 		if want6 && s.env.pool6 != nil {
-			if a6, err = s.env.pool6.Acquire(s.User); err != nil {
+			if fixed := s.grants.IPv6; fixed.IsValid() { // RADIUS Framed-IPv6-Address or -Prefix
+				a6, err = s.env.pool6.AcquirePrefix(fixed)
+			} else {
+				a6, err = s.env.pool6.Acquire(s.User)
+			}
+			if err != nil {
 				s.env.pool.Release(a)
 				return false, err
 			}
