@@ -3,7 +3,8 @@ package protocol
 // The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
 // steps, in order:
 //
-//	checkCookie        the path, the webvpn cookie, deny_roaming, max_same_clients  ─► 401/404/503 and close
+//	checkCookie        the path, the webvpn cookie, the login's certificate, deny_roaming, max_same_clients
+//	                   ─► 401/404/503 and close
 //	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
 //	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
 //	                   the DTLS codec
@@ -17,6 +18,7 @@ package protocol
 //	                   a reconnect (or ends, after a logout)
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -76,6 +78,12 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 	sess := s.sessions.Lookup(cookie)
 	if sess == nil {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
+		return nil, false
+	}
+	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
+		// As ocserv: a session that logged in with a certificate is used only by a connection presenting that
+		// certificate (verified again by this connection's handshake, against the CRL in force now).
+		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User))
 		return nil, false
 	}
 	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {

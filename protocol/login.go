@@ -7,6 +7,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"strings"
@@ -95,6 +96,15 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	return resp
 }
 
+// certSum is the digest a session bound to its login's certificate keeps; nil when the login used none.
+func certSum(id auth.Identity, cert []byte) *[32]byte {
+	if !id.Certificate || cert == nil {
+		return nil
+	}
+	sum := sha256.Sum256(cert)
+	return &sum
+}
+
 func xmlResponse(body []byte) *response {
 	r := &response{status: 200, reason: "OK", body: body}
 	r.add("Content-Type", "text/xml")
@@ -141,6 +151,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		rxLimit:   newTokenBucket(uc.RxDataPerSec),
 		txLimit:   newTokenBucket(uc.TxDataPerSec),
 		grants:    id.Grants,
+		certSum:   certSum(id, st.clientCert),
 		ucfg:      uc,
 		pcfg: sessionPolicy{
 			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,
