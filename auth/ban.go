@@ -100,14 +100,12 @@ func (b *Bans) Unban(a netip.Addr) bool {
 
 // List returns the addresses with a score or a ban at now, highest score first.
 func (b *Bans) List(now time.Time) []BanInfo {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.expireLocked(now)
-	out := make([]BanInfo, 0, len(b.m))
-	for a, e := range b.m {
-		bi := BanInfo{Addr: a, Score: e.score}
-		if now.Before(e.bannedUntil) {
-			bi.BannedUntil = e.bannedUntil
+	recs := b.Export(now)
+	out := make([]BanInfo, 0, len(recs))
+	for _, r := range recs {
+		bi := BanInfo{Addr: r.Addr, Score: r.Score}
+		if now.Before(r.BannedUntil) {
+			bi.BannedUntil = r.BannedUntil
 		}
 		out = append(out, bi)
 	}
@@ -122,4 +120,46 @@ func (b *Bans) expireLocked(now time.Time) {
 			delete(b.m, a)
 		}
 	}
+}
+
+// BanRecord is one address's entry as Export writes it and Import reads it back (a ban table kept across a
+// restart of the process that holds it).
+type BanRecord struct {
+	Addr        netip.Addr `json:"addr"`
+	Score       int        `json:"score"`
+	Last        time.Time  `json:"last"`
+	BannedUntil time.Time  `json:"banned_until,omitzero"`
+}
+
+// Export returns the entries still alive at now.
+func (b *Bans) Export(now time.Time) []BanRecord {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.expireLocked(now)
+	out := make([]BanRecord, 0, len(b.m))
+	for a, e := range b.m {
+		out = append(out, BanRecord{Addr: a, Score: e.score, Last: e.last, BannedUntil: e.bannedUntil})
+	}
+	return out
+}
+
+// Import adds rs to the table (an entry already there is replaced).
+func (b *Bans) Import(rs []BanRecord) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range rs {
+		if r.Addr.IsValid() {
+			b.m[r.Addr] = &banEntry{score: r.Score, last: r.Last, bannedUntil: r.BannedUntil}
+		}
+	}
+}
+
+// Until returns when a's ban ends (zero: not banned at now).
+func (b *Bans) Until(a netip.Addr, now time.Time) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.m[a]; e != nil && now.Before(e.bannedUntil) {
+		return e.bannedUntil
+	}
+	return time.Time{}
 }

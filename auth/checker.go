@@ -12,6 +12,9 @@ type Identity struct {
 	User   string
 	Groups []string
 	Grants Grants // what the authentication server assigned (RADIUS); zero for the other methods
+	// Certificate: a certificate method read the user out of the client's certificate. The session is bound to
+	// that certificate: every CONNECT with its cookie must present it again (as ocserv does).
+	Certificate bool
 }
 
 var (

@@ -280,7 +280,7 @@ func failure(form *Form, err error, reason string) Reply {
 
 // finish ends a login whose methods all passed: the chosen group must be one of the user's.
 func (m *Module) finish(l *login) Reply {
-	id := Identity{User: l.user, Groups: slices.Clone(l.groups), Grants: l.grants}
+	id := Identity{User: l.user, Groups: slices.Clone(l.groups), Grants: l.grants, Certificate: l.certUser != ""}
 	if g := l.group; g != "" && g != m.cfg.Groups.Default {
 		i := slices.Index(id.Groups, g)
 		if i < 0 {

@@ -131,6 +131,9 @@ func TestLoginChains(t *testing.T) {
 			if tc.verdict == Success && (r.Identity.User != tc.user || !slices.Equal(r.Identity.Groups, tc.groups)) {
 				t.Fatalf("identity %+v, want %s %v", r.Identity, tc.user, tc.groups)
 			}
+			if tc.verdict == Success && r.Identity.Certificate != (tc.cert != nil) {
+				t.Fatalf("identity bound to the certificate: %v, want %v", r.Identity.Certificate, tc.cert != nil)
+			}
 			if (r.Verdict == Success || r.Verdict == Refused) && len(m.logins) != 0 {
 				t.Fatalf("%d logins kept after the verdict", len(m.logins))
 			}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,8 +146,8 @@ func newCertRig(t *testing.T, config string, revoke bool) (*certRig, []string) {
 	return r, revokedArgs
 }
 
-// TestCertificateLogin: auth = ["certificate"]: openconnect -c/-k logs in with no prompt; revoked, expired and
-// wrong-CA certificates are refused in the TLS handshake, and so is a client without one.
+// TestCertificateLogin: auth = ["certificate"]: openconnect -c/-k logs in with no prompt, over TLS 1.3 and 1.2;
+// revoked, expired and wrong-CA certificates are refused in the TLS handshake, and so is a client without one.
 func TestCertificateLogin(t *testing.T) {
 	t.Parallel()
 	r, revokedArgs := newCertRig(t, `auth = ["certificate"]`, true)
@@ -156,25 +157,78 @@ func TestCertificateLogin(t *testing.T) {
 	if !strings.Contains(r.s.stderr.String(), `msg="auth success" user=alice`) {
 		t.Fatalf("no auth success for alice in the server log")
 	}
+	if !strings.Contains(c.proc.out.String(), "with ciphersuite (TLS1.3)") {
+		t.Errorf("the default handshake was not TLS 1.3:\n%s", c.proc.out.String())
+	}
+	tls12 := []string{"--gnutls-priority", "NORMAL:-VERS-TLS1.3:%COMPAT"}
+	t.Run("TLS 1.2", func(t *testing.T) {
+		c := launchWith(t, r.s, "", append(append(good, "--non-inter"), tls12...)...)
+		c.waitConfigured(t)
+		if !strings.Contains(c.proc.out.String(), "with ciphersuite (TLS1.2)") {
+			t.Fatalf("not a TLS 1.2 handshake:\n%s", c.proc.out.String())
+		}
+	})
 	expired, _ := r.ca.issue(t, r.clients, "alice", time.Now().Add(-time.Hour))
 	wrongCA, _ := newTestCA(t, "another CA").issue(t, r.clients, "alice", time.Now().Add(time.Hour))
+	for _, version := range []struct {
+		name string
+		args []string
+	}{{"TLS 1.3", nil}, {"TLS 1.2", tls12}} {
+		for _, tc := range []struct {
+			name string
+			args []string
+			log  string // in the server's log, once more for each refusal
+		}{
+			{"revoked", revokedArgs, "certificate revoked"},
+			{"expired", expired, "expired"},
+			{"wrong CA", wrongCA, "unknown authority"},
+			{"none", nil, "no client certificate"},
+		} {
+			t.Run(version.name+"/"+tc.name, func(t *testing.T) {
+				before := strings.Count(r.s.stderr.String(), tc.log)
+				refused(t, launchWith(t, r.s, "", append(append(tc.args, "--non-inter"), version.args...)...))
+				waitFor(t, 10*time.Second, "the refusal in the server log", func() bool {
+					return strings.Count(r.s.stderr.String(), tc.log) > before
+				})
+			})
+		}
+	}
+}
+
+// TestCertificateBoundCookie: a session that logged in with a certificate (openconnect --authenticate -c/-k)
+// takes a CONNECT only over a connection presenting that certificate, as ocserv: its cookie alone, or with another
+// valid certificate, is refused with a 401; with the certificate it connects.
+func TestCertificateBoundCookie(t *testing.T) {
+	t.Parallel()
+	r, _ := newCertRig(t, `auth = ["certificate"]`, false)
+	alice, _ := r.ca.issue(t, r.clients, "alice", time.Now().Add(time.Hour))
+	bob, _ := r.ca.issue(t, r.clients, "bob", time.Now().Add(time.Hour))
+	out, code := r.ns.output(30*time.Second, append(append([]string{"openconnect", "--protocol=anyconnect",
+		"--servercert", r.s.pin, "--non-inter", "--authenticate"}, alice...), r.s.url())...)
+	m := regexp.MustCompile(`(?m)^COOKIE='([^']+)'$`).FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("openconnect --authenticate: exit %d\n%s", code, out)
+	}
+	cookie := m[1]
 	for _, tc := range []struct {
 		name string
 		args []string
-		log  string // in the server's log
 	}{
-		{"revoked", revokedArgs, "certificate revoked"},
-		{"expired", expired, "expired"},
-		{"wrong CA", wrongCA, "unknown authority"},
-		{"none", nil, "no client certificate"},
+		{"no certificate", nil},
+		{"another user's certificate", bob},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			refused(t, launchWith(t, r.s, "", append(tc.args, "--non-inter")...))
+			out := refused(t, launchCookie(t, r.s, cookie, tc.args...))
+			if !strings.Contains(out, "401") {
+				t.Fatalf("want a 401:\n%s", out)
+			}
 			waitFor(t, 10*time.Second, "the refusal in the server log", func() bool {
-				return strings.Contains(r.s.stderr.String(), tc.log)
+				return strings.Contains(r.s.stderr.String(), "logged in with a certificate this connection does not present")
 			})
 		})
 	}
+	c := launchCookie(t, r.s, cookie, alice...)
+	c.waitConfigured(t)
 }
 
 // TestCertificateAndPassword: auth = ["certificate", "plain[...]"] needs both: the certificate's user with that

@@ -276,3 +276,34 @@ func TestPrivsepIsolated(t *testing.T) {
 	})
 	download(t, connect(t, s, vpnUser, vpnPass), 1<<20, 7)
 }
+
+// TestPrivsepBanSurvivesRestart: the ban table is the security module's: a wrong password scores, the module's
+// worker is killed and restarted, a second wrong password completes the ban (the first one's points survived),
+// and the banned address is refused even with the right password.
+func TestPrivsepBanSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	dir := newServerDir(t)
+	s := startHooksServer(t, ns, dir, "max_ban_score = 20\nban_points_wrong_password = 10\nban_points_connection = 0\nban_time = 600\nrate_limit_ms = 0", false)
+	c := launch(t, ns, s.pin, vpnUser, "wrong", s.url())
+	c.waitExit(t, 20*time.Second)
+	waitFor(t, 10*time.Second, "the points to reach the module's table", func() bool {
+		b, _ := os.ReadFile(filepath.Join(s.stateDir, "bans.json"))
+		return strings.Contains(string(b), `"score":10`)
+	})
+	_, worker := moduleWorker(t, s.proc.cmd.Process.Pid)
+	syscall.Kill(worker, syscall.SIGKILL)
+	waitFor(t, 20*time.Second, "the worker's restart", func() bool {
+		return strings.Contains(s.stderr.String(), "security module worker (re)started")
+	})
+	if strings.Contains(s.stderr.String(), `msg="address banned"`) {
+		t.Fatal("banned after one wrong password")
+	}
+	c = launch(t, ns, s.pin, vpnUser, "wrong", s.url())
+	c.waitExit(t, 20*time.Second)
+	waitFor(t, 5*time.Second, "the ban", func() bool { return strings.Contains(s.stderr.String(), `msg="address banned" remote=127.0.0.1`) })
+	c = launch(t, ns, s.pin, vpnUser, vpnPass, s.url())
+	if code := c.waitExit(t, 20*time.Second); code == 0 || configuredRE.MatchString(c.proc.out.String()) {
+		t.Fatalf("banned address connected: exit %d\n%s", code, c.proc.out.String())
+	}
+}

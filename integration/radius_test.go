@@ -2,8 +2,8 @@ package integration
 
 // RADIUS against Debian's FreeRADIUS, started by the test on loopback inside the test's namespace with a
 // configuration directory of its own: password login with the stock client, an Access-Challenge answered on the
-// client's stdin, the RADIUS-assigned address (Framed-IP-Address), a reject, and accounting Start and Stop in
-// FreeRADIUS's detail file with byte counts at least what the test moved.
+// client's stdin, the RADIUS-assigned addresses (Framed-IP-Address, Framed-IPv6-Address), a reject, and
+// accounting Start and Stop in FreeRADIUS's detail file with byte counts at least what the test moved.
 
 import (
 	"fmt"
@@ -188,18 +188,23 @@ func TestRadius(t *testing.T) {
 	ns.startTarget()
 	rdir := startFreeRADIUS(t, ns, `alice Cleartext-Password := "pw"
 	Framed-IP-Address = 10.250.77.77,
+	Framed-IPv6-Address = fd00:77::77,
 	Framed-Route = "10.77.0.0/24 0.0.0.0 1",
 	Acct-Interim-Interval = 600
 `)
 	dir := newServerDir(t)
 	radcliFiles(t, dir)
 	s := startServer(t, ns, dir, `auth = ["radius[config=radiusclient.conf,groupconfig=true]"]
-acct = "radius[config=radiusclient.conf]"`)
+acct = "radius[config=radiusclient.conf]"
+ipv6_network = "fd00:77::/64"`)
 
-	t.Run("password login gets the RADIUS address, accounting start and stop", func(t *testing.T) {
+	t.Run("password login gets the RADIUS addresses, accounting start and stop", func(t *testing.T) {
 		c := connect(t, s, "alice", "pw")
 		if c.ip != "10.250.77.77" {
 			t.Fatalf("assigned %s, want Framed-IP-Address 10.250.77.77", c.ip)
+		}
+		if out := c.proc.out.String(); !strings.Contains(out, "X-CSTP-Address-IP6: fd00:77::77/128") {
+			t.Fatalf("the client was not given Framed-IPv6-Address fd00:77::77:\n%s", out)
 		}
 		const down, up = 3 << 20, 2 << 20
 		download(t, c, down, 3)
@@ -223,7 +228,7 @@ acct = "radius[config=radiusclient.conf]"`)
 			t.Errorf("Stop reports input %d, output %d octets; the test moved %d up, %d down", in, out, up, down)
 		}
 		for _, attr := range []string{"Acct-Session-Time", "Acct-Terminate-Cause = User-Request", `User-Name = "alice"`,
-			"Framed-IP-Address = 10.250.77.77", `NAS-Identifier = "ocgate-it"`} {
+			"Framed-IP-Address = 10.250.77.77", "Framed-IPv6-Address = fd00:77::77", `NAS-Identifier = "ocgate-it"`} {
 			if !strings.Contains(stop, attr) {
 				t.Errorf("the Stop record lacks %s:\n%s", attr, stop)
 			}

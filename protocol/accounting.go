@@ -4,7 +4,8 @@ package protocol
 // (auth.Grants):
 //
 //	login        newSession: applyGrants — Framed-IP-Address, Framed-Route, Session-Timeout, Idle-Timeout
-//	             override the user's configuration
+//	             override the user's configuration; Framed-IPv6-Address or -Prefix is leased at the first
+//	             CONNECT (Session.attach, Pool6.AcquirePrefix) when the client takes IPv6
 //	first CONNECT attachTunnel ─► acctStart: Start, waited for; no answer ends the session and refuses the
 //	             CONNECT (as ocserv) ─► an Interim-Update every Acct-Interim-Interval, in the background
 //	end          endSession ─► acctStop: Stop with the counters, the duration and the cause, in the background,

@@ -14,7 +14,33 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"ocgate/auth"
+	"ocgate/config"
 )
+
+// BanStore keeps the ban points of client addresses (ocserv's ban-point system): the accept loop asks Banned and
+// adds ban_points_connection for every connection, a failed handshake or login adds more, the management
+// interface lists and unbans. Banned runs per accepted connection and must not wait; Add runs per connection too
+// and should be cheap. *auth.Bans is the in-process implementation; the security module's (egress/secmod) keeps
+// the table out of this process.
+type BanStore interface {
+	// Banned reports whether a is banned at now, and whether this is the first refusal since the ban began.
+	Banned(a netip.Addr, now time.Time) (banned, first bool)
+	// Add adds points to a's score and reports whether that banned it.
+	Add(a netip.Addr, points int, now time.Time) bool
+	// Unban clears a's score and ban, reporting whether it had an entry.
+	Unban(a netip.Addr) bool
+	// List returns the addresses with a score or a ban at now, highest score first.
+	List(now time.Time) []auth.BanInfo
+}
+
+var _ BanStore = (*auth.Bans)(nil)
+
+// BanConfigOf returns the ban settings of cfg.
+func BanConfigOf(cfg *config.Config) auth.BanConfig {
+	return auth.BanConfig{MaxScore: cfg.MaxBanScore, ResetTime: cfg.BanResetTime, BanTime: cfg.BanTime}
+}
 
 // rateBurst is how many connections a source may open at once under rate_limit_ms: a client reconnecting after a
 // network change opens one or two; a few users behind one NAT address logging in together, a few more.

@@ -234,3 +234,18 @@ func TestHandshakeFailuresScore(t *testing.T) {
 		t.Fatal("connections closed before a byte were scored as failed handshakes")
 	}
 }
+
+// A reload (SetConfig) applies max_clients to the next login: the limits are read from the live configuration.
+func TestMaxClientsReloaded(t *testing.T) {
+	ts := startTestServer(t, func(c *config.Config) { c.MaxClients = 1 })
+	ts.mustDial(t, client.Options{})
+	if _, err := ts.dial(t, client.Options{}); err == nil {
+		t.Fatal("a second session over max_clients = 1 was let in")
+	}
+	cfg := *ts.srv.Config()
+	cfg.MaxClients = 2
+	ts.srv.SetConfig(&cfg)
+	if _, err := ts.dial(t, client.Options{}); err != nil {
+		t.Fatalf("a second session after the reload raised max_clients to 2: %v", err)
+	}
+}

@@ -3,7 +3,8 @@ package protocol
 // The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
 // steps, in order:
 //
-//	checkCookie        the path, the webvpn cookie, deny_roaming, max_same_clients  ─► 401/404/503 and close
+//	checkCookie        the path, the webvpn cookie, the login's certificate, deny_roaming, max_same_clients
+//	                   ─► 401/404/503 and close
 //	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
 //	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
 //	                   the DTLS codec
@@ -17,6 +18,7 @@ package protocol
 //	                   a reconnect (or ends, after a logout)
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -78,6 +80,12 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
 		return nil, false
 	}
+	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
+		// As ocserv: a session that logged in with a certificate is used only by a connection presenting that
+		// certificate (verified again by this connection's handshake, against the CRL in force now).
+		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User))
+		return nil, false
+	}
 	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
 		return nil, false
@@ -106,9 +114,9 @@ func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tu
 	}
 	st.br = nil
 	t = newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
-	t.switchToTCP = s.cfg.SwitchToTCPTimeout
+	t.switchToTCP = s.conf().SwitchToTCPTimeout
 	t.cstpCodec = s.chooseCodec(req.get("X-CSTP-Accept-Encoding"))
-	t.compressMin = s.cfg.NoCompressLimit
+	t.compressMin = s.conf().NoCompressLimit
 	t.maxDecompressed = min(base, cstp.MaxPayload)
 	return t, base
 }
@@ -121,7 +129,7 @@ var defaultCodecPriority = map[string]int{compress.NameLZ4: 90, compress.NameLZS
 // the highest priority. Names match case-insensitively and empty items are skipped: openconnect 8.x writes the
 // list with a leading comma (",oc-lz4,lzs"). deflate (stateful, CSTP only) is never chosen.
 func (s *Server) chooseCodec(offer string) compress.Codec {
-	if !s.cfg.Compression {
+	if !s.conf().Compression {
 		return nil
 	}
 	var best compress.Codec
@@ -131,7 +139,7 @@ func (s *Server) chooseCodec(offer string) compress.Codec {
 		if c == nil {
 			continue
 		}
-		prio, ok := s.cfg.CompressionAlgoPriority[c.Name()]
+		prio, ok := s.conf().CompressionAlgoPriority[c.Name()]
 		if !ok {
 			prio = defaultCodecPriority[c.Name()]
 		}
@@ -166,7 +174,7 @@ func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel
 	mtu := t.mtu
 	// Set before Register: the DTLS handlers may run as soon as the client's handshake ends.
 	codec := s.chooseCodec(req.get("X-DTLS-Accept-Encoding"))
-	if s.cfg.DTLSPSK && offersPSK(req) {
+	if s.conf().DTLSPSK && offersPSK(req) {
 		psk, err := dtls.ExportPSK(st.tls.ConnectionState())
 		if err != nil {
 			s.log.Warn("no DTLS for this session", "user", sess.User, "remote", st.remote, "err", err)
@@ -438,7 +446,7 @@ func (s *Server) connectHeaders(req *request, sess *Session, addr, addr6 netip.A
 	} else {
 		h("X-CSTP-Session-Timeout", "none")
 	}
-	h("X-CSTP-Disconnected-Timeout", secs(s.cfg.CookieTimeout))
+	h("X-CSTP-Disconnected-Timeout", secs(s.conf().CookieTimeout))
 	h("X-CSTP-Keep", "true")
 	h("X-CSTP-TCP-Keepalive", "true")
 	h("X-CSTP-License", "accept")

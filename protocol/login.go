@@ -7,6 +7,7 @@ package protocol
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"strings"
@@ -42,7 +43,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	if doc.DeviceID != "" {
 		st.deviceID = doc.DeviceID
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.AuthTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.conf().AuthTimeout)
 	defer cancel()
 	authStart := time.Now()
 	areq := auth.Request{LoginID: st.loginID, Remote: st.remote.Addr().String(), ClientCert: st.clientCert,
@@ -57,7 +58,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		st.failures++
 		s.stats.authFailures.Add(1)
 		s.log.Info("auth failure", "user", r.User, "remote", st.remote, "reason", r.Reason)
-		if s.bans.Add(st.remote.Addr(), s.cfg.BanPointsWrongPassword, time.Now()) {
+		if s.bans.Add(st.remote.Addr(), s.conf().BanPointsWrongPassword, time.Now()) {
 			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
 			return errorResponse(401, "Authentication failed")
 		}
@@ -95,6 +96,15 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 	return resp
 }
 
+// certSum is the digest a session bound to its login's certificate keeps; nil when the login used none.
+func certSum(id auth.Identity, cert []byte) *[32]byte {
+	if !id.Certificate || cert == nil {
+		return nil
+	}
+	sum := sha256.Sum256(cert)
+	return &sum
+}
+
 func xmlResponse(body []byte) *response {
 	r := &response{status: 200, reason: "OK", body: body}
 	r.add("Content-Type", "text/xml")
@@ -115,7 +125,7 @@ func (e errLimit) Error() string { return string(e) }
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	s.newSessMu.Lock() // the checks and sessions.Add below are one step
 	defer s.newSessMu.Unlock()
-	if n := s.cfg.MaxClients; n > 0 && s.sessions.Len() >= n {
+	if n := s.conf().MaxClients; n > 0 && s.sessions.Len() >= n {
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
@@ -141,6 +151,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		rxLimit:   newTokenBucket(uc.RxDataPerSec),
 		txLimit:   newTokenBucket(uc.TxDataPerSec),
 		grants:    id.Grants,
+		certSum:   certSum(id, st.clientCert),
 		ucfg:      uc,
 		pcfg: sessionPolicy{
 			routes: uc.Routes, noRoutes: uc.NoRoutes, iroutes: uc.IRoutes, dns: uc.DNS,
@@ -163,7 +174,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	sess.mu.Lock()
 	sess.remote = st.remote
 	// A cookie never used for a CONNECT expires like one whose tunnel went away.
-	sess.startExpiryLocked(s.cfg.CookieTimeout)
+	sess.startExpiryLocked(s.conf().CookieTimeout)
 	if d := uc.SessionTimeout; d > 0 {
 		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
 	}

@@ -330,7 +330,7 @@ func (s *Server) Ready() bool {
 	s.mu.Lock()
 	listening, conns := len(s.listeners) > 0, len(s.conns)
 	s.mu.Unlock()
-	if n := s.cfg.MaxClients; n > 0 && (conns >= n || s.sessions.Len() >= n) {
+	if n := s.conf().MaxClients; n > 0 && (conns >= n || s.sessions.Len() >= n) {
 		return false
 	}
 	return listening

@@ -21,7 +21,8 @@ type Pool6 struct {
 	reserved uint64 // leading blocks never leased
 
 	mu     sync.Mutex
-	leased map[netip.Addr]struct{} // guarded by mu
+	leased map[netip.Addr]struct{}   // guarded by mu: by block address (block(i))
+	fixed  map[netip.Addr]netip.Addr // guarded by mu: AcquirePrefix's client address → its block's address
 }
 
 // maxPool6Probes bounds the search for a free block (a pool of 2^32 blocks is never scanned whole).
@@ -33,7 +34,7 @@ func NewPool6(prefix netip.Prefix, sub int) (*Pool6, error) {
 		return nil, fmt.Errorf("IPv6 pool %s with client prefix /%d: want an IPv6 network and a longer client prefix", prefix, sub)
 	}
 	p := &Pool6{prefix: prefix.Masked(), sub: sub, blocks: 1 << min(sub-prefix.Bits(), 32), reserved: 1,
-		leased: make(map[netip.Addr]struct{})}
+		leased: make(map[netip.Addr]struct{}), fixed: make(map[netip.Addr]netip.Addr)}
 	if sub == 128 {
 		p.reserved = 2
 	}
@@ -118,22 +119,13 @@ func (p *Pool6) Acquire(user string) (netip.Addr, error) {
 	return netip.Addr{}, ErrPool6Exhausted
 }
 
-// ErrAddress6InUse is returned by AcquireAddr when the address is leased already.
-var ErrAddress6InUse = errors.New("the fixed IPv6 address is in use by another session")
-
-// AcquireAddr leases the client prefix whose client address is a (explicit_ipv6): a's block must be one Acquire
-// could hand out, and a that block's client address.
-func (p *Pool6) AcquireAddr(a netip.Addr) error {
-	if !p.prefix.Contains(a) {
-		return fmt.Errorf("address %s is outside the IPv6 pool %s", a, p.prefix)
+// blockIndex is the number of the block holding a; ok=false outside the blocks the pool considers.
+func (p *Pool6) blockIndex(a netip.Addr) (i uint64, ok bool) {
+	if !a.Is6() || !p.prefix.Contains(a) {
+		return 0, false
 	}
-	b, n := a.As16(), p.prefix.Addr().As16()
-	hi := binary.BigEndian.Uint64(b[:8]) - binary.BigEndian.Uint64(n[:8]) // a is inside: no borrow beyond lo
-	lo := binary.BigEndian.Uint64(b[8:]) - binary.BigEndian.Uint64(n[8:])
-	if lo > binary.BigEndian.Uint64(b[8:]) {
-		hi--
-	}
-	var i uint64 // (hi:lo) >> (128-sub), which is below 2^(sub-bits)
+	b := a.As16()
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 	switch shift := uint(128 - p.sub); {
 	case shift >= 64:
 		i = hi >> (shift - 64)
@@ -142,7 +134,47 @@ func (p *Pool6) AcquireAddr(a netip.Addr) error {
 	default:
 		i = hi<<(64-shift) | lo>>shift
 	}
-	if i < p.reserved || i >= p.blocks || p.block(i) != a {
+	i &= p.blocks - 1
+	// The bits above the considered blocks must be zero: the block computed back holds a.
+	return i, netip.PrefixFrom(p.block(i), p.sub).Masked() == netip.PrefixFrom(a, p.sub).Masked()
+}
+
+// AcquirePrefix leases the client prefix an authentication server assigned (RADIUS Framed-IPv6-Address, a /128,
+// or Framed-IPv6-Prefix): the whole block holding it, so no other client is given an overlapping prefix. The
+// client's address is the assigned one for a single address, else its block's (as Acquire gives); the client is
+// told the pool's client prefix length like every other. An assignment outside the pool, in the server's block,
+// or wider than a client prefix is refused.
+func (p *Pool6) AcquirePrefix(want netip.Prefix) (netip.Addr, error) {
+	i, ok := p.blockIndex(want.Addr())
+	if !ok || want.Bits() < p.sub || i < p.reserved {
+		return netip.Addr{}, fmt.Errorf("IPv6 prefix %s is not inside one client prefix (/%d) of the pool %s", want, p.sub, p.prefix)
+	}
+	key, a := p.block(i), p.block(i)
+	if want.Bits() == 128 {
+		a = want.Addr()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, taken := p.leased[key]; taken {
+		return netip.Addr{}, fmt.Errorf("the assigned IPv6 prefix %s is in use by another session", want)
+	}
+	p.leased[key] = struct{}{}
+	if a != key {
+		p.fixed[a] = key
+	}
+	return a, nil
+}
+
+// ErrAddress6InUse is returned by AcquireAddr when the address is leased already.
+var ErrAddress6InUse = errors.New("the fixed IPv6 address is in use by another session")
+
+// AcquireAddr leases the client prefix whose client address is a (explicit_ipv6): a's block must be one Acquire
+// could hand out, and a that block's client address.
+func (p *Pool6) AcquireAddr(a netip.Addr) error {
+	if !a.Is6() || !p.prefix.Contains(a) {
+		return fmt.Errorf("address %s is outside the IPv6 pool %s", a, p.prefix)
+	}
+	if i, ok := p.blockIndex(a); !ok || i < p.reserved || p.block(i) != a {
 		return fmt.Errorf("address %s is not a client address of the IPv6 pool %s (client prefixes /%d)", a, p.prefix, p.sub)
 	}
 	p.mu.Lock()
@@ -157,6 +189,10 @@ func (p *Pool6) AcquireAddr(a netip.Addr) error {
 // Release returns a leased address's prefix to the pool.
 func (p *Pool6) Release(a netip.Addr) {
 	p.mu.Lock()
+	if key, ok := p.fixed[a]; ok {
+		delete(p.fixed, a)
+		a = key
+	}
 	delete(p.leased, a)
 	p.mu.Unlock()
 }

@@ -100,6 +100,63 @@ func TestPool6(t *testing.T) {
 	}
 }
 
+// AcquirePrefix leases the block holding an assigned address or prefix, which Acquire then never gives out;
+// assignments outside the pool, in the server's block or wider than a client prefix are refused.
+func TestPool6AcquirePrefix(t *testing.T) {
+	p, _ := NewPool6(netip.MustParsePrefix("fd00:77::/56"), 64)
+	mp, ma := netip.MustParsePrefix, netip.MustParseAddr
+	for _, tc := range []struct {
+		name, want, addr string // addr "": refused
+	}{
+		{"an address", "fd00:77:0:5::77/128", "fd00:77:0:5::77"},
+		{"the same block again", "fd00:77:0:5::78/128", ""},
+		{"a client prefix", "fd00:77:0:6::/64", "fd00:77:0:6::1"},
+		{"a narrower prefix", "fd00:77:0:7::/80", "fd00:77:0:7::1"},
+		{"wider than a client prefix", "fd00:77:0:8::/63", ""},
+		{"the server's block", "fd00:77::77/128", ""},
+		{"outside the pool", "fd00:78::77/128", ""},
+		{"IPv4", "10.0.0.1/32", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := p.AcquirePrefix(mp(tc.want))
+			if tc.addr == "" {
+				if err == nil {
+					t.Fatalf("AcquirePrefix(%s) = %s, want an error", tc.want, a)
+				}
+				return
+			}
+			if err != nil || a != ma(tc.addr) {
+				t.Fatalf("AcquirePrefix(%s) = %s, %v; want %s", tc.want, a, err, tc.addr)
+			}
+		})
+	}
+	// 255 client blocks, 3 assigned: Acquire gives the other 252 and never one of those.
+	for i := range 252 {
+		a, err := p.Acquire(fmt.Sprint("u", i))
+		if err != nil {
+			t.Fatalf("lease %d: %v", i, err)
+		}
+		if b := a.As16(); b[7] >= 5 && b[7] <= 7 && b[6] == 0 {
+			t.Fatalf("Acquire gave %s, inside an assigned block", a)
+		}
+	}
+	if _, err := p.Acquire("one too many"); err == nil {
+		t.Fatal("Acquire gave an assigned block")
+	}
+	p.Release(ma("fd00:77:0:5::77"))
+	if a, err := p.AcquirePrefix(mp("fd00:77:0:5::99/128")); err != nil || a != ma("fd00:77:0:5::99") {
+		t.Fatalf("after the release: %s, %v", a, err)
+	}
+	// /128 client prefixes: the address is the block.
+	q, _ := NewPool6(netip.MustParsePrefix("fd00:77::/64"), 128)
+	if a, err := q.AcquirePrefix(mp("fd00:77::77/128")); err != nil || a != ma("fd00:77::77") {
+		t.Fatalf("/128 pool: %s, %v", a, err)
+	}
+	if _, err := q.AcquirePrefix(mp("fd00:77::1/128")); err == nil {
+		t.Fatal("/128 pool: the gateway was leased")
+	}
+}
+
 func TestNilPool6(t *testing.T) {
 	var p *Pool6
 	if p.Gateway().IsValid() || p.Prefix().IsValid() {

@@ -58,8 +58,10 @@ type Options struct {
 	Cookies   auth.CookieMinter // nil = auth.RandomMinter
 	// Accounting reports sessions (accounting.go); nil = none. A session whose Start it fails is refused.
 	Accounting auth.Accounting
-	Logger     *slog.Logger // nil = slog.Default()
-	Version    string       // shown in X-CSTP-Server-Name
+	// Bans keeps the ban points (admission.go); nil = an in-process auth.Bans of the configuration's ban keys.
+	Bans    BanStore
+	Logger  *slog.Logger // nil = slog.Default()
+	Version string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
@@ -73,7 +75,7 @@ type Server struct {
 	tlsConf  *tls.Config
 	auth     auth.Authenticator
 	minter   auth.CookieMinter
-	bans     *auth.Bans
+	bans     BanStore
 	dp       datapath.Datapath
 	pool     *Pool
 	pool6    *Pool6
@@ -150,14 +152,17 @@ func NewServer(o Options) (*Server, error) {
 	if s.minter == nil {
 		s.minter = auth.RandomMinter{}
 	}
-	s.bans = auth.NewBans(auth.BanConfig{MaxScore: o.Config.MaxBanScore, ResetTime: o.Config.BanResetTime, BanTime: o.Config.BanTime})
+	s.bans = o.Bans
+	if s.bans == nil {
+		s.bans = auth.NewBans(BanConfigOf(o.Config))
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.scripts = o.Scripts
 	s.dns = o.DefaultDNS
-	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.cfg.CookieTimeout,
-		persistentCookies: s.cfg.PersistentCookies, endSession: s.endSession, stats: &s.stats}
+	s.sessEnv = &sessionEnv{pools: newPools(s.pool, s.pool6, o.Config.IPv6SubnetPrefix, o.UserPools), dp: s.dp, cookieTimeout: s.conf().CookieTimeout,
+		persistentCookies: s.conf().PersistentCookies, endSession: s.endSession, stats: &s.stats}
 	s.stats.start = time.Now()
 	return s, nil
 }
@@ -179,7 +184,7 @@ func (s *Server) ServeDTLS(pc *net.UDPConn) error {
 }
 
 // Bans returns the ban tracker (read by the management interface).
-func (s *Server) Bans() *auth.Bans { return s.bans }
+func (s *Server) Bans() BanStore { return s.bans }
 
 // Sessions returns the session store (read by the management interface).
 func (s *Server) Sessions() SessionStore { return s.sessions }
@@ -241,7 +246,7 @@ func (s *Server) admit(c net.Conn) (netip.Prefix, bool) {
 		}
 		return netip.Prefix{}, false
 	}
-	if s.bans.Add(addr, s.cfg.BanPointsConnection, now) {
+	if s.bans.Add(addr, s.conf().BanPointsConnection, now) {
 		s.log.Warn("address banned", "remote", addr, "for", s.cfg.BanTime, "after", "too many connections")
 		return netip.Prefix{}, false
 	}
@@ -484,10 +489,10 @@ func (s *Server) serveConn(c net.Conn) {
 			c.Close()
 		}
 	}()
-	authDeadline := time.Now().Add(s.cfg.AuthTimeout)
+	authDeadline := time.Now().Add(s.conf().AuthTimeout)
 	bc := newBatchConn(c)
 	tc := tls.Server(bc, s.tlsConf)
-	c.SetDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
+	c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 	hsStart := time.Now()
 	if err := tc.Handshake(); err != nil {
 		s.handshakeFailed(remote, err)
@@ -509,7 +514,7 @@ func (s *Server) serveConn(c net.Conn) {
 		err := st.waitRequest()
 		var req *request
 		if err == nil {
-			c.SetReadDeadline(earliest(time.Now().Add(s.cfg.RequestTimeout), authDeadline))
+			c.SetReadDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 			req, err = readRequest(st.br)
 			c.SetReadDeadline(authDeadline)
 		}
@@ -554,7 +559,7 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
 	if errors.Is(err, io.EOF) {
 		return
 	}
-	if s.bans.Add(remote.Addr(), s.cfg.BanPointsConnection, time.Now()) {
+	if s.bans.Add(remote.Addr(), s.conf().BanPointsConnection, time.Now()) {
 		s.log.Warn("address banned", "remote", remote.Addr(), "for", s.cfg.BanTime, "after", "failed TLS handshakes")
 	}
 }

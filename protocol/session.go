@@ -44,6 +44,7 @@ type Session struct {
 	rxLimit  *tokenBucket
 	txLimit  *tokenBucket
 	grants   auth.Grants // what the authentication server assigned (accounting.go)
+	certSum  *[32]byte   // SHA-256 of the certificate the login read the user from; nil: none (checkCookie)
 
 	// cur is the tunnel that carries traffic now, read without locks on the packet path (Deliver).
 	cur atomic.Pointer[tunnel]
@@ -251,9 +252,12 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		addrs := []netip.Addr{a}
 		var a6 netip.Addr
 		if want6 && pool6 != nil {
-			if fixed := s.ucfg.ExplicitIPv6; fixed.IsValid() {
-				a6, err = fixed, pool6.AcquireAddr(fixed)
-			} else {
+			switch {
+			case s.grants.IPv6.IsValid(): // RADIUS Framed-IPv6-Address or -Prefix
+				a6, err = pool6.AcquirePrefix(s.grants.IPv6)
+			case s.ucfg.ExplicitIPv6.IsValid():
+				a6, err = s.ucfg.ExplicitIPv6, pool6.AcquireAddr(s.ucfg.ExplicitIPv6)
+			default:
 				a6, err = pool6.Acquire(s.User)
 			}
 			if err != nil {

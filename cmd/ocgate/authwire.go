@@ -1,8 +1,8 @@
 package main
 
 // Wiring of authentication: the login module built from the auth, enable_auth and group keys, swapped whole by a
-// reload, the accounting of the acct key (fixed at start), and the TLS settings that request and verify client
-// certificates (ca_cert, crl).
+// reload, the accounting of the acct key (built in the security module; on or off is fixed at start), and the TLS
+// settings that request and verify client certificates (ca_cert, crl).
 
 import (
 	"crypto/tls"

@@ -44,7 +44,7 @@ func configDefaultsSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 }
 
 // checkConfig loads a configuration, every per-user and per-group file it names, and what the server's start
-// loads (loadState, as the security module would: certificate and key, password and OTP files; prepare: accounting,
+// loads (loadState, as the security module would: certificate and key, password and OTP files, accounting; prepare:
 // CA and CRL, address pools), printing the warnings in line order and the errors; it returns an error when something
 // does not load. Nothing is generated: what the server would generate in its state directory is only reported.
 // Without files, only the configuration files are checked (`config import`: the files they name belong to the
@@ -70,7 +70,7 @@ func checkConfig(path string, files bool, stdout, stderr io.Writer) error {
 		return nil
 	}
 	// What the security module's worker loads (loadState), here in this process: it serves nothing.
-	st, _, _, err := loadState(c, "", true)
+	ld, err := loadState(c, "", true)
 	if err == nil {
 		_, err = prepare(c, &tls.Config{}, &auth.Revocations{})
 	}
@@ -78,7 +78,7 @@ func checkConfig(path string, files bool, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "%s: %v\n", path, err)
 		return err
 	}
-	for _, g := range st.generated {
+	for _, g := range ld.st.generated {
 		fmt.Fprintf(stdout, "note: the server generates %s in its state directory\n", g)
 	}
 	return nil

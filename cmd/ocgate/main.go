@@ -29,6 +29,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/egress/secmod"
 	"ocgate/protocol"
 )
 
@@ -146,6 +147,10 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var accounting auth.Accounting // the RADIUS client and its secret are the module's (secmod.go)
+	if len(cfg.Acct) > 0 {
+		accounting = secmodAccounting{sm}
+	}
 	dp, err := newDatapath(cfg, pool, pool6, userPools, log)
 	if err != nil {
 		return err
@@ -163,7 +168,8 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		Config:     cfg,
 		TLSConfig:  tc,
 		Auth:       secmodAuth{sm},
-		Accounting: su.accounting,
+		Accounting: accounting,
+		Bans:       secmod.NewBans(sm), // the ban table is the module's too
 		Datapath:   dp.Datapath,
 		Pool:       pool,
 		Pool6:      pool6,
@@ -286,25 +292,21 @@ wait:
 // startup is what the network process builds from its configuration before it listens; the secrets are the
 // security module's (loadState).
 type startup struct {
-	pool       *protocol.Pool
-	pool6      *protocol.Pool6
-	userPools  []netip.Prefix // the networks of per-user and per-group files: the datapath serves them from the start
-	accounting auth.Accounting
+	pool      *protocol.Pool
+	pool6     *protocol.Pool6
+	userPools []netip.Prefix // the networks of per-user and per-group files: the datapath serves them from the start
 }
 
 // prepare checks and builds what the configuration gives the network process: what isolate_workers forbids, the
-// accounting, the address pools (the global ones and those of per-user and per-group files, which must not
-// overlap), and into tc and revocations the client-certificate CA and CRL. `ocgate config check` runs it too, with
-// loadState, so that a file it passes is one the server starts with.
+// address pools (the global ones and those of per-user and per-group files, which must not overlap), and into tc
+// and revocations the client-certificate CA and CRL. `ocgate config check` runs it too, with loadState, so that a
+// file it passes is one the server starts with.
 func prepare(cfg *config.Config, tc *tls.Config, revocations *auth.Revocations) (*startup, error) {
 	if err := checkIsolation(cfg); err != nil {
 		return nil, err
 	}
 	su := &startup{}
 	var err error
-	if su.accounting, err = newAccounting(cfg); err != nil {
-		return nil, err
-	}
 	if su.pool, err = protocol.NewPool(cfg.IPv4Network); err != nil {
 		return nil, err
 	}

@@ -35,7 +35,11 @@ import (
 // them for each login or CONNECT, or this file swaps them in (auth, certificate).
 var liveKeys = []string{"banner", "pre_login_banner", "default_domain", "split_dns", "tunnel_all_dns", "auth",
 	"enable_auth", "crl", "cert_user_oid", "cert_group_oid", "select_group", "auto_select_group", "default_select_group",
-	"server_cert", "server_key", "config_per_user", "config_per_group", "default_user_config", "default_group_config"}
+	"server_cert", "server_key", "config_per_user", "config_per_group", "default_user_config", "default_group_config",
+	// read from the live configuration by the protocol server (protocol.Server.conf) at each use
+	"cookie_timeout", "request_timeout", "auth_timeout", "max_clients", "ban_points_connection",
+	"ban_points_wrong_password", "switch_to_tcp_timeout", "persistent_cookies", "compression", "no_compress_limit",
+	"compression_algo_priority", "dtls_psk"}
 
 // backend is the control socket's view of the running server.
 type backend struct {

@@ -1,10 +1,11 @@
 package main
 
 // Wiring of the security module (egress/secmod): the hidden arguments that make this binary its monitor or its
-// worker, the Loader that runs in the worker — the configuration, prepareState (certificate, key, password file,
-// the generated first user) — and starting it from serve before anything listens. The network process keeps only
-// the public part: the certificate chain, and the generated user's name and password when there is one (it prints
-// them).
+// worker, the Loader that runs in the worker — the configuration, loadState (prepareState: certificate, key,
+// password file, the generated first user; the login module; the RADIUS accounting client) and the ban table — and
+// starting it from serve before anything listens. The network process keeps only the public part: the certificate
+// chain, and the generated user's name and password when there is one (it prints them), or that the password was
+// changed since (it prints none).
 
 import (
 	"context"
@@ -12,14 +13,19 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
+	"time"
 
 	"ocgate/auth"
 	"ocgate/config"
 	"ocgate/egress/secmod"
+	"ocgate/protocol"
 )
 
 // secmodArg is what the worker's Loader gets: where the configuration and the state are.
@@ -48,45 +54,78 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 			return nil, err
 		}
 	}
-	st, passwords, logins, err := loadState(cfg, a.StateDir, false)
+	ld, err := loadState(cfg, a.StateDir, false)
 	if err != nil {
 		return nil, err
 	}
-	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: passwords, Methods: map[string]secmod.Method{
+	st, logins, acct := ld.st, ld.logins, ld.acct
+	bans, err := secmod.OpenBanTable(filepath.Join(a.StateDir, bansFile), protocol.BanConfigOf(cfg))
+	if err != nil {
+		return nil, err
+	}
+	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: ld.passwords, Bans: bans, Methods: map[string]secmod.Method{
 		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
 			var req auth.Request
 			if err := json.Unmarshal(args, &req); err != nil {
 				return nil, fmt.Errorf("auth step: %w", err)
 			}
+			// A banned address gets no password checked, whatever the network process's own view says.
+			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Bans().Until(ra, time.Now()).IsZero() {
+				return auth.Reply{Verdict: auth.Refused, User: req.Answers["username"], Message: "Authentication failed",
+					Reason: "banned address (security module)"}, nil
+			}
 			return logins.Step(ctx, req), nil
 		},
 	}}
+	s.Methods[opAcctSend] = func(ctx context.Context, args json.RawMessage) (any, error) {
+		if acct == nil { // a reload removed acct; accounting is set at start, so this is until the restart
+			return nil, errors.New("accounting: the module's configuration has no acct key (a reload removed it: restart)")
+		}
+		var r auth.AcctRecord
+		if err := json.Unmarshal(args, &r); err != nil {
+			return nil, fmt.Errorf("accounting: %w", err)
+		}
+		return struct{}{}, acct.Send(ctx, r)
+	}
 	s.Public = st.public()
 	return s, nil
 }
 
-// loadState loads what the configuration's secrets are: prepareState (the certificate and key, or the generated
-// ones and the generated user), the password file and the login module with its files. The worker runs it
-// (loadSecrets); so does `ocgate config check` (checkConfig), in its own process and with check set, so that a
-// configuration it passes is one the module loads. passwords and logins are nil when check finds the user would
+// loaded is what the security module's worker loads from the configuration (loadState).
+type loaded struct {
+	st        *state
+	passwords auth.PasswordChecker // nil (every check denied) without a password file
+	logins    *auth.Module
+	acct      auth.Accounting // nil without the acct key
+}
+
+// loadState loads the configuration's secrets: prepareState (the certificate and key, or the generated ones and
+// the generated user), the password file, the login module with its files and the accounting client. The worker
+// runs it (loadSecrets); so does `ocgate config check` (checkConfig), in its own process and with check set, so that
+// a configuration it passes is one the module loads. passwords and logins are nil when check finds the user would
 // be generated.
-func loadState(cfg *config.Config, stateDir string, check bool) (st *state, passwords auth.PasswordChecker, logins *auth.Module, err error) {
-	if st, err = prepareState(stateDir, cfg, check); err != nil {
-		return nil, nil, nil, err
+func loadState(cfg *config.Config, stateDir string, check bool) (*loaded, error) {
+	st, err := prepareState(stateDir, cfg, check)
+	if err != nil {
+		return nil, err
 	}
+	ld := &loaded{st: st}
 	if st.passwdFile != "" {
 		pf, err := auth.OpenPlainFile(st.passwdFile)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
-		passwords = pf
+		ld.passwords = pf
 	}
 	if st.passwdFile != "" || len(cfg.Auth) > 0 {
-		if logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
-			return nil, nil, nil, err
+		if ld.logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
+			return nil, err
 		}
 	}
-	return st, passwords, logins, nil
+	if ld.acct, err = newAccounting(cfg); err != nil {
+		return nil, err
+	}
+	return ld, nil
 }
 
 // public is what the network process may know of st (secmod.Secrets.Public): the generated user's name, its
@@ -155,6 +194,23 @@ func publicStateOf(h secmod.Hello) (*publicState, error) {
 	return &publicState{pin: "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]),
 		initialUser: h.Public[publicInitialUser], initialPassword: h.Public[publicInitialPassword],
 		passwordChanged: h.Public[publicPasswordChanged] == "true"}, nil
+}
+
+// bansFile, in the state directory, holds the module's ban table across worker restarts.
+const bansFile = "bans.json"
+
+// opAcctSend is the module's method for one accounting request (auth.Accounting.Send): the RADIUS shared secret
+// stays in the module.
+const opAcctSend = "acct.send"
+
+// secmodAccounting is accounting as the network process sees it: each request a call to the security module. A
+// worker restart during a call repeats the request on the next worker (RADIUS servers see a duplicate at worst).
+type secmodAccounting struct{ c *secmod.Client }
+
+var _ auth.Accounting = secmodAccounting{}
+
+func (a secmodAccounting) Send(ctx context.Context, r auth.AcctRecord) error {
+	return a.c.Call(ctx, opAcctSend, r, nil)
 }
 
 // opAuthStep is the module's method for one step of a login (auth.Module.Step): the password and OTP files and

@@ -44,6 +44,7 @@ type Secrets struct {
 	Key       crypto.Signer        // the private key of Chain[0]
 	Passwords auth.PasswordChecker // nil: every password check is denied
 	Public    map[string]string    // values the network process may know (e.g. a generated first user and password)
+	Bans      *BanTable            // nil: the ban operations are refused (bans.go)
 
 	// Methods are more operations the worker serves (Client.Call), e.g. an authentication module taking a request
 	// and returning the next form or a verdict. Their names must not be those of the built-in operations; args
@@ -107,6 +108,7 @@ type worker struct {
 	keyID     string
 	passwords auth.PasswordChecker
 	methods   map[string]Method
+	bans      *BanTable
 
 	wmu       sync.Mutex // serialises writes
 	malformed atomic.Uint64
@@ -198,11 +200,14 @@ func (w *worker) load(load Loader, arg json.RawMessage) (Hello, error) {
 		return Hello{}, errors.New("the private key does not match the certificate")
 	}
 	for name := range s.Methods {
-		if name == opSign || name == opPassword {
+		if name == opSign || name == opPassword || name == opBanAdd || name == opBanList || name == opBanUnban {
 			return Hello{}, fmt.Errorf("method %q shadows a built-in operation", name)
 		}
 	}
-	w.key, w.keyID, w.passwords, w.methods = s.Key, KeyID(leaf), s.Passwords, s.Methods
+	w.key, w.keyID, w.passwords, w.methods, w.bans = s.Key, KeyID(leaf), s.Passwords, s.Methods, s.Bans
+	if w.bans != nil {
+		w.bans.log = w.log
+	}
 	return Hello{Chain: s.Chain, KeyID: w.keyID, Public: s.Public}, nil
 }
 
@@ -250,6 +255,8 @@ func (w *worker) handle(req request) reply {
 		if err = strictUnmarshal(req.Args, &a); err == nil {
 			res, err = w.password(ctx, a)
 		}
+	case opBanAdd, opBanList, opBanUnban:
+		res, err = w.ban(req)
 	default:
 		m := w.methods[req.Op]
 		if m == nil {
@@ -338,6 +345,27 @@ func (w *worker) password(ctx context.Context, a passwordArgs) (any, error) {
 		return nil, err
 	}
 	return passwordResult{User: id.User, Groups: id.Groups}, nil
+}
+
+func (w *worker) ban(req request) (any, error) {
+	if w.bans == nil {
+		return nil, errors.New("this module keeps no ban table")
+	}
+	switch req.Op {
+	case opBanAdd:
+		var a banAddArgs
+		if err := strictUnmarshal(req.Args, &a); err != nil {
+			return nil, err
+		}
+		return w.bans.add(a)
+	case opBanUnban:
+		var a banUnbanArgs
+		if err := strictUnmarshal(req.Args, &a); err != nil {
+			return nil, err
+		}
+		return w.bans.unban(a)
+	}
+	return w.bans.bans.List(time.Now()), nil
 }
 
 func isEd25519(k crypto.Signer) bool {

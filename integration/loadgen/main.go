@@ -44,8 +44,11 @@ func main() {
 	cfg := defaultConfig()
 	fs := pflag.NewFlagSet("loadgen", pflag.ContinueOnError)
 	fs.StringVar(&cfg.URL, "url", "", "server URL, https://host:port/")
-	fs.StringVar(&cfg.User, "user", "ocgate", "user name")
+	fs.StringVar(&cfg.User, "user", "ocgate", "user name; %d in it is replaced by the session's number (0..n-1), one user per session")
 	fs.StringVar(&cfg.Password, "password", "", "password (default: $LOADGEN_PASSWORD)")
+	fs.StringVarP(&cfg.Cert, "certificate", "c", "", "client certificate (PEM file), as openconnect -c")
+	fs.StringVarP(&cfg.Key, "sslkey", "k", "", "the client certificate's private key (PEM file; default: in --certificate), as openconnect -k")
+	fs.StringVar(&cfg.TokenSecret, "token-secret", "", "TOTP secret (base32, or 0xHEX) answering the one-time password form, as openconnect --token-mode=totp --token-secret")
 	fs.StringVar(&cfg.Group, "group", "", "group to choose when the server offers a group_list")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "accept any server certificate")
 	fs.StringVar(&cfg.Pin, "pin", "", "server certificate pin: pin-sha256:BASE64 (as openconnect --servercert) or sha256:HEX")
@@ -133,6 +136,7 @@ func main() {
 // config is the whole run; run() validates it.
 type config struct {
 	URL, User, Password, Group, Pin string
+	Cert, Key, TokenSecret          string
 	Insecure                        bool
 	N, Concurrency                  int
 	Mode                            string

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base32"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +16,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 
 	"ocgate/protocol/client"
 )
@@ -156,6 +162,38 @@ func (c *config) validate() error {
 	return nil
 }
 
+// authOptions adds the client certificate (--certificate, --sslkey) and the one-time password (--token-secret)
+// to o.
+func (c *config) authOptions(o *client.Options) error {
+	if c.Cert != "" {
+		key := c.Key
+		if key == "" {
+			key = c.Cert
+		}
+		cert, err := tls.LoadX509KeyPair(c.Cert, key)
+		if err != nil {
+			return fmt.Errorf("--certificate: %w", err)
+		}
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	if c.TokenSecret != "" {
+		secret := c.TokenSecret
+		if h, ok := strings.CutPrefix(secret, "0x"); ok {
+			raw, err := hex.DecodeString(h)
+			if err != nil {
+				return fmt.Errorf("--token-secret: %w", err)
+			}
+			secret = base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw)
+		}
+		opts := totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+		if _, err := totp.GenerateCodeCustom(secret, time.Now(), opts); err != nil {
+			return fmt.Errorf("--token-secret: %w", err)
+		}
+		o.Token = func() (string, error) { return totp.GenerateCodeCustom(secret, time.Now(), opts) }
+	}
+	return nil
+}
+
 // run establishes the sessions, runs the traffic phase, closes everything and reports.
 func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 	if err := c.validate(); err != nil {
@@ -163,6 +201,9 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 	}
 	opts := client.Options{URL: c.URL, User: c.User, Password: c.Password, Group: c.Group, Pin: c.Pin,
 		InsecureSkipVerify: c.Insecure, DTLS: c.DTLS, RequireDTLS: c.DTLS, PionRecords: c.PionRecords}
+	if err := c.authOptions(&opts); err != nil {
+		return nil, err
+	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
@@ -196,6 +237,9 @@ func run(ctx context.Context, c config, progress io.Writer) (*Report, error) {
 			for i := range jobs {
 				o := opts
 				o.Hostname = fmt.Sprintf("loadgen-%d", i)
+				if strings.Contains(c.User, "%d") {
+					o.User = fmt.Sprintf(c.User, i)
+				}
 				dctx, cancel := context.WithTimeout(ctx, c.Timeout)
 				s, err := client.Dial(dctx, o)
 				cancel()

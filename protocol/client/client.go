@@ -38,6 +38,10 @@ type Options struct {
 	Password string
 	Group    string // value (or label) chosen in a group_list select, if the server shows one
 	Cookie   string // if set, skip authentication and CONNECT with this webvpn cookie value
+	// Token, if set, answers a second-factor form (auth id "challenge": a one-time password, a RADIUS
+	// Access-Challenge), as openconnect's --token-mode does; called once per such form. Without it such a form
+	// gets Password, like any password form. A client certificate goes in TLSConfig.Certificates.
+	Token func() (string, error)
 
 	InsecureSkipVerify bool   // accept any server certificate (unless Pin is set)
 	Pin                string // "pin-sha256:BASE64" or "sha256:HEX" of the server's SubjectPublicKeyInfo

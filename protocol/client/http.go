@@ -378,7 +378,7 @@ func (h *httpConn) login(ctx context.Context, urlPath string) (string, error) {
 	}
 	fail := func(err error) (string, error) { return "", &Error{"auth", err} }
 	doc, target := initDoc(h.groupAccess, ""), urlPath
-	sentGroupInit, sentPassword := false, false
+	sentGroupInit, sentPassword, sentToken := false, false, false
 	for range 10 {
 		hdr := [][2]string{{"Accept", "*/*"}, {"Accept-Encoding", "identity"}, {"X-Transcend-Version", "1"},
 			{"X-Aggregate-Auth", "1"}, {"X-Support-HTTP-Auth", "true"}}
@@ -440,6 +440,16 @@ func (h *httpConn) login(ctx context.Context, urlPath string) (string, error) {
 			continue
 		}
 		hasPassword := false
+		second := d.Auth.ID == "challenge" && h.opts.Token != nil
+		secret := h.opts.Password
+		if second {
+			if sentToken {
+				return fail(fmt.Errorf("%w: the second factor was asked again", ErrAuthFailed))
+			}
+			if secret, err = h.opts.Token(); err != nil {
+				return fail(fmt.Errorf("token: %w", err))
+			}
+		}
 		var fields strings.Builder
 		for _, in := range f.Inputs {
 			name := in.Name
@@ -452,7 +462,7 @@ func (h *httpConn) login(ctx context.Context, urlPath string) (string, error) {
 				v = h.opts.User
 			case "password":
 				hasPassword = true
-				v = h.opts.Password
+				v = secret
 				switch name {
 				case "answer", "whichpin", "new_password":
 					name = "password"
@@ -471,14 +481,18 @@ func (h *httpConn) login(ctx context.Context, urlPath string) (string, error) {
 				fmt.Fprintf(&fields, "<%s>%s</%s>", s.Name, xmlText(s.Options[0].Value), s.Name)
 			}
 		}
-		if hasPassword && sentPassword {
+		if hasPassword && sentPassword && !second {
 			msg := strings.TrimSpace(d.Auth.Error)
 			if msg == "" {
 				msg = strings.TrimSpace(d.Auth.Message)
 			}
 			return fail(fmt.Errorf("%w: %.120s", ErrAuthFailed, strings.Join(strings.Fields(msg), " ")))
 		}
-		sentPassword = sentPassword || hasPassword
+		if second {
+			sentToken = true
+		} else {
+			sentPassword = sentPassword || hasPassword
+		}
 		var b strings.Builder
 		b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
 		b.WriteString(`<config-auth client="vpn" type="auth-reply" aggregate-auth-version="2"><version who="vpn">v9.01-3</version>`)
