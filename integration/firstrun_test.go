@@ -186,8 +186,10 @@ func TestCompleteConfigWithoutHome(t *testing.T) {
 	s.start("-c", cfgPath)
 	c := connect(t, s, vpnUser, vpnPass)
 	download(t, c, 1<<20, 5)
-	if !strings.Contains(s.stderr.String(), "no control socket") {
-		t.Errorf("no warning about the control socket's place:\n%s", s.stderr.String())
+	for _, w := range []string{"no control socket", "the ban table is kept in memory only"} {
+		if !strings.Contains(s.stderr.String(), w) {
+			t.Errorf("no warning %q:\n%s", w, s.stderr.String())
+		}
 	}
 	if _, err := os.Stat("/nonexistent"); err == nil {
 		t.Errorf("/nonexistent was created")

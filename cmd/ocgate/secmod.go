@@ -59,7 +59,7 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 		return nil, err
 	}
 	st, logins, acct := ld.st, ld.logins, ld.acct
-	bans, err := secmod.OpenBanTable(filepath.Join(a.StateDir, bansFile), protocol.BanConfigOf(cfg))
+	bans, err := secmod.OpenBanTable(bansPath(a.StateDir), protocol.BanConfigOf(cfg))
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +126,18 @@ func loadState(cfg *config.Config, stateDir string, check bool) (*loaded, error)
 		return nil, err
 	}
 	return ld, nil
+}
+
+// bansPath is where the ban table is kept across worker restarts: bansFile in the state directory, created for it
+// if it can be. A configuration that needs no state directory (server_cert, server_key and auth set) still starts
+// where there is none to be had, with the table in memory only ("").
+func bansPath(stateDir string) string {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		slog.Warn("security module: the ban table is kept in memory only (a worker restart forgets it): "+
+			"its place, the state directory, cannot be created; set --state-dir to a writable directory", "err", err)
+		return ""
+	}
+	return filepath.Join(stateDir, bansFile)
 }
 
 // public is what the network process may know of st (secmod.Secrets.Public): the generated user's name, its

@@ -30,6 +30,7 @@ import (
 //	server-cert.pem, server-key.pem   self-signed ECDSA P-256 certificate (when the config names none)
 //	users.passwd                      ocpasswd-format users (when the config has no auth method)
 //	initial-password                  the generated user's password, so it can be printed again
+//	bans.json                         the security module's ban table (secmod.go), when the directory can be created
 const (
 	certFile     = "server-cert.pem"
 	keyFile      = "server-key.pem"
