@@ -152,13 +152,8 @@ func DefaultsTOML() string {
 	b.WriteString("# Each key says where it may be set: the global file only, also per-user and per-group files\n")
 	b.WriteString("# (config_per_user, config_per_group), or only those, and its name in ocserv's files (ocserv.conf,\n")
 	b.WriteString("# config-per-user), where it has one.\n\n")
-	var accepted []*key
-	for i := range keyTable {
-		k := &keyTable[i]
-		if k.status != applied {
-			accepted = append(accepted, k)
-			continue
-		}
+	keys, accepted := keysByStatus()
+	for _, k := range keys {
 		doc := k.doc
 		switch k.scope {
 		case global:
@@ -188,14 +183,7 @@ func DefaultsTOML() string {
 	}
 	b.WriteString("# ocserv keys accepted with a warning, without effect:\n")
 	for _, k := range accepted {
-		why := "not implemented yet"
-		if k.status == ignored {
-			why = "ignored: " + k.why
-		}
-		if k.scope == userOnly {
-			why += " (per-user and per-group files)"
-		}
-		fmt.Fprintf(&b, "#   %s (ocserv: %s): %s\n", k.name, k.ocservName(), why)
+		fmt.Fprintf(&b, "#   %s (ocserv: %s): %s\n", k.name, k.ocservName(), k.acceptedWhy())
 	}
 	return b.String()
 }

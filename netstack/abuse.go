@@ -41,6 +41,10 @@ type sessionLimits struct {
 	dnsOnce  sync.Once
 	dnsRate  *rate.Limiter // set by dnsOnce
 	lastLog  atomic.Int64  // unix nanoseconds of the last refusal logged
+
+	refusedOnce  sync.Once
+	refusedLog   *rate.Limiter // set by refusedOnce: refused flows logged (flowlog.go)
+	refusedQuiet atomic.Int64  // refused flows not logged since the last line
 }
 
 // acquireDNSFlow takes one of the session's DNS flows, or counts a refusal.

@@ -23,6 +23,11 @@ import (
 )
 
 const (
+	// dnsAnswerTimeout bounds the whole answer to one query, the upstream's retries included: an upstream that
+	// does not answer yields SERVFAIL before the client's own timeout (dig and the glibc stub wait 5 s), so the
+	// client moves on to its next server or reports the failure instead of waiting in silence.
+	dnsAnswerTimeout = 1500 * time.Millisecond
+	// dnsTimeout bounds the lookups a flow waits for (ipv4Fallback).
 	dnsTimeout     = 5 * time.Second
 	dnsIdleTimeout = 30 * time.Second
 	dnsTTL         = 60
@@ -103,7 +108,7 @@ func (s *Stack) answerDNS(p *port, msg []byte) []byte {
 		return out
 	}
 	resp.Questions = []dnsmessage.Question{q}
-	ctx, cancel := context.WithTimeout(s.ctx, dnsTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, dnsAnswerTimeout)
 	defer cancel()
 	name := strings.TrimSuffix(q.Name.String(), ".")
 	hdr := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: dnsTTL}
@@ -223,7 +228,7 @@ func truncateDNS(msg []byte) []byte {
 
 // upstreamResolver is Go's resolver talking to servers instead of those of /etc/resolv.conf: each connection it
 // opens goes to the next server in turn (Go's resolver retries a failed query, so a dead server costs a retry);
-// a server that cannot be dialled (TCP) is skipped.
+// a server that cannot be dialled (TCP) is skipped. A connection lives no longer than the lookup that opened it.
 func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
 	var next atomic.Uint32
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -233,6 +238,10 @@ func upstreamResolver(servers []netip.AddrPort) *net.Resolver {
 		for range servers {
 			var c net.Conn
 			if c, err = d.DialContext(ctx, network, servers[i].String()); err == nil {
+				// Go's resolver bounds each exchange by its own timeout (resolv.conf's, 5 s), not by the
+				// lookup's context: close the connection when that context ends, so that a lookup given up
+				// (dnsAnswerTimeout) leaves no read behind on a silent server.
+				context.AfterFunc(ctx, func() { c.Close() })
 				return c, nil
 			}
 			i = (i + 1) % len(servers)

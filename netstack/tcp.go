@@ -52,7 +52,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		return
 	}
 	if v := p.decide(tcpProtocolNumber, dstAP); v != egress.Allow {
-		s.log.Debug("TCP flow refused", "user", p.sess.User, "src", src, "dst", dstAP, "why", v.String())
+		s.logRefused(p, "tcp", src, dstAP, v.String())
 		s.logFlow(p, "tcp", srcAP, dstAP, start, 0, 0, "refused", v.String())
 		r.Complete(true)
 		return

@@ -38,7 +38,7 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) bool {
 			return false // nothing listens: the stack answers port unreachable
 		}
 		if v := p.decide(udpProtocolNumber, netip.AddrPortFrom(dst, id.LocalPort)); v != egress.Allow {
-			s.log.Debug("UDP flow refused", "user", p.sess.User, "src", src, "dst", netip.AddrPortFrom(dst, id.LocalPort), "why", v.String())
+			s.logRefused(p, "udp", src, netip.AddrPortFrom(dst, id.LocalPort), v.String())
 			s.logFlow(p, "udp", netip.AddrPortFrom(src, id.RemotePort), netip.AddrPortFrom(dst, id.LocalPort), start, 0, 0, "refused", v.String())
 			return true
 		}

@@ -7,7 +7,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,34 +34,34 @@ func socketPath(cfg *config.Config, stateDir string) string {
 	return filepath.Join(stateDir, "ocgate.socket")
 }
 
-func runCtl(name string, args []string, stdout, stderr io.Writer) int {
+// ctlCommand is `ocgate ctl`, also run as `occtl`.
+var ctlCommand = &command{name: "ctl", args: "COMMAND...", max: -1, setup: ctlSetup,
+	summary: "manage a running server with occtl's commands (also run as `occtl`, a symlink)",
+	about:   func() string { return "commands:\n" + ctl.Usage() }}
+
+func ctlSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	var socket, cfgFile, stateDir string
 	var asJSON bool
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVarP(&socket, "socket", "s", "", "the server's control socket")
 	fs.StringVarP(&cfgFile, "config", "c", "", "the server's configuration, to find its socket (default "+defaultConfigFile+" if it exists)")
 	fs.StringVar(&stateDir, "state-dir", "", "the server's state directory, to find its socket (default "+stateDirDefault()+")")
 	fs.BoolVarP(&asJSON, "json", "j", false, "print occtl's JSON")
 	fs.BoolP("no-pager", "n", false, "accepted for occtl compatibility (there is no pager)")
 	fs.SetInterspersed(false)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s [-s SOCKET | -c CONFIG] [-j|--json] [-n|--no-pager] COMMAND\n\noptions:\n%s\ncommands:\n%s",
-			name, fs.FlagUsages(), ctl.Usage())
+	return func(io stdio, words []string) int {
+		return runCtl(fs.Name(), socket, cfgFile, stateDir, asJSON, words, io.out, io.err)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	words := fs.Args()
+}
+
+// runCtl sends the command words to the server and prints its answer. Returns the exit status.
+func runCtl(name, socket, cfgFile, stateDir string, asJSON bool, words []string, stdout, stderr io.Writer) int {
 	if _, _, err := ctl.ParseCommand(words); err != nil {
 		if len(words) > 0 {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		} else {
+			fmt.Fprintf(stderr, "%s: a command is missing\n", name)
 		}
-		fs.Usage()
-		return 2
+		return exitUsage
 	}
 	if socket == "" {
 		cfg := config.Default()

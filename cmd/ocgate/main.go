@@ -1,11 +1,8 @@
 // Command ocgate is an OpenConnect (AnyConnect-compatible) VPN server whose default data path needs no root and no
-// TUN device. This file is wiring only: it parses flags, loads the configuration, prepares the state directory and
-// connects the packages.
+// TUN device. This file is wiring only: `ocgate [serve]` (the default command; cli.go holds the command line)
+// loads the configuration, prepares the state directory and connects the packages.
 //
-//	ocgate [-c FILE] [--state-dir DIR]     serve (the default; --pprof ADDR with -tags pprof)
-//	ocgate passwd ...                      edit a password file like ocpasswd
-//	ocgate config check FILE | defaults    validate a config / print the defaults
-//	ocgate ctl [-s SOCKET] COMMAND         manage a running server (also as `occtl`, a symlink; ctl.go)
+//	ocgate [serve] [-c FILE] [--state-dir DIR]   serve (--pprof ADDR with -tags pprof)
 package main
 
 import (
@@ -20,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,44 +29,12 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
-	"ocgate/egress/privsep"
 	"ocgate/egress/secmod"
 	"ocgate/protocol"
 )
 
-const version = "0.1.0"
-
 // shutdownTimeout bounds how long the server waits, after sending TERMINATE, for its connections to close.
 const shutdownTimeout = 5 * time.Second
-
-func main() {
-	args := os.Args[1:]
-	if filepath.Base(os.Args[0]) == "occtl" {
-		os.Exit(runCtl("occtl", args, os.Stdout, os.Stderr))
-	}
-	if len(args) > 0 {
-		switch args[0] {
-		case "ctl":
-			os.Exit(runCtl("ocgate ctl", args[1:], os.Stdout, os.Stderr))
-		case "passwd":
-			os.Exit(runPasswd(args[1:], os.Stdin, os.Stdout, os.Stderr))
-		case "config":
-			os.Exit(runConfig(args[1:], os.Stdout, os.Stderr))
-		case "serve":
-			args = args[1:]
-		case secmod.MonitorArg, secmod.WorkerArg: // the security module (secmod.go), started by the server itself
-			os.Exit(runSecurityModule(args[0]))
-		case privHelperArg: // the privileged helper (datapath.go), started by the server itself
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "privileged-helper")
-			if err := privsep.ServeHelper(3, log); err != nil {
-				log.Error("exiting", "err", err)
-				os.Exit(1)
-			}
-			os.Exit(0)
-		}
-	}
-	os.Exit(runServe(args, os.Stdout, os.Stderr))
-}
 
 // stateDirDefault is $XDG_STATE_HOME/ocgate, else ~/.local/state/ocgate.
 func stateDirDefault() string {
@@ -91,36 +57,33 @@ type serveFlags struct {
 	version   bool
 }
 
-func runServe(args []string, stdout, stderr io.Writer) int {
+// serveCommand is `ocgate [serve]`, the default command (cli.go).
+var serveCommand = &command{name: "serve", summary: "run the server (the default command)", setup: serveSetup}
+
+func serveSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	var f serveFlags
-	fs := pflag.NewFlagSet("ocgate", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVarP(&f.config, "config", "c", "", "configuration file (TOML, ocserv option names); default: embedded defaults")
 	fs.StringVar(&f.stateDir, "state-dir", "", "state directory for the generated certificate and users (default "+stateDirDefault()+")")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address, e.g. 127.0.0.1:6060; binaries built with -tags pprof only; never a public address")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
+	return func(io stdio, _ []string) int {
+		if f.version {
+			fmt.Fprint(io.out, versionInfo())
 			return 0
 		}
-		return 2
-	}
-	if f.version {
-		fmt.Fprintln(stdout, "ocgate", version)
+		log, err := newLogger(io.err, f.logFormat, f.logLevel)
+		if err != nil {
+			fmt.Fprintln(io.err, "ocgate:", err)
+			return exitUsage
+		}
+		if err := serve(f, log, io.out); err != nil {
+			fmt.Fprintln(io.err, "ocgate:", err)
+			return 1
+		}
 		return 0
 	}
-	log, err := newLogger(stderr, f.logFormat, f.logLevel)
-	if err != nil {
-		fmt.Fprintln(stderr, "ocgate:", err)
-		return 2
-	}
-	if err := serve(f, log, stdout); err != nil {
-		fmt.Fprintln(stderr, "ocgate:", err)
-		return 1
-	}
-	return 0
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
@@ -163,9 +126,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if stateDir == "" {
 		stateDir = stateDirDefault()
 	}
-	if err := checkIsolation(cfg); err != nil {
+	tc := &tls.Config{}
+	revocations := &auth.Revocations{}
+	su, err := prepare(cfg, tc, revocations)
+	if err != nil {
 		return err
 	}
+	pool, pool6, userPools := su.pool, su.pool6, su.userPools
 	// The security module holds the private key and the password file; this process never reads them.
 	sm, hello, err := startSecurityModule(cfg, f.config, stateDir, log)
 	if err != nil {
@@ -184,21 +151,6 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if len(cfg.Acct) > 0 {
 		accounting = secmodAccounting{sm}
 	}
-	pool, err := protocol.NewPool(cfg.IPv4Network)
-	if err != nil {
-		return err
-	}
-	var pool6 *protocol.Pool6
-	if cfg.IPv6Network.IsValid() {
-		if pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
-			return err
-		}
-	}
-	// The networks of per-user and per-group files: the datapath serves them from the start.
-	userPools := cfg.UserNetworks()
-	if err := config.PoolsOverlap(append([]netip.Prefix{cfg.IPv4Network, cfg.IPv6Network}, userPools...)); err != nil {
-		return err
-	}
 	dp, err := newDatapath(cfg, pool, pool6, userPools, log)
 	if err != nil {
 		return err
@@ -209,12 +161,8 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	// reload replaces; client certificates are verified here, in the handshake, against ca_cert and the CRL.
 	cert := &atomic.Pointer[tls.Certificate]{}
 	cert.Store(tlsCert)
-	tc := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert.Load(), nil
-	}}
-	revocations := &auth.Revocations{}
-	if err := clientCertTLS(tc, cfg, revocations); err != nil {
-		return err
 	}
 	srv, err := protocol.NewServer(protocol.Options{
 		Config:     cfg,
@@ -341,21 +289,100 @@ wait:
 	return nil
 }
 
+// startup is what the network process builds from its configuration before it listens; the secrets are the
+// security module's (loadState).
+type startup struct {
+	pool      *protocol.Pool
+	pool6     *protocol.Pool6
+	userPools []netip.Prefix // the networks of per-user and per-group files: the datapath serves them from the start
+}
+
+// prepare checks and builds what the configuration gives the network process: what isolate_workers forbids, the
+// address pools (the global ones and those of per-user and per-group files, which must not overlap), and into tc
+// and revocations the client-certificate CA and CRL. `ocgate config check` runs it too, with loadState, so that a
+// file it passes is one the server starts with.
+func prepare(cfg *config.Config, tc *tls.Config, revocations *auth.Revocations) (*startup, error) {
+	if err := checkIsolation(cfg); err != nil {
+		return nil, err
+	}
+	su := &startup{}
+	var err error
+	if su.pool, err = protocol.NewPool(cfg.IPv4Network); err != nil {
+		return nil, err
+	}
+	if cfg.IPv6Network.IsValid() {
+		if su.pool6, err = protocol.NewPool6(cfg.IPv6Network, cfg.IPv6SubnetPrefix); err != nil {
+			return nil, err
+		}
+	}
+	su.userPools = cfg.UserNetworks()
+	if err := config.PoolsOverlap(append([]netip.Prefix{cfg.IPv4Network, cfg.IPv6Network}, su.userPools...)); err != nil {
+		return nil, err
+	}
+	if err := clientCertTLS(tc, cfg, revocations); err != nil {
+		return nil, err
+	}
+	return su, nil
+}
+
+// socksPort is the SOCKS5 port of the unprivileged client command the banner prints (ocproxy -D).
+const socksPort = 11080
+
+// printHowToConnect prints the banner: the client commands (with a TUN device, which needs root on the client, and
+// without root through ocproxy), the password when it is the generated one and still current, and what users may
+// reach.
 func printHowToConnect(w io.Writer, listening string, cfg *config.Config, st *publicState) {
 	host := cfg.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
 	url := "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.TCPPort)) + "/"
+	login := ""
+	if st.initialUser != "" {
+		login = " -u " + st.initialUser
+	}
 	fmt.Fprintf(w, "ocgate: listening on TCP %s, %s datapath\n", listening, cfg.Datapath)
 	fmt.Fprintln(w, "Connect with:")
-	if st.initialUser != "" {
-		fmt.Fprintf(w, "  openconnect --servercert %s -u %s %s\n", st.pin, st.initialUser, url)
+	fmt.Fprintf(w, "  openconnect --servercert %s%s %s\n", st.pin, login, url)
+	switch {
+	case st.initialPassword != "":
 		fmt.Fprintf(w, "Password: %s\n", st.initialPassword)
-	} else {
-		fmt.Fprintf(w, "  openconnect --servercert %s %s\n", st.pin, url)
+	case st.passwordChanged:
+		fmt.Fprintf(w, "(the generated password of %s was changed since, with `ocgate passwd`: it is not printed)\n", st.initialUser)
 	}
+	fmt.Fprintf(w, "That needs root on the client (a TUN device). Without root, ocproxy makes the tunnel a SOCKS5 proxy:\n")
+	fmt.Fprintf(w, "  openconnect --servercert %s%s --script-tun --script \"ocproxy -D %d\" %s\n", st.pin, login, socksPort, url)
+	fmt.Fprintf(w, "  curl --socks5-hostname 127.0.0.1:%d http://HOST/\n", socksPort)
+	fmt.Fprintln(w, reachable(cfg))
 	if host == "127.0.0.1" {
 		fmt.Fprintln(w, "(from another machine, use this host's name or address instead of 127.0.0.1)")
 	}
+}
+
+// reachable is the banner's line on what users may reach, and where that is changed.
+func reachable(cfg *config.Config) string {
+	routes := "every address"
+	if len(cfg.Routes) > 0 && !slices.ContainsFunc(cfg.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+		s := make([]string, len(cfg.Routes))
+		for i, p := range cfg.Routes {
+			s[i] = p.String()
+		}
+		routes = strings.Join(s, ", ")
+	}
+	where := "in " + cfg.Path
+	if cfg.Path == "" {
+		where = "in a configuration file (ocgate config defaults > ocgate.toml; ocgate -c ocgate.toml)"
+	}
+	if cfg.Datapath == "tun" {
+		return fmt.Sprintf("Users reach: %s (route), as this host's kernel routes and its firewall allows; change route %s.", routes, where)
+	}
+	line := fmt.Sprintf("Users reach: %s (route), except this host itself, loopback, link-local (cloud metadata), "+
+		"multicast and broadcast", routes)
+	if len(cfg.EgressDeny) > 0 {
+		line += " and egress_deny"
+	}
+	if len(cfg.EgressAllow) > 0 {
+		line += fmt.Sprintf(", but for egress_allow (%d entries)", len(cfg.EgressAllow))
+	}
+	return line + fmt.Sprintf("; egress_allow publishes a service of this host; change route, egress_allow and egress_deny %s.", where)
 }

@@ -13,7 +13,7 @@ func TestConfigCheck(t *testing.T) {
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("tcp_port = 443\n\nroute = [\"10.0.0.0/33\"]\nbogus = 1\n"), 0o644)
 	var out, errb bytes.Buffer
-	if code := runConfig([]string{"check", bad}, &out, &errb); code != 1 {
+	if code := run([]string{"config", "check", bad}, stdio{out: &out, err: &errb}); code != 1 {
 		t.Fatalf("exit %d", code)
 	}
 	for _, want := range []string{bad + ":3: route:", bad + ":4: bogus: unknown key"} {
@@ -24,14 +24,14 @@ func TestConfigCheck(t *testing.T) {
 	good := filepath.Join(dir, "good.toml")
 	out.Reset()
 	errb.Reset()
-	runConfig([]string{"defaults"}, &out, &errb)
+	run([]string{"config", "defaults"}, stdio{out: &out, err: &errb})
 	os.WriteFile(good, append(out.Bytes(), "sec_mod_scale = 2\n"...), 0o644)
 	out.Reset()
-	if code := runConfig([]string{"check", good}, &out, &errb); code != 0 || !strings.Contains(out.String(), "OK") ||
+	if code := run([]string{"config", "check", good}, stdio{out: &out, err: &errb}); code != 0 || !strings.Contains(out.String(), "OK") ||
 		!strings.Contains(errb.String(), "sec_mod_scale: ignored") {
 		t.Fatalf("defaults + an ocserv key: exit %d, %q %q", code, out.String(), errb.String())
 	}
-	if code := runConfig([]string{"frobnicate"}, &out, &errb); code != 2 {
+	if code := run([]string{"config", "frobnicate"}, stdio{out: &out, err: &errb}); code != 2 {
 		t.Fatalf("usage error: exit %d", code)
 	}
 }
@@ -39,14 +39,14 @@ func TestConfigCheck(t *testing.T) {
 func TestPasswd(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "p")
 	var out, errb bytes.Buffer
-	if code := runPasswd([]string{"-c", file, "-g", "a,b", "alice"}, strings.NewReader("pw\npw\n"), &out, &errb); code != 0 {
+	if code := run([]string{"passwd", "-c", file, "-g", "a,b", "alice"}, stdio{in: strings.NewReader("pw\npw\n"), out: &out, err: &errb}); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	if code := runPasswd([]string{"-c", file, "bob"}, strings.NewReader("pw\nother\n"), &out, &errb); code != 1 ||
+	if code := run([]string{"passwd", "-c", file, "bob"}, stdio{in: strings.NewReader("pw\nother\n"), out: &out, err: &errb}); code != 1 ||
 		!strings.Contains(errb.String(), "do not match") {
 		t.Fatalf("mismatch: exit %d %q", code, errb.String())
 	}
-	if code := runPasswd([]string{"-c", file, "-l", "alice"}, nil, &out, &errb); code != 0 {
+	if code := run([]string{"passwd", "-c", file, "-l", "alice"}, stdio{in: nil, out: &out, err: &errb}); code != 0 {
 		t.Fatalf("lock: exit %d", code)
 	}
 	b, _ := os.ReadFile(file)
@@ -60,13 +60,33 @@ func TestPasswd(t *testing.T) {
 func TestConfigImport(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "o.toml")
 	var stdout, stderr bytes.Buffer
-	if code := runConfig([]string{"import", "../../config/testdata/debian-ocserv.conf", "-o", out}, &stdout, &stderr); code != 0 ||
+	if code := run([]string{"config", "import", "../../config/testdata/debian-ocserv.conf", "-o", out}, stdio{out: &stdout, err: &stderr}); code != 0 ||
 		!strings.Contains(stdout.String(), "carried over (30)") || !strings.Contains(stdout.String(), out+": OK") {
 		t.Fatalf("exit %d\n%s\n%s", code, stdout.String(), stderr.String())
 	}
 	stderr.Reset()
-	if code := runConfig([]string{"check", "../../config/testdata/debian-ocserv.conf"}, &stdout, &stderr); code != 1 ||
+	if code := run([]string{"config", "check", "../../config/testdata/debian-ocserv.conf"}, stdio{out: &stdout, err: &stderr}); code != 1 ||
 		!strings.Contains(stderr.String(), "this is ocserv's format") {
 		t.Fatalf("check: exit %d %q", code, stderr.String())
+	}
+}
+
+// docs/config.md is what `ocgate config defaults --markdown` prints today (go generate ./cmd/ocgate rewrites it).
+func TestConfigReferenceCurrent(t *testing.T) {
+	committed, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"config", "defaults", "--markdown"}, stdio{out: &out, err: &out}); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if out.String() != string(committed) {
+		t.Fatal("docs/config.md is stale: run go generate ./cmd/ocgate")
+	}
+	for _, key := range []string{"### server_cert", "### egress_allow", "### route", "`sec_mod_scale`"} {
+		if !strings.Contains(out.String(), key) {
+			t.Errorf("the reference lacks %s", key)
+		}
 	}
 }

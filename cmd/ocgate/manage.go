@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"ocgate/auth"
@@ -122,6 +124,12 @@ func startControlSocket(cfg *config.Config, stateDir string, b *backend, log *sl
 		// The default place is taken by another server (several on one host, as root): this one runs without
 		// a control socket rather than not at all; socket_file gives each its own.
 		log.Warn("no control socket: another server uses the default one; set socket_file", "path", path)
+		return func() {}, func() {}, nil
+	}
+	if err != nil && cfg.SocketFile == "" && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
+		// The default place is in a state directory this user cannot create (a read-only container, a system
+		// user without a home): a configuration that needs no state directory still starts.
+		log.Warn("no control socket: its default place is not writable; set socket_file (or use_occtl = false)", "err", err)
 		return func() {}, func() {}, nil
 	}
 	if err != nil {

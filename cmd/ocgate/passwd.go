@@ -15,44 +15,49 @@ import (
 	"ocgate/auth"
 )
 
-// runPasswd implements `ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER` like ocpasswd. Returns the exit status.
-func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := pflag.NewFlagSet("ocgate passwd", pflag.ContinueOnError)
-	fs.SetOutput(stderr)
+// passwdCommand is `ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER`, like ocpasswd.
+var passwdCommand = &command{name: "passwd", args: "USER", min: 1, max: 1, setup: passwdSetup,
+	summary: "set, delete, lock or unlock a user of a password file, like ocpasswd",
+	about: func() string {
+		return "Without -d, -l or -u, sets USER's password: asked twice on a terminal, else read from standard input\n" +
+			"(one line, or two that must match). The file's format is ocpasswd's (user:groups:hash).\n"
+	}}
+
+func passwdSetup(fs *pflag.FlagSet) func(stdio, []string) int {
 	file := fs.StringP("passwd", "c", filepath.Join(stateDirDefault(), usersFile), "password file (created when missing)")
 	groups := fs.StringP("groups", "g", "", "comma-separated groups of the user (without -g an existing user keeps its groups)")
 	del := fs.BoolP("delete", "d", false, "delete the user")
 	lock := fs.BoolP("lock", "l", false, "lock the user")
 	unlock := fs.BoolP("unlock", "u", false, "unlock the user")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ocgate passwd [-c FILE] [-g GROUPS] [-d|-l|-u] USER")
-		fmt.Fprintln(stderr, "Sets USER's password (asked twice on a terminal, else read from standard input), or deletes, locks or unlocks USER.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return 0
+	return func(io stdio, args []string) int {
+		n := 0
+		for _, b := range []bool{*del, *lock, *unlock} {
+			if b {
+				n++
+			}
 		}
-		return 2
-	}
-	n := 0
-	for _, b := range []bool{*del, *lock, *unlock} {
-		if b {
-			n++
+		switch {
+		case n > 1:
+			fmt.Fprintln(io.err, "ocgate passwd: -d, -l and -u exclude each other: give one")
+			return exitUsage
+		case n == 1 && fs.Changed("groups"):
+			fmt.Fprintln(io.err, "ocgate passwd: -g sets a password's groups; it does not go with -d, -l or -u")
+			return exitUsage
 		}
+		return runPasswd(*file, *groups, fs.Changed("groups"), *del, *lock, *unlock, args[0], io)
 	}
-	if fs.NArg() != 1 || n > 1 || n == 1 && fs.Changed("groups") {
-		fs.Usage()
-		return 2
-	}
-	user := fs.Arg(0)
+}
+
+// runPasswd edits file for user as the flags say. Returns the exit status.
+func runPasswd(file, groups string, setGroups, del, lock, unlock bool, user string, io stdio) int {
+	stdin, stderr := io.in, io.err
 	op, password := auth.PasswdSet, ""
 	switch {
-	case *del:
+	case del:
 		op = auth.PasswdDelete
-	case *lock:
+	case lock:
 		op = auth.PasswdLock
-	case *unlock:
+	case unlock:
 		op = auth.PasswdUnlock
 	default:
 		var err error
@@ -61,21 +66,21 @@ func runPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		// Like ocpasswd, create the file when missing; the default one lives in a directory that may not exist yet.
-		if err := os.MkdirAll(filepath.Dir(*file), 0o700); err != nil {
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 			fmt.Fprintln(stderr, "ocgate passwd:", err)
 			return 1
 		}
 	}
 	var gs []string // nil: keep the groups of an existing user
-	if fs.Changed("groups") {
+	if setGroups {
 		gs = []string{}
-		for g := range strings.SplitSeq(*groups, ",") {
+		for g := range strings.SplitSeq(groups, ",") {
 			if g = strings.TrimSpace(g); g != "" {
 				gs = append(gs, g)
 			}
 		}
 	}
-	if err := auth.EditPasswordFile(*file, true, op, user, gs, password); err != nil {
+	if err := auth.EditPasswordFile(file, true, op, user, gs, password); err != nil {
 		fmt.Fprintln(stderr, "ocgate passwd:", err)
 		return 1
 	}

@@ -1,11 +1,11 @@
 package main
 
 // Wiring of the security module (egress/secmod): the hidden arguments that make this binary its monitor or its
-// worker, the Loader that runs in the worker — the configuration, prepareState (certificate, key, password file,
-// the generated first user, the ban table, the RADIUS accounting client) — and starting it from serve before
-// anything listens. The network process keeps only
-// the public part: the certificate chain, and the generated user's name and password when there is one (it prints
-// them).
+// worker, the Loader that runs in the worker — the configuration, loadState (prepareState: certificate, key,
+// password file, the generated first user; the login module; the RADIUS accounting client) and the ban table — and
+// starting it from serve before anything listens. The network process keeps only the public part: the certificate
+// chain, and the generated user's name and password when there is one (it prints them), or that the password was
+// changed since (it prints none).
 
 import (
 	"context"
@@ -38,6 +38,7 @@ type secmodArg struct {
 const (
 	publicInitialUser     = "initial_user"
 	publicInitialPassword = "initial_password"
+	publicPasswordChanged = "password_changed" // "true" when `ocgate passwd` changed the generated password
 )
 
 // loadSecrets is the worker's Loader.
@@ -53,31 +54,16 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 			return nil, err
 		}
 	}
-	st, err := prepareState(a.StateDir, cfg)
+	ld, err := loadState(cfg, a.StateDir, false)
 	if err != nil {
 		return nil, err
 	}
-	var passwords auth.PasswordChecker // nil (every check denied) for a configuration without a password file
-	if st.passwdFile != "" {
-		pf, err := auth.OpenPlainFile(st.passwdFile)
-		if err != nil {
-			return nil, err
-		}
-		passwords = pf
-	}
-	logins, err := newAuthModule(cfg, st.passwdFile)
+	st, logins, acct := ld.st, ld.logins, ld.acct
+	bans, err := secmod.OpenBanTable(bansPath(a.StateDir), protocol.BanConfigOf(cfg))
 	if err != nil {
 		return nil, err
 	}
-	bans, err := secmod.OpenBanTable(filepath.Join(a.StateDir, bansFile), protocol.BanConfigOf(cfg))
-	if err != nil {
-		return nil, err
-	}
-	acct, err := newAccounting(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: passwords, Bans: bans, Methods: map[string]secmod.Method{
+	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: ld.passwords, Bans: bans, Methods: map[string]secmod.Method{
 		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
 			var req auth.Request
 			if err := json.Unmarshal(args, &req); err != nil {
@@ -101,10 +87,70 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 		}
 		return struct{}{}, acct.Send(ctx, r)
 	}
-	if st.initialUser != "" {
-		s.Public = map[string]string{publicInitialUser: st.initialUser, publicInitialPassword: st.initialPassword}
-	}
+	s.Public = st.public()
 	return s, nil
+}
+
+// loaded is what the security module's worker loads from the configuration (loadState).
+type loaded struct {
+	st        *state
+	passwords auth.PasswordChecker // nil (every check denied) without a password file
+	logins    *auth.Module
+	acct      auth.Accounting // nil without the acct key
+}
+
+// loadState loads the configuration's secrets: prepareState (the certificate and key, or the generated ones and
+// the generated user), the password file, the login module with its files and the accounting client. The worker
+// runs it (loadSecrets); so does `ocgate config check` (checkConfig), in its own process and with check set, so that
+// a configuration it passes is one the module loads. passwords and logins are nil when check finds the user would
+// be generated.
+func loadState(cfg *config.Config, stateDir string, check bool) (*loaded, error) {
+	st, err := prepareState(stateDir, cfg, check)
+	if err != nil {
+		return nil, err
+	}
+	ld := &loaded{st: st}
+	if st.passwdFile != "" {
+		pf, err := auth.OpenPlainFile(st.passwdFile)
+		if err != nil {
+			return nil, err
+		}
+		ld.passwords = pf
+	}
+	if st.passwdFile != "" || len(cfg.Auth) > 0 {
+		if ld.logins, err = newAuthModule(cfg, st.passwdFile); err != nil {
+			return nil, err
+		}
+	}
+	if ld.acct, err = newAccounting(cfg); err != nil {
+		return nil, err
+	}
+	return ld, nil
+}
+
+// bansPath is where the ban table is kept across worker restarts: bansFile in the state directory, created for it
+// if it can be. A configuration that needs no state directory (server_cert, server_key and auth set) still starts
+// where there is none to be had, with the table in memory only ("").
+func bansPath(stateDir string) string {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		slog.Warn("security module: the ban table is kept in memory only (a worker restart forgets it): "+
+			"its place, the state directory, cannot be created; set --state-dir to a writable directory", "err", err)
+		return ""
+	}
+	return filepath.Join(stateDir, bansFile)
+}
+
+// public is what the network process may know of st (secmod.Secrets.Public): the generated user's name, its
+// password while it is still the user's, and whether `ocgate passwd` changed it since.
+func (st *state) public() map[string]string {
+	if st.initialUser == "" {
+		return nil
+	}
+	p := map[string]string{publicInitialUser: st.initialUser, publicInitialPassword: st.initialPassword}
+	if st.passwordChanged {
+		p[publicPasswordChanged] = "true"
+	}
+	return p
 }
 
 // runSecurityModule is main for the monitor and the worker.
@@ -147,7 +193,8 @@ func startSecurityModule(cfg *config.Config, configPath, stateDir string, log *s
 type publicState struct {
 	pin             string // pin-sha256:... of the server key, for openconnect --servercert
 	initialUser     string
-	initialPassword string
+	initialPassword string // "" when passwordChanged
+	passwordChanged bool   // the generated password was changed since: it is not printed
 }
 
 func publicStateOf(h secmod.Hello) (*publicState, error) {
@@ -157,7 +204,8 @@ func publicStateOf(h secmod.Hello) (*publicState, error) {
 	}
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	return &publicState{pin: "pin-sha256:" + base64.StdEncoding.EncodeToString(sum[:]),
-		initialUser: h.Public[publicInitialUser], initialPassword: h.Public[publicInitialPassword]}, nil
+		initialUser: h.Public[publicInitialUser], initialPassword: h.Public[publicInitialPassword],
+		passwordChanged: h.Public[publicPasswordChanged] == "true"}, nil
 }
 
 // bansFile, in the state directory, holds the module's ban table across worker restarts.

@@ -79,8 +79,12 @@ type BanTable struct {
 }
 
 // OpenBanTable opens (or creates, 0600) the table's file at path and reads the entries it holds. Call it from the
-// Loader, before the worker drops privileges: the worker keeps the descriptor.
+// Loader, before the worker drops privileges: the worker keeps the descriptor. With path "", the table is kept in
+// memory only: a worker restart forgets it.
 func OpenBanTable(path string, cfg auth.BanConfig) (*BanTable, error) {
+	if path == "" {
+		return &BanTable{bans: auth.NewBans(cfg), log: slog.Default()}, nil
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("the ban table: %w", err)
@@ -101,6 +105,9 @@ func (t *BanTable) Bans() *auth.Bans { return t.bans }
 
 // changed schedules a write of the table.
 func (t *BanTable) changed() {
+	if t.f == nil {
+		return // in memory only
+	}
 	t.mu.Lock()
 	t.dirty = true
 	if t.writing {
@@ -131,6 +138,9 @@ func (t *BanTable) changed() {
 // Close waits for the write in progress and closes the file.
 func (t *BanTable) Close() error {
 	t.wg.Wait()
+	if t.f == nil {
+		return nil
+	}
 	return t.f.Close()
 }
 

@@ -121,3 +121,16 @@ func BenchmarkBanAdd(b *testing.B) {
 		}
 	})
 }
+
+// TestBanTableInMemory: a table without a file (no state directory) bans like one with a file, and closes.
+func TestBanTableInMemory(t *testing.T) {
+	tab := openTable(t, "")
+	a := netip.MustParseAddr("192.0.2.7")
+	r, err := tab.add(banAddArgs{Adds: []banAdd{{Addr: a, Points: 30}}})
+	if err != nil || !r.(banAddResult).Banned[0] || tab.Bans().Until(a, time.Now()).IsZero() {
+		t.Fatalf("add: %v %+v", err, r)
+	}
+	if err := tab.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
