@@ -51,6 +51,10 @@ func Listen(path string) (*net.UnixListener, error) {
 	old := syscall.Umask(0o177) // the socket is created 0600: no moment when others may connect
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	syscall.Umask(old)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// Another server bound it between the check above and here (two starting at once).
+		return nil, fmt.Errorf("control socket %s: %w", path, ErrInUse)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
