@@ -64,7 +64,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: OCGATE_E2E is set but these tests must run as root (they create network namespaces)")
 		return 1
 	}
-	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "ss", "setpriv", "nft", "ping", "sysctl", "ethtool"} {
+	for _, tool := range []string{"openconnect", "ocproxy", "curl", "ip", "ss", "setpriv", "nft", "ping", "sysctl", "ethtool", "freeradius", "openssl", "systemd-analyze", "getent"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: %s is missing (integration/test.sh installs it): %v\n", tool, err)
 			return 1

@@ -8,7 +8,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -137,9 +136,6 @@ post-auth {
 // startFreeRADIUS writes a configuration directory and runs freeradius -X in ns; it returns the directory.
 func startFreeRADIUS(t *testing.T, ns *netns, users string) string {
 	t.Helper()
-	if _, err := exec.LookPath("freeradius"); err != nil {
-		t.Skip("freeradius is not installed (integration/test.sh installs it)")
-	}
 	dir := t.TempDir()
 	files := map[string]string{
 		"radiusd.conf": fmt.Sprintf(freeradiusConf, dir, radiusAuthPort, radiusAcctPort),
