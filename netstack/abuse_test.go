@@ -198,21 +198,8 @@ func TestDNSPTRFiltered(t *testing.T) {
 		t.Helper()
 		c := attachClient(t, s, clientIP, nil)
 		uc := dialDNS(t, c)
-		q := dnsmessage.Message{Header: dnsmessage.Header{ID: 9, RecursionDesired: true},
-			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("1.0.0.127.in-addr.arpa."), Type: dnsmessage.TypePTR, Class: dnsmessage.ClassINET}}}
-		msg, _ := q.Pack()
-		uc.SetDeadline(time.Now().Add(5 * time.Second))
-		uc.Write(msg)
-		b := make([]byte, 1500)
-		n, err := uc.Read(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var r dnsmessage.Message
-		if err := r.Unpack(b[:n]); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return exchangeDNS(t, uc, dnsmessage.Message{Header: dnsmessage.Header{ID: 9, RecursionDesired: true},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("1.0.0.127.in-addr.arpa."), Type: dnsmessage.TypePTR, Class: dnsmessage.ClassINET}}})
 	}
 	denied := newLimitStack(t, func(c *Config) { c.Policy = egress.Config{} })
 	if r := ptr(denied); len(r.Answers) != 0 || r.RCode != dnsmessage.RCodeSuccess || denied.Stats().DNSFiltered != 1 {
@@ -280,4 +267,25 @@ func TestFlowPanicContained(t *testing.T) {
 		t.Fatalf("the next flow: %v", err)
 	}
 	conn.Close()
+}
+
+// exchangeDNS sends q on uc and returns the answer.
+func exchangeDNS(t *testing.T, uc net.Conn, q dnsmessage.Message) dnsmessage.Message {
+	t.Helper()
+	msg, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.SetDeadline(time.Now().Add(5 * time.Second))
+	uc.Write(msg)
+	b := make([]byte, 1500)
+	n, err := uc.Read(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r dnsmessage.Message
+	if err := r.Unpack(b[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
