@@ -17,7 +17,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -75,19 +74,9 @@ type candidate struct {
 // Start starts the monitor and its first worker, and returns once the worker's hello arrived. A worker that
 // could not load its secrets fails Start with its reason.
 func Start(cfg StartConfig) (*Client, Hello, error) {
-	ctl, theirs, err := socketpair("security-module-monitor")
+	ctl, cmd, err := startChild(cfg.Exe, MonitorArg, "security-module-monitor", cfg.Stderr)
 	if err != nil {
 		return nil, Hello{}, err
-	}
-	cmd := exec.Command(cfg.Exe, MonitorArg)
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, cfg.Stderr, cfg.Stderr
-	cmd.SysProcAttr = childAttr()
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		ctl.Close()
-		return nil, Hello{}, fmt.Errorf("starting the security module: %w", err)
 	}
 	c := &Client{log: cfg.Logger, ctl: ctl, cmd: cmd, done: make(chan struct{}), up: make(chan struct{}),
 		candidates: make(chan candidate, 1)}

@@ -5,8 +5,10 @@ package secmod
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"syscall"
 )
 
@@ -24,6 +26,26 @@ func socketpair(name string) (ours *net.UnixConn, theirs *os.File, err error) {
 		return nil, nil, err
 	}
 	return ours, theirs, nil
+}
+
+// startChild starts exe with arg, its end of a new socketpair as descriptor 3 and stderr as its stdout and
+// stderr, under childAttr (it dies with its parent), and returns our end.
+func startChild(exe, arg, name string, stderr io.Writer) (*net.UnixConn, *exec.Cmd, error) {
+	ours, theirs, err := socketpair(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(exe, arg)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, stderr, stderr
+	cmd.SysProcAttr = childAttr()
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		ours.Close()
+		return nil, nil, fmt.Errorf("starting the security module: %w", err)
+	}
+	return ours, cmd, nil
 }
 
 // fileConn turns descriptor fd into a connection; fd itself is closed.

@@ -157,20 +157,11 @@ func ServeMonitor(fd int, log *slog.Logger) error {
 
 // start starts worker gen+1 and hands the network process its socket; current makes it the current one.
 func (m *monitor) start(current bool) error {
-	ours, theirs, err := socketpair("security-module")
+	ours, cmd, err := startChild(m.init.Exe, WorkerArg, "security-module", os.Stderr)
 	if err != nil {
 		return err
 	}
 	defer ours.Close()
-	cmd := exec.Command(m.init.Exe, WorkerArg)
-	cmd.ExtraFiles = []*os.File{theirs}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stderr, os.Stderr
-	cmd.SysProcAttr = childAttr()
-	err = cmd.Start()
-	theirs.Close()
-	if err != nil {
-		return fmt.Errorf("starting the security module: %w", err)
-	}
 	m.gen++
 	g := m.gen
 	m.alive[g], m.started[g] = cmd, time.Now()
