@@ -34,13 +34,7 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	c.Write([]byte("garbage"))
 	c.Write(clientHello(bytes.Repeat([]byte{9}, 32), nil)) // unknown App-ID
 	c.Write(make([]byte, 100))
-	deadline := time.Now().Add(5 * time.Second)
-	for d.stats.dropped.Load() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("dropped = %d, want 3", d.stats.dropped.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "3 datagrams dropped", func() bool { return d.stats.dropped.Load() >= 3 })
 	if d.stats.started.Load() != 0 {
 		t.Fatal("a handshake started for a stranger")
 	}
@@ -126,11 +120,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 					t.Fatalf("record %d server→client: %d bytes, %v", i, n, err)
 				}
 			}
-			for deadline := time.Now().Add(5 * time.Second); c.pion.Load() != nil; time.Sleep(10 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("pion was not retired after the fast path's first records")
-				}
-			}
+			waitFor(t, "pion to be retired after the fast path's first records", func() bool { return c.pion.Load() == nil })
 			if n := testing.AllocsPerRun(100, func() { c.fast.Write(buf[:1400]) }); n != 0 {
 				t.Errorf("fast write: %v allocations per record", n)
 			}
@@ -290,11 +280,7 @@ func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			for deadline := time.Now().Add(5 * time.Second); d.stats.started.Load() < 2; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the replayed hello started no handshake")
-				}
-			}
+			waitFor(t, "the replayed hello to start a handshake", func() bool { return d.stats.started.Load() >= 2 })
 			expect(victim, vc, "after the replay")
 			if d.stats.started.Load() != 2 {
 				t.Errorf("%d handshakes started, want 2 (the retransmitted hello goes to the one in progress)", d.stats.started.Load())
@@ -313,5 +299,15 @@ func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
 				t.Fatal("the replaced association still has its address")
 			}
 		})
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
