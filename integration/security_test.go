@@ -177,3 +177,24 @@ func TestHostAddressesRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestHostFlowsBudget: with a 400-descriptor limit, a user opening 600 UDP flows gets at most its share of the
+// server's host sockets (refused and logged beyond it), and another user's download and a new login still work.
+// Before the budget, one user's flows took every descriptor: other users' flows and logins failed with "too many
+// open files".
+func TestHostFlowsBudget(t *testing.T) {
+	// Not parallel: the flood and the low limit are what is measured, not a neighbour's load.
+	ns := newNetns(t)
+	r := newRigIn(t, ns, false, "route = [\"10.77.0.0/24\"]", "prlimit", "--nofile=400:400", "--")
+	attacker, other := r.connect(vpnUser), r.connect("bob")
+	flood := attacker.ns.start(nil, targetBin, "-udpflows", "10.77.0.1:8080", "-count", "600", "-for", "20s")
+	waitFor(t, 20*time.Second, "the flood's flows to be refused beyond the session's share", func() bool {
+		return strings.Contains(r.s.stderr.String(), "flows over the session's share of the server's host sockets")
+	})
+	checkDownload(t, other.ns, "", "http://10.77.0.1:8080", 1<<20, 81)
+	r.connect("carol")
+	if strings.Contains(r.s.stderr.String(), "too many open files") {
+		t.Fatalf("the server ran out of descriptors:\n%s", r.s.stderr.String())
+	}
+	flood.stop(5 * time.Second)
+}

@@ -6,6 +6,8 @@ package main
 //	-dnsflood ADDR:PORT -flows F -count N -for D   N DNS queries from F source ports, as fast as they go, for at
 //	                                               most D; prints "sent S answered A"
 //	-silent ADDR:PORT                              a UDP "DNS server" that reads and never answers (dns_upstream)
+//	-udpflows ADDR:PORT -count N -for D            N UDP flows (one socket each) to ADDR, one datagram each, held
+//	                                               open for D; prints "opened N"
 
 import (
 	"encoding/binary"
@@ -67,5 +69,22 @@ func silent(addr string) {
 		if _, _, err := pc.ReadFrom(buf); err != nil {
 			return
 		}
+	}
+}
+
+func udpFlows(addr string, count int, d time.Duration) {
+	var conns []net.Conn
+	for range count {
+		c, err := net.Dial("udp", addr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		c.Write([]byte("flow"))
+		conns = append(conns, c)
+	}
+	fmt.Printf("opened %d\n", len(conns))
+	time.Sleep(d) // the flows' lifetime, not synchronisation: the test waits on the server's log
+	for _, c := range conns {
+		c.Close()
 	}
 }

@@ -35,8 +35,12 @@ func main() {
 	count := flag.Int("count", 100000, "-dnsflood: queries at most")
 	dur := flag.Duration("for", 5*time.Second, "-dnsflood: for at most this long")
 	quiet := flag.String("silent", "", "a UDP server on this address that never answers (flood.go)")
+	udpflows := flag.String("udpflows", "", "open -count UDP flows to this address for -for (flood.go)")
 	flag.Parse()
 	switch {
+	case *udpflows != "":
+		udpFlows(*udpflows, *count, *dur)
+		return
 	case *flood != "":
 		dnsFlood(*flood, *flows, *count, *dur)
 		return
