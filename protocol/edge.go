@@ -12,7 +12,9 @@ package protocol
 // (listen_proxy_proto) read in the connection's own goroutine under request_timeout, or, on a clear listener
 // without listen_proxy_proto, the proxy's X-Forwarded-For of the first request. Such a connection is admitted
 // (bans, rate, pre-login caps) once that address is known, and from then on the address is the client's
-// everywhere: logs, bans, IP_REAL, occtl, RADIUS Calling-Station-Id. With listen_proxy_proto a trusted peer that
+// everywhere: logs, bans, IP_REAL, occtl, RADIUS Calling-Station-Id. A header with the LOCAL command (a
+// balancer's health check, which connects and closes) names no client: the connection is served unadmitted and
+// quietly, so that health checks neither score ban points against the balancer nor fill the log. With listen_proxy_proto a trusted peer that
 // sends no header, and any other peer that sends one, has its connection closed with the reason logged; other
 // peers connect directly as usual. The PROXY header is parsed by github.com/pires/go-proxyproto.
 //
@@ -77,21 +79,23 @@ var (
 
 // readProxyHeader reads the PROXY header a.conn must (or must not) start with, under deadline, and returns the
 // client's address and the server's end as the header gives them (the TCP peer and local address when it gives
-// none: a LOCAL command, as a balancer's health check sends, or a direct client).
-func readProxyHeader(a arrival, deadline time.Time) (remote, local netip.AddrPort, err error) {
+// none: a direct client, or a LOCAL command, which a balancer's health check sends: check says so).
+func readProxyHeader(a arrival, deadline time.Time) (remote, local netip.AddrPort, check bool, err error) {
 	pc := a.conn.(*proxyproto.Conn)
 	pc.SetReadDeadline(deadline)
 	// A zero-length Read processes the header and returns its error, without consuming the stream behind it.
 	_, err = pc.Read(nil)
 	switch {
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
-		return remote, local, errProxyHeaderMissing
+		return remote, local, false, errProxyHeaderMissing
 	case errors.Is(err, proxyproto.ErrSuperfluousProxyHeader):
-		return remote, local, errProxyHeaderRefused
+		return remote, local, false, errProxyHeaderRefused
 	case err != nil:
-		return remote, local, errors.New("bad PROXY protocol header: " + describeNetErr(err))
+		return remote, local, false, errors.New("bad PROXY protocol header: " + describeNetErr(err))
 	}
-	return addrPortOf(pc.RemoteAddr()), addrPortOf(pc.LocalAddr()), nil
+	h := pc.ProxyHeader()
+	check = h != nil && h.Command.IsLocal()
+	return addrPortOf(pc.RemoteAddr()), addrPortOf(pc.LocalAddr()), check, nil
 }
 
 // forwardedFor returns the client address in a request's X-Forwarded-For: the last entry, the one the trusted

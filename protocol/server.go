@@ -513,14 +513,16 @@ func (s *Server) serveConn(a arrival) {
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && !a.proxy {
 		local = la.AddrPort()
 	}
+	healthCheck := false
 	if a.proxy {
 		var err error
-		if remote, local, err = readProxyHeader(a, earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline)); err != nil {
+		remote, local, healthCheck, err = readProxyHeader(a, earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
+		if err != nil {
 			s.log.Info("connection closed", "remote", a.peer, "reason", err.Error())
 			shed(c)
 			return
 		}
-		if a.late && !s.admitLate(c, remote.Addr()) {
+		if a.late && !healthCheck && !s.admitLate(c, remote.Addr()) {
 			shed(c)
 			return
 		}
@@ -532,6 +534,10 @@ func (s *Server) serveConn(a arrival) {
 		c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 		hsStart := time.Now()
 		if err := tc.Handshake(); err != nil {
+			if healthCheck && errors.Is(err, io.EOF) {
+				c.Close()
+				return
+			}
 			s.handshakeFailed(remote, err)
 			c.Close()
 			return
