@@ -22,7 +22,7 @@ func TestEdgeProxyV2RealAddress(t *testing.T) {
 	if in == nil {
 		t.Fatalf("no instance logged the session of %s", cl.ip)
 	}
-	in.waitLog(`auth success user=`+vpnUser+` remote=`+regexp.QuoteMeta(lbClientAddr)+`:\d+`, 5*time.Second)
+	in.waitLog(`"auth success" user=`+vpnUser+` remote=`+regexp.QuoteMeta(lbClientAddr)+`:\d+`, 5*time.Second)
 	if strings.Contains(in.log(), "remote="+lbSource) {
 		t.Errorf("the instance logged HAProxy's address %s as a client's:\n%s", lbSource, in.log())
 	}

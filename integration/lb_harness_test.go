@@ -395,7 +395,7 @@ func (c *cluster) lbClient(extra ...string) *client {
 // holder returns the instance whose log says it connected the session of the client address ip (the tunnel
 // address "Configured as"), or nil.
 func (c *cluster) holder(ip string) *instance {
-	re := regexp.MustCompile(`session connected .*ip=` + regexp.QuoteMeta(ip) + `\b`)
+	re := regexp.MustCompile(`session connected.*ip=` + regexp.QuoteMeta(ip) + `\b`)
 	for _, in := range c.inst {
 		if re.MatchString(in.stderr.String()) {
 			return in

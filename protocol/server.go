@@ -534,7 +534,7 @@ func (s *Server) serveConn(a arrival) {
 		c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
 		hsStart := time.Now()
 		if err := tc.Handshake(); err != nil {
-			if healthCheck && errors.Is(err, io.EOF) {
+			if healthCheck { // a balancer's check connects and goes (HAProxy: with a reset)
 				c.Close()
 				return
 			}
