@@ -31,3 +31,24 @@ func TestEdgeProxyV2RealAddress(t *testing.T) {
 		t.Fatalf("ctl show users: want one user from %s, got %+v", lbClientAddr, us)
 	}
 }
+
+// TestEdgeDTLSOwnedElsewhere: the balancer sends the client's UDP to another instance than its TLS connection (a
+// source-IP hash that is not HAProxy's): the DTLS ClientHello names a session that instance does not know. It
+// answers with a fatal alert, so the client gives DTLS up at once and comes up on CSTP with traffic flowing,
+// instead of waiting ~12 s for a handshake that never answers (docs/protocol.md §7.6).
+func TestEdgeDTLSOwnedElsewhere(t *testing.T) {
+	c := newCluster(t, clusterOptions{DTLSElsewhere: true})
+	start := time.Now()
+	cl := c.lbClient()
+	if out, code := cl.curl("--fail", "--max-time", "10", "http://target.test:8080/hello"); code != 0 {
+		t.Fatalf("curl through the tunnel: exit %d\n%s", code, out)
+	}
+	t.Logf("configured and first request answered in %s", time.Since(start))
+	if in := c.holder(cl.ip); in != c.instance(0) {
+		t.Fatalf("the session is not on instance 0 (HAProxy's balance first)")
+	}
+	out := cl.proc.out.String()
+	if !strings.Contains(out, "DTLS handshake failed: A TLS fatal alert has been received") || strings.Contains(out, "DTLS handshake timed out") {
+		t.Fatalf("the client did not give DTLS up on the other instance's alert:\n%s", out)
+	}
+}

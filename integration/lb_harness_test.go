@@ -71,6 +71,9 @@ type clusterOptions struct {
 	Redis       bool   // start redis-server at lbRedis before the instances
 	Balance     string // HAProxy's balance algorithm; default "source" (the same client reaches the same instance)
 	NoUDPLB     bool   // no nftables UDP balancing at lbFront (DTLS then fails and clients run TLS only)
+	// DTLSElsewhere sends TCP to the first instance (HAProxy's "balance first") and all UDP to the last one: every
+	// client's DTLS ClientHello reaches an instance that does not know its session.
+	DTLSElsewhere bool
 }
 
 // cluster is the running set: namespaces, instances, HAProxy, Redis.
@@ -110,6 +113,9 @@ func newCluster(t testing.TB, o clusterOptions) *cluster {
 	}
 	if o.Balance == "" {
 		o.Balance = "source"
+	}
+	if o.DTLSElsewhere {
+		o.Balance = "first"
 	}
 	c := &cluster{t: t, opts: o, ns: newNetns(t), clientNS: newBareNetns(t), dir: tempDir(t)}
 	c.ns.startTarget()
@@ -411,7 +417,11 @@ func (c *cluster) balanceUDP() {
 	c.t.Helper()
 	var m []string
 	for i := range c.opts.Instances {
-		m = append(m, fmt.Sprintf("%d : %s", i, instanceAddr(i)))
+		to := i
+		if c.opts.DTLSElsewhere {
+			to = c.opts.Instances - 1
+		}
+		m = append(m, fmt.Sprintf("%d : %s", i, instanceAddr(to)))
 	}
 	rules := fmt.Sprintf("table ip oclb {\n\tchain pre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"+
 		"\t\tip daddr %s udp dport %d dnat to jhash ip saddr mod %d map { %s }\n\t}\n}\n",
