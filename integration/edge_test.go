@@ -180,3 +180,42 @@ func TestEdgeBalancerCost(t *testing.T) {
 		"median request: direct %.2f ms, through HAProxy %.2f ms (ratio %.2f)",
 		size>>20, dMbps, lMbps, lMbps/dMbps, dMs, lMs, lMs/dMs)
 }
+
+// TestLBHarness exercises the harness the scale-out tests build on: Redis stops and starts, HAProxy notices a
+// killed instance and sends new clients to the other one, and a restarted instance comes back with its log
+// kept across runs.
+func TestLBHarness(t *testing.T) {
+	c := newCluster(t, clusterOptions{Redis: true, Balance: "first"})
+	if out, code := c.redisCLI("PING"); code != 0 || strings.TrimSpace(out) != "PONG" {
+		t.Fatalf("redis-cli PING: exit %d, %q", code, out)
+	}
+	c.stopRedis()
+	if _, code := c.redisCLI("PING"); code == 0 {
+		t.Fatal("Redis still answers after stopRedis")
+	}
+	c.startRedis()
+	if out, code := c.redisCLI("PING"); code != 0 || strings.TrimSpace(out) != "PONG" {
+		t.Fatalf("redis-cli PING after startRedis: exit %d, %q", code, out)
+	}
+
+	a, b := c.instance(0), c.instance(1)
+	cl := c.lbClient()
+	if c.holder(cl.ip) != a {
+		t.Fatalf("HAProxy's balance first did not choose instance 0")
+	}
+	a.kill()
+	c.waitBackend(0, false)
+	cl2 := c.lbClient()
+	if c.holder(cl2.ip) != b {
+		t.Fatalf("a new client did not reach instance 1 while instance 0 is down")
+	}
+	a.restart()
+	c.waitBackend(0, true)
+	a.waitLog(`"session connected"`, time.Second) // from the first run, kept by log()
+	if strings.Contains(a.stderr.String(), "session connected") {
+		t.Fatal("the restarted instance's current log holds the first run's session")
+	}
+	if code := b.stopInst(); code != 0 {
+		t.Fatalf("instance 1 exited %d on SIGTERM", code)
+	}
+}
