@@ -238,6 +238,9 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
 	go func() { serveErr <- srv.Serve(ln) }()
+	trimDone := make(chan struct{})
+	defer close(trimDone)
+	go trimMemoryWhenQuiet(trimDone)
 	printHowToConnect(stdout, ln.Addr().String()+udpDesc, cfg, st)
 
 	sig := make(chan os.Signal, 1)
