@@ -3,14 +3,14 @@ package main
 // Giving the memory of a burst of logins back when the burst is over. Session set-up allocates far more than a
 // session keeps (the TLS and DTLS handshakes, the XML forms): the heap grows to the collector's goal — at least
 // 4 MiB with GOGC=100 — and after the next collection the freed pages stay with the process, since the runtime's
-// scavenger returns them slowly and keeps a margin over the goal. For a small server that burst is most of its
-// memory: 20 sessions cost ~215 KiB each of PSS, against ~60 KiB each at 10,000 (docs/performance.md). So when
-// logins stop, one forced collection and scavenge (debug.FreeOSMemory) returns the burst.
+// scavenger returns them slowly and keeps a margin over the goal. So when logins stop, one forced collection and
+// scavenge (debug.FreeOSMemory) returns the burst: at 20 sessions it took the PSS delta from ~211 to ~182 KiB per
+// session (docs/performance.md says where the rest goes).
 //
 // It runs only after a burst (allocations since the last trim ≥ trimAfterAlloc), once the process has gone quiet
-// (less than quietAlloc allocated in the last trimTick), and at most
-// once per trimMinInterval: a server with steady logins never goes quiet and never pays for it, and the hot path
-// allocates nothing, so established sessions do not count as activity.
+// (less than quietAlloc allocated in the last trimTick), and at most once per trimMinInterval: a server with steady
+// logins never goes quiet and never pays for it, and the hot path allocates nothing, so established sessions do not
+// count as activity.
 
 import (
 	"runtime/debug"
