@@ -53,11 +53,12 @@ for n in names:
     data[n], info = load(f"{out}/{n}.txt")
     for l in info: print(l)
 # Server CPU seconds per GiB moved, for each throughput row: the server's processes (ocserv: main, sec-mod and the
-# worker; ocgate: main and its privileged helper), % of one core, over the row's rate.
+# worker; ocgate: main, the security module's monitor and worker, the privileged helper), % of one core, over the
+# row's rate.
 for d in data.values():
     for k in [k for k, (v, u) in d.items() if u == "Mbit/s" and not k.endswith("_loss")]:
         cpu = 0.0
-        for role in ("main", "secmod", "worker", "helper"):
+        for role in ("main", "secmon", "secmod", "worker", "helper"):
             try: cpu += float(d.get(f"{k}_cpu_{role}", ("0",))[0])
             except ValueError: pass
         try: rate = float(d[k][0])
