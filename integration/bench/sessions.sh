@@ -3,8 +3,10 @@
 # generator, against whichever server adapter BENCH_SERVER names (servers/ocserv.sh by default, servers/ocgate.sh):
 #   fresh_server_pss        the freshly started server after SETTLE, all its processes, KiB (PSS: pages shared
 #                           between them, such as ocgate's one binary in three processes, counted once)
-#   mem20_pss_per_session   CLIENTS stock openconnect clients connected one after another (DTLS up, idle), after
-#                           SETTLE: (PSS of all server processes − the fresh server's) / CLIENTS, KiB
+#   connect20_configured_ms CLIENTS stock openconnect clients connected one after another (DTLS up, idle): the
+#                           median of their launch → "Configured as" times, ms
+#   mem20_pss_per_session   with them connected, after SETTLE: (PSS of all server processes − the fresh
+#                           server's) / CLIENTS, KiB
 #   logins_per_s            LOGINS logins by the load generator (TCP, TLS 1.3, the password form, CONNECT, DTLS
 #                           PSK) CONCURRENCY at a time, each session held until all are up: logins per second
 #   logins_cpu_ms           server CPU (all its processes) per login, ms
@@ -27,13 +29,17 @@ loadgen_setup
 sleep "$SETTLE"
 pss0=$(sum_procs pss_kib)
 result fresh_server_pss "$pss0" KiB
-clis=()
+clis=() confs=()
 for i in $(seq 1 "$CLIENTS"); do
   # No TUN configuration: the session and its DTLS channel are what is measured.
-  oc_launch "$W/client$i.log" --script /bin/true
+  STAMP_T0=$(now_ms) oc_launch "$W/client$i.log" --script /bin/true
   clis+=("$CLI_PID")
   wait_for 30 dtls_up "$W/client$i.log" || { tail -20 "$W/client$i.log" >&2; fail "client $i: no DTLS"; }
+  wait_for 10 connected "$W/client$i.log" || fail "client $i: no \"Configured as\" line"
+  confs+=("$(line_ms "$W/client$i.log" '(Configured|Connected) as ')")
 done
+log "connect (ms, launch → Configured as): ${confs[*]}"
+result connect20_configured_ms "$(median "${confs[@]}")" ms
 sleep "$SETTLE"
 pss1=$(sum_procs pss_kib)
 log "PSS with $CLIENTS clients: $pss1 KiB (fresh: $pss0 KiB)"
