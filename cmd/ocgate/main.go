@@ -107,6 +107,9 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 			return err
 		}
 	}
+	if soft := setMemoryLimitFromCgroup("/sys/fs/cgroup"); soft > 0 {
+		log.Info("Go memory limit set from the cgroup's memory limit (GOMEMLIMIT overrides)", "bytes", soft)
+	}
 	cfg := config.Default()
 	if f.config != "" {
 		var err error
@@ -256,6 +259,9 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 			}
 		}()
 	}
+	trimDone := make(chan struct{})
+	defer close(trimDone)
+	go trimMemoryWhenQuiet(trimDone)
 	printHowToConnect(stdout, ln.Addr().String()+udpDesc, cfg, st)
 
 	sig := make(chan os.Signal, 1)

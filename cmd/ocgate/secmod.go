@@ -162,6 +162,10 @@ func runSecurityModule(arg string) int {
 		err = secmod.ServeMonitor(3, log)
 	} else {
 		log = log.With("component", "security-module", "pid", os.Getpid())
+		// The worker's heap grows with a burst of logins (concurrent password checks and signatures) too.
+		done := make(chan struct{})
+		defer close(done)
+		go trimMemoryWhenQuiet(done)
 		err = secmod.ServeWorker(3, loadSecrets, log)
 	}
 	if err != nil {

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # integration/bench/compare.sh — ocgate against Debian's ocserv on this machine, in one run, by the same scripts:
-# ocserv-baseline.sh (stock openconnect on a kernel TUN in a client namespace, iperf3) and ocproxy-baseline.sh
-# (openconnect --script-tun with ocproxy, curl through SOCKS). Prints one table: each figure for ocserv and for each
+# ocserv-baseline.sh (stock openconnect on a kernel TUN in a client namespace, iperf3), ocproxy-baseline.sh
+# (openconnect --script-tun with ocproxy, curl through SOCKS) and sessions.sh (a fresh server's PSS, PSS per session
+# with 20 stock clients, logins/s with the load generator). Prints one table: each figure for ocserv and for each
 # ocgate variant (default: netstack and kernel TUN) with the ratio ocgate/ocserv.
 # Needs root (namespaces); apt-get installs ocserv, iperf3, ocproxy when missing.
 #
 #   bash integration/bench/compare.sh                   # all figures
 #   BENCH_MODES=tls bash integration/bench/compare.sh   # TLS-only rows (no DTLS)
-#   DURATION=10 CONNECT_RUNS=10 FILE_MB=200             # knobs of the underlying scripts (CONNECT_RUNS: 10 here)
+#   DURATION=10 CONNECT_RUNS=10 FILE_MB=200 LOGINS=1000 # knobs of the underlying scripts (CONNECT_RUNS: 20 here)
 #   OCGATE_VARIANTS="tun=tun tun-pion=tun+pion"          # which ocgate set-ups (NAME=DATAPATH[+pion]) to compare
 # Each throughput row also gets the server's CPU seconds per GiB moved (its processes' CPU over the rate).
 set -euo pipefail
@@ -24,13 +25,13 @@ export OCGATE_BIN=$out/ocgate
 (cd "$here/../.." && go build -o "$OCGATE_BIN" ./cmd/ocgate)
 # Each variant is NAME=DATAPATH[+pion]: "+pion" turns dtls_fast_path off (pion's DTLS record layer).
 variants=${OCGATE_VARIANTS:-"netstack=netstack tun=tun"}
-export CONNECT_RUNS=${CONNECT_RUNS:-10}   # connect latency: median of 10 launches per server
+export CONNECT_RUNS=${CONNECT_RUNS:-20}   # connect latency: median of 20 launches in sequence per server
 names=(ocserv)
 for srv in ocserv $variants; do
   name=${srv%%=*} spec=${srv#*=} adapter=$here/servers/ocgate.sh
   if [ "$srv" = ocserv ]; then adapter=$here/servers/ocserv.sh; else names+=("$name"); fi
   extra=""; [[ $spec == *+pion ]] && extra="dtls_fast_path = false"
-  for script in ocserv-baseline ocproxy-baseline; do
+  for script in ocserv-baseline ocproxy-baseline sessions; do
     echo "== $name $script" >&2
     OCGATE_DATAPATH=${spec%+pion} OCGATE_EXTRA_CONFIG=$extra BENCH_SERVER=$adapter \
       bash "$here/$script.sh" >"$out/$name-$script.txt"
@@ -53,11 +54,12 @@ for n in names:
     data[n], info = load(f"{out}/{n}.txt")
     for l in info: print(l)
 # Server CPU seconds per GiB moved, for each throughput row: the server's processes (ocserv: main, sec-mod and the
-# worker; ocgate: main and its privileged helper), % of one core, over the row's rate.
+# worker; ocgate: main, the security module's monitor and worker, the privileged helper), % of one core, over the
+# row's rate.
 for d in data.values():
     for k in [k for k, (v, u) in d.items() if u == "Mbit/s" and not k.endswith("_loss")]:
         cpu = 0.0
-        for role in ("main", "secmod", "worker", "helper"):
+        for role in ("main", "secmon", "secmod", "worker", "helper"):
             try: cpu += float(d.get(f"{k}_cpu_{role}", ("0",))[0])
             except ValueError: pass
         try: rate = float(d[k][0])

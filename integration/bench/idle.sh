@@ -19,7 +19,6 @@ BENCH_SERVER=${BENCH_SERVER:-$(dirname "$0")/servers/ocgate.sh}
 . "$(dirname "$0")/lib.sh"
 need ip go python3 openssl ss
 loadgen_setup
-sum_procs() { local f=$1 t=0 p; for p in $(srv_procs | awk '{print $2}'); do t=$((t + $($f "$p"))); done; echo $t; }
 held() { ip netns exec "$SNS" ss -Htn state established "( sport = :$PORT )" | wc -l; }
 all_held() { [ "$(held)" -ge "$SESSIONS" ]; }
 rss0=$(sum_procs rss_kib) pss0=$(sum_procs pss_kib)

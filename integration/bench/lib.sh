@@ -159,6 +159,15 @@ max_ban_score = 0"
   (cd "$BENCH_DIR/../.." && go build -o "$LG" ./integration/loadgen) || fail "go build loadgen"
 }
 
+# lg [loadgen args]: the load generator in ocb-cli against the server, its CPU and memory sampled from the server's
+# main process and its descendants, JSON on stdout
+lg() {
+  LOADGEN_PASSWORD=$VPN_PASS ip netns exec "$CNS" "$LG" --url "https://$SRV_ADDR:$PORT/" --user "$VPN_USER" \
+    --pin "pin-sha256:$PIN" --server-pid "$(srv_procs | awk '$1 == "main" {print $2; exit}')" --server-tree --json -q "$@"
+}
+# sum_procs FN: FN (rss_kib, pss_kib) summed over the server's processes
+sum_procs() { local f=$1 t=0 p; for p in $(srv_procs | awk '{print $2}'); do t=$((t + $($f "$p"))); done; echo $t; }
+
 # oc_launch LOG [args]: the stock client, password on stdin, server key pinned; stdout+stderr to LOG. With STAMP_T0
 # set (ms, from now_ms), each line is written as "MS-SINCE-T0 line" when it arrives (openconnect flushes each line).
 oc_launch() {

@@ -55,8 +55,17 @@ CFG
   SRV_PID=$!; PIDS+=("$SRV_PID")
   wait_server 20 || { tail -20 "$W/ocgate.log" >&2; return 1; }
 }
-# The PID above is `ip netns exec`'s, which execs ocgate; in tun mode the privileged helper is its child.
+# The PID above is `ip netns exec`'s, which execs ocgate. Its children: the security module's monitor ("secmon"),
+# whose child is the module's worker ("secmod", as ocserv's sec-mod), and in tun mode the privileged helper.
 srv_procs() {
   echo "main $SRV_PID"
-  local c; for c in $(pgrep -P "$SRV_PID" 2>/dev/null); do echo "helper $c"; done
+  local c g
+  for c in $(pgrep -P "$SRV_PID" 2>/dev/null); do
+    case "$(tr '\0' ' ' <"/proc/$c/cmdline" 2>/dev/null)" in
+      *__security-module-monitor*)
+        echo "secmon $c"
+        for g in $(pgrep -P "$c" 2>/dev/null); do echo "secmod $g"; done ;;
+      *) echo "helper $c" ;;
+    esac
+  done
 }
