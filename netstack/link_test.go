@@ -2,7 +2,10 @@ package netstack
 
 import (
 	"bytes"
+	"crypto/rand"
+	"io"
 	"net/netip"
+	"sync"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -49,5 +52,39 @@ func TestLinkDeliversBuffers(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { s.link.WritePackets(pkts) }); n != 0 && !raceEnabled {
 		t.Errorf("link to session: %v allocations per packet", n)
+	}
+}
+
+// With gVisor's software GSO on the link, the TCP sender builds large segments, but what reaches a session is
+// cut to the MTU: a bulk transfer towards the client arrives intact in packets of at most 1500 bytes.
+func TestGSOPacketsFitMTU(t *testing.T) {
+	s := newLimitStack(t, nil)
+	var mu sync.Mutex
+	longest := 0
+	c := attachClient(t, s, clientIP, func(sess *datapath.Session) {
+		deliver := sess.Deliver
+		sess.Deliver = func(pkt []byte) {
+			mu.Lock()
+			longest = max(longest, len(pkt))
+			mu.Unlock()
+			deliver(pkt)
+		}
+	})
+	conn, err := c.dial(t, echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	go func() { conn.Write(data); conn.CloseWrite() }()
+	got, err := io.ReadAll(conn)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("echo: %d bytes back, %v", len(got), err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if longest > 1500 || longest < 1400 {
+		t.Fatalf("longest packet towards the client: %d bytes, want full-sized packets of at most the MTU", longest)
 	}
 }
