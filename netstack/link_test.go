@@ -2,8 +2,6 @@ package netstack
 
 import (
 	"bytes"
-	"crypto/rand"
-	"io"
 	"net/netip"
 	"sync"
 	"testing"
@@ -70,18 +68,7 @@ func TestGSOPacketsFitMTU(t *testing.T) {
 			deliver(pkt)
 		}
 	})
-	conn, err := c.dial(t, echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	data := make([]byte, 1<<20)
-	rand.Read(data)
-	go func() { conn.Write(data); conn.CloseWrite() }()
-	got, err := io.ReadAll(conn)
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("echo: %d bytes back, %v", len(got), err)
-	}
+	echoRoundTrip(t, c, 1<<20)
 	mu.Lock()
 	defer mu.Unlock()
 	if longest > 1500 || longest < 1400 {
