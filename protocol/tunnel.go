@@ -6,6 +6,9 @@ package protocol
 //	                   │ DPD-REQ ──► ctrl queue                      │
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
+// A DATA frame is the datapath's packet buffer (datapath.Buffer) itself, its header written in the room before the
+// packet (frame): the packet is not copied again on its way to the TLS write or the in-place DTLS seal.
+//
 // With compression negotiated at the CONNECT (docs/protocol.md §8), each channel has its codec: writeLoop sends a DATA
 // packet as a COMPRESSED frame (record) when the packet is at least no_compress_limit long and the codec makes it
 // shorter; COMPRESSED packets received on either channel are decoded (receiveCompressed) and go on as DATA.

@@ -1,4 +1,4 @@
-// Package dtls is the DTLS data channel of the OpenConnect protocol (docs/protocol.md §7): one UDP socket serves
+// Package dtls is the DTLS data channel of the OpenConnect protocol (docs/protocol.md §7): one UDP port serves
 // every session. A Server demultiplexes datagrams to associations, runs pion's DTLS server for each handshake, and
 // hands each established association (a Conn) to the registration that expected it; a Conn's application records
 // are then opened and sealed by package dtlsrec (the fast path) and sent in batches (Batch).
@@ -68,7 +68,7 @@ type stats struct {
 	dropped, started, failed, completed, queueFull atomic.Uint64
 }
 
-// Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP socket.
+// Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP port's sockets.
 type Server struct {
 	fastPath bool           // seal and open application records ourselves after pion's handshake (conn.go)
 	pcs      []*net.UDPConn // one socket, or a SO_REUSEPORT group (Listen)
