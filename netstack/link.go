@@ -4,8 +4,9 @@ package netstack
 //
 //	client ─► Port.Send: source checked against the session's addresses, copied into a PacketBuffer,
 //	          InjectInbound (gVisor processes it in the caller's goroutine)
-//	stack  ─► link.WritePackets: destination looked up in the address snapshot (no lock), bytes copied into a
-//	          pooled buffer, the session's Deliver (which copies again into its frame and queues it; it never blocks)
+//	stack  ─► link.WritePackets: bytes copied once, into a pooled datapath.Buffer whose room the tunnel frames the
+//	          packet in, destination looked up (no lock), the session's DeliverBuffer (which queues it; it never
+//	          blocks)
 
 import (
 	"errors"
@@ -29,45 +30,71 @@ import (
 
 // link is the stack's NIC. It reuses channel.Endpoint for attachment and inbound injection but replaces its
 // queue: outbound packets go straight to their session.
+//
+// It declares gVisor's software GSO: a TCP sender then builds segments of up to GSOMaxSize and cuts them into MSS
+// packets in one pass (tcp.sendTCPBatch), which reach WritePackets as one list, instead of running its send path
+// (options, header, route, NIC) once per MSS. Nothing of it reaches the wire: the packets are MSS-sized as before.
 type link struct {
 	*channel.Endpoint
 	s *Stack
 }
 
-var _ stack.LinkEndpoint = (*link)(nil)
+var (
+	_ stack.LinkEndpoint = (*link)(nil)
+	_ stack.GSOEndpoint  = (*link)(nil)
+)
 
 func newLink(s *Stack, mtu uint32) *link {
-	return &link{Endpoint: channel.New(0, mtu, ""), s: s}
+	ep := channel.New(0, mtu, "")
+	ep.SupportedGSOKind = stack.GVisorGSOSupported
+	return &link{Endpoint: ep, s: s}
 }
 
-// outBufs holds one flattened outbound packet at a time.
-var outBufs = sync.Pool{New: func() any { b := make([]byte, 65536); return &b }}
+// GSOMaxSize is the largest segment the TCP sender builds before cutting it up: gVisor's maximum.
+func (*link) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 
 // WritePackets delivers packets the stack sends to the sessions owning their destinations.
 func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
-	bp := outBufs.Get().(*[]byte)
-	buf := *bp
 	n := 0
 	for _, pkt := range pkts.AsSlice() {
-		size := 0
-		for _, v := range pkt.AsSlices() {
-			size += copy(buf[size:], v)
-		}
 		n++
-		dst, ok := dstAddr(buf[:size])
+		b := datapath.GetBuffer(pkt.Size())
+		if b == nil {
+			l.s.stats.droppedMalformed.Add(1) // longer than any MTU: the stack sends no such packet
+			continue
+		}
+		copyPacket(b.Packet(), pkt)
+		dst, ok := dstAddr(b.Packet())
 		if !ok {
+			b.Release()
 			continue
 		}
 		p := l.s.lookup(dst)
 		if p == nil || p.closed.Load() {
 			l.s.stats.droppedNoSession.Add(1)
+			b.Release()
 			continue
 		}
 		l.s.stats.packetsOut.Add(1)
-		p.sess.Deliver(buf[:size])
+		p.sess.DeliverBuf(b)
 	}
-	outBufs.Put(bp)
 	return n, nil
+}
+
+// copyPacket copies pkt's bytes (headers and payload) into dst, which holds pkt.Size() bytes, without the
+// allocation of PacketBuffer.AsSlices.
+func copyPacket(dst []byte, pkt *stack.PacketBuffer) {
+	views, skip := pkt.AsViewList()
+	n := 0
+	for v := views.Front(); v != nil && n < len(dst); v = v.Next() {
+		s := v.AsSlice()
+		if skip >= len(s) {
+			skip -= len(s)
+			continue
+		}
+		n += copy(dst[n:], s[skip:])
+		skip = 0
+	}
 }
 
 // dstAddr returns an IP packet's destination address.

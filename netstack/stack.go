@@ -265,6 +265,14 @@ func New(cfg Config) (*Stack, error) {
 	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
 		return fail("setting TIME_WAIT", err)
 	}
+	// Step 2c: CUBIC congestion control, as the Linux kernel uses (and so ocserv's path, whose TCP is the host's),
+	// instead of gVisor's default Reno, which regrows its window by one segment per round trip after a loss: a
+	// download towards a client that drops a burst (openconnect's UDP socket buffer) stayed slow for the rest of
+	// the run. See the commit that set it for the A/B.
+	cc := tcpip.CongestionControlOption("cubic")
+	if err := s.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &cc); err != nil {
+		return fail("choosing CUBIC", err)
+	}
 	// Step 3: one NIC whose link endpoint hands packets to sessions (link.go).
 	s.link = newLink(s, uint32(cfg.MTU))
 	if err := s.stack.CreateNIC(nicID, s.link); err != nil {

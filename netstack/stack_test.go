@@ -72,22 +72,29 @@ func echoServer(t *testing.T) netip.AddrPort {
 	return netip.MustParseAddrPort(ln.Addr().String())
 }
 
-var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-
-func TestTCPRoundTrip(t *testing.T) {
-	s, c := newTestStack(t, loopback, nil)
+// echoRoundTrip sends n random bytes from the client through the stack to an echo server on the host, and checks
+// that they come back.
+func echoRoundTrip(t *testing.T, c *testClient, n int) {
+	t.Helper()
 	conn, err := c.dial(t, echoServer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	data := make([]byte, 4<<20)
+	data := make([]byte, n)
 	rand.Read(data)
 	go func() { conn.Write(data); conn.CloseWrite() }()
 	got, err := io.ReadAll(conn)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("echo: %d bytes back, %v", len(got), err)
 	}
+}
+
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+
+func TestTCPRoundTrip(t *testing.T) {
+	s, c := newTestStack(t, loopback, nil)
+	echoRoundTrip(t, c, 4<<20)
 	if st := s.Stats(); st.TCPFlows != 1 || st.PacketsIn == 0 || st.PacketsOut == 0 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"ocgate/protocol/cstp"
+	"ocgate/protocol/datapath"
 )
 
 // The CSTP frame path allocates nothing per packet in steady state: frames come from pools (reading frames: see
@@ -13,6 +14,22 @@ func TestCSTPFramePathAllocs(t *testing.T) {
 	pkt := bytes.Repeat([]byte{0x45}, 1400)
 	if n := testing.AllocsPerRun(1000, func() { newFrame(cstp.Data, pkt).release() }); n != 0 {
 		t.Errorf("newFrame/release: %v allocations per packet", n)
+	}
+	// A packet the datapath hands over in a buffer is framed in place and queued: no copy, no allocation.
+	tun := &tunnel{data: make(chan *frame, 1)}
+	if n := testing.AllocsPerRun(1000, func() {
+		b := datapath.GetBuffer(len(pkt))
+		copy(b.Packet(), pkt)
+		if !tun.queueData(b) {
+			t.Fatal("queue full")
+		}
+		f := <-tun.data
+		if typ, n, err := cstp.ParseHeader(f.bytes()); err != nil || typ != cstp.Data || n != len(pkt) {
+			t.Fatalf("frame header: type %d, %d bytes, %v", typ, n, err)
+		}
+		f.release()
+	}); n != 0 && !raceEnabled {
+		t.Errorf("queueData: %v allocations per packet", n)
 	}
 	tb := newTokenBucket(1 << 30)
 	if n := testing.AllocsPerRun(1000, func() { tb.allow(1400) }); n != 0 {

@@ -86,10 +86,10 @@ func TestCompressFrame(t *testing.T) {
 				return
 			}
 			defer z.release()
-			typ, n, err := cstp.ParseHeader(z.b)
+			typ, n, err := cstp.ParseHeader(z.bytes())
 			out := make([]byte, 1500)
-			m, derr := compress.LZS.Decompress(out, z.b[cstp.HeaderLen:z.n])
-			if err != nil || typ != cstp.Compressed || n != z.n-cstp.HeaderLen || n >= len(tc.pkt) || derr != nil ||
+			m, derr := compress.LZS.Decompress(out, z.payload())
+			if err != nil || typ != cstp.Compressed || n != z.N || n >= len(tc.pkt) || derr != nil ||
 				!bytes.Equal(out[:m], tc.pkt) {
 				t.Fatalf("frame type %#x, %d bytes of %d (%v); decodes: %v", typ, n, len(tc.pkt), err, derr)
 			}

@@ -167,11 +167,11 @@ func NewServer(o Options) (*Server, error) {
 	return s, nil
 }
 
-// ServeDTLS serves the DTLS data channel on pc until Shutdown. Call it before Serve so that the first CONNECT
-// already offers DTLS.
-func (s *Server) ServeDTLS(pc *net.UDPConn) error {
-	d := dtls.NewServer(pc, s.log, s.cfg.DTLSFastPath)
-	s.udpPort = pc.LocalAddr().(*net.UDPAddr).Port
+// ServeDTLS serves the DTLS data channel on pcs (one socket, or a SO_REUSEPORT group from dtls.Listen) until
+// Shutdown. Call it before Serve so that the first CONNECT already offers DTLS.
+func (s *Server) ServeDTLS(pcs ...*net.UDPConn) error {
+	d := dtls.NewServer(pcs, s.log, s.cfg.DTLSFastPath)
+	s.udpPort = pcs[0].LocalAddr().(*net.UDPAddr).Port
 	s.dtls.Store(d)
 	if s.closing.Load() {
 		d.Close()

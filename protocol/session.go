@@ -201,12 +201,24 @@ func (s *Session) Stats() (rxBytes, txBytes, rxPackets, txPackets uint64) {
 	return s.rxBytes.Load(), s.txBytes.Load(), s.rxPackets.Load(), s.txPackets.Load()
 }
 
-// deliver is the datapath's Deliver callback: it queues pkt on the current tunnel, or drops it when the session
-// has none (the client is reconnecting) or the tunnel's queue is full.
+// deliver is the datapath's Deliver callback: deliverBuffer with a copy of pkt.
 func (s *Session) deliver(pkt []byte) {
-	t := s.cur.Load()
-	if t == nil || !s.txLimit.allow(len(pkt)) || !t.queueData(pkt) {
+	b := datapath.GetBuffer(len(pkt))
+	if b == nil {
 		s.txDropped.Add(1)
+		return
+	}
+	copy(b.Packet(), pkt)
+	s.deliverBuffer(b)
+}
+
+// deliverBuffer is the datapath's DeliverBuffer callback: it queues b on the current tunnel, or drops (releases)
+// it when the session has none (the client is reconnecting) or the tunnel's queue is full.
+func (s *Session) deliverBuffer(b *datapath.Buffer) {
+	t := s.cur.Load()
+	if t == nil || !s.txLimit.allow(b.N) || !t.queueData(b) {
+		s.txDropped.Add(1)
+		b.Release()
 	}
 }
 
@@ -271,15 +283,16 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			iroutes = append(slices.Clone(iroutes), netip.PrefixFrom(a6, pool6.SubnetBits()).Masked())
 		}
 		port, err := s.env.dp.Attach(&datapath.Session{
-			ID:       s.ID,
-			User:     s.User,
-			Groups:   s.Groups,
-			Addrs:    addrs,
-			Routes:   s.pcfg.routes,
-			NoRoutes: s.pcfg.noRoutes,
-			IRoutes:  iroutes,
-			MTU:      t.mtu,
-			Deliver:  s.deliver,
+			ID:            s.ID,
+			User:          s.User,
+			Groups:        s.Groups,
+			Addrs:         addrs,
+			Routes:        s.pcfg.routes,
+			NoRoutes:      s.pcfg.noRoutes,
+			IRoutes:       iroutes,
+			MTU:           t.mtu,
+			Deliver:       s.deliver,
+			DeliverBuffer: s.deliverBuffer,
 
 			RestrictToRoutes: s.pcfg.restrict,
 			ClientToClient:   s.ucfg.ClientToClient,

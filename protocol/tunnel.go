@@ -6,6 +6,9 @@ package protocol
 //	                   │ DPD-REQ ──► ctrl queue                      │
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
+// A DATA frame is the datapath's packet buffer (datapath.Buffer) itself, its header written in the room before the
+// packet (frame): the packet is not copied again on its way to the TLS write or the in-place DTLS seal.
+//
 // With compression negotiated at the CONNECT (docs/protocol.md §8), each channel has its codec: writeLoop sends a DATA
 // packet as a COMPRESSED frame (record) when the packet is at least no_compress_limit long and the codec makes it
 // shorter; COMPRESSED packets received on either channel are decoded (receiveCompressed) and go on as DATA.
@@ -43,20 +46,21 @@ const (
 	noFrame byte = 0xff
 	// finalWriteTimeout bounds how long a stopping tunnel may spend writing its last frames.
 	finalWriteTimeout = 2 * time.Second
-	smallFrameSize    = cstp.HeaderLen + 2048
 	// dtlsQuietForSwitch: DTLS silence after which data arriving over TLS moves our sending to TLS as well.
 	dtlsQuietForSwitch = time.Second
 )
 
-// frame is a pooled buffer holding one CSTP frame (header included) in b[:n].
-type frame struct {
-	b []byte
-	n int
-}
+// frame is a pooled packet buffer (datapath.Buffer) with its CSTP header written in the room before the packet:
+// the frame is B[frameStart:Headroom+N], no copy of what the datapath wrote. Its DTLS record is the header's last
+// byte (0, the DATA type, or the record's type) followed by the packet: B[Headroom-1:Headroom+N], sealed in place.
+type frame datapath.Buffer
+
+const frameStart = datapath.Headroom - cstp.HeaderLen
+
+// Every CSTP payload fits a buffer.
+var _ [datapath.MaxPacket - cstp.MaxPayload]struct{}
 
 var (
-	smallFrames = sync.Pool{New: func() any { return &frame{b: make([]byte, smallFrameSize)} }}
-	bigFrames   = sync.Pool{New: func() any { return &frame{b: make([]byte, cstp.HeaderLen+cstp.MaxPayload)} }}
 	// decompressBufs hold the packets COMPRESSED frames decode to. A pool rather than a buffer per tunnel: the
 	// receivers run in several goroutines (a DTLS socket's reader serves every session on it).
 	decompressBufs = sync.Pool{New: func() any { return new([cstp.MaxPayload]byte) }}
@@ -64,24 +68,21 @@ var (
 
 // newFrame returns a frame of type typ holding a copy of payload (len(payload) <= cstp.MaxPayload).
 func newFrame(typ byte, payload []byte) *frame {
-	var f *frame
-	if cstp.HeaderLen+len(payload) <= smallFrameSize {
-		f = smallFrames.Get().(*frame)
-	} else {
-		f = bigFrames.Get().(*frame)
-	}
-	cstp.PutHeader(f.b, typ, len(payload))
-	f.n = cstp.HeaderLen + copy(f.b[cstp.HeaderLen:], payload)
+	f := (*frame)(datapath.GetBuffer(len(payload)))
+	copy(f.payload(), payload)
+	f.setType(typ)
 	return f
 }
 
-func (f *frame) release() {
-	if len(f.b) == smallFrameSize {
-		smallFrames.Put(f)
-	} else {
-		bigFrames.Put(f)
-	}
-}
+// setType writes the frame's CSTP header for its payload.
+func (f *frame) setType(typ byte) { cstp.PutHeader(f.B[frameStart:], typ, f.N) }
+
+func (f *frame) typ() byte                { return f.B[frameStart+6] }
+func (f *frame) bytes() []byte            { return f.B[frameStart : datapath.Headroom+f.N] }
+func (f *frame) payload() []byte          { return f.B[datapath.Headroom : datapath.Headroom+f.N] }
+func (f *frame) record() []byte           { return f.B[datapath.Headroom-1 : datapath.Headroom+f.N] }
+func (f *frame) buffer() *datapath.Buffer { return (*datapath.Buffer)(f) }
+func (f *frame) release()                 { f.buffer().Release() }
 
 type tunnel struct {
 	sess *Session
@@ -144,17 +145,15 @@ func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, rem
 	return t
 }
 
-// queueData queues an IP packet for the client. It never blocks: false means the packet was dropped.
-func (t *tunnel) queueData(pkt []byte) bool {
-	if len(pkt) > cstp.MaxPayload {
-		return false
-	}
-	f := newFrame(cstp.Data, pkt)
+// queueData queues a packet for the client, framed in place in its buffer. It never blocks: false means the
+// queue is full and b is still the caller's.
+func (t *tunnel) queueData(b *datapath.Buffer) bool {
+	f := (*frame)(b)
+	f.setType(cstp.Data)
 	select {
 	case t.data <- f:
 		return true
 	default:
-		f.release()
 		return false
 	}
 }
@@ -208,19 +207,24 @@ func (t *tunnel) writeLoop() {
 			}
 		}
 		var err error
-		if f.b[6] == cstp.Data {
-			if !t.sendDTLS(f) {
+		if f.typ() == cstp.Data {
+			n := f.N
+			if t.sendDTLS(f) {
+				f = nil // sent or batched: no longer ours
+			} else {
 				err = t.writeData(f)
 			}
 			if err == nil {
-				t.sess.txBytes.Add(uint64(f.n - cstp.HeaderLen))
+				t.sess.txBytes.Add(uint64(n))
 				t.sess.txPackets.Add(1)
 				t.lastData.Store(time.Now().UnixNano())
 			}
 		} else {
-			_, err = t.conn.Write(f.b[:f.n])
+			_, err = t.conn.Write(f.bytes())
 		}
-		f.release()
+		if f != nil {
+			f.release()
+		}
 		if err == nil && len(t.data) == 0 && len(t.ctrl) == 0 {
 			t.flushDTLS()
 			err = t.batch.Flush()
@@ -237,10 +241,10 @@ func (t *tunnel) writeLoop() {
 func (t *tunnel) writeData(f *frame) error {
 	z := t.compressFrame(t.cstpCodec, f)
 	if z == nil {
-		_, err := t.conn.Write(f.b[:f.n])
+		_, err := t.conn.Write(f.bytes())
 		return err
 	}
-	_, err := t.conn.Write(z.b[:z.n])
+	_, err := t.conn.Write(z.bytes())
 	z.release()
 	if err == nil {
 		t.sess.compressedOut.Add(1)
@@ -252,18 +256,18 @@ func (t *tunnel) writeData(f *frame) error {
 // nil when c is nil, the packet is shorter than no_compress_limit, or c does not make it shorter (ocserv's rules,
 // docs/protocol.md §8.2).
 func (t *tunnel) compressFrame(c compress.Codec, f *frame) *frame {
-	pkt := f.b[cstp.HeaderLen:f.n]
+	pkt := f.payload()
 	if c == nil || len(pkt) < t.compressMin || len(pkt) < 2 {
 		return nil
 	}
-	z := bigFrames.Get().(*frame)
-	n, err := c.Compress(z.b[cstp.HeaderLen:cstp.HeaderLen+len(pkt)-1], pkt)
+	z := (*frame)(datapath.GetBuffer(len(pkt) - 1))
+	n, err := c.Compress(z.payload(), pkt)
 	if err != nil {
-		bigFrames.Put(z)
+		z.release()
 		return nil
 	}
-	cstp.PutHeader(z.b, cstp.Compressed, n)
-	z.n = cstp.HeaderLen + n
+	z.N = n
+	z.setType(cstp.Compressed)
 	return z
 }
 
@@ -280,7 +284,7 @@ func (t *tunnel) finish() {
 	for {
 		select {
 		case f := <-t.ctrl:
-			_, err := t.conn.Write(f.b[:f.n])
+			_, err := t.conn.Write(f.bytes())
 			f.release()
 			if err != nil {
 				t.conn.Close()
@@ -335,7 +339,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
 	defer t.recoverPanic("reader")
-	buf := make([]byte, cstp.HeaderLen+smallFrameSize)
+	buf := make([]byte, 2*cstp.HeaderLen+2048)
 	for {
 		typ, payload, err := cstp.ReadFrame(t.in, &buf)
 		if err != nil {

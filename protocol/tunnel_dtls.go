@@ -29,7 +29,8 @@ var (
 
 // sendDTLS sends a DATA frame over DTLS when it is up and recently heard from. The DTLS record is the frame
 // from byte 7 on: byte 7 of a CSTP header is 0, which is also the DATA type (a COMPRESSED record gets its type
-// there). false means "use CSTP".
+// there). true means f is no longer the caller's (the fast path's batch holds it until it is sent, or it was
+// released); false means "use CSTP", and f is untouched.
 func (t *tunnel) sendDTLS(f *frame) bool {
 	if !t.dtlsActive.Load() {
 		return false
@@ -38,37 +39,47 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 	if c == nil {
 		return false
 	}
-	var err error
-	rec := f.b[cstp.HeaderLen-1 : f.n]
+	rec := f
 	z := t.compressFrame(t.dtlsCodec, f)
 	if z != nil {
-		defer z.release()
-		z.b[cstp.HeaderLen-1] = cstp.Compressed
-		rec = z.b[cstp.HeaderLen-1 : z.n]
+		z.B[datapath.Headroom-1] = cstp.Compressed
+		rec = z
 	}
+	var err error
+	batched := false
 	if c.Fast() {
-		// Fast path: sealed into the writer's batch, sent with one sendmmsg when the queue runs dry.
+		// Fast path: sealed in place into the writer's batch, sent with one sendmmsg when the queue runs dry.
 		if t.dbatchConn != c {
 			t.flushDTLS()
 			t.dbatch, err = c.NewBatch()
 			if err != nil {
 				t.dbatch = nil
 				t.dropDTLS(c, "write error: "+err.Error())
+				if z != nil {
+					z.release()
+				}
 				return false
 			}
 			t.dbatchConn = c
 		}
-		err = t.dbatch.Add(rec)
+		err = t.dbatch.Add(rec.buffer()) // on error rec is untouched
+		batched = err == nil
 	} else {
-		err = c.WriteRecord(rec)
+		err = c.WriteRecord(rec.record())
+	}
+	if z != nil && !batched {
+		z.release()
 	}
 	if err != nil {
 		t.dropDTLS(c, "write error: "+err.Error())
 		return false
 	}
-	t.sess.dtlsTxBytes.Add(uint64(f.n - cstp.HeaderLen))
+	t.sess.dtlsTxBytes.Add(uint64(f.N))
 	if z != nil {
 		t.sess.compressedOut.Add(1)
+	}
+	if rec != f || !batched {
+		f.release()
 	}
 	return true
 }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 
 	"ocgate/config"
 	"ocgate/egress"
@@ -24,7 +25,17 @@ import (
 	"ocgate/netstack"
 	"ocgate/protocol"
 	"ocgate/protocol/datapath"
+	"ocgate/protocol/dtls"
 )
+
+// maxDTLSSockets bounds the SO_REUSEPORT group of the DTLS port: one socket (and reader) per core, up to this.
+const maxDTLSSockets = 8
+
+// listenDTLS opens the DTLS port: a SO_REUSEPORT group of one socket per core, each with its own reader, so that
+// the DTLS input of many clients (and the netstack's input, which runs in the reader) is spread over the cores.
+func listenDTLS(addr string) ([]*net.UDPConn, error) {
+	return dtls.Listen(addr, min(runtime.GOMAXPROCS(0), maxDTLSSockets))
+}
 
 // privHelperArg is the (undocumented) first argument that makes ocgate the privileged helper.
 const privHelperArg = "__privileged-helper"

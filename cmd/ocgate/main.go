@@ -208,14 +208,14 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 			host = cfg.ListenHost
 		}
 		uaddr := net.JoinHostPort(host, strconv.Itoa(cfg.UDPPort))
-		pc, err := net.ListenPacket("udp", uaddr)
+		pcs, err := listenDTLS(uaddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listening on UDP %s: %w", uaddr, err)
 		}
-		udpDesc = " and UDP " + pc.LocalAddr().String()
+		udpDesc = " and UDP " + pcs[0].LocalAddr().String()
 		go func() {
-			if err := srv.ServeDTLS(pc.(*net.UDPConn)); !errors.Is(err, protocol.ErrServerClosed) {
+			if err := srv.ServeDTLS(pcs...); !errors.Is(err, protocol.ErrServerClosed) {
 				serveErr <- fmt.Errorf("DTLS: %w", err)
 			}
 		}()

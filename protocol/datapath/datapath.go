@@ -45,6 +45,10 @@ type Session struct {
 	// Deliver is called with each IP packet for the session. It may be called from several goroutines at once,
 	// must not block (it queues or drops) and must not retain pkt after it returns.
 	Deliver func(pkt []byte)
+	// DeliverBuffer, when set, is Deliver without a copy: it takes b over (queues it, or releases it when it drops
+	// the packet), and the carrier writes its framing into b's room in place (buffer.go). Deliver's other rules
+	// hold. A datapath calls DeliverBuf, which falls back on Deliver when DeliverBuffer is nil.
+	DeliverBuffer func(b *Buffer)
 }
 
 // PortRules is restrict_user_to_ports (ocserv's syntax, parsed by config).

@@ -58,6 +58,7 @@ func NewAppID() AppID {
 
 type assoc struct {
 	d             *Server
+	pc            *net.UDPConn // the socket of the group its ClientHello came in on: it sends there
 	reg           *reg
 	peer          netip.AddrPort
 	peerAddr      *net.UDPAddr
@@ -91,8 +92,8 @@ type datagram struct {
 
 var datagramPool = sync.Pool{New: func() any { return &datagram{b: make([]byte, datagramBufLen)} }}
 
-func newAssoc(d *Server, r *reg, peer netip.AddrPort) *assoc {
-	return &assoc{d: d, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
+func newAssoc(d *Server, r *reg, peer netip.AddrPort, pc *net.UDPConn) *assoc {
+	return &assoc{d: d, pc: pc, reg: r, peer: peer, peerAddr: net.UDPAddrFromAddrPort(peer),
 		in:   make(chan *datagram, handshakeQueueLen),
 		done: make(chan struct{}), readDL: deadline.New(), pionClosed: make(chan struct{})}
 }
@@ -185,7 +186,7 @@ func (a *assoc) handshake() {
 	c.pion.Store(conn)
 	if !a.d.fastPath {
 		// pion's record layer for everything (see NewServer)
-	} else if f, err := dtlsrec.Dial(conn, a.d.pc, a.peer); err == nil {
+	} else if f, err := dtlsrec.Dial(conn, a.pc, a.peer); err == nil {
 		c.fast = f
 	}
 	if !a.d.promote(a) || a.isClosed() {
@@ -228,7 +229,7 @@ func (a *assoc) WriteTo(p []byte, _ net.Addr) (int, error) {
 	if a.pionRetired.Load() {
 		return len(p), nil
 	}
-	return a.d.pc.WriteToUDPAddrPort(p, a.peer)
+	return a.pc.WriteToUDPAddrPort(p, a.peer)
 }
 
 // Close is pion's: it closes the association, or only pion's side once it is retired.
@@ -241,7 +242,7 @@ func (a *assoc) Close() error {
 	return nil
 }
 
-func (a *assoc) LocalAddr() net.Addr               { return a.d.pc.LocalAddr() }
+func (a *assoc) LocalAddr() net.Addr               { return a.pc.LocalAddr() }
 func (a *assoc) SetDeadline(t time.Time) error     { return a.SetReadDeadline(t) }
 func (a *assoc) SetWriteDeadline(time.Time) error  { return nil }
 func (a *assoc) SetReadDeadline(t time.Time) error { a.readDL.Set(t); return nil }

@@ -5,17 +5,20 @@ package dtls
 // straight onto the shared UDP socket, batched with sendmmsg when the tunnel's queue holds several.
 
 import (
+	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtlsrec"
 )
 
 // Batch collects sealed records of one tunnel and sends them with one sendmmsg(2), equal-sized runs as UDP
-// GSO buffers (udpWriter), when the tunnel's queue runs dry or the batch is full. It belongs to the tunnel's
-// writer goroutine.
+// GSO buffers (udpWriter), when the tunnel's queue runs dry or the batch is full. Records are sealed in place in
+// the packets' buffers (datapath.Buffer's room), which the batch holds until they are sent. It belongs to the
+// tunnel's writer goroutine.
 type Batch struct {
 	f    *dtlsrec.Conn
 	w    *udpWriter
 	sc   dtlsrec.Scratch
-	bufs [batchLen][]byte
+	recs [batchLen][]byte
+	held [batchLen]*datapath.Buffer
 	n    int
 }
 
@@ -32,19 +35,17 @@ func newBatch(f *dtlsrec.Conn) (*Batch, error) {
 	return &Batch{f: f, w: w}, nil
 }
 
-// Add seals plaintext into the batch, sending the batch first if it is full.
-func (b *Batch) Add(plaintext []byte) error {
+// Add seals the record held by p — the packet type byte just before the packet, then the packet:
+// p.B[datapath.Headroom-1:datapath.Headroom+p.N] — in place, and takes p over until the batch is sent (then it is
+// released). It sends the batch first if it is full; if that fails, p is untouched and still the caller's.
+func (b *Batch) Add(p *datapath.Buffer) error {
 	if b.n == batchLen {
 		if err := b.Flush(); err != nil {
 			return err
 		}
 	}
-	// Buffers are allocated as deep as the batches get (a quiet tunnel holds one or two), sized for the usual
-	// MTU-sized record; a bigger one grows its buffer once.
-	if need := dtlsrec.HeaderLen + 8 + len(plaintext) + 16; cap(b.bufs[b.n]) < need {
-		b.bufs[b.n] = make([]byte, 0, max(need, 2048))
-	}
-	b.bufs[b.n] = b.f.Seal(&b.sc, b.bufs[b.n][:0], plaintext)
+	b.recs[b.n] = b.f.SealInPlace(&b.sc, p.B, datapath.Headroom-1, datapath.Headroom+p.N)
+	b.held[b.n] = p
 	b.n++
 	return nil
 }
@@ -52,9 +53,14 @@ func (b *Batch) Add(plaintext []byte) error {
 // Len is the number of records waiting.
 func (b *Batch) Len() int { return b.n }
 
-// Flush sends what the batch holds.
+// Flush sends what the batch holds and releases the buffers, whether or not the send worked.
 func (b *Batch) Flush() error {
 	n := b.n
 	b.n = 0
-	return b.w.Send(b.bufs[:n])
+	err := b.w.Send(b.recs[:n])
+	for i := range n {
+		b.held[i].Release()
+		b.held[i], b.recs[i] = nil, nil
+	}
+	return err
 }

@@ -33,9 +33,13 @@ type Conn struct {
 	assoc *assoc
 	suite pion.CipherSuiteID
 
-	fast          *dtlsrec.Conn // nil: every record goes through pion
-	retired       atomic.Bool   // the fast path has opened a record: pion is being retired (retirePionLater)
-	probeAnswered atomic.Bool   // FirstProbe has said true
+	fast *dtlsrec.Conn // nil: every record goes through pion
+	// openMu serialises fast.Open (its replay window). The kernel keeps a client's address and port on one socket
+	// of a SO_REUSEPORT group, so one reader opens all of an association's records and the lock is uncontended;
+	// it keeps the window right should the group rehash (a socket closing) while records arrive.
+	openMu        sync.Mutex
+	retired       atomic.Bool // the fast path has opened a record: pion is being retired (retirePionLater)
+	probeAnswered atomic.Bool // FirstProbe has said true
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
 	// reaches a tunnel after it let go of the association.
@@ -72,7 +76,9 @@ func (c *Conn) deliver(rec []byte) {
 // openFast opens an application record in place (in the socket reader's buffer) and delivers it. The first good
 // one retires pion.
 func (c *Conn) openFast(b []byte) {
+	c.openMu.Lock()
 	pt, ok := c.fast.Open(b)
+	c.openMu.Unlock()
 	if !ok {
 		return // counted in fast.Bad, or not for this epoch
 	}

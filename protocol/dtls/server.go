@@ -1,4 +1,4 @@
-// Package dtls is the DTLS data channel of the OpenConnect protocol (docs/protocol.md §7): one UDP socket serves
+// Package dtls is the DTLS data channel of the OpenConnect protocol (docs/protocol.md §7): one UDP port serves
 // every session. A Server demultiplexes datagrams to associations, runs pion's DTLS server for each handshake, and
 // hands each established association (a Conn) to the registration that expected it; a Conn's application records
 // are then opened and sealed by package dtlsrec (the fast path) and sent in batches (Batch).
@@ -11,6 +11,12 @@
 //	                    ─yes─► a new association for that registration, handshake in the association's own
 //	                            goroutine under a deadline
 //	                    ─no──► a fatal alert (rate-limited; unknown.go), so the client runs on CSTP at once
+//
+// Sockets: the server reads one UDP socket, or several bound to the same address in one SO_REUSEPORT group (Listen),
+// each with its own reader goroutine. The kernel hashes a client's address and port to one socket of the group, so
+// each reader (which also opens that client's records and runs the datapath's input for them) takes a share of the
+// clients instead of one goroutine doing it for all. The association table is the server's, so any reader
+// dispatches any datagram; an association sends on the socket its ClientHello came in on.
 //
 // A registration is made per CONNECT (Register): the App-ID handed to the client and the PSK exported from that
 // TLS connection. Each association runs pion's DTLS server over a virtual net.PacketConn fed by the
@@ -63,11 +69,11 @@ type stats struct {
 	refusedUnknown                                 atomic.Uint64 // ClientHellos of unknown App-IDs (unknown.go)
 }
 
-// Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP socket.
+// Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP port's sockets.
 type Server struct {
-	fastPath     bool // seal and open application records ourselves after pion's handshake (conn.go)
-	pc           *net.UDPConn
-	unknownLimit unknownLimit // alerts for unknown App-IDs (unknown.go)
+	fastPath     bool           // seal and open application records ourselves after pion's handshake (conn.go)
+	pcs          []*net.UDPConn // one socket, or a SO_REUSEPORT group (Listen)
+	unknownLimit unknownLimit   // alerts for unknown App-IDs (unknown.go)
 	log          *slog.Logger
 	stats        stats
 
@@ -91,12 +97,14 @@ type reg struct {
 	next        *assoc // guarded by Server.mu: a handshake that replaces an established cur once it completes
 }
 
-// NewServer returns a server for the socket pc; fastPath turns on package dtlsrec's record layer for application
-// data once pion's handshake is done.
-func NewServer(pc *net.UDPConn, log *slog.Logger, fastPath bool) *Server {
-	pc.SetReadBuffer(socketBufferSize)
-	pc.SetWriteBuffer(socketBufferSize)
-	return &Server{fastPath: fastPath, pc: pc, log: log, regs: make(map[AppID]*reg)}
+// NewServer returns a server for the sockets pcs (one, or a group from Listen); fastPath turns on package
+// dtlsrec's record layer for application data once pion's handshake is done.
+func NewServer(pcs []*net.UDPConn, log *slog.Logger, fastPath bool) *Server {
+	for _, pc := range pcs {
+		pc.SetReadBuffer(socketBufferSize)
+		pc.SetWriteBuffer(socketBufferSize)
+	}
+	return &Server{fastPath: fastPath, pcs: pcs, log: log, regs: make(map[AppID]*reg)}
 }
 
 // Register expects handshakes for appID, keyed with psk (PSK mode) or resuming legacy's session (legacy mode);
@@ -118,9 +126,27 @@ func (d *Server) Register(appID AppID, psk []byte, legacy *Legacy, established f
 	}
 }
 
-// Serve reads datagrams until Close, udpBatchLen per system call where the OS allows.
+// Serve reads datagrams until Close, one reader per socket, udpBatchLen datagrams per system call where the OS
+// allows. It returns nil after Close, else the first reader's error (the others go on until Close).
 func (d *Server) Serve() error {
-	r, err := newUDPReader(d.pc, udpBatchLen, maxDatagram)
+	errs := make(chan error, len(d.pcs))
+	for _, pc := range d.pcs[1:] {
+		go func() { errs <- d.serve(pc) }()
+	}
+	err := d.serve(d.pcs[0])
+	if err == nil {
+		for range d.pcs[1:] {
+			if e := <-errs; e != nil && err == nil {
+				err = e
+			}
+		}
+	}
+	return err
+}
+
+// serve is the reader of socket pc.
+func (d *Server) serve(pc *net.UDPConn) error {
+	r, err := newUDPReader(pc, udpBatchLen, maxDatagram)
 	if err != nil {
 		return err
 	}
@@ -140,7 +166,7 @@ func (d *Server) Serve() error {
 		}
 		for i := range n {
 			if b, from, ok := r.Datagram(i); ok {
-				d.dispatch(b, from)
+				d.dispatch(pc, b, from)
 			} else {
 				d.stats.dropped.Add(1)
 			}
@@ -155,7 +181,8 @@ func (d *Server) assocOf(from netip.AddrPort) *assoc {
 	return nil
 }
 
-func (d *Server) dispatch(b []byte, from netip.AddrPort) {
+// dispatch handles datagram b from client address from, read from socket pc.
+func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) {
 	hello := isClientHello(b)
 	a := d.assocOf(from)
 	if a != nil && !hello {
@@ -186,7 +213,7 @@ func (d *Server) dispatch(b []byte, from netip.AddrPort) {
 		closed := d.closed
 		d.mu.Unlock()
 		if !closed {
-			d.refuseUnknown(b, from) // unknown.go: a session owned elsewhere, or ended
+			d.refuseUnknown(pc, b, from) // unknown.go: a session owned elsewhere, or ended
 		} else {
 			d.stats.dropped.Add(1)
 		}
@@ -198,7 +225,7 @@ func (d *Server) dispatch(b []byte, from netip.AddrPort) {
 		p.push(b, &d.stats)
 		return
 	}
-	na := newAssoc(d, r, from)
+	na := newAssoc(d, r, from, pc)
 	na.suites = pskSuites
 	if helloOffers(b, uint16(pion.TLS_PSK_WITH_AES_128_GCM_SHA256)) {
 		na.suites = pskSuitesAES
@@ -310,7 +337,12 @@ func (d *Server) Close() error {
 		as = append(as, r.cur, r.next)
 	}
 	d.mu.Unlock()
-	err := d.pc.Close()
+	var err error
+	for _, pc := range d.pcs {
+		if e := pc.Close(); err == nil {
+			err = e
+		}
+	}
 	for _, a := range as {
 		if a != nil {
 			a.close()

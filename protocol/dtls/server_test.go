@@ -22,7 +22,7 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := NewServer(pc, slog.New(slog.DiscardHandler), false)
+	d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), false)
 	done := make(chan error)
 	go func() { done <- d.Serve() }()
 	var id AppID
@@ -49,7 +49,7 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	}
 	from := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	bogus := clientHello(bytes.Repeat([]byte{9}, 32), nil)
-	if n := testing.AllocsPerRun(100, func() { d.dispatch(bogus, from) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { d.dispatch(pc, bogus, from) }); n != 0 {
 		t.Fatalf("%v allocations per bogus ClientHello", n)
 	}
 	d.Close()
@@ -68,7 +68,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := NewServer(pc, slog.New(slog.DiscardHandler), true)
+			d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), true)
 			go d.Serve()
 			defer d.Close()
 			appID := NewAppID()
@@ -142,12 +142,12 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			}
 			rec := make([]byte, 0, 2048)
 			from := cpc.LocalAddr().(*net.UDPAddr).AddrPort()
-			if n := testing.AllocsPerRun(100, func() { d.dispatch(sealer.Seal(&sc, rec[:0], buf[:1400]), from) }); n != 0 {
+			if n := testing.AllocsPerRun(100, func() { d.dispatch(pc, sealer.Seal(&sc, rec[:0], buf[:1400]), from) }); n != 0 {
 				t.Errorf("fast read: %v allocations per record", n)
 			}
 			c.Close()
 			c.Attach(func([]byte) { t.Error("a record was delivered after Close") }, nil)
-			d.dispatch(sealer.Seal(&sc, rec[:0], buf[:100]), from)
+			d.dispatch(pc, sealer.Seal(&sc, rec[:0], buf[:100]), from)
 		})
 	}
 }
@@ -213,7 +213,7 @@ func TestDTLSReplayedHelloKeepsAssociation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := NewServer(pc, slog.New(slog.DiscardHandler), fast)
+			d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), fast)
 			go d.Serve()
 			defer d.Close()
 			appID := NewAppID()

@@ -237,3 +237,8 @@ func (w *udpWriter) send(datagrams [][]byte, gso bool) error {
 	}
 	return nil
 }
+
+// reusePort puts a socket, before it is bound, into the SO_REUSEPORT group of its address (Listen).
+var reusePort = func(fd uintptr) error {
+	return unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+}

@@ -48,3 +48,6 @@ func (w *udpWriter) Send(datagrams [][]byte) error {
 	}
 	return nil
 }
+
+// reusePort is nil here: Listen opens one socket (SO_REUSEPORT does not balance datagrams outside Linux).
+var reusePort func(fd uintptr) error

@@ -8,6 +8,7 @@ package dtls
 // ClientHello that caused it (no amplification); at most unknownAlertsPerSecond are sent, the rest dropped.
 
 import (
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,7 @@ func (l *unknownLimit) allow(now time.Time) bool {
 }
 
 // refuseUnknown answers the ClientHello hello, from to, whose App-ID has no registration, with a fatal alert.
-func (d *Server) refuseUnknown(hello []byte, to netip.AddrPort) {
+func (d *Server) refuseUnknown(pc *net.UDPConn, hello []byte, to netip.AddrPort) {
 	d.stats.dropped.Add(1)
 	d.stats.refusedUnknown.Add(1)
 	if !d.unknownLimit.allow(time.Now()) {
@@ -46,5 +47,5 @@ func (d *Server) refuseUnknown(hello []byte, to netip.AddrPort) {
 	}
 	rec := alertHandshakeFailure
 	copy(rec[1:11], hello[1:11]) // the ClientHello's record version, epoch (0) and sequence number
-	d.pc.WriteToUDPAddrPort(rec[:], to)
+	pc.WriteToUDPAddrPort(rec[:], to)
 }

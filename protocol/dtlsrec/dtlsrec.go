@@ -186,26 +186,46 @@ func (l *Layer) Overhead() int {
 // Seal appends one application-data record of plaintext to rec (pass an empty slice with capacity for
 // len(plaintext)+Overhead() to avoid allocation) and returns it.
 func (l *Layer) Seal(sc *Scratch, rec, plaintext []byte) []byte {
+	start := len(rec)
+	rec = append(rec, make([]byte, l.headerLen())...)
+	nonce, aad := l.sealHeader(sc, rec[start:], len(plaintext))
+	return l.sendAEAD.Seal(rec, nonce, plaintext, aad)
+}
+
+// SealInPlace seals the plaintext buf[start:end] into one application-data record in buf itself, without a copy:
+// the record header (and explicit nonce) goes into the bytes before start, the tag after end. buf must have
+// HeaderLen+8 bytes before start and Overhead()-HeaderLen-8 after end (datapath.Buffer's room). It returns the record.
+func (l *Layer) SealInPlace(sc *Scratch, buf []byte, start, end int) []byte {
+	h := buf[start-l.headerLen() : start]
+	nonce, aad := l.sealHeader(sc, h, end-start)
+	// Seal's output begins exactly where the plaintext does, the one overlap crypto/cipher allows.
+	return l.sendAEAD.Seal(h, nonce, buf[start:end], aad)
+}
+
+// headerLen is what a record has before its ciphertext: the header and, for AES-GCM/CCM, the explicit nonce.
+func (l *Layer) headerLen() int {
+	if l.explicitNonce {
+		return HeaderLen + 8
+	}
+	return HeaderLen
+}
+
+// sealHeader writes the header (and explicit nonce) of the next record, for n bytes of plaintext, into h
+// (headerLen bytes) and returns the record's nonce and additional data (in sc).
+func (l *Layer) sealHeader(sc *Scratch, h []byte, n int) (nonce, aad []byte) {
 	seq := l.sendSeq.Add(1)
 	seqNum := uint64(l.epoch)<<48 | seq&(1<<48-1)
-	start := len(rec)
-	rec = append(rec, make([]byte, HeaderLen)...)
-	h := rec[start:]
 	h[0], h[1], h[2] = AppData, 0xfe, 0xfd
 	binary.BigEndian.PutUint64(h[3:11], seqNum)
-	ctLen := len(plaintext) + l.sendAEAD.Overhead()
-	aad := sc.aad[:]
+	aad = sc.aad[:]
 	binary.BigEndian.PutUint64(aad[:8], seqNum)
 	aad[8], aad[9], aad[10] = AppData, 0xfe, 0xfd
-	binary.BigEndian.PutUint16(aad[11:], uint16(len(plaintext)))
-	nonce := l.nonce(sc.nonce[:0], l.sendIV, seqNum)
+	binary.BigEndian.PutUint16(aad[11:], uint16(n))
+	binary.BigEndian.PutUint16(h[11:13], uint16(len(h)-HeaderLen+n+l.sendAEAD.Overhead()))
 	if l.explicitNonce {
-		binary.BigEndian.PutUint16(h[11:13], uint16(8+ctLen))
-		rec = binary.BigEndian.AppendUint64(rec, seqNum)
-	} else {
-		binary.BigEndian.PutUint16(h[11:13], uint16(ctLen))
+		binary.BigEndian.PutUint64(h[HeaderLen:], seqNum)
 	}
-	return l.sendAEAD.Seal(rec, nonce, plaintext, aad)
+	return l.nonce(sc.nonce[:0], l.sendIV, seqNum), aad
 }
 
 // Open decrypts the application-data record at the start of datagram b in place and returns its plaintext;

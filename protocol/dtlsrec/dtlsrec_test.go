@@ -55,3 +55,37 @@ func TestSealOpen(t *testing.T) {
 		t.Fatalf("Seal: %v allocations per record", n)
 	}
 }
+
+// TestSealInPlace: a record sealed around its plaintext in the same buffer is byte for byte the record Seal makes
+// (both nonce kinds), and sealing in place allocates nothing.
+func TestSealInPlace(t *testing.T) {
+	block, _ := aes.NewCipher(bytes.Repeat([]byte{1}, 16))
+	gcm, _ := cipher.NewGCM(block)
+	for _, tc := range []struct {
+		name     string
+		explicit bool
+	}{{"explicit nonce", true}, {"implicit nonce", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := NewForTest(gcm, []byte{1, 2, 3, 4}, 1), NewForTest(gcm, []byte{1, 2, 3, 4}, 1)
+			if !tc.explicit {
+				// ChaCha20-Poly1305's layout (RFC 7905): a 12-byte IV XORed with the sequence number
+				a.explicitNonce, b.explicitNonce = false, false
+				a.sendIV = bytes.Repeat([]byte{7}, 12)
+				b.sendIV = bytes.Repeat([]byte{7}, 12)
+			}
+			var sc Scratch
+			pt := bytes.Repeat([]byte{0x45}, 1400)
+			want := a.Seal(&sc, nil, pt)
+			const start = 32
+			buf := make([]byte, start+len(pt)+16)
+			copy(buf[start:], pt)
+			got := b.SealInPlace(&sc, buf, start, start+len(pt))
+			if !bytes.Equal(got, want) {
+				t.Fatalf("in place %x…, Seal %x…", got[:24], want[:24])
+			}
+			if n := testing.AllocsPerRun(1000, func() { b.SealInPlace(&sc, buf, start, start+len(pt)) }); n != 0 {
+				t.Fatalf("SealInPlace: %v allocations per record", n)
+			}
+		})
+	}
+}
