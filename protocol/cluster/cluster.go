@@ -324,22 +324,38 @@ func (s *Store) Release(sid string, addrs ...netip.Addr) {
 	}
 }
 
-// Revoke ends a session for every instance (logout, terminate, cookie_timeout): its cookie no longer opens a
-// session anywhere, its leases and its place in max_same_clients are released.
-func (s *Store) Revoke(sid, user string, addrs ...netip.Addr) error {
+// revokeScript revokes a session this instance owns (or that nobody owns any more): a session another instance
+// took over is left to it (a takeover message that did not arrive must not let the old owner's cookie timer end
+// the session on its new instance). It returns 1 when it revoked.
+var revokeScript = redis.NewScript(`
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+for i = 4, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[2] then redis.call('DEL', KEYS[i]) end
+end
+return 1`)
+
+// Revoke ends a session owned here for every instance (logout, terminate, cookie_timeout): its cookie no longer
+// opens a session anywhere, its leases and its place in max_same_clients are released. A session another instance
+// owns now is left alone (false).
+func (s *Store) Revoke(sid, user string, addrs ...netip.Addr) (bool, error) {
 	ctx, cancel := ctxCall()
 	defer cancel()
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, revokedKey(sid), "1", s.o.TTL)
-		p.Del(ctx, sessKey(sid))
-		p.ZRem(ctx, userKey(user), sid)
-		return nil
-	})
-	if err != nil {
-		return s.note(err)
+	keys := []string{sessKey(sid), revokedKey(sid), userKey(user)}
+	for _, a := range addrs {
+		if a.IsValid() {
+			keys = append(keys, leaseKey(a))
+		}
 	}
-	s.Release(sid, addrs...)
-	return nil
+	n, err := revokeScript.Run(ctx, s.rdb, keys, s.o.Instance, sid, s.o.TTL.Milliseconds()).Int()
+	if err != nil {
+		return false, s.note(err)
+	}
+	s.setHealthy(true)
+	return n == 1, nil
 }
 
 // admitScript counts a session against max_same_clients across instances: expired members are dropped; a
@@ -383,6 +399,15 @@ for i = 3, #KEYS do
 end
 return 1`)
 
+// publishScript records a session created while Redis was unreachable, unless Redis knows it already (another
+// instance took it over) or it was revoked.
+var publishScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'user', ARGV[2], 'groups', ARGV[3], 'ipv4', ARGV[4], 'ipv6', ARGV[5],
+  'remote', ARGV[6], 'created', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+return 1`)
+
 // renew renews every local session; a session created while Redis was unreachable is published first
 // (reconcile). It reports the sessions whose record or leases another instance holds.
 func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
@@ -390,8 +415,12 @@ func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
 	defer cancel()
 	for _, o := range owned {
 		if o.Rec != nil {
-			if err := s.create(ctx, *o.Rec); err != nil {
-				return conflicts, s.note(err)
+			r := o.Rec
+			err := publishScript.Run(ctx, s.rdb, []string{sessKey(r.SID), revokedKey(r.SID)}, s.o.Instance, r.User,
+				strings.Join(r.Groups, ","), addrStr(r.IPv4), addrStr(r.IPv6), r.Remote, r.Created.Unix(),
+				s.o.TTL.Milliseconds()).Err()
+			if err != nil && !isRedisReply(err) {
+				return nil, s.note(err)
 			}
 		}
 	}

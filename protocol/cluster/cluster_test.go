@@ -128,8 +128,11 @@ func TestTakeAndRevoke(t *testing.T) {
 		t.Fatalf("takeover messages %v", taken)
 	}
 	mu.Unlock()
-	if err := b.Revoke("s1", "alice", rec.IPv4); err != nil {
-		t.Fatal(err)
+	if ok, err := a.Revoke("s1", "alice", rec.IPv4); ok || err != nil {
+		t.Fatalf("the old owner revoked a session taken over: %v, %v", ok, err)
+	}
+	if ok, err := b.Revoke("s1", "alice", rec.IPv4); !ok || err != nil {
+		t.Fatalf("revoke: %v, %v", ok, err)
 	}
 	if _, err := a.Take("s1", ""); err != ErrRevoked {
 		t.Fatalf("take of a revoked session: %v", err)
@@ -157,7 +160,7 @@ func TestAdmitAcrossInstances(t *testing.T) {
 			t.Fatalf("admit %s: %v, %v; want %v", tc.sid, ok, err, tc.want)
 		}
 	}
-	a.Revoke("s1", "bob")
+	a.Revoke("s1", "bob") // no record: nobody owns it, so a revokes
 	if ok, _ := b.Admit("bob", "s3", 2); !ok {
 		t.Fatal("a revoked session still counted")
 	}
