@@ -3,7 +3,8 @@ package protocol
 // The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
 // steps, in order:
 //
-//	checkCookie        the path, the webvpn cookie, the login's certificate, deny_roaming, max_same_clients
+//	checkCookie        the path, the webvpn cookie (a session of another instance: roam, shared.go), the
+//	                   login's certificate, deny_roaming, max_same_clients
 //	                   ─► 401/404/503 and close
 //	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
 //	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
@@ -76,6 +77,11 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		return nil, false
 	}
 	sess := s.sessions.Lookup(cookie)
+	if sess == nil && s.cluster != nil {
+		if sess, ok = s.roam(st, cookie); !ok { // a session of another instance (shared.go)
+			return nil, false
+		}
+	}
 	if sess == nil {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
 		return nil, false
@@ -90,7 +96,7 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
 		return nil, false
 	}
-	if n := sess.ucfg.MaxSameClients; !sess.admit(s.sessions.All(), n) {
+	if n := sess.ucfg.MaxSameClients; !s.sharedAdmit(sess, n) {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("max_same_clients: user %q already has %d sessions in use", sess.User, n))
 		return nil, false
 	}

@@ -8,12 +8,15 @@ package protocol
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"ocgate/auth"
+	"ocgate/protocol/cluster"
 )
 
 const (
@@ -121,14 +124,66 @@ func (e errLimit) Error() string { return string(e) }
 // max_clients (ocserv's "connected users"): connections still authenticating have their own caps (admission.go),
 // so they can never lock logins out. A login over it gets the login form again with the reason, which openconnect
 // shows. max_same_clients counts the sessions in use, at CONNECT (admitSameClient), as ocserv does: cookies issued
-// and never used do not count.
+// and never used do not count. With shared state (shared.go), the addresses are leased here, so that the cookie
+// carries them, and the session is recorded in Redis.
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
+	local, err := s.sharedLoginCheck()
+	if err != nil {
+		return nil, err
+	}
 	s.newSessMu.Lock() // the checks and sessions.Add below are one step
 	defer s.newSessMu.Unlock()
 	if n := s.conf().MaxClients; n > 0 && s.sessions.Len() >= n {
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
+	sess, err := s.buildSession(id, st)
+	if err != nil {
+		return nil, err
+	}
+	if s.sealer != nil {
+		sess.sid = auth.NewSessionID()
+	}
+	if s.cluster != nil {
+		if err := s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local); err != nil {
+			return nil, s.loginLeaseError(err)
+		}
+		sess.mu.Lock()
+		sess.remote = st.remote
+		sess.mu.Unlock()
+		if err := s.sharedCreate(sess, local); err != nil {
+			s.releaseAddrs(sess, sess.lease4, sess.lease6, sess.pre4, sess.pre6)
+			return nil, s.loginLeaseError(err)
+		}
+	}
+	cookie, err := s.mintCookie(sess)
+	if err != nil {
+		if s.cluster != nil {
+			s.releaseAddrs(sess, sess.lease4, sess.lease6, sess.pre4, sess.pre6)
+		}
+		return nil, fmt.Errorf("minting a cookie: %w", err)
+	}
+	sess.cookie = cookie
+	s.armSession(sess, st)
+	s.sessions.Add(sess)
+	return sess, nil
+}
+
+// loginLeaseError is what a user is shown when the shared state refused a login's addresses.
+func (s *Server) loginLeaseError(err error) error {
+	if errors.Is(err, cluster.ErrUnavailable) {
+		return errDegraded
+	}
+	var lim errLimit
+	if errors.As(err, &lim) {
+		return err
+	}
+	return errLimit("No address is available for you: " + err.Error())
+}
+
+// buildSession makes the session of an identity with its configuration (global, group and user files, and what
+// the authentication server granted); it is not stored yet.
+func (s *Server) buildSession(id auth.Identity, st *connState) (*Session, error) {
 	uc, err := s.conf().UserConfig(id.User, id.Groups)
 	if err != nil {
 		// An administrator's mistake in a per-user file: refuse (ocserv does too) and say where.
@@ -166,19 +221,17 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 			sess.pcfg.dns[slices.Index(s.dns, s.pool.Gateway())] = n.Masked().Addr().Next()
 		}
 	}
-	cookie, err := s.minter.MintCookie()
-	if err != nil {
-		return nil, fmt.Errorf("minting a cookie: %w", err)
-	}
-	sess.cookie = cookie
+	return sess, nil
+}
+
+// armSession starts a new session's timers: a cookie never used for a CONNECT expires like one whose tunnel went
+// away; session_timeout.
+func (s *Server) armSession(sess *Session, st *connState) {
 	sess.mu.Lock()
 	sess.remote = st.remote
-	// A cookie never used for a CONNECT expires like one whose tunnel went away.
 	sess.startExpiryLocked(s.conf().CookieTimeout)
-	if d := uc.SessionTimeout; d > 0 {
+	if d := sess.ucfg.SessionTimeout; d > 0 {
 		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
 	}
 	sess.mu.Unlock()
-	s.sessions.Add(sess)
-	return sess, nil
 }

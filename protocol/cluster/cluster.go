@@ -12,7 +12,7 @@
 // ttl is cookie_timeout plus the renewal period: a session whose instance died can be taken over for as long as a
 // disconnected session waits for its client on one instance. A session id is 128 random bits (auth.Token).
 //
-// No call here is on a packet path: logins and CONNECTs make a few calls each (bounded by callTimeout), the
+// No call here is on a packet path: logins and CONNECTs make a few calls each (bounded by CallTimeout), the
 // renewal runs in its own goroutine, and an instance that loses Redis keeps its sessions and retries with
 // exponential backoff (Healthy says which).
 package cluster
@@ -36,7 +36,8 @@ import (
 
 const (
 	prefix      = "ocgate:"
-	callTimeout = 2 * time.Second
+	// CallTimeout bounds each call a login or a CONNECT makes.
+	CallTimeout = 2 * time.Second
 	minBackoff  = 250 * time.Millisecond
 	maxBackoff  = 30 * time.Second
 )
@@ -121,7 +122,7 @@ func Open(o Options) (*Store, error) {
 	if s.every <= 0 {
 		s.every = min(o.TTL/3, 10*time.Second)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	err = s.rdb.Ping(ctx).Err()
 	cancel()
 	s.healthy.Store(err == nil)
@@ -196,7 +197,7 @@ func (s *Store) setHealthy(h bool) {
 }
 
 func ctxCall() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), callTimeout)
+	return context.WithTimeout(context.Background(), CallTimeout)
 }
 
 func sessKey(sid string) string         { return prefix + "sess:" + sid }
@@ -411,7 +412,7 @@ return 1`)
 // renew renews every local session; a session created while Redis was unreachable is published first
 // (reconcile). It reports the sessions whose record or leases another instance holds.
 func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*CallTimeout)
 	defer cancel()
 	for _, o := range owned {
 		if o.Rec != nil {
@@ -520,7 +521,7 @@ func (s *Store) subscribe() {
 
 // All returns every session in the shared state (`ctl show users --all-instances`).
 func (s *Store) All() ([]Record, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*CallTimeout)
 	defer cancel()
 	var out []Record
 	iter := s.rdb.Scan(ctx, 0, prefix+"sess:*", 512).Iterator()
