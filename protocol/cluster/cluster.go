@@ -35,7 +35,7 @@ import (
 )
 
 const (
-	prefix      = "ocgate:"
+	prefix = "ocgate:"
 	// CallTimeout bounds each call a login or a CONNECT makes.
 	CallTimeout = 2 * time.Second
 	minBackoff  = 250 * time.Millisecond
@@ -120,7 +120,7 @@ func Open(o Options) (*Store, error) {
 	s := &Store{rdb: redis.NewClient(ro), o: o, log: o.Logger.With("component", "cluster"), stop: make(chan struct{})}
 	s.every = o.RenewEvery
 	if s.every <= 0 {
-		s.every = min(o.TTL/3, 10*time.Second)
+		s.every = RenewPeriod(o.TTL)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	err = s.rdb.Ping(ctx).Err()
@@ -130,6 +130,11 @@ func Open(o Options) (*Store, error) {
 		s.log.Warn("shared state: Redis unreachable at start; degraded until it answers", "err", err)
 	}
 	return s, nil
+}
+
+// RenewPeriod is how often an instance renews its sessions for a TTL of ttl: a third of it, at most 10 s.
+func RenewPeriod(ttl time.Duration) time.Duration {
+	return max(min(ttl/3, 10*time.Second), time.Second)
 }
 
 // PasswordFromFile reads a password file's first line ("" for path "").
