@@ -1,0 +1,115 @@
+package integration
+
+// Several instances sharing Redis (redis_url, cookie_key_file): the stock client logs in on one, reconnects with
+// its cookie to the other and keeps its address; the old instance lets the session go (takeover); a logout on one
+// makes the cookie unusable on the other.
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startRedis runs redis-server in ns on 127.0.0.1:port (no persistence) and waits until it answers. A machine
+// without redis-server fails the test (integration/test.sh installs it).
+func startRedis(t *testing.T, ns *netns, port int) string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is missing (integration/test.sh installs the Debian package redis-server)")
+	}
+	dir := tempDir(t)
+	p := ns.start(nil, "redis-server", "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--save", "",
+		"--appendonly", "no", "--dir", dir)
+	waitFor(t, 10*time.Second, "redis-server to listen", func() bool {
+		c, err := ns.dial(fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil || p.exited()
+	})
+	if p.exited() {
+		t.Fatalf("redis-server exited: %s", p.out.String())
+	}
+	return fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+}
+
+// writeCookieKeys writes a cookie key file readable by the servers into each dir and returns its name.
+func writeCookieKeys(t *testing.T, dirs ...string) string {
+	t.Helper()
+	k := make([]byte, 32)
+	rand.Read(k)
+	line := base64.StdEncoding.EncodeToString(k) + "\n"
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "cookie.keys"), []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		chownAll(t, d)
+	}
+	return "cookie.keys"
+}
+
+func TestClusterRoamKeepsAddress(t *testing.T) {
+	ns := newNetns(t)
+	ns.startTarget()
+	redisURL := startRedis(t, ns, 6379)
+	dirA, dirB := newServerDir(t), newServerDir(t)
+	keys := writeCookieKeys(t, dirA, dirB)
+	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\n", redisURL, keys)
+	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
+	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nlisten_host = \"127.0.0.2\"\n", false, "127.0.0.2")
+
+	cookie := authenticate(t, a, vpnUser, vpnPass)
+	c1 := connectCookie(t, a, cookie)
+	if out, code := c1.curl("--fail", "http://target.test:8080/hello"); code != 0 {
+		t.Fatalf("through instance a: exit %d, %q", code, out)
+	}
+
+	// The same cookie on instance b (the balancer sent the client elsewhere): same address, and a lets go.
+	c2 := connectCookie(t, b, cookie)
+	if c2.ip != c1.ip {
+		t.Fatalf("roamed to instance b with address %s; it had %s on a", c2.ip, c1.ip)
+	}
+	waitFor(t, 10*time.Second, "instance a to let the session go", func() bool {
+		return strings.Contains(a.stderr.String(), "taken over by instance b")
+	})
+	if out, code := c2.curl("--fail", "http://target.test:8080/hello"); code != 0 {
+		t.Fatalf("through instance b: exit %d, %q", code, out)
+	}
+	if !strings.Contains(b.stderr.String(), "session roamed here") {
+		t.Errorf("instance b did not log the roam:\n%s", b.stderr.String())
+	}
+	c1.proc.stop(5 * time.Second)
+
+	// Instance b, the owner now, dies; the client comes back to a with the cookie and still has its address.
+	b.proc.cmd.Process.Kill()
+	<-b.proc.done
+	c2.proc.stop(5 * time.Second)
+	c3 := connectCookie(t, a, cookie)
+	if c3.ip != c1.ip {
+		t.Fatalf("back on instance a with address %s; it had %s", c3.ip, c1.ip)
+	}
+	if out, code := c3.curl("--fail", "http://target.test:8080/hello"); code != 0 {
+		t.Fatalf("through instance a after b died: exit %d, %q", code, out)
+	}
+
+	// A logout (openconnect's SIGINT: BYE and logout) on a revokes the cookie everywhere: b, restarted, refuses it.
+	c3.proc.cmd.Process.Signal(os.Interrupt)
+	c3.waitExit(t, 15*time.Second)
+	waitFor(t, 10*time.Second, "instance a to end the session", func() bool {
+		return strings.Contains(a.stderr.String(), "user logged out")
+	})
+	b.start("-c", filepath.Join(dirB, "ocgate.toml"), "--state-dir", b.stateDir, "--log-level", "debug")
+	c4 := launchCookie(t, b, cookie)
+	if code := c4.waitExit(t, 30*time.Second); code == 0 {
+		t.Fatalf("a logged-out cookie was accepted by another instance:\n%s", c4.proc.out.String())
+	}
+	waitFor(t, 10*time.Second, "instance b to refuse the revoked cookie", func() bool {
+		return strings.Contains(b.stderr.String(), "logged out, terminated or expired")
+	})
+}
