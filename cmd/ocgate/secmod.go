@@ -26,6 +26,7 @@ import (
 	"ocgate/config"
 	"ocgate/egress/secmod"
 	"ocgate/protocol"
+	"ocgate/protocol/cluster"
 )
 
 // secmodArg is what the worker's Loader gets: where the configuration and the state are.
@@ -63,6 +64,17 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.RedisURL != "" { // ban points shared by the instances
+		pw, err := cluster.PasswordFromFile(cfg.RedisPasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		sb, err := secmod.OpenSharedBans(cfg.RedisURL, pw, protocol.BanConfigOf(cfg), slog.Default())
+		if err != nil {
+			return nil, err
+		}
+		bans.Share(sb)
+	}
 	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: ld.passwords, Bans: bans, Methods: map[string]secmod.Method{
 		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
 			var req auth.Request
@@ -70,7 +82,7 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 				return nil, fmt.Errorf("auth step: %w", err)
 			}
 			// A banned address gets no password checked, whatever the network process's own view says.
-			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Bans().Until(ra, time.Now()).IsZero() {
+			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Until(ra, time.Now()).IsZero() {
 				return auth.Reply{Verdict: auth.Refused, User: req.Answers["username"], Message: "Authentication failed",
 					Reason: "banned address (security module)"}, nil
 			}
