@@ -145,7 +145,12 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		sess.sid = auth.NewSessionID()
 	}
 	if s.cluster != nil {
-		if err := s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local); err != nil {
+		err := s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
+		if errors.Is(err, cluster.ErrUnavailable) && s.conf().RedisUnavailable == "local" {
+			local = true // Redis went away just now
+			err = s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
+		}
+		if err != nil {
 			return nil, s.loginLeaseError(err)
 		}
 		sess.mu.Lock()

@@ -23,7 +23,6 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
-	"ocgate/protocol/cluster"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 )
@@ -82,10 +81,9 @@ type Session struct {
 	admitted    bool           // guarded by env.admitMu: counted against max_same_clients (its cookie is in use)
 
 	// Shared state (shared.go).
-	sid         [16]byte        // the session id a sealed cookie carries; zero without cookie_key_file
-	pre4, pre6  netip.Addr      // guarded by mu: addresses leased at login (shared state), taken at the first CONNECT
-	moved       bool            // guarded by mu: another instance owns the session now (ends without revocation)
-	unpublished *cluster.Record // guarded by mu: created while Redis was unreachable; renewal publishes it
+	sid        [16]byte   // the session id a sealed cookie carries; zero without cookie_key_file
+	pre4, pre6 netip.Addr // guarded by mu: addresses leased at login (shared state), taken at the first CONNECT
+	moved      bool       // guarded by mu: another instance owns the session now (ends without revocation)
 }
 
 // sessionEnv is what sessions need from their server: the address pools, the datapath, two settings, and the way

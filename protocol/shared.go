@@ -184,14 +184,10 @@ func (s *Server) sharedCreate(sess *Session, local bool) error {
 	if s.cluster == nil {
 		return nil
 	}
-	rec := sess.record()
 	if local {
-		sess.mu.Lock()
-		sess.unpublished = &rec
-		sess.mu.Unlock()
-		return nil
+		return nil // renewal publishes it when Redis answers again
 	}
-	return s.cluster.Create(rec)
+	return s.cluster.Create(sess.record())
 }
 
 // record is the session as the shared state holds it.
@@ -339,8 +335,8 @@ func (s *Server) Owned() []cluster.Owned {
 	all := s.sessions.All()
 	out := make([]cluster.Owned, 0, len(all))
 	for _, sess := range all {
+		o := cluster.Owned{Rec: sess.record(), Admitted: sess.isAdmitted()}
 		sess.mu.Lock()
-		o := cluster.Owned{SID: fmt.Sprintf("%x", sess.sid[:]), User: sess.User, Rec: sess.unpublished}
 		for _, a := range []netip.Addr{sess.addr, sess.addr6, sess.pre4, sess.pre6} {
 			if a.IsValid() && !slices.Contains(o.Addrs, a) {
 				o.Addrs = append(o.Addrs, a)

@@ -67,9 +67,9 @@ type Options struct {
 
 // Owned is a local session as renewal sees it.
 type Owned struct {
-	SID, User string
-	Addrs     []netip.Addr
-	Rec       *Record // set when the session was created while Redis was unreachable (reconcile re-creates it)
+	Rec      Record       // what Redis holds of it (re-created if Redis lost it)
+	Addrs    []netip.Addr // its leases
+	Admitted bool         // it counts against max_same_clients
 }
 
 // Record is a session in the shared state.
@@ -390,54 +390,54 @@ func (s *Store) Admit(user, sid string, n int) (bool, error) {
 	return ok == 1, nil
 }
 
-// renewScript renews a session owned here: its record (if this instance still owns it), its leases (if still its
-// own) and its place in the user's set; it returns 0 when the record or a lease belongs to someone else now.
+// renewScript renews a session owned here: its record (re-created when Redis lost it — a restart without
+// persistence, or a session created while Redis was unreachable — unless it was revoked), its place in the user's
+// set, and its leases (taken again where free). It returns 0 when the record or a lease belongs to another
+// instance or session now, or the session was revoked.
 var renewScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner ~= ARGV[1] then return 0 end
+if owner and owner ~= ARGV[1] then return 0 end
+if not owner then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'user', ARGV[5], 'groups', ARGV[6], 'ipv4', ARGV[7], 'ipv6', ARGV[8],
+    'remote', ARGV[9], 'created', ARGV[10])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if redis.call('ZSCORE', KEYS[2], ARGV[2]) then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2]) end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-for i = 3, #KEYS do
+if ARGV[11] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+for i = 4, #KEYS do
   local cur = redis.call('GET', KEYS[i])
   if cur and cur ~= ARGV[2] then return 0 end
   redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
 end
 return 1`)
 
-// publishScript records a session created while Redis was unreachable, unless Redis knows it already (another
-// instance took it over) or it was revoked.
-var publishScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'user', ARGV[2], 'groups', ARGV[3], 'ipv4', ARGV[4], 'ipv6', ARGV[5],
-  'remote', ARGV[6], 'created', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-return 1`)
-
-// renew renews every local session; a session created while Redis was unreachable is published first
-// (reconcile). It reports the sessions whose record or leases another instance holds.
+// renew renews every local session, publishing those Redis does not know (reconcile). It reports the sessions
+// whose record or leases another instance or session holds, or that were revoked.
 func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*CallTimeout)
 	defer cancel()
-	for _, o := range owned {
-		if o.Rec != nil {
-			r := o.Rec
-			err := publishScript.Run(ctx, s.rdb, []string{sessKey(r.SID), revokedKey(r.SID)}, s.o.Instance, r.User,
-				strings.Join(r.Groups, ","), addrStr(r.IPv4), addrStr(r.IPv6), r.Remote, r.Created.Unix(),
-				s.o.TTL.Milliseconds()).Err()
-			if err != nil && !isRedisReply(err) {
-				return nil, s.note(err)
-			}
-		}
+	// The script is loaded once per round; the pipeline then sends its digest only (EVALSHA): Run's fallback
+	// from NOSCRIPT to EVAL cannot happen inside a pipeline.
+	if err := renewScript.Load(ctx, s.rdb).Err(); err != nil {
+		return nil, s.note(err)
 	}
+	ttl, score := s.o.TTL.Milliseconds(), expiryScore(s.o.TTL)
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, o := range owned {
-			keys := []string{sessKey(o.SID), userKey(o.User)}
+			r := o.Rec
+			keys := []string{sessKey(r.SID), revokedKey(r.SID), userKey(r.User)}
 			for _, a := range o.Addrs {
 				keys = append(keys, leaseKey(a))
 			}
-			// Eval, not Run: Run's fallback from EVALSHA on NOSCRIPT cannot happen inside a pipeline.
-			renewScript.Eval(ctx, p, keys, s.o.Instance, o.SID, s.o.TTL.Milliseconds(), expiryScore(s.o.TTL))
+			admitted := "0"
+			if o.Admitted {
+				admitted = "1"
+			}
+			renewScript.EvalSha(ctx, p, keys, s.o.Instance, r.SID, ttl, score, r.User, strings.Join(r.Groups, ","),
+				addrStr(r.IPv4), addrStr(r.IPv6), r.Remote, r.Created.Unix(), admitted)
 		}
 		return nil
 	})
@@ -447,7 +447,7 @@ func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
 	s.setHealthy(true)
 	for i, c := range cmds {
 		if n, err := c.(*redis.Cmd).Int(); err == nil && n == 0 {
-			conflicts = append(conflicts, owned[i].SID)
+			conflicts = append(conflicts, owned[i].Rec.SID)
 		}
 	}
 	return conflicts, nil

@@ -176,14 +176,32 @@ func TestRenewConflictAndDegradation(t *testing.T) {
 	if err := b.Lease(ip, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	owned = []Owned{{SID: "s1", User: "u", Addrs: []netip.Addr{ip}, Rec: &Record{SID: "s1", User: "u", IPv4: ip}}}
+	owned = []Owned{{Addrs: []netip.Addr{ip}, Rec: Record{SID: "s1", User: "u", IPv4: ip}}}
 	conflicts, err := a.RenewNow()
 	if err != nil || !slices.Equal(conflicts, []string{"s1"}) {
 		t.Fatalf("conflicts %v, %v", conflicts, err)
 	}
-	owned = []Owned{{SID: "s3", User: "u", Rec: &Record{SID: "s3", User: "u"}}}
+	owned = []Owned{{Rec: Record{SID: "s3", User: "u"}, Admitted: true}}
 	if conflicts, err := a.RenewNow(); err != nil || len(conflicts) != 0 {
 		t.Fatalf("no conflict expected: %v, %v", conflicts, err)
+	}
+	// Redis lost everything (a restart without persistence): renewal publishes the session again.
+	if err := a.rdb.FlushAll(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if conflicts, err := a.RenewNow(); err != nil || len(conflicts) != 0 {
+		t.Fatalf("after a flush: %v, %v", conflicts, err)
+	}
+	if all, _ := b.All(); len(all) != 1 || all[0].SID != "s3" || all[0].Instance != "a" {
+		t.Fatalf("after a flush and a renewal, Redis holds %+v", all)
+	}
+	if ok, _ := b.Admit("u", "s4", 1); ok {
+		t.Fatal("max_same_clients: the renewed session was not counted again")
+	}
+	// A revoked session is not brought back: the local one ends.
+	a.Revoke("s3", "u")
+	if conflicts, _ := a.RenewNow(); len(conflicts) != 1 {
+		t.Fatalf("a revoked session renewed: %v", conflicts)
 	}
 
 	dead := open(t, "redis://127.0.0.1:1/0", "c", Options{})
