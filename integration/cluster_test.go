@@ -113,3 +113,71 @@ func TestClusterRoamKeepsAddress(t *testing.T) {
 		return strings.Contains(b.stderr.String(), "logged out, terminated or expired")
 	})
 }
+
+// TestClusterDegradedAndBans: with Redis stopped, a live session keeps moving bytes; a new login is refused on
+// the instance with redis_unavailable = "refuse" (its status says degraded) and served on the one with "local";
+// when Redis returns, both publish their sessions again, and of two sessions given the same address the newer
+// ends. Then wrong passwords on instance a ban the address on instance b.
+func TestClusterDegradedAndBans(t *testing.T) {
+	ns := newNetns(t)
+	ns.startTarget()
+	redisURL := startRedis(t, ns, 6379)
+	dirA, dirB := newServerDir(t), newServerDir(t)
+	keys := writeCookieKeys(t, dirA, dirB)
+	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\nmax_ban_score = 20\nban_points_wrong_password = 10\n"+
+		"ban_time = 600\nrate_limit_ms = 0\n", redisURL, keys)
+	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
+	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nredis_unavailable = \"local\"\nlisten_host = \"127.0.0.2\"\n",
+		false, "127.0.0.2")
+	c := connect(t, a, vpnUser, vpnPass)
+
+	redisPIDs, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
+	ns.must(append([]string{"kill"}, strings.Fields(redisPIDs)...)...)
+	waitFor(t, 10*time.Second, "redis-server to exit", func() bool {
+		out, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
+		return strings.TrimSpace(out) == ""
+	})
+	download(t, c, 4<<20, 64) // the live session does not need Redis
+	if out, code := ns.output(30*time.Second, "sh", "-c", fmt.Sprintf(
+		"printf '%%s\\n' %q | openconnect --protocol=anyconnect --servercert %s -u %s --passwd-on-stdin --non-inter --authenticate %s",
+		vpnPass, a.pin, vpnUser, a.url())); code == 0 || !strings.Contains(out, "degraded") {
+		t.Fatalf("a new login on the refusing instance without Redis: exit %d\n%s", code, out)
+	}
+	out, _, code := a.ctl("--json", "show", "status")
+	if code != 0 || !strings.Contains(out, `"Shared state": "degraded"`) {
+		t.Fatalf("show status without Redis: exit %d\n%s", code, out)
+	}
+	// redis_unavailable = "local": b serves the login alone, and, not seeing a's leases, gives the same address.
+	cb := connect(t, b, vpnUser, vpnPass)
+	waitFor(t, 5*time.Second, "instance b to log its local login", func() bool {
+		return strings.Contains(b.stderr.String(), "redis_unavailable = local")
+	})
+
+	// Redis returns, empty: both instances publish their sessions again; if they share an address, the newer
+	// session (b's) ends and a's keeps it.
+	startRedis(t, ns, 6379)
+	if cb.ip == c.ip {
+		waitFor(t, 40*time.Second, "instance b to end its newer session holding a's address", func() bool {
+			return strings.Contains(b.stderr.String(), "ending the local session")
+		})
+		cb.waitExit(t, 30*time.Second)
+	} else {
+		download(t, cb, 1<<20, 64)
+	}
+	waitFor(t, 40*time.Second, "a's session to be in Redis again", func() bool {
+		out, _, _ := a.ctl("--json", "show", "users", "--all-instances")
+		return strings.Contains(out, `"Instance": "a"`) && strings.Contains(out, c.ip)
+	})
+	download(t, c, 1<<20, 64)
+
+	for range 2 {
+		w := launch(t, ns, a.pin, vpnUser, "wrong", a.url())
+		w.waitExit(t, 20*time.Second)
+	}
+	waitFor(t, 5*time.Second, "the ban on a", func() bool { return strings.Contains(a.stderr.String(), `msg="address banned"`) })
+	if out, code := ns.output(30*time.Second, "sh", "-c", fmt.Sprintf(
+		"printf '%%s\\n' %q | openconnect --protocol=anyconnect --servercert %s -u %s --passwd-on-stdin --non-inter --authenticate %s",
+		vpnPass, b.pin, vpnUser, b.url())); code == 0 {
+		t.Fatalf("an address banned on instance a logged in on instance b:\n%s", out)
+	}
+}

@@ -148,6 +148,7 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 		err := s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
 		if errors.Is(err, cluster.ErrUnavailable) && s.conf().RedisUnavailable == "local" {
 			local = true // Redis went away just now
+			s.warnLocal()
 			err = s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
 		}
 		if err != nil {

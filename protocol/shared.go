@@ -49,10 +49,16 @@ func (s *Server) sharedLoginCheck() (local bool, err error) {
 		return false, nil
 	}
 	if s.conf().RedisUnavailable == "local" {
-		s.limitedLog("shared state unreachable: login handled by this instance alone (redis_unavailable = local)")
+		s.warnLocal()
 		return true, nil
 	}
 	return false, errDegraded
+}
+
+// warnLocal says, for each login, that this instance decides alone (redis_unavailable = "local").
+func (s *Server) warnLocal() {
+	s.log.Warn("shared state unreachable: login handled by this instance alone (redis_unavailable = local); " +
+		"published when Redis returns")
 }
 
 // mintCookie returns the cookie of a new session: sealed (session id, user, groups, addresses) when a sealer is

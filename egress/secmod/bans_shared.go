@@ -57,15 +57,15 @@ func banKeys(a netip.Addr) []string {
 // banAddScript adds points; at the threshold it bans (unless banned already). It returns the end of the ban in
 // Unix ms, 0 when not banned.
 var banAddScript = redis.NewScript(`
-local until = tonumber(redis.call('GET', KEYS[2]) or '0')
-if until > tonumber(ARGV[4]) then return until end
+local banned = tonumber(redis.call('GET', KEYS[2]) or '0')
+if banned > tonumber(ARGV[4]) then return banned end
 local score = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if score >= tonumber(ARGV[3]) then
-  until = tonumber(ARGV[4]) + tonumber(ARGV[5])
-  redis.call('SET', KEYS[2], until, 'PX', ARGV[5])
+  banned = tonumber(ARGV[4]) + tonumber(ARGV[5])
+  redis.call('SET', KEYS[2], banned, 'PX', ARGV[5])
   redis.call('DEL', KEYS[1])
-  return until
+  return banned
 end
 return 0`)
 

@@ -3,7 +3,7 @@
 //
 // Keys (prefix "ocgate:"), all with a TTL so that an instance that dies leaves nothing behind for ever:
 //
-//	sess:{sid}      hash: owner, user, groups, ipv4, ipv6, remote, created   TTL: ttl, renewed by the owner
+//	sess:{sid}      hash: owner, user, groups, ipv4, ipv6, remote, created (Unix ms)   TTL: ttl, renewed by the owner
 //	revoked:{sid}   "1"                                                       TTL: ttl (outlives any renewal)
 //	lease:{addr}    the session id holding the address                        TTL: ttl, renewed by the owner
 //	user:{user}     sorted set: session ids in use (max_same_clients), score = expiry (ms)
@@ -39,7 +39,7 @@ const (
 	// CallTimeout bounds each call a login or a CONNECT makes.
 	CallTimeout = 2 * time.Second
 	minBackoff  = 250 * time.Millisecond
-	maxBackoff  = 30 * time.Second
+	maxBackoff  = 10 * time.Second
 )
 
 var (
@@ -96,6 +96,13 @@ type Store struct {
 	wg   sync.WaitGroup
 	once sync.Once
 }
+
+// quietLogger drops go-redis's internal messages (a dial failure per retry): the store logs the state changes.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+func init() { redis.SetLogger(quietLogger{}) }
 
 // Open connects to Redis. Redis being unreachable is not an error: the store starts degraded and reconnects.
 func Open(o Options) (*Store, error) {
@@ -222,7 +229,7 @@ func (s *Store) Create(r Record) error {
 func (s *Store) create(ctx context.Context, r Record) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, sessKey(r.SID), "owner", s.o.Instance, "user", r.User, "groups", strings.Join(r.Groups, ","),
-			"ipv4", addrStr(r.IPv4), "ipv6", addrStr(r.IPv6), "remote", r.Remote, "created", r.Created.Unix())
+			"ipv4", addrStr(r.IPv4), "ipv6", addrStr(r.IPv6), "remote", r.Remote, "created", r.Created.UnixMilli())
 		p.PExpire(ctx, sessKey(r.SID), s.o.TTL)
 		return nil
 	})
@@ -283,7 +290,7 @@ func recordOf(sid string, h map[string]string) Record {
 	r.IPv4, _ = netip.ParseAddr(h["ipv4"])
 	r.IPv6, _ = netip.ParseAddr(h["ipv6"])
 	if c, err := strconv.ParseInt(h["created"], 10, 64); err == nil {
-		r.Created = time.Unix(c, 0)
+		r.Created = time.UnixMilli(c)
 	}
 	return r
 }
@@ -392,8 +399,10 @@ func (s *Store) Admit(user, sid string, n int) (bool, error) {
 
 // renewScript renews a session owned here: its record (re-created when Redis lost it — a restart without
 // persistence, or a session created while Redis was unreachable — unless it was revoked), its place in the user's
-// set, and its leases (taken again where free). It returns 0 when the record or a lease belongs to another
-// instance or session now, or the session was revoked.
+// set, and its leases. A lease another session holds (two instances gave the address while Redis was
+// unreachable) goes to the older session (created earlier; the lower id on a tie), whose instance keeps it; the
+// newer one's renewal then fails. It returns 0 when the record belongs to another instance, a lease to an older
+// session, or the session was revoked.
 var renewScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[1] then return 0 end
@@ -409,9 +418,13 @@ if ARGV[11] == '1' then
 end
 for i = 4, #KEYS do
   local cur = redis.call('GET', KEYS[i])
-  if cur and cur ~= ARGV[2] then return 0 end
-  redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3])
+  if cur and cur ~= ARGV[2] then
+    local other = tonumber(redis.call('HGET', ARGV[12] .. cur, 'created') or '0')
+    local mine = tonumber(ARGV[10])
+    if other < mine or (other == mine and cur < ARGV[2]) then return 0 end
+  end
 end
+for i = 4, #KEYS do redis.call('SET', KEYS[i], ARGV[2], 'PX', ARGV[3]) end
 return 1`)
 
 // renew renews every local session, publishing those Redis does not know (reconcile). It reports the sessions
@@ -437,7 +450,7 @@ func (s *Store) renew(owned []Owned) (conflicts []string, err error) {
 				admitted = "1"
 			}
 			renewScript.EvalSha(ctx, p, keys, s.o.Instance, r.SID, ttl, score, r.User, strings.Join(r.Groups, ","),
-				addrStr(r.IPv4), addrStr(r.IPv6), r.Remote, r.Created.Unix(), admitted)
+				addrStr(r.IPv4), addrStr(r.IPv6), r.Remote, r.Created.UnixMilli(), admitted, prefix+"sess:")
 		}
 		return nil
 	})

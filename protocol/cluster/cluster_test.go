@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -176,12 +177,12 @@ func TestRenewConflictAndDegradation(t *testing.T) {
 	if err := b.Lease(ip, "s2"); err != nil {
 		t.Fatal(err)
 	}
-	owned = []Owned{{Addrs: []netip.Addr{ip}, Rec: Record{SID: "s1", User: "u", IPv4: ip}}}
+	owned = []Owned{{Addrs: []netip.Addr{ip}, Rec: Record{SID: "s1", User: "u", IPv4: ip, Created: time.Now()}}}
 	conflicts, err := a.RenewNow()
 	if err != nil || !slices.Equal(conflicts, []string{"s1"}) {
 		t.Fatalf("conflicts %v, %v", conflicts, err)
 	}
-	owned = []Owned{{Rec: Record{SID: "s3", User: "u"}, Admitted: true}}
+	owned = []Owned{{Rec: Record{SID: "s3", User: "u", Created: time.Now()}, Admitted: true}}
 	if conflicts, err := a.RenewNow(); err != nil || len(conflicts) != 0 {
 		t.Fatalf("no conflict expected: %v, %v", conflicts, err)
 	}
@@ -210,5 +211,32 @@ func TestRenewConflictAndDegradation(t *testing.T) {
 	}
 	if err := dead.Lease(ip, "s9"); err == nil {
 		t.Fatal("a lease without Redis succeeded")
+	}
+}
+
+// TestRenewOlderSessionKeepsLease: two instances gave one address while Redis was unreachable; when it returns,
+// whichever renews first, the older session keeps the address and the newer one's renewal reports the conflict.
+func TestRenewOlderSessionKeepsLease(t *testing.T) {
+	ip := netip.MustParseAddr("10.9.0.11")
+	older := Owned{Rec: Record{SID: "old", User: "u", IPv4: ip, Created: time.Now().Add(-time.Minute)}, Addrs: []netip.Addr{ip}}
+	newer := Owned{Rec: Record{SID: "new", User: "u", IPv4: ip, Created: time.Now()}, Addrs: []netip.Addr{ip}}
+	for _, newerFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("newer first %v", newerFirst), func(t *testing.T) {
+			url := startRedis(t)
+			a := open(t, url, "a", Options{Owned: func() []Owned { return []Owned{older} }})
+			b := open(t, url, "b", Options{Owned: func() []Owned { return []Owned{newer} }})
+			first, second := a, b
+			if newerFirst {
+				first, second = b, a
+			}
+			first.RenewNow()
+			second.RenewNow()
+			if c, err := a.RenewNow(); err != nil || len(c) != 0 {
+				t.Fatalf("the older session lost its address: %v, %v", c, err)
+			}
+			if c, err := b.RenewNow(); err != nil || !slices.Equal(c, []string{"new"}) {
+				t.Fatalf("the newer session's conflict: %v, %v", c, err)
+			}
+		})
 	}
 }
