@@ -68,7 +68,8 @@ func (s *Server) mintCookie(sess *Session) (string, error) {
 		return s.minter.MintCookie()
 	}
 	sess.mu.Lock()
-	t := auth.Token{SessionID: sess.sid, User: sess.User, Groups: sess.Groups, IPv4: sess.pre4, IPv6: sess.pre6}
+	t := auth.Token{SessionID: sess.sid, User: sess.User, Groups: sess.Groups, IPv4: sess.pre4, IPv6: sess.pre6,
+		AuthAddr: sess.authAddr, CertSum: sess.certSum}
 	sess.mu.Unlock()
 	if d := sess.ucfg.SessionTimeout; d > 0 {
 		t.NotAfter = sess.Created.Add(d)
@@ -240,7 +241,23 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 	if sess := s.sessions.Lookup(cookie); sess != nil { // a concurrent CONNECT with the same cookie made it
 		return sess, true
 	}
-	sid := fmt.Sprintf("%x", tok.SessionID[:])
+	id := auth.Identity{User: tok.User, Groups: tok.Groups}
+	sess, err := s.buildSession(id, st)
+	if err != nil {
+		s.refuse(st, 401, "Cookie is not acceptable", err.Error())
+		return nil, false
+	}
+	sess.sid, sess.cookie, sess.certSum = tok.SessionID, cookie, tok.CertSum
+	if tok.AuthAddr.IsValid() {
+		sess.authAddr = tok.AuthAddr
+	}
+	// The login's certificate and deny_roaming are checked before the session is taken from its owner: a cookie
+	// that this connection may not use must not end the session where it lives (checkCookie checks them again).
+	if why := s.connectionMayNotUse(st, sess); why != "" {
+		s.refuse(st, 401, "Cookie is not acceptable", why)
+		return nil, false
+	}
+	sid := sess.sidString()
 	rec, err := s.cluster.Take(sid, st.remote.String())
 	if err != nil {
 		if errors.Is(err, cluster.ErrRevoked) {
@@ -250,13 +267,6 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		}
 		return nil, false
 	}
-	id := auth.Identity{User: tok.User, Groups: tok.Groups}
-	sess, err := s.buildSession(id, st)
-	if err != nil {
-		s.refuse(st, 401, "Cookie is not acceptable", err.Error())
-		return nil, false
-	}
-	sess.sid, sess.cookie = tok.SessionID, cookie
 	want4, want6 := tok.IPv4, tok.IPv6
 	if rec.IPv4.IsValid() {
 		want4, want6 = rec.IPv4, rec.IPv6
