@@ -7,10 +7,12 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -180,4 +182,75 @@ func TestClusterDegradedAndBans(t *testing.T) {
 		vpnPass, b.pin, vpnUser, b.url())); code == 0 {
 		t.Fatalf("an address banned on instance a logged in on instance b:\n%s", out)
 	}
+}
+
+// TestClusterLoginRates measures logins (login and CONNECT) with and without shared state, alternating the two
+// servers in one run, and the Redis commands per login (INFO commandstats before and after). A measurement:
+// OCGATE_BENCH_LOGINS=N runs N logins per round.
+func TestClusterLoginRates(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("OCGATE_BENCH_LOGINS"))
+	if n <= 0 {
+		t.Skip("a measurement: OCGATE_BENCH_LOGINS=N runs N logins per round")
+	}
+	lg := filepath.Join(tempDir(t), "loadgen")
+	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build loadgen: %v\n%s", err, out)
+	}
+	ns := newNetns(t)
+	redisURL := startRedis(t, ns, 6379)
+	common := "max_clients = 100000\nmax_same_clients = 0\nrate_limit_ms = 0\nmax_ban_score = 0\n" +
+		"ipv4_network = \"10.250.0.0/16\"\nmax_unauth_per_ip = 0\nauth = [\"plain[passwd=bench.passwd]\"]\n"
+	servers := map[string]*server{}
+	for _, v := range []struct{ name, conf, host string }{
+		{"local", "", "127.0.0.1"},
+		{"redis", fmt.Sprintf("redis_url = %q\ncookie_key_file = \"cookie.keys\"\n", redisURL), "127.0.0.2"},
+	} {
+		dir := newServerDir(t)
+		benchUsers(t, dir, 4*n, "00")
+		writeCookieKeys(t, dir)
+		servers[v.name] = startServerAs(t, ns, dir, common+v.conf+fmt.Sprintf("listen_host = %q\n", v.host), false, v.host)
+	}
+	byCmd := map[string]int{}
+	calls := func() int {
+		out, _ := ns.output(10*time.Second, "redis-cli", "-p", "6379", "INFO", "commandstats")
+		total := 0
+		for _, l := range strings.Split(out, "\n") {
+			if name, rest, ok := strings.Cut(l, ":calls="); ok {
+				v, _, _ := strings.Cut(rest, ",")
+				c, _ := strconv.Atoi(v)
+				total += c
+				byCmd[strings.TrimPrefix(name, "cmdstat_")] = c
+			}
+		}
+		return total
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-6s %-6s %10s %12s %14s\n", "round", "state", "logins/s", "auth p50 ms", "redis cmds/login")
+	for round := range 2 {
+		for _, name := range []string{"local", "redis"} {
+			s := servers[name]
+			before := calls()
+			user := "u%d"
+			if round == 1 {
+				user = "v%d"
+			}
+			out, code := ns.output(10*time.Minute, lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n",
+				strconv.Itoa(n), "--concurrency", "16", "--mode", "idle", "--duration", "0s", "--settle", "0s",
+				"--dtls=false", "--json", "-q", "--password", vpnPass)
+			var r loadReport
+			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
+				t.Fatalf("%s: loadgen exit %d, %v:\n%s", name, code, err, out)
+			}
+			per := "-"
+			if name == "redis" {
+				per = fmt.Sprintf("%.1f", float64(calls()-before-1)/float64(n)) // -1: the INFO itself
+			}
+			fmt.Fprintf(&table, "%-6d %-6s %10.0f %12.2f %14s\n", round, name, r.PerSecond,
+				r.Stages["auth"].P50-r.Stages["tls"].P50, per)
+		}
+	}
+	t.Logf("%d logins per round, 16 in parallel, servers alternating (auth: TLS end to cookie):\n%s"+
+		"Redis commands in all (renewal included): %v", n, table.String(), byCmd)
 }
