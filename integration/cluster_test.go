@@ -56,15 +56,23 @@ func writeCookieKeys(t *testing.T, dirs ...string) string {
 	return "cookie.keys"
 }
 
-func TestClusterRoamKeepsAddress(t *testing.T) {
-	ns := newNetns(t)
+// startPair starts a namespace with the test targets and a redis-server, and two instances sharing it: a on
+// 127.0.0.1 and b on 127.0.0.2 (port 8443 both), each with common and its own configuration lines.
+func startPair(t *testing.T, common, confA, confB string) (ns *netns, a, b *server) {
+	t.Helper()
+	ns = newNetns(t)
 	ns.startTarget()
 	redisURL := startRedis(t, ns, 6379)
 	dirA, dirB := newServerDir(t), newServerDir(t)
 	keys := writeCookieKeys(t, dirA, dirB)
-	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\n", redisURL, keys)
-	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
-	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nlisten_host = \"127.0.0.2\"\n", false, "127.0.0.2")
+	common = fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\n", redisURL, keys) + common
+	a = startServer(t, ns, dirA, common+"instance_id = \"a\"\n"+confA)
+	b = startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nlisten_host = \"127.0.0.2\"\n"+confB, false, "127.0.0.2")
+	return ns, a, b
+}
+
+func TestClusterRoamKeepsAddress(t *testing.T) {
+	_, a, b := startPair(t, "", "", "")
 
 	cookie := authenticate(t, a, vpnUser, vpnPass)
 	c1 := connectCookie(t, a, cookie)
@@ -106,7 +114,7 @@ func TestClusterRoamKeepsAddress(t *testing.T) {
 	waitFor(t, 10*time.Second, "instance a to end the session", func() bool {
 		return strings.Contains(a.stderr.String(), "user logged out")
 	})
-	b.start("-c", filepath.Join(dirB, "ocgate.toml"), "--state-dir", b.stateDir, "--log-level", "debug")
+	b.start("-c", filepath.Join(b.dir, "ocgate.toml"), "--state-dir", b.stateDir, "--log-level", "debug")
 	c4 := launchCookie(t, b, cookie)
 	if code := c4.waitExit(t, 30*time.Second); code == 0 {
 		t.Fatalf("a logged-out cookie was accepted by another instance:\n%s", c4.proc.out.String())
@@ -121,16 +129,8 @@ func TestClusterRoamKeepsAddress(t *testing.T) {
 // when Redis returns, both publish their sessions again, and of two sessions given the same address the newer
 // ends. Then wrong passwords on instance a ban the address on instance b.
 func TestClusterDegradedAndBans(t *testing.T) {
-	ns := newNetns(t)
-	ns.startTarget()
-	redisURL := startRedis(t, ns, 6379)
-	dirA, dirB := newServerDir(t), newServerDir(t)
-	keys := writeCookieKeys(t, dirA, dirB)
-	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\nmax_ban_score = 20\nban_points_wrong_password = 10\n"+
-		"ban_time = 600\nrate_limit_ms = 0\n", redisURL, keys)
-	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
-	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nredis_unavailable = \"local\"\nlisten_host = \"127.0.0.2\"\n",
-		false, "127.0.0.2")
+	ns, a, b := startPair(t, "max_ban_score = 20\nban_points_wrong_password = 10\nban_time = 600\nrate_limit_ms = 0\n",
+		"", "redis_unavailable = \"local\"\n")
 	c := connect(t, a, vpnUser, vpnPass)
 
 	redisPIDs, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
@@ -192,12 +192,7 @@ func TestClusterLoginRates(t *testing.T) {
 	if n <= 0 {
 		t.Skip("a measurement: OCGATE_BENCH_LOGINS=N runs N logins per round")
 	}
-	lg := filepath.Join(tempDir(t), "loadgen")
-	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
+	lg := buildLoadgen(t)
 	ns := newNetns(t)
 	redisURL := startRedis(t, ns, 6379)
 	common := "max_clients = 100000\nmax_same_clients = 0\nrate_limit_ms = 0\nmax_ban_score = 0\n" +

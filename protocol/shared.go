@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"ocgate/auth"
 	"ocgate/protocol/cluster"
@@ -275,7 +276,17 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		s.refuse(st, 503, "Service Unavailable", "roaming session: "+err.Error())
 		return nil, false
 	}
+	if !rec.Created.IsZero() {
+		sess.Created = rec.Created // the login's, as the record says
+	}
 	s.armSession(sess, st)
+	if !tok.NotAfter.IsZero() { // session_timeout counts from the login, not from the roam
+		sess.mu.Lock()
+		if sess.sessionTimer != nil {
+			sess.sessionTimer.Reset(time.Until(tok.NotAfter))
+		}
+		sess.mu.Unlock()
+	}
 	s.sessions.Add(sess)
 	s.log.Info("session roamed here", "user", sess.User, "remote", st.remote, "id", sess.ID, "sid", sid,
 		"from", rec.Instance, "ip", sess.pre4)
