@@ -403,6 +403,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 	final := cstp.Disconnect
 	if s.closing.Load() {
 		final = cstp.Terminate
+		if s.cluster != nil {
+			final = noFrame // the client reconnects, through the balancer, to another instance (shared.go)
+		}
 	}
 	if t != nil {
 		t.end(reason, final)

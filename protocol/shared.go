@@ -12,7 +12,8 @@ package protocol
 //	          first CONNECT of a session ─► max_same_clients counted in Redis (sharedAdmit)
 //	end       logout, terminate, cookie_timeout ─► Revoke in Redis (in the background); a session another
 //	          instance took over (takeover message, or renewal finding it owned elsewhere) ends quietly: no
-//	          revocation, its leases are the new owner's. Shutdown revokes nothing: the clients roam.
+//	          revocation, its leases are the new owner's. Shutdown revokes nothing and closes the tunnels without
+//	          a TERMINATE: the clients reconnect with their cookies and roam.
 //
 // No Redis call is on the packet path or blocks DPD: logins and CONNECTs make bounded calls, renewal and
 // revocation run in the background. Without redis_url none of this runs; a cookie_key_file alone seals cookies
