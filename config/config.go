@@ -135,6 +135,13 @@ type Config struct {
 	SOCKS5User     string // socks5_user: with SOCKS5Password, required from SOCKS clients; "" = no authentication
 	SOCKS5Password string // socks5_password
 
+	// Scale-out (keys_cluster.go): instances sharing state through Redis.
+	RedisURL          string // redis_url: redis://HOST:PORT/DB or rediss://...; "" = off
+	RedisPasswordFile string // redis_password_file, absolute; "" = the URL's password, if any
+	CookieKeyFile     string // cookie_key_file, absolute: base64 keys, one a line, the first seals; "" = random cookies
+	RedisUnavailable  string // redis_unavailable: "refuse" (default) or "local"
+	InstanceID        string // instance_id; "" = the host name
+
 	// The edge (keys_edge.go): a PROXY-protocol balancer, a proxy that terminated TLS in front.
 	ListenProxyProto  bool           // listen_proxy_proto: a PROXY header is required from TrustedProxies
 	TrustedProxies    []netip.Prefix // trusted_proxies: whose PROXY header and X-Forwarded-For count; empty = loopback

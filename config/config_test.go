@@ -304,3 +304,32 @@ default_select_group = "DEFAULT"
 		t.Fatalf("cert_user_oid defaults to %q", Default().CertUserOID)
 	}
 }
+
+func TestClusterKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name, conf, err string
+	}{
+		{"off", ``, ""},
+		{"on", "redis_url = \"redis://127.0.0.1:6379/0\"\ncookie_key_file = \"keys\"\ninstance_id = \"a\"", ""},
+		{"tls", "redis_url = \"rediss://r.example:6380/2\"\ncookie_key_file = \"keys\"", ""},
+		{"no keys", `redis_url = "redis://127.0.0.1:6379/0"`, "needs cookie_key_file"},
+		{"bad scheme", "redis_url = \"http://x\"\ncookie_key_file = \"keys\"", "want redis://"},
+		{"bad mode", `redis_unavailable = "maybe"`, "redis_unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.conf), "/etc/ocgate/f.toml")
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.RedisUnavailable != "refuse" {
+					t.Errorf("redis_unavailable = %q, want the default refuse", c.RedisUnavailable)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.err)
+			}
+		})
+	}
+}

@@ -64,7 +64,7 @@ type key struct {
 }
 
 // keyTable lists every key, in the order `ocgate config defaults` prints them and Parse applies them.
-var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, edgeKeys, userKeys, ocservKeys)
+var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, clusterKeys, edgeKeys, userKeys, ocservKeys)
 
 // ocgateOnly are the keys ocserv does not have; every other key is ocserv's option of the same name with '_'
 // written '-' (ocservName).
@@ -74,6 +74,7 @@ var ocgateOnly = map[string]bool{
 	"egress_deny": true, "icmp_echo": true, "flow_log": true, "max_flows_per_session": true,
 	"max_half_open_per_session": true, "max_dials_in_flight": true, "tcp_keepalive": true, "udp_idle_timeout": true,
 	"socks5_listen": true, "socks5_user": true, "socks5_password": true, "client_to_client": true,
+	"redis_url": true, "redis_password_file": true, "cookie_key_file": true, "redis_unavailable": true, "instance_id": true,
 }
 
 // ocservName is the name ocserv's configuration files give the key ("" for an ocgate key).

@@ -41,6 +41,7 @@ func (p *parser) check(c *Config) {
 	p.checkSOCKS5(c)
 	p.checkEdge(c)
 	p.checkAuth(c)
+	p.checkCluster(c)
 }
 
 // checkRunAsUser accepts, as ocserv does, a run_as_user that is root or the user the server already runs as: there

@@ -25,12 +25,7 @@ func TestLoginRates(t *testing.T) {
 	if n <= 0 {
 		t.Skip("a measurement: OCGATE_BENCH_LOGINS=N runs N logins per method")
 	}
-	lg := filepath.Join(tempDir(t), "loadgen")
-	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
+	lg := buildLoadgen(t)
 	ns := newNetns(t)
 	startFreeRADIUS(t, ns, "DEFAULT Cleartext-Password := \"pw\"\n")
 	const secret = "3132333435363738393031323334353637383930" // the TOTP key, hex
@@ -62,15 +57,7 @@ func TestLoginRates(t *testing.T) {
 		chownAll(t, dir)
 		s := startServer(t, ns, dir, common+m.config)
 		run := func(user string, count, conc int) loadReport {
-			args := append([]string{lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n", strconv.Itoa(count),
-				"--concurrency", strconv.Itoa(conc), "--mode", "idle", "--duration", "0s", "--settle", "0s",
-				"--dtls=false", "--json", "-q"}, m.args...)
-			out, code := ns.output(10*time.Minute, args...)
-			var r loadReport
-			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
-				t.Fatalf("%s: loadgen exit %d, %v:\n%s", m.name, code, err, out)
-			}
-			return r
+			return runLogins(t, lg, s, m.name, user, count, conc, m.args...)
 		}
 		par := run("u%d", n, 16)
 		seq := run("v%d", min(n, 200), 1)
@@ -85,6 +72,33 @@ func TestLoginRates(t *testing.T) {
 	}
 	t.Logf("%d logins per method, 16 in parallel (logins/s); one at a time (auth: TLS end to cookie):\n%s",
 		n, table.String())
+}
+
+// buildLoadgen builds integration/loadgen into a temporary directory and returns its path.
+func buildLoadgen(t *testing.T) string {
+	t.Helper()
+	lg := filepath.Join(tempDir(t), "loadgen")
+	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build loadgen: %v\n%s", err, out)
+	}
+	return lg
+}
+
+// runLogins runs the load generator against s: count logins (and CONNECTs) of users named by the pattern user,
+// conc at a time, each session ended at once; name labels a failure.
+func runLogins(t *testing.T, lg string, s *server, name, user string, count, conc int, extra ...string) loadReport {
+	t.Helper()
+	args := append([]string{lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n", strconv.Itoa(count),
+		"--concurrency", strconv.Itoa(conc), "--mode", "idle", "--duration", "0s", "--settle", "0s",
+		"--dtls=false", "--json", "-q"}, extra...)
+	out, code := s.ns.output(10*time.Minute, args...)
+	var r loadReport
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
+		t.Fatalf("%s: loadgen exit %d, %v:\n%s", name, code, err, out)
+	}
+	return r
 }
 
 type loadReport struct {

@@ -3,7 +3,8 @@ package protocol
 // The CONNECT request (docs/protocol.md §5) turns an authenticated connection into a tunnel. handleConnect's
 // steps, in order:
 //
-//	checkCookie        the path, the webvpn cookie, the login's certificate, deny_roaming, max_same_clients
+//	checkCookie        the path, the webvpn cookie (a session of another instance: roam, shared.go), the
+//	                   login's certificate, deny_roaming, max_same_clients
 //	                   ─► 401/404/503 and close
 //	newTunnelFor       DPD and idle timeout (mobile or not), MTU, the frame reader, the CSTP codec
 //	offerDTLS          registers the App-ID and PSK (or the legacy session) before the response goes out, with
@@ -76,25 +77,38 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		return nil, false
 	}
 	sess := s.sessions.Lookup(cookie)
+	if sess == nil && s.cluster != nil {
+		if sess, ok = s.roam(st, cookie); !ok { // a session of another instance (shared.go)
+			return nil, false
+		}
+	}
 	if sess == nil {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
 		return nil, false
 	}
-	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
-		// As ocserv: a session that logged in with a certificate is used only by a connection presenting that
-		// certificate (verified again by this connection's handshake, against the CRL in force now).
-		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User))
+	if why := s.connectionMayNotUse(st, sess); why != "" {
+		s.refuse(st, 401, "Cookie is not acceptable", why)
 		return nil, false
 	}
-	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
-		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
-		return nil, false
-	}
-	if n := sess.ucfg.MaxSameClients; !sess.admit(s.sessions.All(), n) {
+	if n := sess.ucfg.MaxSameClients; !s.sharedAdmit(sess, n) {
 		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("max_same_clients: user %q already has %d sessions in use", sess.User, n))
 		return nil, false
 	}
 	return sess, true
+}
+
+// connectionMayNotUse says why this connection may not use the session's cookie ("" when it may): as ocserv, a
+// session that logged in with a certificate is used only by a connection presenting that certificate (verified
+// again by this connection's handshake, against the CRL in force now); with deny_roaming, only from the address
+// that logged in.
+func (s *Server) connectionMayNotUse(st *connState, sess *Session) string {
+	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
+		return fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User)
+	}
+	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
+		return fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr)
+	}
+	return ""
 }
 
 // newTunnelFor makes the tunnel of this connection, with the session's timers and the link MTU (base) and tunnel

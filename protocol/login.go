@@ -8,12 +8,15 @@ package protocol
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"ocgate/auth"
+	"ocgate/protocol/cluster"
 )
 
 const (
@@ -121,14 +124,92 @@ func (e errLimit) Error() string { return string(e) }
 // max_clients (ocserv's "connected users"): connections still authenticating have their own caps (admission.go),
 // so they can never lock logins out. A login over it gets the login form again with the reason, which openconnect
 // shows. max_same_clients counts the sessions in use, at CONNECT (admitSameClient), as ocserv does: cookies issued
-// and never used do not count.
+// and never used do not count. With shared state (shared.go), the addresses are leased here, so that the cookie
+// carries them, and the session is recorded in Redis.
 func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
-	s.newSessMu.Lock() // the checks and sessions.Add below are one step
-	defer s.newSessMu.Unlock()
-	if n := s.conf().MaxClients; n > 0 && s.sessions.Len() >= n {
+	local, err := s.sharedLoginCheck()
+	if err != nil {
+		return nil, err
+	}
+	if !s.reserveSession() {
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
+	defer s.unreserveSession()
+	sess, err := s.buildSession(id, st)
+	if err != nil {
+		return nil, err
+	}
+	if s.sealer != nil {
+		sess.sid = auth.NewSessionID()
+	}
+	if s.cluster != nil {
+		err := s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
+		if errors.Is(err, cluster.ErrUnavailable) && s.conf().RedisUnavailable == "local" {
+			local = true // Redis went away just now
+			s.warnLocal()
+			err = s.leaseAtLogin(sess, netip.Addr{}, netip.Addr{}, local)
+		}
+		if err != nil {
+			return nil, s.loginLeaseError(err)
+		}
+		sess.mu.Lock()
+		sess.remote = st.remote
+		sess.mu.Unlock()
+		if err := s.sharedCreate(sess, local); err != nil {
+			s.releaseAddrs(sess, sess.lease4, sess.lease6, sess.pre4, sess.pre6)
+			return nil, s.loginLeaseError(err)
+		}
+	}
+	cookie, err := s.mintCookie(sess)
+	if err != nil {
+		if s.cluster != nil {
+			s.releaseAddrs(sess, sess.lease4, sess.lease6, sess.pre4, sess.pre6)
+		}
+		return nil, fmt.Errorf("minting a cookie: %w", err)
+	}
+	sess.cookie = cookie
+	s.armSession(sess, st)
+	s.newSessMu.Lock()
+	s.sessions.Add(sess) // before the deferred release of the reserved place
+	s.newSessMu.Unlock()
+	return sess, nil
+}
+
+// reserveSession reserves a place under max_clients (pendingSess) while a session is made: with shared state that
+// takes round trips to Redis and the security module, which logins must not wait for one after another. false:
+// the server is full. unreserveSession gives the place back once the session is in the store (or not made).
+func (s *Server) reserveSession() bool {
+	s.newSessMu.Lock()
+	defer s.newSessMu.Unlock()
+	if n := s.conf().MaxClients; n > 0 && s.sessions.Len()+s.pendingSess >= n {
+		return false
+	}
+	s.pendingSess++
+	return true
+}
+
+func (s *Server) unreserveSession() {
+	s.newSessMu.Lock()
+	s.pendingSess--
+	s.newSessMu.Unlock()
+}
+
+// loginLeaseError is what a user is shown when the shared state refused a login's addresses.
+func (s *Server) loginLeaseError(err error) error {
+	if errors.Is(err, cluster.ErrUnavailable) {
+		return errDegraded
+	}
+	var lim errLimit
+	if errors.As(err, &lim) {
+		return err
+	}
+	return errLimit("No address is available for you: " + err.Error())
+}
+
+// buildSession makes the session of an identity with its configuration (global, group and user files, and what
+// the authentication server granted); it is not stored yet.
+func (s *Server) buildSession(id auth.Identity, st *connState) (*Session, error) {
 	uc, err := s.conf().UserConfig(id.User, id.Groups)
 	if err != nil {
 		// An administrator's mistake in a per-user file: refuse (ocserv does too) and say where.
@@ -166,19 +247,17 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 			sess.pcfg.dns[slices.Index(s.dns, s.pool.Gateway())] = n.Masked().Addr().Next()
 		}
 	}
-	cookie, err := s.minter.MintCookie()
-	if err != nil {
-		return nil, fmt.Errorf("minting a cookie: %w", err)
-	}
-	sess.cookie = cookie
+	return sess, nil
+}
+
+// armSession starts a new session's timers: a cookie never used for a CONNECT expires like one whose tunnel went
+// away; session_timeout.
+func (s *Server) armSession(sess *Session, st *connState) {
 	sess.mu.Lock()
 	sess.remote = st.remote
-	// A cookie never used for a CONNECT expires like one whose tunnel went away.
 	sess.startExpiryLocked(s.conf().CookieTimeout)
-	if d := uc.SessionTimeout; d > 0 {
+	if d := sess.ucfg.SessionTimeout; d > 0 {
 		sess.sessionTimer = time.AfterFunc(d, func() { s.endSession(sess, "session timeout") })
 	}
 	sess.mu.Unlock()
-	s.sessions.Add(sess)
-	return sess, nil
 }

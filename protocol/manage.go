@@ -191,7 +191,8 @@ type Status struct {
 	RxBytes, TxBytes, RxPackets, TxPackets uint64
 	MinMTU, MaxMTU                         int // of the tunnels since the start; 0 = none yet
 	Handshake, Login                       Histogram
-	Closing                                bool // Shutdown has begun
+	Closing                                bool   // Shutdown has begun
+	SharedState                            string // "" (no redis_url), "ok" or "degraded" (Redis unreachable)
 }
 
 // Status returns the server's counters now.
@@ -204,6 +205,7 @@ func (s *Server) Status() Status {
 		RxBytes: st.rxBytes.Load(), TxBytes: st.txBytes.Load(), RxPackets: st.rxPackets.Load(), TxPackets: st.txPackets.Load(),
 		Handshake: st.handshake.snapshot(), Login: st.login.snapshot(), Closing: s.closing.Load(),
 		MaxAuthTime: time.Duration(st.login.maxNS.Load()), MaxSessionTime: time.Duration(st.maxSessionTimeNS.Load()),
+		SharedState: s.SharedState(),
 	}
 	if n := st.login.count.Load(); n > 0 {
 		out.AvgAuthTime = time.Duration(st.login.sumNS.Load() / int64(n))
@@ -321,10 +323,13 @@ func (s *Server) conf() *config.Config {
 	return s.cfg
 }
 
-// Ready reports whether the server takes new sessions: it serves a listener, is not shutting down, and is below
-// max_clients.
+// Ready reports whether the server takes new sessions: it serves a listener, is not shutting down, is below
+// max_clients, and its shared state answers (unless redis_unavailable = "local").
 func (s *Server) Ready() bool {
 	if s.closing.Load() {
+		return false
+	}
+	if s.SharedState() == "degraded" && s.conf().RedisUnavailable != "local" {
 		return false
 	}
 	s.mu.Lock()

@@ -27,6 +27,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/config"
+	"ocgate/protocol/cluster"
 	"ocgate/protocol/cstp"
 	"ocgate/protocol/datapath"
 	"ocgate/protocol/dtls"
@@ -64,6 +65,11 @@ type Options struct {
 	Version string       // shown in X-CSTP-Server-Name
 	// Scripts runs connect_script, disconnect_script and host_update_script (see scripts.go); nil = none.
 	Scripts ScriptRunner
+	// Cluster is the state shared with other instances through Redis (shared.go); nil = none (one instance).
+	Cluster *cluster.Store
+	// Sealer seals and opens cookies (cookie_key_file, in the security module); nil = random cookies (Cookies).
+	// Cluster needs it.
+	Sealer auth.CookieSealer
 	// DefaultDNS is pushed when the configuration names no dns: the netstack's resolver at the pool's gateway.
 	// nil = no DNS server pushed (the kernel-TUN datapath has no resolver of its own).
 	DefaultDNS []netip.Addr
@@ -83,9 +89,14 @@ type Server struct {
 	log      *slog.Logger
 	version  string
 	scripts  ScriptRunner
-	scriptWG sync.WaitGroup                // disconnect and host-update scripts run in the background
-	acct     auth.Accounting               // nil = no accounting (accounting.go)
-	acctWG   sync.WaitGroup                // accounting Stops and Interim-Updates in flight
+	scriptWG sync.WaitGroup    // disconnect and host-update scripts run in the background
+	acct     auth.Accounting   // nil = no accounting (accounting.go)
+	acctWG   sync.WaitGroup    // accounting Stops and Interim-Updates in flight
+	cluster  *cluster.Store    // nil: one instance (shared.go)
+	sealer   auth.CookieSealer // nil: random cookies
+	sharedWG sync.WaitGroup    // revocations in flight
+	roamMu   sync.Mutex
+	roaming  map[string]chan struct{}      // guarded by roamMu: session ids being roamed here, closed when done
 	dns      []netip.Addr                  // pushed when the session's configuration names none
 	sessEnv  *sessionEnv                   // what the sessions use of the server
 	stats    serverStats                   // counters and events for the management interface (manage.go)
@@ -94,13 +105,14 @@ type Server struct {
 	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
 	udpPort int                         // the DTLS port announced to clients
 
-	nextID    atomic.Uint64
-	adm       *admission
-	shed      atomic.Uint64 // connections closed by admission, for the log
-	closing   atomic.Bool   // Shutdown has begun
-	draining  atomic.Bool   // StopAccepting has closed the listeners
-	lastLog   atomic.Int64  // rate limit for limitedLog
-	newSessMu sync.Mutex    // makes newSession's max_clients check and the session's creation one step
+	nextID      atomic.Uint64
+	adm         *admission
+	shed        atomic.Uint64 // connections closed by admission, for the log
+	closing     atomic.Bool   // Shutdown has begun
+	draining    atomic.Bool   // StopAccepting has closed the listeners
+	lastLog     atomic.Int64  // rate limit for limitedLog
+	newSessMu   sync.Mutex    // guards pendingSess and the max_clients check against sessions.Add
+	pendingSess int           // guarded by newSessMu: logins being made into sessions, counted against max_clients
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -148,6 +160,10 @@ func NewServer(o Options) (*Server, error) {
 	if s.sessions == nil {
 		s.sessions = NewMemoryStore()
 	}
+	if o.Cluster != nil && o.Sealer == nil {
+		return nil, errors.New("protocol.NewServer: Cluster needs Sealer (cookie_key_file)")
+	}
+	s.cluster, s.sealer = o.Cluster, o.Sealer
 	s.minter = o.Cookies
 	if s.minter == nil {
 		s.minter = auth.RandomMinter{}
@@ -364,7 +380,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	done := make(chan struct{})
-	go func() { s.connWG.Wait(); s.scriptWG.Wait(); s.acctWG.Wait(); close(done) }()
+	go func() { s.connWG.Wait(); s.scriptWG.Wait(); s.acctWG.Wait(); s.sharedWG.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -406,6 +422,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 	final := cstp.Disconnect
 	if s.closing.Load() {
 		final = cstp.Terminate
+		if s.cluster != nil {
+			final = noFrame // the client reconnects, through the balancer, to another instance (shared.go)
+		}
 	}
 	if t != nil {
 		t.end(reason, final)
@@ -417,15 +436,19 @@ func (s *Server) endSession(sess *Session, reason string) {
 		port.Close()
 	}
 	pool, pool6 := sess.leasePools()
+	sess.mu.Lock()
+	addr6, pre4, pre6 := sess.addr6, sess.pre4, sess.pre6
+	sess.mu.Unlock()
+	if pre4.IsValid() { // leased at login (shared.go): the IPv6 one too, even if the tunnel did not take it
+		addr, addr6 = pre4, pre6
+	}
 	if addr.IsValid() {
 		pool.Release(addr)
 	}
-	sess.mu.Lock()
-	addr6 := sess.addr6
-	sess.mu.Unlock()
 	if addr6.IsValid() {
 		pool6.Release(addr6)
 	}
+	s.sharedEnded(sess, addr, addr6)
 	s.log.Info("session ended", "id", sess.ID, "user", sess.User, "ip", addr, "reason", reason)
 	if armed {
 		s.scriptWG.Add(1)

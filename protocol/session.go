@@ -79,6 +79,11 @@ type Session struct {
 	scriptsDue  bool           // guarded by mu: connect succeeded, so disconnect must run
 	scriptReal  netip.AddrPort // guarded by mu: the client address the last connect script saw (IP_REAL)
 	admitted    bool           // guarded by env.admitMu: counted against max_same_clients (its cookie is in use)
+
+	// Shared state (shared.go).
+	sid        [16]byte   // the session id a sealed cookie carries; zero without cookie_key_file
+	pre4, pre6 netip.Addr // guarded by mu: addresses leased at login (shared state), taken at the first CONNECT
+	moved      bool       // guarded by mu: another instance owns the session now (ends without revocation)
 }
 
 // sessionEnv is what sessions need from their server: the address pools, the datapath, two settings, and the way
@@ -171,6 +176,12 @@ func (s *Session) admit(all []*Session, n int) bool {
 	return true
 }
 
+func (s *Session) isAdmitted() bool {
+	s.env.admitMu.Lock()
+	defer s.env.admitMu.Unlock()
+	return s.admitted
+}
+
 func (s *Session) hasEnded() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -252,19 +263,35 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 		if err != nil {
 			return false, err
 		}
+		// With shared state the addresses were leased at login (shared.go): they stay the session's until it ends.
+		pre := s.pre4.IsValid()
 		var a netip.Addr
-		if fixed := s.ucfg.ExplicitIPv4; fixed.IsValid() {
-			a, err = fixed, pool.AcquireAddr(fixed)
-		} else {
+		switch {
+		case pre:
+			a = s.pre4
+		case s.ucfg.ExplicitIPv4.IsValid():
+			a, err = s.ucfg.ExplicitIPv4, pool.AcquireAddr(s.ucfg.ExplicitIPv4)
+		default:
 			a, err = pool.Acquire(s.User)
 		}
 		if err != nil {
 			return false, err
 		}
+		release := func(a, a6 netip.Addr) {
+			if pre {
+				return
+			}
+			pool.Release(a)
+			if a6.IsValid() {
+				pool6.Release(a6)
+			}
+		}
 		addrs := []netip.Addr{a}
 		var a6 netip.Addr
 		if want6 && pool6 != nil {
 			switch {
+			case pre:
+				a6 = s.pre6
 			case s.grants.IPv6.IsValid(): // RADIUS Framed-IPv6-Address or -Prefix
 				a6, err = pool6.AcquirePrefix(s.grants.IPv6)
 			case s.ucfg.ExplicitIPv6.IsValid():
@@ -273,10 +300,12 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 				a6, err = pool6.Acquire(s.User)
 			}
 			if err != nil {
-				pool.Release(a)
+				release(a, netip.Addr{})
 				return false, err
 			}
-			addrs = append(addrs, a6)
+			if a6.IsValid() {
+				addrs = append(addrs, a6)
+			}
 		}
 		iroutes := s.pcfg.iroutes
 		if a6.IsValid() && pool6.SubnetBits() < 128 { // the client's whole IPv6 prefix is behind it
@@ -300,10 +329,7 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			DNS:              s.pcfg.dns,
 		})
 		if err != nil {
-			pool.Release(a)
-			if a6.IsValid() {
-				pool6.Release(a6)
-			}
+			release(a, a6)
 			return false, fmt.Errorf("attaching to the datapath: %w", err)
 		}
 		s.addr, s.addr6, s.port, s.lease4, s.lease6 = a, a6, port, pool, pool6

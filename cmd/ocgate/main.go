@@ -167,6 +167,11 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		return cert.Load(), nil
 	}
+	shared, err := openShared(cfg, sm, log)
+	if err != nil {
+		return err
+	}
+	defer shared.close()
 	srv, err := protocol.NewServer(protocol.Options{
 		Config:     cfg,
 		TLSConfig:  tc,
@@ -181,10 +186,13 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 		Version:    version,
 		Scripts:    dp.scripts,
 		DefaultDNS: dp.defaultDNS,
+		Cluster:    shared.store,
+		Sealer:     shared.sealer,
 	})
 	if err != nil {
 		return err
 	}
+	shared.start(srv)
 	addr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.TCPPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

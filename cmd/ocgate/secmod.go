@@ -26,6 +26,7 @@ import (
 	"ocgate/config"
 	"ocgate/egress/secmod"
 	"ocgate/protocol"
+	"ocgate/protocol/cluster"
 )
 
 // secmodArg is what the worker's Loader gets: where the configuration and the state are.
@@ -63,6 +64,17 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.RedisURL != "" { // ban points shared by the instances
+		pw, err := cluster.PasswordFromFile(cfg.RedisPasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		sb, err := secmod.OpenSharedBans(cfg.RedisURL, pw, protocol.BanConfigOf(cfg), slog.Default())
+		if err != nil {
+			return nil, err
+		}
+		bans.Share(sb)
+	}
 	s := &secmod.Secrets{Chain: st.chain, Key: st.key, Passwords: ld.passwords, Bans: bans, Methods: map[string]secmod.Method{
 		opAuthStep: func(ctx context.Context, args json.RawMessage) (any, error) {
 			var req auth.Request
@@ -70,7 +82,7 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 				return nil, fmt.Errorf("auth step: %w", err)
 			}
 			// A banned address gets no password checked, whatever the network process's own view says.
-			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Bans().Until(ra, time.Now()).IsZero() {
+			if ra, err := netip.ParseAddr(req.Remote); err == nil && !bans.Until(ra, time.Now()).IsZero() {
 				return auth.Reply{Verdict: auth.Refused, User: req.Answers["username"], Message: "Authentication failed",
 					Reason: "banned address (security module)"}, nil
 			}
@@ -87,6 +99,22 @@ func loadSecrets(raw json.RawMessage) (*secmod.Secrets, error) {
 		}
 		return struct{}{}, acct.Send(ctx, r)
 	}
+	if keys := ld.cookieKeys; keys != nil {
+		s.Methods[opCookieSeal] = func(_ context.Context, args json.RawMessage) (any, error) {
+			var t auth.Token
+			if err := json.Unmarshal(args, &t); err != nil {
+				return nil, fmt.Errorf("cookie seal: %w", err)
+			}
+			return keys.Seal(t)
+		}
+		s.Methods[opCookieOpen] = func(_ context.Context, args json.RawMessage) (any, error) {
+			var c string
+			if err := json.Unmarshal(args, &c); err != nil {
+				return nil, fmt.Errorf("cookie open: %w", err)
+			}
+			return keys.Open(c, time.Now())
+		}
+	}
 	s.Public = st.public()
 	return s, nil
 }
@@ -97,10 +125,13 @@ type loaded struct {
 	passwords auth.PasswordChecker // nil (every check denied) without a password file
 	logins    *auth.Module
 	acct      auth.Accounting // nil without the acct key
+	// cookieKeys seal and open cookies (cookie_key_file); nil: cookies are random (auth.NewCookie).
+	cookieKeys *auth.CookieKeys
 }
 
 // loadState loads the configuration's secrets: prepareState (the certificate and key, or the generated ones and
-// the generated user), the password file, the login module with its files and the accounting client. The worker
+// the generated user), the password file, the login module with its files, the accounting client and the cookie
+// keys. The worker
 // runs it (loadSecrets); so does `ocgate config check` (checkConfig), in its own process and with check set, so that
 // a configuration it passes is one the module loads. passwords and logins are nil when check finds the user would
 // be generated.
@@ -124,6 +155,11 @@ func loadState(cfg *config.Config, stateDir string, check bool) (*loaded, error)
 	}
 	if ld.acct, err = newAccounting(cfg); err != nil {
 		return nil, err
+	}
+	if cfg.CookieKeyFile != "" {
+		if ld.cookieKeys, err = auth.LoadCookieKeys(cfg.CookieKeyFile); err != nil {
+			return nil, err
+		}
 	}
 	return ld, nil
 }
@@ -246,4 +282,32 @@ func (a secmodAuth) Step(ctx context.Context, req auth.Request) auth.Reply {
 			Reason: "security module: " + err.Error()}
 	}
 	return r
+}
+
+// opCookieSeal and opCookieOpen are the module's methods for sealed cookies (auth.CookieKeys): cookie_key_file
+// stays in the module; this process sends a token and gets the cookie, or a cookie and gets its token.
+const (
+	opCookieSeal = "cookie.seal"
+	opCookieOpen = "cookie.open"
+)
+
+// secmodSealer seals and opens cookies through the security module.
+type secmodSealer struct{ c *secmod.Client }
+
+var _ auth.CookieSealer = secmodSealer{}
+
+func (s secmodSealer) SealCookie(ctx context.Context, t auth.Token) (string, error) {
+	var c string
+	err := s.c.Call(ctx, opCookieSeal, t, &c)
+	return c, err
+}
+
+// OpenCookie returns auth.ErrBadCookie for a cookie the module refused, another error when it could not be asked.
+func (s secmodSealer) OpenCookie(ctx context.Context, cookie string) (auth.Token, error) {
+	var t auth.Token
+	err := s.c.Call(ctx, opCookieOpen, cookie, &t)
+	if re, ok := errors.AsType[*secmod.RemoteError](err); ok && re.Msg == auth.ErrBadCookie.Error() {
+		return auth.Token{}, auth.ErrBadCookie
+	}
+	return t, err
 }

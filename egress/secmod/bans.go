@@ -68,9 +68,10 @@ type banUnbanResult struct {
 // BanTable is the worker's ban table, written to a file after each change (in the background, coalesced: a
 // worker killed within a write of an add loses that add).
 type BanTable struct {
-	bans *auth.Bans
-	f    *os.File
-	log  *slog.Logger
+	bans   *auth.Bans
+	f      *os.File
+	log    *slog.Logger
+	shared *SharedBans // nil: the points are this instance's only (bans_shared.go)
 
 	wg      sync.WaitGroup // the writer
 	mu      sync.Mutex
@@ -102,6 +103,18 @@ func OpenBanTable(path string, cfg auth.BanConfig) (*BanTable, error) {
 
 // Bans returns the table.
 func (t *BanTable) Bans() *auth.Bans { return t.bans }
+
+// Share keeps the points in Redis as well (redis_url): every instance sharing it sees them.
+func (t *BanTable) Share(s *SharedBans) { t.shared = s }
+
+// Until returns when a's ban ends (zero: not banned), here or, shared, on any instance.
+func (t *BanTable) Until(a netip.Addr, now time.Time) time.Time {
+	u := t.bans.Until(a, now)
+	if t.shared != nil && u.IsZero() {
+		u = t.shared.until(a, now)
+	}
+	return u
+}
 
 // changed schedules a write of the table.
 func (t *BanTable) changed() {
@@ -167,6 +180,13 @@ func (t *BanTable) add(a banAddArgs) (any, error) {
 		}
 		res.Banned[i] = t.bans.Add(ad.Addr, ad.Points, now)
 		res.Until[i] = t.bans.Until(ad.Addr, now)
+		if t.shared != nil {
+			// The local table counts too: it decides alone while Redis does not answer.
+			if u, _ := t.shared.add(ad.Addr, ad.Points, now); u.After(res.Until[i]) {
+				res.Banned[i] = res.Until[i].IsZero()
+				res.Until[i] = u
+			}
+		}
 	}
 	t.changed()
 	return res, nil
@@ -177,6 +197,12 @@ func (t *BanTable) unban(a banUnbanArgs) (any, error) {
 		return nil, fmt.Errorf("%w: unban an invalid address", errMalformed)
 	}
 	found := t.bans.Unban(a.Addr)
+	if t.shared != nil {
+		if !t.shared.until(a.Addr, time.Now()).IsZero() {
+			found = true
+		}
+		t.shared.unban(a.Addr)
+	}
 	t.log.Info("security module: unban", "addr", a.Addr, "found", found)
 	t.changed()
 	return banUnbanResult{Found: found}, nil

@@ -19,6 +19,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/protocol"
+	"ocgate/protocol/cluster"
 )
 
 // Version is the wire protocol's version.
@@ -65,6 +66,8 @@ type Backend interface {
 	Reload() (ReloadReport, error)
 	Stop()
 	ServerInfo() ServerInfo
+	// ClusterSessions is every instance's sessions from the shared state (redis_url); an error without it.
+	ClusterSessions() ([]cluster.Record, error)
 }
 
 // A command's shape: its words and how many arguments follow.
@@ -79,6 +82,7 @@ type command struct {
 var commands = []command{
 	{words: []string{"show", "status"}, doc: "server status and statistics"},
 	{words: []string{"show", "users"}, doc: "connected users"},
+	{words: []string{"show", "users", "--all-instances"}, doc: "the sessions of every instance sharing Redis (redis_url)"},
 	{words: []string{"show", "user"}, args: 1, arg: "NAME", doc: "a user's sessions"},
 	{words: []string{"show", "id"}, args: 1, arg: "ID", doc: "the session with this ID"},
 	{words: []string{"show", "sessions", "all"}, doc: "every session (cookie)"},

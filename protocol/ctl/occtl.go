@@ -7,9 +7,11 @@ package ctl
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -17,6 +19,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/protocol"
+	"ocgate/protocol/cluster"
 )
 
 // kv is one member of an ordered JSON object.
@@ -225,6 +228,38 @@ func usersText(users []object) string {
 	return b.String()
 }
 
+// clusterUsers are the elements of `show users --all-instances`: each session of the shared state, with the
+// instance that owns it, sorted by instance and user.
+func clusterUsers(recs []cluster.Record) []object {
+	slices.SortFunc(recs, func(a, b cluster.Record) int {
+		return cmp.Or(cmp.Compare(a.Instance, b.Instance), cmp.Compare(a.User, b.User), cmp.Compare(a.SID, b.SID))
+	})
+	out := []object{}
+	for _, r := range recs {
+		groups := r.Groups
+		if groups == nil {
+			groups = []string{}
+		}
+		out = append(out, object{{"Instance", r.Instance}, {"Username", r.User}, {"Groupname", groups},
+			{"Remote IP", r.Remote}, {"IPv4", addrString(r.IPv4)}, {"IPv6", addrString(r.IPv6)},
+			{"Session", r.SID}, {"raw_created", r.Created.Unix()}})
+	}
+	return out
+}
+
+func clusterUsersText(users []object) string {
+	var b bytes.Buffer
+	w := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "instance\tuser\tip\tvpn-ip\tvpn-ipv6\tsession\t")
+	for _, u := range users {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t\n", u.get("Instance"), u.get("Username"),
+			dashIfEmpty(u.get("Remote IP").(string)), dashIfEmpty(u.get("IPv4").(string)),
+			dashIfEmpty(u.get("IPv6").(string)), u.get("Session"))
+	}
+	w.Flush()
+	return b.String()
+}
+
 func dashIfEmpty(s string) string {
 	if s == "" {
 		return "-"
@@ -311,6 +346,7 @@ func statusObject(st protocol.Status, si ServerInfo, now time.Time) object {
 		{"Valid cookies", st.Sessions},
 		{"DTLS sessions", st.DTLSSessions},
 		{"Authentication successes", st.AuthSuccesses},
+		{"Shared state", dashIfEmpty(st.SharedState)},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"ocgate/auth"
 	"ocgate/protocol"
+	"ocgate/protocol/cluster"
 )
 
 // jsonKind is the JSON type of a decoded value.
@@ -219,7 +220,10 @@ func (f *fakeBackend) Unban(a netip.Addr) bool {
 func (f *fakeBackend) Reload() (ReloadReport, error) {
 	return ReloadReport{Applied: []string{"route"}, NeedsRestart: []string{"tcp_port"}}, f.reloadErr
 }
-func (f *fakeBackend) Stop()                  {}
+func (f *fakeBackend) Stop() {}
+func (f *fakeBackend) ClusterSessions() ([]cluster.Record, error) {
+	return nil, errors.New("no shared state (redis_url is not set)")
+}
 func (f *fakeBackend) ServerInfo() ServerInfo { return ServerInfo{PID: 1, Datapath: "netstack"} }
 
 // The socket end to end with a fake backend: answers, refusals, the event stream.

@@ -212,6 +212,13 @@ func (s *Server) run(key, arg string) (Response, error) {
 		// Like occtl: the sessions that have a tunnel address (those that have connected at least once).
 		us := users(func(in protocol.SessionInfo) bool { return in.Addr.IsValid() })
 		return answer(us, usersText(us))
+	case "show users --all-instances":
+		recs, err := s.b.ClusterSessions()
+		if err != nil {
+			return Response{}, err
+		}
+		us := clusterUsers(recs)
+		return answer(us, clusterUsersText(us))
 	case "show user":
 		us := users(func(in protocol.SessionInfo) bool { return in.User == arg })
 		if len(us) == 0 {
