@@ -142,6 +142,13 @@ type Config struct {
 	RedisUnavailable  string // redis_unavailable: "refuse" (default) or "local"
 	InstanceID        string // instance_id; "" = the host name
 
+	// The edge (keys_edge.go): a PROXY-protocol balancer, a proxy that terminated TLS in front.
+	ListenProxyProto  bool           // listen_proxy_proto: a PROXY header is required from TrustedProxies
+	TrustedProxies    []netip.Prefix // trusted_proxies: whose PROXY header and X-Forwarded-For count; empty = loopback
+	ListenClearFile   string         // listen_clear_file, absolute: unix socket for plain HTTP (TLS terminated in front); "" = off
+	ListenClear       string         // listen_clear: HOST:PORT for plain HTTP; "" = off
+	ListenClearRemote bool           // listen_clear_remote: listen_clear may be a non-loopback address
+
 	Warnings []string // "FILE:LINE: KEY: ..." for keys accepted but ignored, not implemented yet, or without effect
 }
 

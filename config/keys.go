@@ -64,7 +64,7 @@ type key struct {
 }
 
 // keyTable lists every key, in the order `ocgate config defaults` prints them and Parse applies them.
-var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, clusterKeys, userKeys, ocservKeys)
+var keyTable = slices.Concat(serverKeys, networkKeys, sessionKeys, processKeys, datapathKeys, clusterKeys, edgeKeys, userKeys, ocservKeys)
 
 // ocgateOnly are the keys ocserv does not have; every other key is ocserv's option of the same name with '_'
 // written '-' (ocservName).

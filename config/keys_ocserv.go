@@ -39,7 +39,6 @@ var ocservKeys = []key{
 	accepted("use_dbus", global, "ocgate has no D-Bus interface; the management socket (socket_file) serves occtl"),
 	accepted("cookie_validity", global, "ocserv 0.x's cookie lifetime; set cookie_timeout"),
 	accepted("dh_params", global, "Go's TLS stack uses ECDHE only"),
-	accepted("listen_clear_file", global, "ocgate serves TLS only"),
 	accepted("net_priority", anyFile, "not supported"),
 	accepted("cgroup", anyFile, "ocgate does not move sessions into cgroups (ocserv moves the session's worker "+
 		"process; here every session is served by the one server process)"),
@@ -48,7 +47,6 @@ var ocservKeys = []key{
 
 	accepted("ipv6_netmask", global, ""),
 	accepted("select_group_by_url", global, ""),
-	accepted("listen_proxy_proto", global, ""),
 	accepted("camouflage", global, ""),
 	accepted("camouflage_secret", global, ""),
 	accepted("camouflage_realm", global, ""),

@@ -39,6 +39,7 @@ func (p *parser) check(c *Config) {
 		}
 	}
 	p.checkSOCKS5(c)
+	p.checkEdge(c)
 	p.checkAuth(c)
 	p.checkCluster(c)
 }

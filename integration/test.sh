@@ -14,7 +14,7 @@ FUZZTIME=${FUZZTIME:-5s}
 need=()
 for tool in openconnect:openconnect ocproxy:ocproxy iperf3:iperf3 curl:curl setpriv:util-linux ip:iproute2 ss:iproute2 \
   nft:nftables ping:iputils-ping sysctl:procps ethtool:ethtool freeradius:freeradius openssl:openssl \
-  systemd-analyze:systemd getent:libc-bin redis-server:redis-server; do
+  systemd-analyze:systemd getent:libc-bin haproxy:haproxy redis-server:redis-server; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

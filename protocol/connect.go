@@ -61,8 +61,8 @@ func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
 // refuse answers a CONNECT with an error status and closes the connection.
 func (s *Server) refuse(st *connState, status int, reason, why string) {
 	s.log.Info("connection closed", "remote", st.remote, "reason", "CONNECT refused: "+why)
-	st.tls.Write(errorResponse(status, reason).bytes())
-	st.tls.Close()
+	st.stream.Write(errorResponse(status, reason).bytes())
+	st.stream.Close()
 }
 
 // checkCookie finds the session a CONNECT names; false means the CONNECT was refused.
@@ -114,12 +114,12 @@ func (s *Server) newTunnelFor(st *connState, req *request, sess *Session) (t *tu
 	// Frames are read straight from the TLS connection, which holds a decrypted record already: the request
 	// reader's 4 KiB buffer would only add a copy, and it is most of an idle session's memory after the TLS and
 	// DTLS state. A client that sent frames before our answer keeps it until the end.
-	var in io.Reader = st.tls
+	var in io.Reader = st.stream
 	if st.br.Buffered() > 0 {
 		in = st.br
 	}
 	st.br = nil
-	t = newTunnel(sess, st.tls, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
+	t = newTunnel(sess, st.stream, st.batch, in, st.remote, mtu, dpd, idle, s.log, s.limitedLog)
 	t.switchToTCP = s.conf().SwitchToTCPTimeout
 	t.cstpCodec = s.chooseCodec(req.get("X-CSTP-Accept-Encoding"))
 	t.compressMin = s.conf().NoCompressLimit
@@ -169,7 +169,7 @@ func codecName(c compress.Codec) string {
 // since the ClientHello may follow within milliseconds.
 func (s *Server) offerDTLS(st *connState, req *request, sess *Session, t *tunnel) (hdr []string) {
 	d := s.dtls.Load()
-	if d == nil || sess.ucfg.NoUDP {
+	if d == nil || sess.ucfg.NoUDP || st.tls == nil { // st.tls nil: TLS terminated in front, nothing to key DTLS from
 		return nil
 	}
 	secs := func(d time.Duration) string { return strconv.Itoa(int(d / time.Second)) }
@@ -236,8 +236,8 @@ func (s *Server) attachTunnel(st *connState, req *request, sess *Session, t *tun
 			s.refuse(st, 401, "Cookie is not acceptable", "session has ended")
 		} else {
 			s.log.Error("cannot start tunnel", "user", sess.User, "remote", st.remote, "err", err)
-			st.tls.Write(errorResponse(503, "Service Unavailable").bytes())
-			st.tls.Close()
+			st.stream.Write(errorResponse(503, "Service Unavailable").bytes())
+			st.stream.Close()
 		}
 		return false
 	}
@@ -308,7 +308,7 @@ func (s *Server) writeConnectResponse(st *connState, req *request, sess *Session
 	hdr := s.connectHeaders(req, sess, addr, addr6, base, t.mtu, t.dpd, t.idle, extra)
 	raw.SetDeadline(time.Time{})
 	s.markTunnel(raw)
-	if _, err := st.tls.Write(hdr); err != nil {
+	if _, err := st.stream.Write(hdr); err != nil {
 		t.end("writing CONNECT response: "+describeNetErr(err), noFrame)
 	}
 	s.log.Info("session connected", "id", sess.ID, "user", sess.User, "ip", addr, "remote", st.remote,

@@ -61,7 +61,7 @@ func (s *Server) handleHTTP(st *connState, req *request) *response {
 		st.failures++
 		s.stats.authFailures.Add(1)
 		s.log.Info("auth failure", "user", r.User, "remote", st.remote, "reason", r.Reason)
-		if s.bans.Add(st.remote.Addr(), s.conf().BanPointsWrongPassword, time.Now()) {
+		if s.addBanPoints(st.remote.Addr(), s.conf().BanPointsWrongPassword, time.Now()) {
 			s.log.Warn("address banned", "remote", st.remote.Addr(), "for", s.cfg.BanTime, "after", "failed logins")
 			return errorResponse(401, "Authentication failed")
 		}

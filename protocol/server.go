@@ -204,7 +204,13 @@ func (s *Server) Sessions() SessionStore { return s.sessions }
 
 // Serve accepts TCP connections on ln and serves each in its own goroutine. It returns ErrServerClosed after
 // Shutdown, or the first accept error that is not temporary.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.serve(ln, false) }
+
+// ServeClear is Serve for a listener of plain HTTP whose TLS a trusted proxy in front terminated
+// (listen_clear_file, listen_clear; edge.go): DTLS is not offered on its connections.
+func (s *Server) ServeClear(ln net.Listener) error { return s.serve(ln, true) }
+
+func (s *Server) serve(ln net.Listener, clear bool) error {
 	s.mu.Lock()
 	if s.closing.Load() || s.draining.Load() {
 		s.mu.Unlock()
@@ -233,33 +239,43 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		src, ok := s.admit(c)
+		a := s.arrive(c, clear)
+		if a.late { // admitted once the client's address is read (edge.go)
+			if !s.track(a.conn, netip.Prefix{}, false) {
+				shed(c)
+				continue
+			}
+			go s.serveConn(a)
+			continue
+		}
+		src, ok := s.admit(a.peer.Addr())
 		if !ok {
 			shed(c)
 			continue
 		}
-		if !s.track(c, src) {
+		if !s.track(a.conn, src, true) {
 			s.adm.release(src)
 			shed(c)
 			continue
 		}
-		go s.serveConn(c)
+		go s.serveConn(a)
 	}
 }
 
-// admit applies the cheap checks to a new connection before any TLS work (admission.go): a banned address is
-// refused (logged once per ban), every connection scores ban_points_connection, then the per-source rate and the
-// caps on unauthenticated connections apply. It never waits: what is refused is closed at once.
-func (s *Server) admit(c net.Conn) (netip.Prefix, bool) {
+// admit applies the cheap checks to a new connection from addr before any TLS work (admission.go): a banned
+// address is refused (logged once per ban), every connection scores ban_points_connection, then the per-source
+// rate and the caps on unauthenticated connections apply. It never waits: what is refused is closed at once. An
+// unknown address (a unix socket's peer that named no client) is never banned, and such connections share one
+// source.
+func (s *Server) admit(addr netip.Addr) (netip.Prefix, bool) {
 	now := time.Now()
-	addr := addrPortOf(c.RemoteAddr()).Addr()
-	if banned, first := s.bans.Banned(addr, now); banned {
+	if banned, first := s.banned(addr, now); banned {
 		if first {
 			s.log.Warn("refusing connections from a banned address", "remote", addr)
 		}
 		return netip.Prefix{}, false
 	}
-	if s.bans.Add(addr, s.conf().BanPointsConnection, now) {
+	if s.addBanPoints(addr, s.conf().BanPointsConnection, now) {
 		s.log.Warn("address banned", "remote", addr, "for", s.cfg.BanTime, "after", "too many connections")
 		return netip.Prefix{}, false
 	}
@@ -275,7 +291,7 @@ func (s *Server) admit(c net.Conn) (netip.Prefix, bool) {
 // shed closes a refused connection at once, with a reset rather than a FIN: no TIME_WAIT state is left behind
 // for a connection that was never served.
 func shed(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := rawConn(c).(*net.TCPConn); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
@@ -289,14 +305,15 @@ func isTemporaryAcceptErr(err error) bool {
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
 }
 
-// track records a connection admitted from src, which holds a place in the unauthenticated counts.
-func (s *Server) track(c net.Conn, src netip.Prefix) bool {
+// track records a connection; admitted: it was admitted from src and holds a place in the unauthenticated counts
+// (otherwise admitLate does that once its client address is known).
+func (s *Server) track(c net.Conn, src netip.Prefix, admitted bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
 		return false
 	}
-	s.conns[c] = &connEntry{src: src, unauth: true}
+	s.conns[c] = &connEntry{src: src, unauth: admitted}
 	s.connWG.Add(1)
 	return true
 }
@@ -448,13 +465,14 @@ func (s *Server) limitedLog(msg string, args ...any) {
 
 // connState is what the server knows about one client connection during authentication.
 type connState struct {
-	remote    netip.AddrPort
+	remote    netip.AddrPort // the client's address (edge.go: from a PROXY header or X-Forwarded-For behind a proxy)
 	local     netip.AddrPort // the server's end of the connection (IP_REAL_LOCAL)
-	raw       net.Conn       // the TCP connection
-	tls       *tls.Conn
-	batch     *batchConn    // below tls: lets the tunnel writer batch syscalls
-	br        *bufio.Reader // reads requests (through first); from readerPool, nil between requests
-	first     [1]byte       // the first byte of the next request, read before br is taken
+	raw       net.Conn       // the TCP (or unix) connection
+	stream    net.Conn       // what requests and frames are read from and written to: tls, or raw's batch on a clear listener
+	tls       *tls.Conn      // nil on a clear listener (TLS terminated in front): no DTLS
+	batch     *batchConn     // below tls: lets the tunnel writer batch syscalls
+	br        *bufio.Reader  // reads requests (through first); from readerPool, nil between requests
+	first     [1]byte        // the first byte of the next request, read before br is taken
 	hasFirst  bool
 	failures  int
 	userAgent string
@@ -471,7 +489,7 @@ func (st *connState) Read(p []byte) (int, error) {
 		p[0] = st.first[0]
 		return 1, nil
 	}
-	return st.tls.Read(p)
+	return st.stream.Read(p)
 }
 
 // waitRequest waits for the first byte of the next request without holding a request buffer, then takes one.
@@ -479,7 +497,7 @@ func (st *connState) waitRequest() error {
 	if st.br != nil {
 		return nil // bytes of a pipelined request are buffered already
 	}
-	if _, err := io.ReadFull(st.tls, st.first[:]); err != nil {
+	if _, err := io.ReadFull(st.stream, st.first[:]); err != nil {
 		return err
 	}
 	st.hasFirst = true
@@ -497,9 +515,10 @@ func (st *connState) idle() {
 	}
 }
 
-func (s *Server) serveConn(c net.Conn) {
+func (s *Server) serveConn(a arrival) {
+	c := a.conn
 	defer s.untrack(c)
-	remote := addrPortOf(c.RemoteAddr())
+	remote := a.peer
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic serving connection", "remote", remote, "panic", p, "stack", string(debug.Stack()))
@@ -507,26 +526,49 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 	}()
 	authDeadline := time.Now().Add(s.conf().AuthTimeout)
-	bc := newBatchConn(c)
-	tc := tls.Server(bc, s.tlsConf)
-	c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
-	hsStart := time.Now()
-	if err := tc.Handshake(); err != nil {
-		s.handshakeFailed(remote, err)
-		c.Close()
-		return
+	var local netip.AddrPort
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && !a.proxy {
+		local = la.AddrPort()
 	}
-	s.stats.handshake.observe(time.Since(hsStart))
+	healthCheck := false
+	if a.proxy {
+		var err error
+		remote, local, healthCheck, err = readProxyHeader(a, earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
+		if err != nil {
+			s.log.Info("connection closed", "remote", a.peer, "reason", err.Error())
+			shed(c)
+			return
+		}
+		if a.late && !healthCheck && !s.admitLate(c, remote.Addr()) {
+			shed(c)
+			return
+		}
+	}
+	bc := newBatchConn(c)
+	st := &connState{remote: remote, local: local, raw: c, stream: bc, batch: bc}
+	if !a.clear {
+		tc := tls.Server(bc, s.tlsConf)
+		c.SetDeadline(earliest(time.Now().Add(s.conf().RequestTimeout), authDeadline))
+		hsStart := time.Now()
+		if err := tc.Handshake(); err != nil {
+			if healthCheck { // a balancer's check connects and goes (HAProxy: with a reset)
+				c.Close()
+				return
+			}
+			s.handshakeFailed(remote, err)
+			c.Close()
+			return
+		}
+		s.stats.handshake.observe(time.Since(hsStart))
+		st.stream, st.tls = tc, tc
+		if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 {
+			st.clientCert = cs.PeerCertificates[0].Raw
+		}
+	}
 	// The whole authentication phase must finish within auth_timeout; each request within request_timeout of
 	// its first byte.
 	c.SetDeadline(authDeadline)
-	st := &connState{remote: remote, raw: c, tls: tc, batch: bc}
-	if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 {
-		st.clientCert = cs.PeerCertificates[0].Raw
-	}
-	if la, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		st.local = la.AddrPort()
-	}
+	lateXFF := a.late && a.forwardedFor // admitted at the first request, by its X-Forwarded-For
 	for range maxRequestsPerConn {
 		err := st.waitRequest()
 		var req *request
@@ -539,17 +581,22 @@ func (s *Server) serveConn(c net.Conn) {
 			var he *httpError
 			switch {
 			case errors.As(err, &he):
-				s.log.Info("connection closed", "remote", remote, "reason", "bad request: "+he.Error())
-				tc.Write(errorResponse(he.status, he.reason).bytes())
-				lingerClose(c, tc)
+				s.log.Info("connection closed", "remote", st.remote, "reason", "bad request: "+he.Error())
+				st.stream.Write(errorResponse(he.status, he.reason).bytes())
+				lingerClose(c, st.stream)
 				return
 			case errors.Is(err, io.EOF):
 			default:
-				s.log.Info("connection closed", "remote", remote, "reason", "reading request: "+describeNetErr(err))
+				s.log.Info("connection closed", "remote", st.remote, "reason", "reading request: "+describeNetErr(err))
 			}
-			tc.Close()
+			st.stream.Close()
 			return
 		}
+		if a.forwardedFor && !s.forwardedClient(st, req, lateXFF) {
+			shed(c)
+			return
+		}
+		lateXFF = false
 		if ua := req.get("User-Agent"); ua != "" {
 			st.userAgent = ua
 		}
@@ -558,14 +605,14 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		resp := s.handleHTTP(st, req)
-		if _, err := tc.Write(resp.bytes()); err != nil || resp.close {
-			tc.Close()
+		if _, err := st.stream.Write(resp.bytes()); err != nil || resp.close {
+			st.stream.Close()
 			return
 		}
 		st.idle()
 	}
-	s.log.Info("connection closed", "remote", remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
-	tc.Close()
+	s.log.Info("connection closed", "remote", st.remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
+	st.stream.Close()
 }
 
 // handshakeFailed logs a failed TLS handshake and scores it ban_points_connection on top of the connection's
@@ -576,7 +623,7 @@ func (s *Server) handshakeFailed(remote netip.AddrPort, err error) {
 	if errors.Is(err, io.EOF) {
 		return
 	}
-	if s.bans.Add(remote.Addr(), s.conf().BanPointsConnection, time.Now()) {
+	if s.addBanPoints(remote.Addr(), s.conf().BanPointsConnection, time.Now()) {
 		s.log.Warn("address banned", "remote", remote.Addr(), "for", s.cfg.BanTime, "after", "failed TLS handshakes")
 	}
 }
@@ -590,11 +637,15 @@ func earliest(a, b time.Time) time.Time {
 
 // lingerClose closes after an error reply to a client that may still be sending (an oversized request): closing
 // with unread input would make the kernel send a reset that can destroy the reply before the client reads it.
-func lingerClose(raw net.Conn, tc *tls.Conn) {
-	tc.CloseWrite()
+func lingerClose(raw, stream net.Conn) {
+	if cw, ok := stream.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else if cw, ok := rawConn(raw).(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 	raw.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	io.CopyN(io.Discard, raw, 1<<20)
-	tc.Close()
+	stream.Close()
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -195,7 +195,17 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listening on TCP %s: %w", addr, err)
 	}
-	serveErr := make(chan error, 2)
+	clearLns, err := listenClear(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() {
+		for _, l := range clearLns {
+			l.Close()
+		}
+	}()
+	serveErr := make(chan error, 2+len(clearLns))
 	udpDesc := ""
 	if !cfg.NoUDP {
 		host := cfg.UDPListenHost
@@ -246,6 +256,14 @@ func serve(f serveFlags, log *slog.Logger, stdout io.Writer) error {
 	serveCtl()
 	log.Info("listening", "tcp", ln.Addr().String(), "udp", strings.TrimPrefix(udpDesc, " and UDP "), "datapath", cfg.Datapath, "pool", pool.Prefix())
 	go func() { serveErr <- srv.Serve(ln) }()
+	for _, l := range clearLns {
+		log.Info("listening for plain HTTP behind a TLS-terminating proxy", "listener", l.Addr().Network()+":"+l.Addr().String())
+		go func() {
+			if err := srv.ServeClear(l); !errors.Is(err, protocol.ErrServerClosed) {
+				serveErr <- fmt.Errorf("serving %s: %w", l.Addr(), err)
+			}
+		}()
+	}
 	printHowToConnect(stdout, ln.Addr().String()+udpDesc, cfg, st)
 
 	sig := make(chan os.Signal, 1)
