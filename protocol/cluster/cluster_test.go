@@ -112,11 +112,11 @@ func TestTakeAndRevoke(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	r, err := b.Take("s1", "192.0.2.1:443")
+	r, prev, err := b.Take("s1", "192.0.2.1:443")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Instance != "b" || r.User != "alice" || r.IPv4 != rec.IPv4 || !slices.Equal(r.Groups, rec.Groups) {
+	if prev != "a" || r.Instance != "b" || r.User != "alice" || r.IPv4 != rec.IPv4 || !slices.Equal(r.Groups, rec.Groups) {
 		t.Fatalf("record after take: %+v", r)
 	}
 	select {
@@ -135,10 +135,10 @@ func TestTakeAndRevoke(t *testing.T) {
 	if ok, err := b.Revoke("s1", "alice", rec.IPv4); !ok || err != nil {
 		t.Fatalf("revoke: %v, %v", ok, err)
 	}
-	if _, err := a.Take("s1", ""); err != ErrRevoked {
+	if _, _, err := a.Take("s1", ""); err != ErrRevoked {
 		t.Fatalf("take of a revoked session: %v", err)
 	}
-	if _, err := a.Take("never", ""); err != ErrRevoked {
+	if _, _, err := a.Take("never", ""); err != ErrRevoked {
 		t.Fatalf("take of an unknown session: %v", err)
 	}
 	all, err := a.All()
