@@ -6,6 +6,7 @@ package auth
 //
 //	cookie = base64url-unpadded( version(1) ‖ key id(4) ‖ nonce(24) ‖ sealed(facts) )
 //	facts  = session id(16) ‖ not after(8, Unix seconds; 0 = none) ‖ IPv4(4; 0 = none) ‖ IPv6(16; 0 = none)
+//	         ‖ login address(16, IPv4-mapped; 0 = none) ‖ certificate SHA-256(32; 0 = none)
 //	         ‖ user ‖ groups…  (each a uvarint length and the bytes)
 //
 // The key id (the first 4 bytes of SHA-256 of the key) picks the key that opens the token, so every key of the file
@@ -42,6 +43,7 @@ const (
 	tokenVersion = 1
 	tokenHeader  = 1 + 4 // version, key id
 	maxTokenLen  = 4096  // a cookie longer than this is refused before decoding
+	factsFixed   = 16 + 8 + 4 + 16 + 16 + 32
 )
 
 // Token is what a sealed cookie carries.
@@ -52,6 +54,10 @@ type Token struct {
 	IPv4      netip.Addr // the session's addresses (invalid: none yet)
 	IPv6      netip.Addr
 	NotAfter  time.Time // the latest the cookie opens (session_timeout); zero = no such bound
+	// AuthAddr is the client address that logged in (deny_roaming); CertSum the SHA-256 of the certificate the
+	// login read the user from, which every connection using the cookie must present (nil: none).
+	AuthAddr netip.Addr
+	CertSum  *[32]byte
 }
 
 // SessionIDString is the session id in hex, as the shared state names it.
@@ -118,7 +124,7 @@ func ParseCookieKeys(data []byte, name string) (*CookieKeys, error) {
 
 // Seal returns the cookie of t, sealed with the first key.
 func (k *CookieKeys) Seal(t Token) (string, error) {
-	facts := make([]byte, 16+8+4+16, 64+len(t.User))
+	facts := make([]byte, factsFixed, factsFixed+16+len(t.User))
 	copy(facts, t.SessionID[:])
 	if !t.NotAfter.IsZero() {
 		binary.BigEndian.PutUint64(facts[16:], uint64(t.NotAfter.Unix()))
@@ -130,6 +136,13 @@ func (k *CookieKeys) Seal(t Token) (string, error) {
 	if t.IPv6.Is6() {
 		a := t.IPv6.As16()
 		copy(facts[28:], a[:])
+	}
+	if t.AuthAddr.IsValid() {
+		a := t.AuthAddr.As16()
+		copy(facts[44:], a[:])
+	}
+	if t.CertSum != nil {
+		copy(facts[60:], t.CertSum[:])
 	}
 	facts = appendString(facts, t.User)
 	for _, g := range t.Groups {
@@ -165,7 +178,7 @@ func (k *CookieKeys) Open(cookie string, now time.Time) (Token, error) {
 			break
 		}
 	}
-	if facts == nil || err != nil || len(facts) < 44 {
+	if facts == nil || err != nil || len(facts) < factsFixed {
 		return Token{}, ErrBadCookie
 	}
 	var t Token
@@ -182,7 +195,13 @@ func (k *CookieKeys) Open(cookie string, now time.Time) (Token, error) {
 	if a := netip.AddrFrom16([16]byte(facts[28:44])); a != netip.IPv6Unspecified() {
 		t.IPv6 = a
 	}
-	rest := facts[44:]
+	if a := netip.AddrFrom16([16]byte(facts[44:60])); a != netip.IPv6Unspecified() {
+		t.AuthAddr = a.Unmap()
+	}
+	if sum := [32]byte(facts[60:92]); sum != [32]byte{} {
+		t.CertSum = &sum
+	}
+	rest := facts[factsFixed:]
 	first := true
 	for len(rest) > 0 {
 		n, w := binary.Uvarint(rest)

@@ -28,7 +28,8 @@ func TestSealOpen(t *testing.T) {
 	k := mustKeys(t, newKeyLine())
 	now := time.Now()
 	in := Token{SessionID: NewSessionID(), User: "alice", Groups: []string{"staff", "ops"},
-		IPv4: netip.MustParseAddr("10.1.2.3"), IPv6: netip.MustParseAddr("fd00::5"), NotAfter: now.Add(time.Hour).Truncate(time.Second)}
+		IPv4: netip.MustParseAddr("10.1.2.3"), IPv6: netip.MustParseAddr("fd00::5"), NotAfter: now.Add(time.Hour).Truncate(time.Second),
+		AuthAddr: netip.MustParseAddr("192.0.2.7"), CertSum: &[32]byte{1, 2, 3}}
 	c, err := k.Seal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -41,11 +42,13 @@ func TestSealOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	if out.SessionID != in.SessionID || out.User != in.User || strings.Join(out.Groups, ",") != "staff,ops" ||
-		out.IPv4 != in.IPv4 || out.IPv6 != in.IPv6 || !out.NotAfter.Equal(in.NotAfter) {
+		out.IPv4 != in.IPv4 || out.IPv6 != in.IPv6 || !out.NotAfter.Equal(in.NotAfter) || out.AuthAddr != in.AuthAddr ||
+		out.CertSum == nil || *out.CertSum != *in.CertSum {
 		t.Fatalf("opened %+v, sealed %+v", out, in)
 	}
 	bare, _ := k.Seal(Token{User: "bob"})
-	if tb, err := k.Open(bare, now); err != nil || tb.IPv4.IsValid() || tb.IPv6.IsValid() || !tb.NotAfter.IsZero() || tb.Groups != nil {
+	if tb, err := k.Open(bare, now); err != nil || tb.IPv4.IsValid() || tb.IPv6.IsValid() || !tb.NotAfter.IsZero() || tb.Groups != nil ||
+		tb.AuthAddr.IsValid() || tb.CertSum != nil {
 		t.Fatalf("a token without addresses or bound opened as %+v, %v", tb, err)
 	}
 }

@@ -7,10 +7,12 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,15 +56,23 @@ func writeCookieKeys(t *testing.T, dirs ...string) string {
 	return "cookie.keys"
 }
 
-func TestClusterRoamKeepsAddress(t *testing.T) {
-	ns := newNetns(t)
+// startPair starts a namespace with the test targets and a redis-server, and two instances sharing it: a on
+// 127.0.0.1 and b on 127.0.0.2 (port 8443 both), each with common and its own configuration lines.
+func startPair(t *testing.T, common, confA, confB string) (ns *netns, a, b *server) {
+	t.Helper()
+	ns = newNetns(t)
 	ns.startTarget()
 	redisURL := startRedis(t, ns, 6379)
 	dirA, dirB := newServerDir(t), newServerDir(t)
 	keys := writeCookieKeys(t, dirA, dirB)
-	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\n", redisURL, keys)
-	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
-	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nlisten_host = \"127.0.0.2\"\n", false, "127.0.0.2")
+	common = fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\n", redisURL, keys) + common
+	a = startServer(t, ns, dirA, common+"instance_id = \"a\"\n"+confA)
+	b = startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nlisten_host = \"127.0.0.2\"\n"+confB, false, "127.0.0.2")
+	return ns, a, b
+}
+
+func TestClusterRoamKeepsAddress(t *testing.T) {
+	_, a, b := startPair(t, "", "", "")
 
 	cookie := authenticate(t, a, vpnUser, vpnPass)
 	c1 := connectCookie(t, a, cookie)
@@ -104,7 +114,7 @@ func TestClusterRoamKeepsAddress(t *testing.T) {
 	waitFor(t, 10*time.Second, "instance a to end the session", func() bool {
 		return strings.Contains(a.stderr.String(), "user logged out")
 	})
-	b.start("-c", filepath.Join(dirB, "ocgate.toml"), "--state-dir", b.stateDir, "--log-level", "debug")
+	b.start("-c", filepath.Join(b.dir, "ocgate.toml"), "--state-dir", b.stateDir, "--log-level", "debug")
 	c4 := launchCookie(t, b, cookie)
 	if code := c4.waitExit(t, 30*time.Second); code == 0 {
 		t.Fatalf("a logged-out cookie was accepted by another instance:\n%s", c4.proc.out.String())
@@ -119,16 +129,8 @@ func TestClusterRoamKeepsAddress(t *testing.T) {
 // when Redis returns, both publish their sessions again, and of two sessions given the same address the newer
 // ends. Then wrong passwords on instance a ban the address on instance b.
 func TestClusterDegradedAndBans(t *testing.T) {
-	ns := newNetns(t)
-	ns.startTarget()
-	redisURL := startRedis(t, ns, 6379)
-	dirA, dirB := newServerDir(t), newServerDir(t)
-	keys := writeCookieKeys(t, dirA, dirB)
-	common := fmt.Sprintf("redis_url = %q\ncookie_key_file = %q\nmax_ban_score = 20\nban_points_wrong_password = 10\n"+
-		"ban_time = 600\nrate_limit_ms = 0\n", redisURL, keys)
-	a := startServer(t, ns, dirA, common+"instance_id = \"a\"\n")
-	b := startServerAs(t, ns, dirB, common+"instance_id = \"b\"\nredis_unavailable = \"local\"\nlisten_host = \"127.0.0.2\"\n",
-		false, "127.0.0.2")
+	ns, a, b := startPair(t, "max_ban_score = 20\nban_points_wrong_password = 10\nban_time = 600\nrate_limit_ms = 0\n",
+		"", "redis_unavailable = \"local\"\n")
 	c := connect(t, a, vpnUser, vpnPass)
 
 	redisPIDs, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
@@ -180,4 +182,70 @@ func TestClusterDegradedAndBans(t *testing.T) {
 		vpnPass, b.pin, vpnUser, b.url())); code == 0 {
 		t.Fatalf("an address banned on instance a logged in on instance b:\n%s", out)
 	}
+}
+
+// TestClusterLoginRates measures logins (login and CONNECT) with and without shared state, alternating the two
+// servers in one run, and the Redis commands per login (INFO commandstats before and after). A measurement:
+// OCGATE_BENCH_LOGINS=N runs N logins per round.
+func TestClusterLoginRates(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("OCGATE_BENCH_LOGINS"))
+	if n <= 0 {
+		t.Skip("a measurement: OCGATE_BENCH_LOGINS=N runs N logins per round")
+	}
+	lg := buildLoadgen(t)
+	ns := newNetns(t)
+	redisURL := startRedis(t, ns, 6379)
+	common := "max_clients = 100000\nmax_same_clients = 0\nrate_limit_ms = 0\nmax_ban_score = 0\n" +
+		"ipv4_network = \"10.250.0.0/16\"\nmax_unauth_per_ip = 0\nauth = [\"plain[passwd=bench.passwd]\"]\n"
+	servers := map[string]*server{}
+	for _, v := range []struct{ name, conf, host string }{
+		{"local", "", "127.0.0.1"},
+		{"redis", fmt.Sprintf("redis_url = %q\ncookie_key_file = \"cookie.keys\"\n", redisURL), "127.0.0.2"},
+	} {
+		dir := newServerDir(t)
+		benchUsers(t, dir, 4*n, "00")
+		writeCookieKeys(t, dir)
+		servers[v.name] = startServerAs(t, ns, dir, common+v.conf+fmt.Sprintf("listen_host = %q\n", v.host), false, v.host)
+	}
+	byCmd := map[string]int{}
+	calls := func() int {
+		out, _ := ns.output(10*time.Second, "redis-cli", "-p", "6379", "INFO", "commandstats")
+		total := 0
+		for _, l := range strings.Split(out, "\n") {
+			if name, rest, ok := strings.Cut(l, ":calls="); ok {
+				v, _, _ := strings.Cut(rest, ",")
+				c, _ := strconv.Atoi(v)
+				total += c
+				byCmd[strings.TrimPrefix(name, "cmdstat_")] = c
+			}
+		}
+		return total
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-6s %-6s %10s %12s %14s\n", "round", "state", "logins/s", "auth p50 ms", "redis cmds/login")
+	for round := range 2 {
+		for _, name := range []string{"local", "redis"} {
+			s := servers[name]
+			before := calls()
+			user := "u%d"
+			if round == 1 {
+				user = "v%d"
+			}
+			out, code := ns.output(10*time.Minute, lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n",
+				strconv.Itoa(n), "--concurrency", "16", "--mode", "idle", "--duration", "0s", "--settle", "0s",
+				"--dtls=false", "--json", "-q", "--password", vpnPass)
+			var r loadReport
+			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
+				t.Fatalf("%s: loadgen exit %d, %v:\n%s", name, code, err, out)
+			}
+			per := "-"
+			if name == "redis" {
+				per = fmt.Sprintf("%.1f", float64(calls()-before-1)/float64(n)) // -1: the INFO itself
+			}
+			fmt.Fprintf(&table, "%-6d %-6s %10.0f %12.2f %14s\n", round, name, r.PerSecond,
+				r.Stages["auth"].P50-r.Stages["tls"].P50, per)
+		}
+	}
+	t.Logf("%d logins per round, 16 in parallel, servers alternating (auth: TLS end to cookie):\n%s"+
+		"Redis commands in all (renewal included): %v", n, table.String(), byCmd)
 }

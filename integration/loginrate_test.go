@@ -25,12 +25,7 @@ func TestLoginRates(t *testing.T) {
 	if n <= 0 {
 		t.Skip("a measurement: OCGATE_BENCH_LOGINS=N runs N logins per method")
 	}
-	lg := filepath.Join(tempDir(t), "loadgen")
-	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build loadgen: %v\n%s", err, out)
-	}
+	lg := buildLoadgen(t)
 	ns := newNetns(t)
 	startFreeRADIUS(t, ns, "DEFAULT Cleartext-Password := \"pw\"\n")
 	const secret = "3132333435363738393031323334353637383930" // the TOTP key, hex
@@ -85,6 +80,18 @@ func TestLoginRates(t *testing.T) {
 	}
 	t.Logf("%d logins per method, 16 in parallel (logins/s); one at a time (auth: TLS end to cookie):\n%s",
 		n, table.String())
+}
+
+// buildLoadgen builds integration/loadgen into a temporary directory and returns its path.
+func buildLoadgen(t *testing.T) string {
+	t.Helper()
+	lg := filepath.Join(tempDir(t), "loadgen")
+	build := exec.Command("go", "build", "-o", lg, "./integration/loadgen")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build loadgen: %v\n%s", err, out)
+	}
+	return lg
 }
 
 type loadReport struct {

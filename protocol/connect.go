@@ -86,14 +86,8 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", "unknown or expired cookie")
 		return nil, false
 	}
-	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
-		// As ocserv: a session that logged in with a certificate is used only by a connection presenting that
-		// certificate (verified again by this connection's handshake, against the CRL in force now).
-		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User))
-		return nil, false
-	}
-	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
-		s.refuse(st, 401, "Cookie is not acceptable", fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr))
+	if why := s.connectionMayNotUse(st, sess); why != "" {
+		s.refuse(st, 401, "Cookie is not acceptable", why)
 		return nil, false
 	}
 	if n := sess.ucfg.MaxSameClients; !s.sharedAdmit(sess, n) {
@@ -101,6 +95,20 @@ func (s *Server) checkCookie(st *connState, req *request) (*Session, bool) {
 		return nil, false
 	}
 	return sess, true
+}
+
+// connectionMayNotUse says why this connection may not use the session's cookie ("" when it may): as ocserv, a
+// session that logged in with a certificate is used only by a connection presenting that certificate (verified
+// again by this connection's handshake, against the CRL in force now); with deny_roaming, only from the address
+// that logged in.
+func (s *Server) connectionMayNotUse(st *connState, sess *Session) string {
+	if sess.certSum != nil && (st.clientCert == nil || sha256.Sum256(st.clientCert) != *sess.certSum) {
+		return fmt.Sprintf("user %q logged in with a certificate this connection does not present", sess.User)
+	}
+	if sess.ucfg.DenyRoaming && sess.authAddr != st.remote.Addr() {
+		return fmt.Sprintf("deny_roaming: cookie of %s used from another address", sess.authAddr)
+	}
+	return ""
 }
 
 // newTunnelFor makes the tunnel of this connection, with the session's timers and the link MTU (base) and tunnel

@@ -131,12 +131,21 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.newSessMu.Lock() // the checks and sessions.Add below are one step
-	defer s.newSessMu.Unlock()
-	if n := s.conf().MaxClients; n > 0 && s.sessions.Len() >= n {
+	// A place under max_clients is reserved (pendingSess) while the session is made: with shared state that takes
+	// round trips to Redis and the security module, which logins must not wait for one after another.
+	s.newSessMu.Lock()
+	if n := s.conf().MaxClients; n > 0 && s.sessions.Len()+s.pendingSess >= n {
+		s.newSessMu.Unlock()
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
+	s.pendingSess++
+	s.newSessMu.Unlock()
+	defer func() {
+		s.newSessMu.Lock()
+		s.pendingSess--
+		s.newSessMu.Unlock()
+	}()
 	sess, err := s.buildSession(id, st)
 	if err != nil {
 		return nil, err
@@ -171,7 +180,9 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	}
 	sess.cookie = cookie
 	s.armSession(sess, st)
-	s.sessions.Add(sess)
+	s.newSessMu.Lock()
+	s.sessions.Add(sess) // before the deferred release of the reserved place
+	s.newSessMu.Unlock()
 	return sess, nil
 }
 

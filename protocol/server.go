@@ -103,13 +103,14 @@ type Server struct {
 	dtls    atomic.Pointer[dtls.Server] // set by ServeDTLS
 	udpPort int                         // the DTLS port announced to clients
 
-	nextID    atomic.Uint64
-	adm       *admission
-	shed      atomic.Uint64 // connections closed by admission, for the log
-	closing   atomic.Bool   // Shutdown has begun
-	draining  atomic.Bool   // StopAccepting has closed the listeners
-	lastLog   atomic.Int64  // rate limit for limitedLog
-	newSessMu sync.Mutex    // makes newSession's max_clients check and the session's creation one step
+	nextID      atomic.Uint64
+	adm         *admission
+	shed        atomic.Uint64 // connections closed by admission, for the log
+	closing     atomic.Bool   // Shutdown has begun
+	draining    atomic.Bool   // StopAccepting has closed the listeners
+	lastLog     atomic.Int64  // rate limit for limitedLog
+	newSessMu   sync.Mutex    // guards pendingSess and the max_clients check against sessions.Add
+	pendingSess int           // guarded by newSessMu: logins being made into sessions, counted against max_clients
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -419,6 +420,9 @@ func (s *Server) endSession(sess *Session, reason string) {
 	final := cstp.Disconnect
 	if s.closing.Load() {
 		final = cstp.Terminate
+		if s.cluster != nil {
+			final = noFrame // the client reconnects, through the balancer, to another instance (shared.go)
+		}
 	}
 	if t != nil {
 		t.end(reason, final)

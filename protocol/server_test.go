@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,12 @@ func (s *syncBuffer) String() string {
 
 func startTestServer(t *testing.T, edit func(*config.Config)) *testServer {
 	t.Helper()
+	return startTestServerOpts(t, edit, nil)
+}
+
+// startTestServerOpts is startTestServer with more options set by opts.
+func startTestServerOpts(t *testing.T, edit func(*config.Config), opts func(*Options)) *testServer {
+	t.Helper()
 	cfg := config.Default()
 	cfg.IPv4Network = netip.MustParsePrefix("10.250.77.0/24")
 	cfg.DPD = 90 * time.Second
@@ -134,7 +141,7 @@ func startTestServer(t *testing.T, edit func(*config.Config)) *testServer {
 	}
 	logBuf := &syncBuffer{}
 	dp := newFakeDatapath()
-	srv, err := NewServer(Options{
+	o := Options{
 		Config:    cfg,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}},
 		Passwords: fakeChecker{"alice": "secret"},
@@ -144,7 +151,11 @@ func startTestServer(t *testing.T, edit func(*config.Config)) *testServer {
 		Version:   "test",
 
 		DefaultDNS: []netip.Addr{pool.Gateway()},
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	srv, err := NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -401,6 +412,30 @@ func TestTakeoverKeepsAddress(t *testing.T) {
 	sess.detach(&tunnel{}, true)
 	if ts.srv.Sessions().Len() != 1 || !sess.Connected() {
 		t.Fatal("a logout from a replaced tunnel ended the session")
+	}
+}
+
+// TestSealedCookieWithoutSharedState: cookie_key_file alone seals the cookie (the login's facts inside), and the
+// server uses it as any cookie; a logout still ends it.
+func TestSealedCookieWithoutSharedState(t *testing.T) {
+	keys, err := auth.ParseCookieKeys([]byte(base64.StdEncoding.EncodeToString(make([]byte, auth.CookieKeySize))), "keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startTestServerOpts(t, nil, func(o *Options) { o.Sealer = auth.LocalSealer{Keys: keys} })
+	c := ts.mustDial(t, client.Options{})
+	tok, err := keys.Open(c.Cookie, time.Now())
+	if err != nil || tok.User != "alice" || tok.SessionID == ([16]byte{}) || tok.AuthAddr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("the cookie opened as %+v, %v", tok, err)
+	}
+	c2 := ts.mustDial(t, client.Options{Cookie: c.Cookie})
+	if c2.Addr != c.Addr {
+		t.Fatalf("reconnect with the sealed cookie: address %s then %s", c.Addr, c2.Addr)
+	}
+	c2.Close()
+	waitFor(t, 5*time.Second, func() bool { return ts.srv.Sessions().Len() == 0 }, "session to end after logout")
+	if _, err := ts.dial(t, client.Options{Cookie: c.Cookie}); statusCode(err) != 401 {
+		t.Fatalf("sealed cookie after logout: %v, want a 401", err)
 	}
 }
 

@@ -12,7 +12,8 @@ package protocol
 //	          first CONNECT of a session ─► max_same_clients counted in Redis (sharedAdmit)
 //	end       logout, terminate, cookie_timeout ─► Revoke in Redis (in the background); a session another
 //	          instance took over (takeover message, or renewal finding it owned elsewhere) ends quietly: no
-//	          revocation, its leases are the new owner's. Shutdown revokes nothing: the clients roam.
+//	          revocation, its leases are the new owner's. Shutdown revokes nothing and closes the tunnels without
+//	          a TERMINATE: the clients reconnect with their cookies and roam.
 //
 // No Redis call is on the packet path or blocks DPD: logins and CONNECTs make bounded calls, renewal and
 // revocation run in the background. Without redis_url none of this runs; a cookie_key_file alone seals cookies
@@ -24,6 +25,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"ocgate/auth"
 	"ocgate/protocol/cluster"
@@ -68,7 +70,8 @@ func (s *Server) mintCookie(sess *Session) (string, error) {
 		return s.minter.MintCookie()
 	}
 	sess.mu.Lock()
-	t := auth.Token{SessionID: sess.sid, User: sess.User, Groups: sess.Groups, IPv4: sess.pre4, IPv6: sess.pre6}
+	t := auth.Token{SessionID: sess.sid, User: sess.User, Groups: sess.Groups, IPv4: sess.pre4, IPv6: sess.pre6,
+		AuthAddr: sess.authAddr, CertSum: sess.certSum}
 	sess.mu.Unlock()
 	if d := sess.ucfg.SessionTimeout; d > 0 {
 		t.NotAfter = sess.Created.Add(d)
@@ -240,7 +243,23 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 	if sess := s.sessions.Lookup(cookie); sess != nil { // a concurrent CONNECT with the same cookie made it
 		return sess, true
 	}
-	sid := fmt.Sprintf("%x", tok.SessionID[:])
+	id := auth.Identity{User: tok.User, Groups: tok.Groups}
+	sess, err := s.buildSession(id, st)
+	if err != nil {
+		s.refuse(st, 401, "Cookie is not acceptable", err.Error())
+		return nil, false
+	}
+	sess.sid, sess.cookie, sess.certSum = tok.SessionID, cookie, tok.CertSum
+	if tok.AuthAddr.IsValid() {
+		sess.authAddr = tok.AuthAddr
+	}
+	// The login's certificate and deny_roaming are checked before the session is taken from its owner: a cookie
+	// that this connection may not use must not end the session where it lives (checkCookie checks them again).
+	if why := s.connectionMayNotUse(st, sess); why != "" {
+		s.refuse(st, 401, "Cookie is not acceptable", why)
+		return nil, false
+	}
+	sid := sess.sidString()
 	rec, from, err := s.cluster.Take(sid, st.remote.String())
 	if err != nil {
 		if errors.Is(err, cluster.ErrRevoked) {
@@ -250,13 +269,6 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		}
 		return nil, false
 	}
-	id := auth.Identity{User: tok.User, Groups: tok.Groups}
-	sess, err := s.buildSession(id, st)
-	if err != nil {
-		s.refuse(st, 401, "Cookie is not acceptable", err.Error())
-		return nil, false
-	}
-	sess.sid, sess.cookie = tok.SessionID, cookie
 	want4, want6 := tok.IPv4, tok.IPv6
 	if rec.IPv4.IsValid() {
 		want4, want6 = rec.IPv4, rec.IPv6
@@ -265,7 +277,17 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		s.refuse(st, 503, "Service Unavailable", "roaming session: "+err.Error())
 		return nil, false
 	}
+	if !rec.Created.IsZero() {
+		sess.Created = rec.Created // the login's, as the record says
+	}
 	s.armSession(sess, st)
+	if !tok.NotAfter.IsZero() { // session_timeout counts from the login, not from the roam
+		sess.mu.Lock()
+		if sess.sessionTimer != nil {
+			sess.sessionTimer.Reset(time.Until(tok.NotAfter))
+		}
+		sess.mu.Unlock()
+	}
 	s.sessions.Add(sess)
 	s.log.Info("session roamed here", "user", sess.User, "remote", st.remote, "id", sess.ID, "sid", sid,
 		"from", from, "ip", sess.pre4)

@@ -19,6 +19,7 @@ type Source interface {
 	Status() protocol.Status
 	SessionInfos() []protocol.SessionInfo
 	Ready() bool
+	SharedState() string // "" (no redis_url), "ok" or "degraded"
 }
 
 // FlowStats are the datapath's flow counters (netstack only).
@@ -52,7 +53,13 @@ func Handler(o Options) http.Handler {
 		case o.Draining != nil && o.Draining():
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 		case !o.Source.Ready():
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			msg := "not ready"
+			if o.Source.SharedState() == "degraded" {
+				msg = "not ready: shared state (Redis) unreachable, logins refused (redis_unavailable = refuse)"
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
+		case o.Source.SharedState() == "degraded":
+			w.Write([]byte("ready; shared state (Redis) unreachable: logins served by this instance alone\n"))
 		default:
 			w.Write([]byte("ready\n"))
 		}
@@ -78,13 +85,14 @@ var (
 	dFlows         = desc("flows_total", "Flows opened by the netstack datapath.", "proto")
 	dRefused       = desc("flows_refused_total", "Flows and packets refused by the netstack datapath, by reason.", "reason")
 	dReady         = desc("ready", "1 when the server takes new sessions.")
+	dSharedUp      = desc("shared_state_up", "With redis_url: 1 while Redis answers, 0 while it does not (degraded).")
 )
 
 type collector struct{ o Options }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dSessions, dSessionsEnded, dAuth, dBans, dBytes, dPackets, dDTLSFallback,
-		dTimeouts, dHandshake, dLogin, dFlows, dRefused, dReady} {
+		dTimeouts, dHandshake, dLogin, dFlows, dRefused, dReady, dSharedUp} {
 		ch <- d
 	}
 }
@@ -138,6 +146,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	gauge(dReady, ready)
+	switch st.SharedState {
+	case "ok":
+		gauge(dSharedUp, 1)
+	case "degraded":
+		gauge(dSharedUp, 0)
+	}
 	if c.o.Flows == nil {
 		return
 	}
