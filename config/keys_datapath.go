@@ -40,7 +40,7 @@ var datapathKeys = []key{
 	{name: "udp_idle_timeout", def: "60", field: "UDPIdleTimeout", conv: seconds(1), netstack: true,
 		doc: "Netstack: a UDP flow ends after this much time without a datagram either way."},
 
-	{name: "socks5_listen", def: `""`, field: "SOCKS5Listen", conv: socks5Listen,
+	{name: "socks5_listen", def: `""`, field: "SOCKS5Listen", conv: listenAddr("127.0.0.1:1080"),
 		doc: "SOCKS5 ingress (netstack datapath only; ignored with a warning in tun mode, where the kernel routes to the\n" +
 			"clients): HOST:PORT where host applications open TCP connections to VPN clients' addresses, and only those,\n" +
 			"through the stack (CONNECT to literal addresses; the client sees a connection from the server's in-pool\n" +
@@ -69,26 +69,29 @@ func ports(p *parser, key string, v any) (any, bool) {
 	return r, len(p.errs) == n
 }
 
-// socks5Listen is HOST:PORT, the host an IP address or "localhost"; "" is off.
-func socks5Listen(p *parser, key string, v any) (any, bool) {
-	s, ok := p.str(key, v)
-	if !ok || s == "" {
-		return s, ok
+// listenAddr converts a listener's HOST:PORT (socks5_listen, listen_clear), the host an IP address or "localhost";
+// "" is off. example is shown in the errors.
+func listenAddr(example string) conv {
+	return func(p *parser, key string, v any) (any, bool) {
+		s, ok := p.str(key, v)
+		if !ok || s == "" {
+			return s, ok
+		}
+		host, port, err := net.SplitHostPort(s)
+		n, perr := strconv.Atoi(port)
+		_, aerr := netip.ParseAddr(host)
+		switch {
+		case err != nil:
+			p.errf(key, "%q: want HOST:PORT, e.g. %q", s, example)
+		case perr != nil || n < 1 || n > 65535:
+			p.errf(key, "%q: the port must be 1 to 65535", s)
+		case host == "":
+			p.errf(key, "%q: give the address to listen on, e.g. %q (use \"0.0.0.0:%d\" to listen on every address)", s, example, n)
+		case host != "localhost" && aerr != nil:
+			p.errf(key, "%q: the host must be an IP address or \"localhost\"", s)
+		default:
+			return s, true
+		}
+		return nil, false
 	}
-	host, port, err := net.SplitHostPort(s)
-	n, perr := strconv.Atoi(port)
-	_, aerr := netip.ParseAddr(host)
-	switch {
-	case err != nil:
-		p.errf(key, "%q: want HOST:PORT, e.g. \"127.0.0.1:1080\"", s)
-	case perr != nil || n < 1 || n > 65535:
-		p.errf(key, "%q: the port must be 1 to 65535", s)
-	case host == "":
-		p.errf(key, "%q: give the address to listen on, e.g. \"127.0.0.1:1080\" (use \"0.0.0.0:%d\" to listen on every address)", s, n)
-	case host != "localhost" && aerr != nil:
-		p.errf(key, "%q: the host must be an IP address or \"localhost\"", s)
-	default:
-		return s, true
-	}
-	return nil, false
 }

@@ -7,7 +7,6 @@ package config
 import (
 	"net"
 	"net/netip"
-	"strconv"
 )
 
 var edgeKeys = []key{
@@ -25,7 +24,7 @@ var edgeKeys = []key{
 			"listen-clear-file). The client's address comes from the PROXY header (listen_proxy_proto) or the\n" +
 			"proxy's X-Forwarded-For. DTLS is not offered on such connections (there is no TLS session to key it\n" +
 			"from): the client runs TLS only. Empty: off."},
-	{name: "listen_clear", def: `""`, ex: `"127.0.0.1:8080"`, field: "ListenClear", conv: listenClear,
+	{name: "listen_clear", def: `""`, ex: `"127.0.0.1:8080"`, field: "ListenClear", conv: listenAddr("127.0.0.1:8080"),
 		doc: "HOST:PORT of a TCP listener taking plain HTTP, as listen_clear_file, for proxies that cannot reach a\n" +
 			"unix socket. Only a loopback address unless listen_clear_remote = true. Empty: off."},
 	{name: "listen_clear_remote", def: "false", field: "ListenClearRemote", conv: boolean,
@@ -40,28 +39,6 @@ func init() {
 	for _, n := range ocgateEdgeOnly {
 		ocgateOnly[n] = true
 	}
-}
-
-// listenClear converts listen_clear: an IP address (or "localhost") and a port.
-func listenClear(p *parser, key string, v any) (any, bool) {
-	s, ok := p.str(key, v)
-	if !ok || s == "" {
-		return s, ok
-	}
-	host, port, err := net.SplitHostPort(s)
-	n, perr := strconv.Atoi(port)
-	_, aerr := netip.ParseAddr(host)
-	switch {
-	case err != nil:
-		p.errf(key, "%q: want HOST:PORT, e.g. \"127.0.0.1:8080\"", s)
-	case perr != nil || n < 1 || n > 65535:
-		p.errf(key, "%q: the port must be 1 to 65535", s)
-	case host != "localhost" && aerr != nil:
-		p.errf(key, "%q: the host must be an IP address or \"localhost\"", s)
-	default:
-		return s, true
-	}
-	return nil, false
 }
 
 // checkEdge refuses a listen_clear that anyone but this host could reach, unless listen_clear_remote says so.

@@ -71,6 +71,9 @@ type clusterOptions struct {
 	Redis       bool   // start redis-server at lbRedis before the instances
 	Balance     string // HAProxy's balance algorithm; default "source" (the same client reaches the same instance)
 	NoUDPLB     bool   // no nftables UDP balancing at lbFront (DTLS then fails and clients run TLS only)
+	// DTLSElsewhere sends TCP to the first instance (HAProxy's "balance first") and all UDP to the last one: every
+	// client's DTLS ClientHello reaches an instance that does not know its session.
+	DTLSElsewhere bool
 }
 
 // cluster is the running set: namespaces, instances, HAProxy, Redis.
@@ -110,6 +113,9 @@ func newCluster(t testing.TB, o clusterOptions) *cluster {
 	}
 	if o.Balance == "" {
 		o.Balance = "source"
+	}
+	if o.DTLSElsewhere {
+		o.Balance = "first"
 	}
 	c := &cluster{t: t, opts: o, ns: newNetns(t), clientNS: newBareNetns(t), dir: tempDir(t)}
 	c.ns.startTarget()
@@ -392,16 +398,23 @@ func (c *cluster) lbClient(extra ...string) *client {
 	return connect(c.t, c.front(), vpnUser, vpnPass, extra...)
 }
 
-// holder returns the instance whose log says it connected the session of the client address ip (the tunnel
-// address "Configured as"), or nil.
+// holder returns the running instance that connected a session with the tunnel address ip most recently (by the
+// log's timestamps: without shared leases two instances may hand out the same address), or nil.
 func (c *cluster) holder(ip string) *instance {
-	re := regexp.MustCompile(`session connected.*ip=` + regexp.QuoteMeta(ip) + `\b`)
+	re := regexp.MustCompile(`(?m)^time=(\S+) .*"session connected".* ip=` + regexp.QuoteMeta(ip) + `\b`)
+	var best *instance
+	var bestAt string
 	for _, in := range c.inst {
-		if re.MatchString(in.stderr.String()) {
-			return in
+		if in.proc.exited() {
+			continue
+		}
+		for _, m := range re.FindAllStringSubmatch(in.stderr.String(), -1) {
+			if m[1] > bestAt {
+				best, bestAt = in, m[1]
+			}
 		}
 	}
-	return nil
+	return best
 }
 
 // balanceUDP balances UDP to lbFront:lbDTLSPort over the instances by a hash of the client's source address
@@ -411,7 +424,11 @@ func (c *cluster) balanceUDP() {
 	c.t.Helper()
 	var m []string
 	for i := range c.opts.Instances {
-		m = append(m, fmt.Sprintf("%d : %s", i, instanceAddr(i)))
+		to := i
+		if c.opts.DTLSElsewhere {
+			to = c.opts.Instances - 1
+		}
+		m = append(m, fmt.Sprintf("%d : %s", i, instanceAddr(to)))
 	}
 	rules := fmt.Sprintf("table ip oclb {\n\tchain pre {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n"+
 		"\t\tip daddr %s udp dport %d dnat to jhash ip saddr mod %d map { %s }\n\t}\n}\n",
@@ -423,4 +440,10 @@ func (c *cluster) balanceUDP() {
 	if out, code := c.ns.output(10*time.Second, "nft", "-f", f); code != 0 {
 		c.t.Fatalf("nft -f %s: %s\n%s", f, out, rules)
 	}
+}
+
+// redisCLI runs redis-cli against the cluster's Redis and returns its output and exit code.
+func (c *cluster) redisCLI(args ...string) (string, int) {
+	host, port, _ := net.SplitHostPort(lbRedis)
+	return c.ns.output(10*time.Second, append([]string{"redis-cli", "-h", host, "-p", port}, args...)...)
 }

@@ -10,6 +10,10 @@ import (
 // it. Records stay separate — only the syscalls are batched (docs/protocol.md §6.2).
 type batchConn struct {
 	net.Conn
+	// unbatched: SetBatching never turns buffering on. A proxy that terminated TLS in front (edge.go) re-records
+	// what it reads: frames that reach it in one read(2) share one TLS record, which openconnect drops
+	// (docs/protocol.md §6.2), so each frame gets its own write.
+	unbatched bool
 
 	mu       sync.Mutex
 	batching bool    // guarded by mu
@@ -64,8 +68,8 @@ func (c *batchConn) Write(p []byte) (int, error) {
 func (c *batchConn) SetBatching(on bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.batching = on
-	if !on {
+	c.batching = on && !c.unbatched
+	if !c.batching {
 		return c.flushLocked()
 	}
 	return nil

@@ -549,6 +549,7 @@ func (s *Server) serveConn(a arrival) {
 		}
 	}
 	bc := newBatchConn(c)
+	bc.unbatched = a.clear
 	st := &connState{remote: remote, local: local, raw: c, stream: bc, batch: bc}
 	if !a.clear {
 		tc := tls.Server(bc, s.tlsConf)

@@ -10,7 +10,7 @@
 //	              └─► a ClientHello whose session_id (or extension 48018) is a registered App-ID?
 //	                    ─yes─► a new association for that registration, handshake in the association's own
 //	                            goroutine under a deadline
-//	                    ─no──► dropped and counted (no allocation)
+//	                    ─no──► a fatal alert (rate-limited; unknown.go), so the client runs on CSTP at once
 //
 // A registration is made per CONNECT (Register): the App-ID handed to the client and the PSK exported from that
 // TLS connection. Each association runs pion's DTLS server over a virtual net.PacketConn fed by the
@@ -60,14 +60,16 @@ type AppID [AppIDLen]byte
 // stats are the DTLS server's counters.
 type stats struct {
 	dropped, started, failed, completed, queueFull atomic.Uint64
+	refusedUnknown                                 atomic.Uint64 // ClientHellos of unknown App-IDs (unknown.go)
 }
 
 // Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP socket.
 type Server struct {
-	fastPath bool // seal and open application records ourselves after pion's handshake (conn.go)
-	pc       *net.UDPConn
-	log      *slog.Logger
-	stats    stats
+	fastPath     bool // seal and open application records ourselves after pion's handshake (conn.go)
+	pc           *net.UDPConn
+	unknownLimit unknownLimit // alerts for unknown App-IDs (unknown.go)
+	log          *slog.Logger
+	stats        stats
 
 	mu   sync.RWMutex
 	regs map[AppID]*reg // guarded by mu
@@ -181,8 +183,13 @@ func (d *Server) dispatch(b []byte, from netip.AddrPort) {
 	d.mu.Lock()
 	r := d.regs[id]
 	if r == nil || d.closed {
+		closed := d.closed
 		d.mu.Unlock()
-		d.stats.dropped.Add(1)
+		if !closed {
+			d.refuseUnknown(b, from) // unknown.go: a session owned elsewhere, or ended
+		} else {
+			d.stats.dropped.Add(1)
+		}
 		return
 	}
 	if p := handshakeFrom(a, r); p != nil {

@@ -38,6 +38,15 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	if d.stats.started.Load() != 0 {
 		t.Fatal("a handshake started for a stranger")
 	}
+	// The unknown App-ID's ClientHello got a fatal alert (unknown.go), so that the client gives up DTLS at once.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	alert := make([]byte, 64)
+	n, err := c.Read(alert)
+	want := alertHandshakeFailure
+	copy(want[1:11], clientHello(bytes.Repeat([]byte{9}, 32), nil)[1:11]) // the ClientHello's version, epoch, sequence
+	if err != nil || !bytes.Equal(alert[:n], want[:]) {
+		t.Fatalf("answer to an unknown App-ID: % x, %v; want the fatal alert % x", alert[:n], err, want)
+	}
 	from := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	bogus := clientHello(bytes.Repeat([]byte{9}, 32), nil)
 	if n := testing.AllocsPerRun(100, func() { d.dispatch(bogus, from) }); n != 0 {
