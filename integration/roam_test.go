@@ -22,6 +22,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -298,4 +300,51 @@ func TestRoamThroughBalancer(t *testing.T) {
 			t.Fatalf("after unban: exit %d\n%s", code, out)
 		}
 	})
+}
+
+// TestRoamFailoverTime measures (report only) the time from an instance's death to the client's traffic through
+// the balancer again: the holder is killed (SIGKILL), the time until openconnect's next CONNECT is answered and
+// until a request through the tunnel succeeds (polled with 1 s curls) is taken, the instance restarted; median of
+// OCGATE_BENCH_FAILOVER=N runs.
+func TestRoamFailoverTime(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("OCGATE_BENCH_FAILOVER"))
+	if n <= 0 {
+		t.Skip("a measurement: OCGATE_BENCH_FAILOVER=N kills the holding instance N times")
+	}
+	c := newSharedCluster(t)
+	var reconnect, traffic []time.Duration
+	for range n {
+		cl := c.lbClient()
+		h := c.sessionOf(t, cl.ip)
+		if h == nil {
+			t.Fatalf("no instance lists the session of %s", cl.ip)
+		}
+		start := time.Now()
+		h.kill()
+		var rc time.Duration
+		waitFor(t, 90*time.Second, "traffic through the tunnel after the kill", func() bool {
+			if rc == 0 && len(cl.cstpAddresses()) > 1 {
+				rc = time.Since(start)
+			}
+			_, code := cl.ns.output(5*time.Second, "curl", "-sS", "--fail", "--max-time", "1", "--socks5-hostname",
+				fmt.Sprintf("127.0.0.1:%d", cl.socksPort), "http://10.77.0.1:8080/hello")
+			return code == 0 || cl.proc.exited()
+		})
+		if cl.proc.exited() {
+			t.Fatalf("openconnect exited instead of reconnecting:\n%s", cl.proc.out.String())
+		}
+		traffic = append(traffic, time.Since(start))
+		reconnect = append(reconnect, rc)
+		h.restart()
+		c.waitBackend(h.i, true)
+		logout(t, cl, c.sessionOf(t, cl.ip).server)
+	}
+	median := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	t.Logf("instance killed -> reconnected (CONNECT answered): median %v of %v\n"+
+		"instance killed -> traffic through the tunnel: median %v of %v",
+		median(reconnect).Round(time.Millisecond), reconnect, median(traffic).Round(time.Millisecond), traffic)
 }
