@@ -70,6 +70,23 @@ func (c *cluster) sessionOf(t *testing.T, ip string) *instance {
 	return nil
 }
 
+// lbSession connects the stock client through the balancer, with cookie or, "", with vpnUser's password, and
+// returns it with the instance that lists its session.
+func (c *cluster) lbSession(t *testing.T, cookie string) (*client, *instance) {
+	t.Helper()
+	var cl *client
+	if cookie == "" {
+		cl = connect(t, c.front(), vpnUser, vpnPass)
+	} else {
+		cl = connectCookie(t, c.front(), cookie)
+	}
+	h := c.sessionOf(t, cl.ip)
+	if h == nil {
+		t.Fatalf("no instance lists the session of %s", cl.ip)
+	}
+	return cl, h
+}
+
 // other returns the instance that is not in (two instances).
 func (c *cluster) other(in *instance) *instance { return c.inst[1-in.i] }
 
@@ -128,12 +145,8 @@ func TestRoamThroughBalancer(t *testing.T) {
 	}
 
 	step("roam", func(t *testing.T) {
-		cl := c.lbClient()
+		cl, h := c.lbSession(t, "")
 		download(t, cl, 1<<20, 21)
-		h := c.sessionOf(t, cl.ip)
-		if h == nil {
-			t.Fatalf("no instance lists the session of %s", cl.ip)
-		}
 		o := c.other(h)
 		// A transfer in flight when the instance dies; it breaks (its TCP state was in the dead netstack).
 		inflight := cl.ns.start(nil, "curl", "-sS", "-o", "/dev/null", "--max-time", "30", "--limit-rate", "256K",
@@ -162,11 +175,7 @@ func TestRoamThroughBalancer(t *testing.T) {
 
 	step("logout", func(t *testing.T) {
 		cookie := authenticate(t, front, vpnUser, vpnPass)
-		cl := connectCookie(t, front, cookie)
-		h := c.sessionOf(t, cl.ip)
-		if h == nil {
-			t.Fatalf("no instance lists the session of %s", cl.ip)
-		}
+		cl, h := c.lbSession(t, cookie)
 		cl.proc.cmd.Process.Signal(os.Interrupt) // openconnect's logout
 		cl.waitExit(t, 15*time.Second)
 		h.waitLog(`"user logged out"`, 10*time.Second)
@@ -183,11 +192,7 @@ func TestRoamThroughBalancer(t *testing.T) {
 
 	step("restart", func(t *testing.T) {
 		cookie := authenticate(t, front, vpnUser, vpnPass)
-		cl := connectCookie(t, front, cookie)
-		h := c.sessionOf(t, cl.ip)
-		if h == nil {
-			t.Fatalf("no instance lists the session of %s", cl.ip)
-		}
+		cl, h := c.lbSession(t, cookie)
 		// SIGHUP: openconnect disconnects without logging off; the cookie stays valid.
 		cl.proc.cmd.Process.Signal(syscall.SIGHUP)
 		cl.waitExit(t, 15*time.Second)
@@ -210,8 +215,7 @@ func TestRoamThroughBalancer(t *testing.T) {
 	})
 
 	step("degraded", func(t *testing.T) {
-		cl := c.lbClient()
-		h := c.sessionOf(t, cl.ip)
+		cl, h := c.lbSession(t, "")
 		c.stopRedis()
 		for _, in := range c.inst {
 			waitFor(t, 20*time.Second, fmt.Sprintf("instance %d to say the shared state is degraded", in.i), func() bool {
@@ -314,11 +318,7 @@ func TestRoamFailoverTime(t *testing.T) {
 	c := newSharedCluster(t)
 	var reconnect, traffic []time.Duration
 	for range n {
-		cl := c.lbClient()
-		h := c.sessionOf(t, cl.ip)
-		if h == nil {
-			t.Fatalf("no instance lists the session of %s", cl.ip)
-		}
+		cl, h := c.lbSession(t, "")
 		start := time.Now()
 		h.kill()
 		// The reconnection, watched every 10 ms beside the requests (which take up to their 300 ms timeout).
