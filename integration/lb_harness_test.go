@@ -444,6 +444,5 @@ func (c *cluster) balanceUDP() {
 
 // redisCLI runs redis-cli against the cluster's Redis and returns its output and exit code.
 func (c *cluster) redisCLI(args ...string) (string, int) {
-	host, port, _ := net.SplitHostPort(lbRedis)
-	return c.ns.output(10*time.Second, append([]string{"redis-cli", "-h", host, "-p", port}, args...)...)
+	return c.ns.output(10*time.Second, append([]string{"redis-cli", "-u", c.redisURL()}, args...)...)
 }

@@ -52,10 +52,11 @@ func (s *Server) arrive(c net.Conn, clear bool) arrival {
 	if !unix {
 		a.peer = addrPortOf(c.RemoteAddr())
 	}
-	cfg := s.conf()
-	trusted := unix || cfg.Trusts(a.peer.Addr())
+	// The edge keys keep their value from the start, as listeners do (SetConfig); a reload reports them as needing
+	// a restart.
+	trusted := unix || s.cfg.Trusts(a.peer.Addr())
 	switch {
-	case cfg.ListenProxyProto:
+	case s.cfg.ListenProxyProto:
 		policy := proxyproto.REJECT
 		if trusted {
 			policy = proxyproto.REQUIRE
@@ -63,7 +64,7 @@ func (s *Server) arrive(c net.Conn, clear bool) arrival {
 		}
 		a.proxy = true
 		a.conn = proxyproto.NewConn(c, proxyproto.WithPolicy(policy),
-			proxyproto.SetReadHeaderTimeout(cfg.RequestTimeout))
+			proxyproto.SetReadHeaderTimeout(s.conf().RequestTimeout))
 	case clear && trusted:
 		a.late, a.forwardedFor = true, true
 	}
