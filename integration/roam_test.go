@@ -148,7 +148,7 @@ func TestRoamThroughBalancer(t *testing.T) {
 		cl, h := c.lbSession(t, "")
 		download(t, cl, 1<<20, 21)
 		o := c.other(h)
-		// A transfer in flight when the instance dies; it breaks (its TCP state was in the dead netstack).
+		// A transfer in flight when the instance dies: its TCP state dies with that netstack, so it is abandoned.
 		inflight := cl.ns.start(nil, "curl", "-sS", "-o", "/dev/null", "--max-time", "30", "--limit-rate", "256K",
 			"--socks5-hostname", fmt.Sprintf("127.0.0.1:%d", cl.socksPort), "http://10.77.0.1:8080/bytes?n=67108864&seed=1")
 		h.kill()
