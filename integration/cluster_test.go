@@ -7,7 +7,6 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -231,13 +230,7 @@ func TestClusterLoginRates(t *testing.T) {
 			if round == 1 {
 				user = "v%d"
 			}
-			out, code := ns.output(10*time.Minute, lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n",
-				strconv.Itoa(n), "--concurrency", "16", "--mode", "idle", "--duration", "0s", "--settle", "0s",
-				"--dtls=false", "--json", "-q", "--password", vpnPass)
-			var r loadReport
-			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
-				t.Fatalf("%s: loadgen exit %d, %v:\n%s", name, code, err, out)
-			}
+			r := runLogins(t, lg, s, name, user, n, 16, "--password", vpnPass)
 			per := "-"
 			if name == "redis" {
 				per = fmt.Sprintf("%.1f", float64(calls()-before-1)/float64(n)) // -1: the INFO itself

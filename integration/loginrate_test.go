@@ -57,15 +57,7 @@ func TestLoginRates(t *testing.T) {
 		chownAll(t, dir)
 		s := startServer(t, ns, dir, common+m.config)
 		run := func(user string, count, conc int) loadReport {
-			args := append([]string{lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n", strconv.Itoa(count),
-				"--concurrency", strconv.Itoa(conc), "--mode", "idle", "--duration", "0s", "--settle", "0s",
-				"--dtls=false", "--json", "-q"}, m.args...)
-			out, code := ns.output(10*time.Minute, args...)
-			var r loadReport
-			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
-				t.Fatalf("%s: loadgen exit %d, %v:\n%s", m.name, code, err, out)
-			}
-			return r
+			return runLogins(t, lg, s, m.name, user, count, conc, m.args...)
 		}
 		par := run("u%d", n, 16)
 		seq := run("v%d", min(n, 200), 1)
@@ -92,6 +84,21 @@ func buildLoadgen(t *testing.T) string {
 		t.Fatalf("go build loadgen: %v\n%s", err, out)
 	}
 	return lg
+}
+
+// runLogins runs the load generator against s: count logins (and CONNECTs) of users named by the pattern user,
+// conc at a time, each session ended at once; name labels a failure.
+func runLogins(t *testing.T, lg string, s *server, name, user string, count, conc int, extra ...string) loadReport {
+	t.Helper()
+	args := append([]string{lg, "--url", s.url(), "--pin", s.pin, "--user", user, "-n", strconv.Itoa(count),
+		"--concurrency", strconv.Itoa(conc), "--mode", "idle", "--duration", "0s", "--settle", "0s",
+		"--dtls=false", "--json", "-q"}, extra...)
+	out, code := s.ns.output(10*time.Minute, args...)
+	var r loadReport
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &r); err != nil || code != 0 {
+		t.Fatalf("%s: loadgen exit %d, %v:\n%s", name, code, err, out)
+	}
+	return r
 }
 
 type loadReport struct {

@@ -131,21 +131,11 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A place under max_clients is reserved (pendingSess) while the session is made: with shared state that takes
-	// round trips to Redis and the security module, which logins must not wait for one after another.
-	s.newSessMu.Lock()
-	if n := s.conf().MaxClients; n > 0 && s.sessions.Len()+s.pendingSess >= n {
-		s.newSessMu.Unlock()
+	if !s.reserveSession() {
 		s.limitedLog("reached maximum client limit; login refused", "active", s.sessions.Len(), "user", id.User, "remote", st.remote)
 		return nil, errLimit("The server has reached its maximum number of clients.")
 	}
-	s.pendingSess++
-	s.newSessMu.Unlock()
-	defer func() {
-		s.newSessMu.Lock()
-		s.pendingSess--
-		s.newSessMu.Unlock()
-	}()
+	defer s.unreserveSession()
 	sess, err := s.buildSession(id, st)
 	if err != nil {
 		return nil, err
@@ -184,6 +174,25 @@ func (s *Server) newSession(id auth.Identity, st *connState) (*Session, error) {
 	s.sessions.Add(sess) // before the deferred release of the reserved place
 	s.newSessMu.Unlock()
 	return sess, nil
+}
+
+// reserveSession reserves a place under max_clients (pendingSess) while a session is made: with shared state that
+// takes round trips to Redis and the security module, which logins must not wait for one after another. false:
+// the server is full. unreserveSession gives the place back once the session is in the store (or not made).
+func (s *Server) reserveSession() bool {
+	s.newSessMu.Lock()
+	defer s.newSessMu.Unlock()
+	if n := s.conf().MaxClients; n > 0 && s.sessions.Len()+s.pendingSess >= n {
+		return false
+	}
+	s.pendingSess++
+	return true
+}
+
+func (s *Server) unreserveSession() {
+	s.newSessMu.Lock()
+	s.pendingSess--
+	s.newSessMu.Unlock()
 }
 
 // loginLeaseError is what a user is shown when the shared state refused a login's addresses.

@@ -89,12 +89,14 @@ type Server struct {
 	log      *slog.Logger
 	version  string
 	scripts  ScriptRunner
-	scriptWG sync.WaitGroup                // disconnect and host-update scripts run in the background
-	acct     auth.Accounting               // nil = no accounting (accounting.go)
-	acctWG   sync.WaitGroup                // accounting Stops and Interim-Updates in flight
-	cluster  *cluster.Store                // nil: one instance (shared.go)
-	sealer   auth.CookieSealer             // nil: random cookies
-	sharedWG sync.WaitGroup                // revocations in flight
+	scriptWG sync.WaitGroup    // disconnect and host-update scripts run in the background
+	acct     auth.Accounting   // nil = no accounting (accounting.go)
+	acctWG   sync.WaitGroup    // accounting Stops and Interim-Updates in flight
+	cluster  *cluster.Store    // nil: one instance (shared.go)
+	sealer   auth.CookieSealer // nil: random cookies
+	sharedWG sync.WaitGroup    // revocations in flight
+	roamMu   sync.Mutex
+	roaming  map[string]chan struct{}      // guarded by roamMu: session ids being roamed here, closed when done
 	dns      []netip.Addr                  // pushed when the session's configuration names none
 	sessEnv  *sessionEnv                   // what the sessions use of the server
 	stats    serverStats                   // counters and events for the management interface (manage.go)

@@ -238,11 +238,20 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		s.refuse(st, 503, "Service Unavailable", "a roaming cookie needs the shared state, which is unreachable")
 		return nil, false
 	}
-	s.newSessMu.Lock()
-	defer s.newSessMu.Unlock()
+	// One roam per session at a time (a client retrying fast, or two with one cookie); roams of different
+	// sessions, and logins, do not wait for each other's round trips (many clients arrive at once when an
+	// instance dies).
+	sid := fmt.Sprintf("%x", tok.SessionID[:])
+	done := s.roamStart(sid)
+	defer done()
 	if sess := s.sessions.Lookup(cookie); sess != nil { // a concurrent CONNECT with the same cookie made it
 		return sess, true
 	}
+	if !s.reserveSession() {
+		s.refuse(st, 503, "Service Unavailable", "max_clients reached: a roaming session refused")
+		return nil, false
+	}
+	defer s.unreserveSession()
 	id := auth.Identity{User: tok.User, Groups: tok.Groups}
 	sess, err := s.buildSession(id, st)
 	if err != nil {
@@ -259,7 +268,6 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", why)
 		return nil, false
 	}
-	sid := sess.sidString()
 	rec, from, err := s.cluster.Take(sid, st.remote.String())
 	if err != nil {
 		if errors.Is(err, cluster.ErrRevoked) {
@@ -288,10 +296,36 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		}
 		sess.mu.Unlock()
 	}
+	s.newSessMu.Lock()
 	s.sessions.Add(sess)
+	s.newSessMu.Unlock()
 	s.log.Info("session roamed here", "user", sess.User, "remote", st.remote, "id", sess.ID, "sid", sid,
 		"from", from, "ip", sess.pre4)
 	return sess, true
+}
+
+// roamStart waits until no other roam of session sid is in progress and marks this one; done ends it.
+func (s *Server) roamStart(sid string) (done func()) {
+	for {
+		s.roamMu.Lock()
+		busy, ok := s.roaming[sid]
+		if !ok {
+			if s.roaming == nil {
+				s.roaming = map[string]chan struct{}{}
+			}
+			ch := make(chan struct{})
+			s.roaming[sid] = ch
+			s.roamMu.Unlock()
+			return func() {
+				s.roamMu.Lock()
+				delete(s.roaming, sid)
+				s.roamMu.Unlock()
+				close(ch)
+			}
+		}
+		s.roamMu.Unlock()
+		<-busy
+	}
 }
 
 // sharedAdmit counts the session against max_same_clients across instances at its first CONNECT here. Redis
