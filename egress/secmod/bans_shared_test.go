@@ -3,32 +3,20 @@ package secmod
 import (
 	"log/slog"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"ocgate/auth"
+	"ocgate/protocol/cluster/redistest"
 )
 
-// sharedBans runs a redis-server on a unix socket for the test and returns two instances' tables sharing it. A
-// machine without redis-server fails the test (integration/test.sh installs it).
+// sharedBans runs a redis-server for the test and returns two instances' tables sharing it.
 func sharedBans(t *testing.T, cfg auth.BanConfig) (a, b *BanTable) {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server is needed (Debian package redis-server; integration/test.sh installs it)")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := redistest.Start(t)
 	tables := make([]*BanTable, 2)
 	for i := range tables {
-		sb, err := OpenSharedBans("unix://"+sock, "", cfg, slog.Default())
+		sb, err := OpenSharedBans(url, "", cfg, slog.Default())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,13 +26,6 @@ func sharedBans(t *testing.T, cfg auth.BanConfig) (a, b *BanTable) {
 			t.Fatal(err)
 		}
 		tables[i].Share(sb)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for tables[0].shared.rdb.Ping(t.Context()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not answer within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the server's socket, bounded by the deadline
 	}
 	return tables[0], tables[1]
 }
