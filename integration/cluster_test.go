@@ -132,11 +132,14 @@ func TestClusterDegradedAndBans(t *testing.T) {
 		"", "redis_unavailable = \"local\"\n")
 	c := connect(t, a, vpnUser, vpnPass)
 
-	redisPIDs, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
-	ns.must(append([]string{"kill"}, strings.Fields(redisPIDs)...)...)
+	// This namespace's redis-server only, by its address (pgrep would name every redis-server of the machine).
+	ns.output(10*time.Second, "redis-cli", "-p", "6379", "shutdown", "nosave")
 	waitFor(t, 10*time.Second, "redis-server to exit", func() bool {
-		out, _ := ns.output(5*time.Second, "pgrep", "-x", "redis-server")
-		return strings.TrimSpace(out) == ""
+		conn, err := ns.dial("127.0.0.1:6379")
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
 	})
 	download(t, c, 4<<20, 64) // the live session does not need Redis
 	if out, code := ns.output(30*time.Second, "sh", "-c", fmt.Sprintf(

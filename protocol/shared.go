@@ -268,7 +268,7 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 		s.refuse(st, 401, "Cookie is not acceptable", why)
 		return nil, false
 	}
-	rec, err := s.cluster.Take(sid, st.remote.String())
+	rec, from, err := s.cluster.Take(sid, st.remote.String())
 	if err != nil {
 		if errors.Is(err, cluster.ErrRevoked) {
 			s.refuse(st, 401, "Cookie is not acceptable", "session was logged out, terminated or expired")
@@ -300,7 +300,7 @@ func (s *Server) roam(st *connState, cookie string) (*Session, bool) {
 	s.sessions.Add(sess)
 	s.newSessMu.Unlock()
 	s.log.Info("session roamed here", "user", sess.User, "remote", st.remote, "id", sess.ID, "sid", sid,
-		"from", rec.Instance, "ip", sess.pre4)
+		"from", from, "ip", sess.pre4)
 	return sess, true
 }
 

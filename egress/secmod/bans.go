@@ -182,7 +182,7 @@ func (t *BanTable) add(a banAddArgs) (any, error) {
 		res.Until[i] = t.bans.Until(ad.Addr, now)
 		if t.shared != nil {
 			// The local table counts too: it decides alone while Redis does not answer.
-			if u, _ := t.shared.add(ad.Addr, ad.Points, now); u.After(res.Until[i]) {
+			if u, _ := t.shared.add(ad.Addr, ad.Points, res.Until[i], now); u.After(res.Until[i]) {
 				res.Banned[i] = res.Until[i].IsZero()
 				res.Until[i] = u
 			}

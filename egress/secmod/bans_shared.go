@@ -54,30 +54,40 @@ func banKeys(a netip.Addr) []string {
 	return []string{"ocgate:ban:score:" + a.String(), "ocgate:ban:until:" + a.String()}
 }
 
-// banAddScript adds points; at the threshold it bans (unless banned already). It returns the end of the ban in
-// Unix ms, 0 when not banned.
+// banAddScript adds points; at the threshold it bans (unless banned already). A ban the local table decided
+// (ARGV[6], Unix ms; the local score counts what this instance saw while Redis did not answer, or before Redis
+// restarted empty) is recorded too, so that the other instances refuse the address as well. It returns the end
+// of the ban in Unix ms, 0 when not banned.
 var banAddScript = redis.NewScript(`
+local now = tonumber(ARGV[4])
 local banned = tonumber(redis.call('GET', KEYS[2]) or '0')
-if banned > tonumber(ARGV[4]) then return banned end
+if banned > now then return banned end
 local score = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if score >= tonumber(ARGV[3]) then
-  banned = tonumber(ARGV[4]) + tonumber(ARGV[5])
-  redis.call('SET', KEYS[2], banned, 'PX', ARGV[5])
+banned = 0
+if score >= tonumber(ARGV[3]) then banned = now + tonumber(ARGV[5]) end
+if tonumber(ARGV[6]) > banned then banned = tonumber(ARGV[6]) end
+if banned > now then
+  redis.call('SET', KEYS[2], banned, 'PX', banned - now)
   redis.call('DEL', KEYS[1])
   return banned
 end
 return 0`)
 
-// add adds points to a's shared score; it returns when a's ban ends (zero: not banned) and whether Redis answered.
-func (s *SharedBans) add(a netip.Addr, points int, now time.Time) (time.Time, bool) {
+// add adds points to a's shared score, with localUntil the local table's ban end (zero: not banned here); it
+// returns when a's ban ends (zero: not banned) and whether Redis answered.
+func (s *SharedBans) add(a netip.Addr, points int, localUntil, now time.Time) (time.Time, bool) {
 	if s.cfg.MaxScore <= 0 {
 		return time.Time{}, true
+	}
+	var local int64
+	if !localUntil.IsZero() {
+		local = localUntil.UnixMilli()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedBanTimeout)
 	defer cancel()
 	ms, err := banAddScript.Run(ctx, s.rdb, banKeys(a), points, s.cfg.ResetTime.Milliseconds(), s.cfg.MaxScore,
-		now.UnixMilli(), s.cfg.BanTime.Milliseconds()).Int64()
+		now.UnixMilli(), s.cfg.BanTime.Milliseconds(), local).Int64()
 	if err != nil {
 		s.failed(err)
 		return time.Time{}, false

@@ -254,9 +254,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return old`)
 
 // Take makes this instance the session's owner (a client roamed here with its cookie) and tells the previous
-// owner, if another instance, to let it go. It returns the session's record; ErrRevoked when the session was
-// logged out, terminated or has expired (also when Redis no longer knows it).
-func (s *Store) Take(sid, remote string) (Record, error) {
+// owner, if another instance, to let it go. It returns the session's record (this instance its owner now) and the
+// previous owner; ErrRevoked when the session was logged out, terminated or has expired (also when Redis no longer
+// knows it).
+func (s *Store) Take(sid, remote string) (rec Record, prev string, err error) {
 	ctx, cancel := ctxCall()
 	defer cancel()
 	old, err := takeScript.Run(ctx, s.rdb, []string{sessKey(sid), revokedKey(sid)}, s.o.Instance, remote,
@@ -264,9 +265,9 @@ func (s *Store) Take(sid, remote string) (Record, error) {
 	if err != nil {
 		if isRedisReply(err) && (strings.Contains(err.Error(), "revoked") || strings.Contains(err.Error(), "unknown")) {
 			s.setHealthy(true)
-			return Record{}, ErrRevoked
+			return Record{}, "", ErrRevoked
 		}
-		return Record{}, s.note(err)
+		return Record{}, "", s.note(err)
 	}
 	s.setHealthy(true)
 	if old != s.o.Instance {
@@ -276,10 +277,9 @@ func (s *Store) Take(sid, remote string) (Record, error) {
 	}
 	h, err := s.rdb.HGetAll(ctx, sessKey(sid)).Result()
 	if err != nil {
-		return Record{}, s.note(err)
+		return Record{}, old, s.note(err)
 	}
-	r := recordOf(sid, h)
-	return r, nil
+	return recordOf(sid, h), old, nil
 }
 
 func recordOf(sid string, h map[string]string) Record {

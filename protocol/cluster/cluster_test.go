@@ -3,47 +3,13 @@ package cluster
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-)
 
-// startRedis runs a redis-server for the test on a unix socket in a temporary directory and returns its URL.
-// A machine without redis-server fails the test (integration/test.sh installs it).
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server is needed (Debian package redis-server; integration/test.sh installs it)")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700", "--save", "",
-		"--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	url := "unix://" + sock
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, err := Open(Options{URL: url, Instance: "probe"})
-		if err == nil && s.Healthy() {
-			s.Close()
-			return url
-		}
-		if err == nil {
-			s.Close()
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("redis-server did not answer within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the server's socket, bounded by the deadline
-	}
-}
+	"ocgate/protocol/cluster/redistest"
+)
 
 func open(t *testing.T, url, inst string, o Options) *Store {
 	t.Helper()
@@ -60,7 +26,7 @@ func open(t *testing.T, url, inst string, o Options) *Store {
 }
 
 func TestLeaseFencing(t *testing.T) {
-	url := startRedis(t)
+	url := redistest.Start(t)
 	a := open(t, url, "a", Options{})
 	b := open(t, url, "b", Options{})
 	ip := netip.MustParseAddr("10.9.0.5")
@@ -84,7 +50,7 @@ func TestLeaseFencing(t *testing.T) {
 }
 
 func TestTakeAndRevoke(t *testing.T) {
-	url := startRedis(t)
+	url := redistest.Start(t)
 	var mu sync.Mutex
 	var taken []string
 	got := make(chan struct{}, 1)
@@ -112,11 +78,11 @@ func TestTakeAndRevoke(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	r, err := b.Take("s1", "192.0.2.1:443")
+	r, prev, err := b.Take("s1", "192.0.2.1:443")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Instance != "b" || r.User != "alice" || r.IPv4 != rec.IPv4 || !slices.Equal(r.Groups, rec.Groups) {
+	if prev != "a" || r.Instance != "b" || r.User != "alice" || r.IPv4 != rec.IPv4 || !slices.Equal(r.Groups, rec.Groups) {
 		t.Fatalf("record after take: %+v", r)
 	}
 	select {
@@ -135,10 +101,10 @@ func TestTakeAndRevoke(t *testing.T) {
 	if ok, err := b.Revoke("s1", "alice", rec.IPv4); !ok || err != nil {
 		t.Fatalf("revoke: %v, %v", ok, err)
 	}
-	if _, err := a.Take("s1", ""); err != ErrRevoked {
+	if _, _, err := a.Take("s1", ""); err != ErrRevoked {
 		t.Fatalf("take of a revoked session: %v", err)
 	}
-	if _, err := a.Take("never", ""); err != ErrRevoked {
+	if _, _, err := a.Take("never", ""); err != ErrRevoked {
 		t.Fatalf("take of an unknown session: %v", err)
 	}
 	all, err := a.All()
@@ -148,7 +114,7 @@ func TestTakeAndRevoke(t *testing.T) {
 }
 
 func TestAdmitAcrossInstances(t *testing.T) {
-	url := startRedis(t)
+	url := redistest.Start(t)
 	a := open(t, url, "a", Options{})
 	b := open(t, url, "b", Options{})
 	for _, tc := range []struct {
@@ -168,7 +134,7 @@ func TestAdmitAcrossInstances(t *testing.T) {
 }
 
 func TestRenewConflictAndDegradation(t *testing.T) {
-	url := startRedis(t)
+	url := redistest.Start(t)
 	ip := netip.MustParseAddr("10.9.0.9")
 	var owned []Owned
 	a := open(t, url, "a", Options{Owned: func() []Owned { return owned }})
@@ -222,7 +188,7 @@ func TestRenewOlderSessionKeepsLease(t *testing.T) {
 	newer := Owned{Rec: Record{SID: "new", User: "u", IPv4: ip, Created: time.Now()}, Addrs: []netip.Addr{ip}}
 	for _, newerFirst := range []bool{true, false} {
 		t.Run(fmt.Sprintf("newer first %v", newerFirst), func(t *testing.T) {
-			url := startRedis(t)
+			url := redistest.Start(t)
 			a := open(t, url, "a", Options{Owned: func() []Owned { return []Owned{older} }})
 			b := open(t, url, "b", Options{Owned: func() []Owned { return []Owned{newer} }})
 			first, second := a, b
