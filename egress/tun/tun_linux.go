@@ -130,6 +130,7 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go p.readLoop()
+	go p.writeLoop()
 	t.log.Debug("device up", "device", name, "session", s.ID, "user", s.User, "peer", peer, "mtu", s.MTU)
 	return p, nil
 }
@@ -195,9 +196,16 @@ type tunPort struct {
 	pol     *egress.SessionPolicy // judges every packet from the client
 	keys    []netip.Addr          // the session's Policy.Client keys, in t.peers while attached
 
-	wmu   sync.Mutex
-	wbuf  []byte   // guarded by wmu: virtio header room + one packet
-	wbufs [][]byte // guarded by wmu: {wbuf[:n]}
+	// The write side (see writeLoop): Send adds to fill; writeLoop swaps it for an empty batch and writes it.
+	wfile *os.File      // the device, for writes
+	vnet  bool          // every packet crossing the device has a virtio-net header
+	wmu   sync.Mutex    // guards fill and wshut
+	wfull sync.Cond     // on wmu: fill is full
+	fill  *coalescer    // guarded by wmu
+	wshut bool          // guarded by wmu: no more writes
+	nogro bool          // guarded by wmu: the kernel refused a merged segment; merge no more
+	wkick chan struct{} // one token: fill is no longer empty; closed on shutdown
+	wdone chan struct{} // closed when writeLoop returns
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -268,8 +276,14 @@ func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string)
 		}
 	}
 	p.sources = append(p.sources, s.IRoutes...)
-	p.wbuf = make([]byte, vnetHdrRoom+16384+64) // the largest CSTP payload; bigger packets are dropped and counted
-	p.wbufs = make([][]byte, 1)
+	if f, ok := dev.(interface{ File() *os.File }); ok { // nil in the tests of the per-packet check
+		p.wfile = f.File()
+		p.vnet = dev.BatchSize() > 1 // wireguard-go's tun batches exactly when the device has the header
+	}
+	p.fill = &coalescer{gro: p.vnet}
+	p.wfull.L = &p.wmu
+	p.wkick = make(chan struct{}, 1)
+	p.wdone = make(chan struct{})
 	return p
 }
 
@@ -297,20 +311,72 @@ func (p *tunPort) Send(pkt []byte) error {
 		p.dropRoute.Add(1)
 		return nil
 	}
-	if len(pkt) > len(p.wbuf)-vnetHdrRoom {
+	if len(pkt) > maxPacket {
 		p.dropSize.Add(1)
 		return nil
 	}
 	p.wmu.Lock()
-	n := copy(p.wbuf[vnetHdrRoom:], pkt)
-	p.wbufs[0] = p.wbuf[:vnetHdrRoom+n]
-	_, err := p.dev.Write(p.wbufs, vnetHdrRoom)
-	p.wmu.Unlock()
-	if err != nil && p.closed.Load() {
+	for p.fill.full() && !p.wshut {
+		p.wfull.Wait() // the previous batch is still being written: wait for writeLoop to take this one
+	}
+	if p.wshut {
+		p.wmu.Unlock()
 		return os.ErrClosed
 	}
-	// Other write errors (the device is down, a malformed packet the kernel refused) lose that packet only.
+	if len(p.fill.segs) == 0 {
+		select {
+		case p.wkick <- struct{}{}:
+		default:
+		}
+	}
+	p.fill.add(pkt)
+	p.wmu.Unlock()
 	return nil
+}
+
+// maxPacket is the largest packet Send takes: the largest CSTP payload; bigger ones are dropped and counted.
+const maxPacket = 16384 + 64
+
+// writeLoop writes the batches Send fills: it takes the whole batch at once (Send goes on filling an empty one
+// meanwhile), so that packets that arrive while a write is in progress go out merged, and a lone packet goes out
+// at once. Each segment is one write(2). Write errors (the device is down, a malformed packet the kernel refused)
+// lose that packet only; a merged segment the kernel refuses is written again cut up, and the port merges no more.
+func (p *tunPort) writeLoop() {
+	defer close(p.wdone)
+	spare := &coalescer{gro: p.vnet}
+	for range p.wkick {
+		p.wmu.Lock()
+		p.fill, spare = spare, p.fill
+		p.fill.gro = p.vnet && !p.nogro
+		p.wfull.Broadcast()
+		p.wmu.Unlock()
+		for i := range spare.segs {
+			s := &spare.segs[i]
+			b := s.finish()
+			if !p.vnet {
+				b = b[vnetHdrLen:]
+			}
+			if _, err := p.wfile.Write(b); err != nil && s.merged > 0 {
+				p.noMerge(b)
+			}
+		}
+		spare.reset()
+	}
+	spare.reset()
+}
+
+// noMerge writes the merged segment b cut up again, and turns merging off for the port's later batches.
+func (p *tunPort) noMerge(b []byte) {
+	p.wmu.Lock()
+	if !p.nogro {
+		p.nogro, p.fill.gro = true, false
+		p.t.log.Warn("the device refused a merged TCP segment; writing packets one by one", "device", p.name)
+	}
+	p.wmu.Unlock()
+	split(b, func(off, end int) {
+		vnetHdr{}.put(b[off-vnetHdrLen:])
+		p.wfile.Write(b[off-vnetHdrLen : end])
+	})
 }
 
 // check is the per-packet check of a packet from the client: ok is false for a packet that does not parse or
@@ -370,9 +436,13 @@ func (p *tunPort) readLoop() {
 func (p *tunPort) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
-		p.wmu.Lock() // no write in progress on a descriptor being closed
-		p.dev.Close()
+		p.wmu.Lock()
+		p.wshut = true
+		close(p.wkick)
+		p.wfull.Broadcast()
 		p.wmu.Unlock()
+		<-p.wdone // no write in progress on a descriptor being closed
+		p.dev.Close()
 		p.t.mu.Lock()
 		if p.t.ports[p.peer] == p {
 			delete(p.t.ports, p.peer)
