@@ -8,9 +8,10 @@ package tun
 // restrict_user_to_ports).
 //
 //	client ─► Port.Send: source checked (the session's address or its iroutes), then egress's decision
-//	          (tunPort.check), copied behind a virtio-net header into the port's write buffer, one write(2)
-//	device ─► readLoop: one read(2) returns up to 64 KiB of TCP (TSO) that wireguard-go's tun package splits into
-//	          MTU-sized packets in preallocated buffers; each goes to the session's Deliver
+//	          (tunPort.check), copied into the port's batch, merged with its flow's previous TCP segment where the
+//	          GRO rules allow (offload.go) ─► writeLoop: takes the whole batch, one write(2) per merged segment
+//	device ─► readLoop: once readable, one read(2) into a pooled 64 KiB buffer returns a TCP (TSO) or UDP burst,
+//	          cut in place into MTU-sized packets (split); each goes to the session's Deliver
 
 import (
 	"context"
@@ -25,7 +26,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"ocgate/egress"
 	"ocgate/protocol/datapath"
@@ -62,11 +62,6 @@ func New(cfg Config) (*Datapath, error) {
 	}
 	return &Datapath{cfg: cfg, log: cfg.Logger, policy: cfg.policy(), ports: make(map[netip.Addr]*tunPort)}, nil
 }
-
-// readBatch is how many packets one device read may return: a 64 KiB TSO segment split at the smallest MTU a
-// client may have (576) would need 113; at the usual ~1400 it needs 47. wireguard-go returns an error for a
-// segment that does not fit, and that packet is lost, so the batch follows the MTU (see newTUNPort).
-const maxReadBatch = 128
 
 // Attach creates the session's device and starts moving its packets.
 func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
@@ -112,17 +107,24 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 		release()
 		return nil, err
 	}
-	dev, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	vnet, err := deviceHasVnetHdr(fd)
+	if err == nil {
+		err = unix.SetNonblock(fd, true) // through the runtime's poller: Close ends a read in progress
+	}
 	if err != nil {
 		unixClose(fd)
 		release()
 		return nil, fmt.Errorf("using %s: %w", name, err)
 	}
-	p := newTUNPort(t, s, dev, name)
+	p := newTUNPort(t, s, os.NewFile(uintptr(fd), name), name)
+	p.vnet, p.fill.gro = vnet, vnet
+	if vnet {
+		p.offloads(true)
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		dev.Close()
+		p.file.Close()
 		return nil, errors.New("datapath closed")
 	}
 	t.ports[peer] = p
@@ -188,7 +190,7 @@ func (t *Datapath) Close() error {
 type tunPort struct {
 	t    *Datapath
 	sess *datapath.Session
-	dev  wgtun.Device
+	file *os.File // the device (nil in tests of the per-packet check)
 	name string
 	peer netip.Addr
 
@@ -214,6 +216,7 @@ type tunPort struct {
 	offloadsOn bool       // guarded by offMu
 
 	dropSource, dropRoute, dropSize, dropPort, dropC2C atomic.Uint64
+	dropMalformed                                      atomic.Uint64 // device reads split could not honour
 }
 
 var _ datapath.CarrierAware = (*tunPort)(nil)
@@ -224,20 +227,19 @@ var _ datapath.CarrierAware = (*tunPort)(nil)
 // over DTLS the offloads save CPU (56-66% instead of 76-78%).
 func (p *tunPort) Carrier(c datapath.Carrier) { p.offloads(c == datapath.CarrierDTLS) }
 
-// offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
-// turns them on when it takes the device; with them off the kernel hands over MTU-sized packets (checksums
-// included), which the same read path takes.
+// offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD): what the kernel may
+// hand over in one read. Attach turns them on; with them off (or refused) the kernel hands over MTU-sized packets
+// (checksums included), which the same read path takes. Writes may carry merged segments either way.
 func (p *tunPort) offloads(on bool) {
 	p.offMu.Lock()
 	defer p.offMu.Unlock()
 	if on == p.offloadsOn || p.closed.Load() {
 		return
 	}
-	f, ok := p.dev.(interface{ File() *os.File })
-	if !ok {
+	if p.file == nil {
 		return
 	}
-	rc, err := f.File().SyscallConn()
+	rc, err := p.file.SyscallConn()
 	if err != nil {
 		return
 	}
@@ -255,17 +257,14 @@ func (p *tunPort) offloads(on bool) {
 	}
 }
 
-// The offloads wireguard-go's tun enables (tun_linux.go there): TCP always with IFF_VNET_HDR, UDP from Linux 6.2.
+// The offloads asked for: TCP (Linux 2.6 on, with IFF_VNET_HDR) and, where the kernel has it (6.2 on), UDP.
 const (
 	tunOffloadsTCP = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	tunOffloadsUDP = unix.TUN_F_USO4 | unix.TUN_F_USO6
 )
 
-// vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
-const vnetHdrRoom = 16
-
-func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
-	p := &tunPort{t: t, sess: s, dev: dev, name: name, pol: t.policy.Session(s), offloadsOn: true}
+func newTUNPort(t *Datapath, s *datapath.Session, file *os.File, name string) *tunPort {
+	p := &tunPort{t: t, sess: s, file: file, name: name, pol: t.policy.Session(s)}
 	for _, a := range s.Addrs {
 		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
 		if a.Is4() {
@@ -276,11 +275,7 @@ func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string)
 		}
 	}
 	p.sources = append(p.sources, s.IRoutes...)
-	if f, ok := dev.(interface{ File() *os.File }); ok { // nil in the tests of the per-packet check
-		p.wfile = f.File()
-		p.vnet = dev.BatchSize() > 1 // wireguard-go's tun batches exactly when the device has the header
-	}
-	p.fill = &coalescer{gro: p.vnet}
+	p.fill = &coalescer{}
 	p.wfull.L = &p.wmu
 	p.wkick = make(chan struct{}, 1)
 	p.wdone = make(chan struct{})
@@ -356,7 +351,7 @@ func (p *tunPort) writeLoop() {
 			if !p.vnet {
 				b = b[vnetHdrLen:]
 			}
-			if _, err := p.wfile.Write(b); err != nil && s.merged > 0 {
+			if _, err := p.file.Write(b); err != nil && s.merged > 0 {
 				p.noMerge(b)
 			}
 		}
@@ -375,7 +370,7 @@ func (p *tunPort) noMerge(b []byte) {
 	p.wmu.Unlock()
 	split(b, func(off, end int) {
 		vnetHdr{}.put(b[off-vnetHdrLen:])
-		p.wfile.Write(b[off-vnetHdrLen : end])
+		p.file.Write(b[off-vnetHdrLen : end])
 	})
 }
 
@@ -394,24 +389,48 @@ func (p *tunPort) check(pkt []byte) (v egress.Verdict, ok bool) {
 	return p.pol.Decide(f), true
 }
 
-// readLoop delivers the device's packets to the session until the device is closed.
+// readLoop delivers the device's packets to the session until the device is closed. The read buffer comes from
+// a pool once the device is readable, so that an idle session holds none; a TSO burst is cut in place (split).
 func (p *tunPort) readLoop() {
 	defer p.t.wg.Done()
-	mtu := p.sess.MTU
-	batch := min(maxReadBatch, 65536/(mtu-40)+2)
-	if p.dev.BatchSize() == 1 {
-		batch = 1
+	rc, err := p.file.SyscallConn()
+	if err != nil {
+		p.t.log.Error("device read", "device", p.name, "err", err)
+		return
 	}
-	bufs := make([][]byte, batch)
-	sizes := make([]int, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, vnetHdrRoom+max(mtu, 1500))
+	var (
+		buf     *[vnetHdrLen + maxIPPacket]byte
+		n       int
+		readErr error
+	)
+	read := func(fd uintptr) bool {
+		buf = bigSegBufs.Get().(*[vnetHdrLen + maxIPPacket]byte)
+		n, readErr = unix.Read(int(fd), buf[:])
+		if readErr == unix.EAGAIN {
+			bigSegBufs.Put(buf)
+			buf = nil
+			return false // wait until readable
+		}
+		return true
 	}
+	deliver := func(off, end int) { p.sess.Deliver(buf[off:end]) }
 	failures := 0
 	for {
-		n, err := p.dev.Read(bufs, sizes, vnetHdrRoom)
-		for i := range n {
-			p.sess.Deliver(bufs[i][vnetHdrRoom : vnetHdrRoom+sizes[i]])
+		err := rc.Read(read)
+		if err == nil {
+			err = readErr
+		}
+		if err == nil && n > 0 {
+			b := buf[:n]
+			if !p.vnet {
+				p.sess.Deliver(b)
+			} else if !split(b, deliver) {
+				p.dropMalformed.Add(1)
+			}
+		}
+		if buf != nil {
+			bigSegBufs.Put(buf)
+			buf = nil
 		}
 		if err == nil {
 			failures = 0
@@ -420,8 +439,7 @@ func (p *tunPort) readLoop() {
 		if p.closed.Load() || errors.Is(err, os.ErrClosed) {
 			return
 		}
-		// A packet wireguard-go could not split or check-sum: that packet is lost. Many in a row mean the
-		// device itself fails.
+		// Many failures in a row mean the device itself fails.
 		if failures++; failures > 1000 {
 			p.t.log.Error("device read keeps failing; closing it", "device", p.name, "err", err)
 			p.Close()
@@ -442,7 +460,7 @@ func (p *tunPort) Close() error {
 		p.wfull.Broadcast()
 		p.wmu.Unlock()
 		<-p.wdone // no write in progress on a descriptor being closed
-		p.dev.Close()
+		p.file.Close()
 		p.t.mu.Lock()
 		if p.t.ports[p.peer] == p {
 			delete(p.t.ports, p.peer)
@@ -450,9 +468,9 @@ func (p *tunPort) Close() error {
 		p.t.unregister(p)
 		p.t.mu.Unlock()
 		s, r, z, o, c := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(), p.dropC2C.Load()
-		if s+r+z+o+c > 0 {
+		if m := p.dropMalformed.Load(); s+r+z+o+c+m > 0 {
 			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r,
-				"dropped_oversize", z, "dropped_port", o, "dropped_client_to_client", c)
+				"dropped_oversize", z, "dropped_port", o, "dropped_client_to_client", c, "dropped_device_reads", m)
 		}
 	})
 	return nil
