@@ -461,6 +461,9 @@ func (p *tunPort) Close() error {
 		p.wmu.Unlock()
 		<-p.wdone // no write in progress on a descriptor being closed
 		p.file.Close()
+		p.wmu.Lock()
+		p.fill.reset() // packets not yet written are lost with the device
+		p.wmu.Unlock()
 		p.t.mu.Lock()
 		if p.t.ports[p.peer] == p {
 			delete(p.t.ports, p.peer)
