@@ -385,3 +385,13 @@ func split(b []byte, emit func(off, end int)) bool {
 	}
 	return true
 }
+
+// mayMerge reports whether pkt could be merged with a later packet: a TCP segment with data and only ACK (or
+// ACK|PSH) set, while merging is on.
+func (c *coalescer) mayMerge(pkt []byte) bool {
+	if !c.gro {
+		return false
+	}
+	iphLen, tcphLen, ok := tcpHeaders(pkt)
+	return ok && mergeable(pkt, iphLen, tcphLen) && pkt[iphLen+13]&tcpFlagPSH == 0
+}

@@ -199,15 +199,16 @@ type tunPort struct {
 	keys    []netip.Addr          // the session's Policy.Client keys, in t.peers while attached
 
 	// The write side (see writeLoop): Send adds to fill; writeLoop swaps it for an empty batch and writes it.
-	wfile *os.File      // the device, for writes
-	vnet  bool          // every packet crossing the device has a virtio-net header
-	wmu   sync.Mutex    // guards fill and wshut
-	wfull sync.Cond     // on wmu: fill is full
-	fill  *coalescer    // guarded by wmu
-	wshut bool          // guarded by wmu: no more writes
-	nogro bool          // guarded by wmu: the kernel refused a merged segment; merge no more
-	wkick chan struct{} // one token: fill is no longer empty; closed on shutdown
-	wdone chan struct{} // closed when writeLoop returns
+	vnet    bool          // every packet crossing the device has a virtio-net header
+	wmu     sync.Mutex    // guards the fields below
+	wfull   sync.Cond     // on wmu: fill is full
+	fill    *coalescer    // guarded by wmu
+	wshut   bool          // guarded by wmu: no more writes
+	nogro   bool          // guarded by wmu: the kernel refused a merged segment; merge no more
+	writing bool          // guarded by wmu: writeLoop is writing a batch
+	nowSegs []segment     // guarded by wmu: writeNow's, kept so as to allocate nothing
+	wkick   chan struct{} // one token: fill is no longer empty; closed on shutdown
+	wdone   chan struct{} // closed when writeLoop returns
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -285,8 +286,9 @@ func newTUNPort(t *Datapath, s *datapath.Session, file *os.File, name string) *t
 // DeviceName returns the device's name (vpns0...).
 func (p *tunPort) DeviceName() string { return p.name }
 
-// Send writes one packet from the client to the device. Packets with a foreign source, or that the session's
-// policy refuses, are dropped and counted.
+// Send passes one packet from the client to the device: into the batch that writeLoop writes, or, when nothing
+// is pending and nothing could merge with it, straight to the device. Packets with a foreign source, or that the
+// session's policy refuses, are dropped and counted.
 func (p *tunPort) Send(pkt []byte) error {
 	if p.closed.Load() {
 		return os.ErrClosed
@@ -318,6 +320,13 @@ func (p *tunPort) Send(pkt []byte) error {
 		p.wmu.Unlock()
 		return os.ErrClosed
 	}
+	if len(p.fill.segs) == 0 && !p.writing && !p.fill.mayMerge(pkt) {
+		// Nothing waits to be written and nothing could join this packet (a pure ACK of a download, a UDP
+		// datagram): write it now, in the caller's goroutine, rather than hand it over.
+		p.writeNow(pkt)
+		p.wmu.Unlock()
+		return nil
+	}
 	if len(p.fill.segs) == 0 {
 		select {
 		case p.wkick <- struct{}{}:
@@ -343,6 +352,7 @@ func (p *tunPort) writeLoop() {
 		p.wmu.Lock()
 		p.fill, spare = spare, p.fill
 		p.fill.gro = p.vnet && !p.nogro
+		p.writing = true
 		p.wfull.Broadcast()
 		p.wmu.Unlock()
 		for i := range spare.segs {
@@ -356,8 +366,26 @@ func (p *tunPort) writeLoop() {
 			}
 		}
 		spare.reset()
+		p.wmu.Lock()
+		p.writing = false
+		p.wmu.Unlock()
 	}
 	spare.reset()
+}
+
+// writeNow writes one packet at once, behind an empty virtio-net header. The caller holds wmu: no batch is being
+// written meanwhile, so packets keep their order.
+func (p *tunPort) writeNow(pkt []byte) {
+	var c coalescer // gro false: a copy behind an empty header
+	c.segs = p.nowSegs[:0]
+	c.add(pkt)
+	b := c.segs[0].finish()
+	if !p.vnet {
+		b = b[vnetHdrLen:]
+	}
+	p.file.Write(b) // an error loses this packet only, as in writeLoop
+	c.reset()
+	p.nowSegs = c.segs
 }
 
 // noMerge writes the merged segment b cut up again, and turns merging off for the port's later batches.
