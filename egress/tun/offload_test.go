@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
@@ -167,23 +168,11 @@ func TestCoalesceRules(t *testing.T) {
 		{"ipv4 and ipv6", true, []tcpSeg{s4[0], s6[0], s4[1], s6[1]}, []int{2, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := counts(batch(t, tc.gro, tc.segs)); !equalInts(got, tc.want) {
+			if got := counts(batch(t, tc.gro, tc.segs)); !slices.Equal(got, tc.want) {
 				t.Errorf("packets per segment %v, want %v", got, tc.want)
 			}
 		})
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestCoalesceLimit: a merged segment stays within an IP packet's 64 KiB.
@@ -308,7 +297,7 @@ func TestSplit(t *testing.T) {
 				t.Errorf("datagram %d: lengths or checksums wrong", len(sizes))
 			}
 		})
-		if !ok || !equalInts(sizes, []int{1028, 1028, 1028, 228}) {
+		if !ok || !slices.Equal(sizes, []int{1028, 1028, 1028, 228}) {
 			t.Errorf("split %v into %v", ok, sizes)
 		}
 	})

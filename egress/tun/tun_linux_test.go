@@ -40,28 +40,39 @@ func inNewNetns(t *testing.T, f func()) {
 	<-done
 }
 
+// attachOne makes a datapath with devices named prefix0... and attaches one session at peer; ok is false (and the
+// test marked failed) when either fails. The caller closes the datapath.
+func attachOne(t *testing.T, prefix string, local, peer netip.Addr, deliver func([]byte)) (dp *Datapath, port datapath.Port, ok bool) {
+	t.Helper()
+	dp, err := New(Config{Prefix: prefix, Local: local})
+	if err != nil {
+		t.Error(err)
+		return nil, nil, false
+	}
+	port, err = dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{peer}, MTU: 1400, Deliver: deliver})
+	if err != nil {
+		dp.Close()
+		t.Error(err)
+		return nil, nil, false
+	}
+	return dp, port, true
+}
+
 // TestTUNPacketPath: a session's device carries packets both ways, the write path allocates nothing per packet,
 // foreign sources are dropped, and closing the port removes the device.
 func TestTUNPacketPath(t *testing.T) {
 	inNewNetns(t, func() {
 		local, peer := netip.MustParseAddr("10.250.77.1"), netip.MustParseAddr("10.250.77.9")
-		dp, err := New(Config{Prefix: "tst", Local: local})
-		if err != nil {
-			t.Error(err)
+		var delivered atomic.Int64
+		dp, port, ok := attachOne(t, "tst", local, peer, func(pkt []byte) {
+			if len(pkt) >= 20 && netip.AddrFrom4([4]byte(pkt[16:20])) == peer {
+				delivered.Add(1)
+			}
+		})
+		if !ok {
 			return
 		}
 		defer dp.Close()
-		var delivered atomic.Int64
-		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{peer}, MTU: 1400,
-			Deliver: func(pkt []byte) {
-				if len(pkt) >= 20 && netip.AddrFrom4([4]byte(pkt[16:20])) == peer {
-					delivered.Add(1)
-				}
-			}})
-		if err != nil {
-			t.Error(err)
-			return
-		}
 		name := port.(datapath.Device).DeviceName()
 		if name != "tst0" {
 			t.Errorf("device %q, want tst0", name)
@@ -137,18 +148,12 @@ func TestTUNPacketPath(t *testing.T) {
 // (what the kernel reports through ethtool), and is a no-op once the port is closed.
 func TestTUNOffloads(t *testing.T) {
 	inNewNetns(t, func() {
-		dp, err := New(Config{Prefix: "tso", Local: netip.MustParseAddr("10.250.78.1")})
-		if err != nil {
-			t.Error(err)
+		dp, port, ok := attachOne(t, "tso", netip.MustParseAddr("10.250.78.1"), netip.MustParseAddr("10.250.78.9"),
+			func([]byte) {})
+		if !ok {
 			return
 		}
 		defer dp.Close()
-		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{netip.MustParseAddr("10.250.78.9")},
-			MTU: 1400, Deliver: func([]byte) {}})
-		if err != nil {
-			t.Error(err)
-			return
-		}
 		name := port.(datapath.Device).DeviceName()
 		ca := port.(datapath.CarrierAware)
 		for i, want := range []bool{true, false, false, true} {
@@ -187,18 +192,11 @@ func tsoEnabled(name string) (bool, error) {
 func TestTUNMergedWrite(t *testing.T) {
 	inNewNetns(t, func() {
 		local, peer := netip.MustParseAddr("10.250.79.1"), netip.MustParseAddr("10.250.79.9")
-		dp, err := New(Config{Prefix: "mrg", Local: local})
-		if err != nil {
-			t.Error(err)
+		dp, port, ok := attachOne(t, "mrg", local, peer, func([]byte) {})
+		if !ok {
 			return
 		}
 		defer dp.Close()
-		port, err := dp.Attach(&datapath.Session{ID: 1, User: "u", Addrs: []netip.Addr{peer}, MTU: 1400,
-			Deliver: func([]byte) {}})
-		if err != nil {
-			t.Error(err)
-			return
-		}
 		raw, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_TCP)
 		if err != nil {
 			t.Error(err)
