@@ -174,7 +174,8 @@ func (c *coalescer) add(pkt []byte) {
 	}
 	c.segs = append(c.segs, segment{})
 	s := &c.segs[len(c.segs)-1]
-	if cand || len(pkt) > smallSegment {
+	psh := cand && pkt[iphLen+13]&tcpFlagPSH != 0
+	if cand && !psh || len(pkt) > smallSegment { // room to grow only for a segment that may
 		s.big = bigSegBufs.Get().(*[vnetHdrLen + maxIPPacket]byte)
 		s.buf = s.big[:vnetHdrLen+len(pkt)]
 	} else {
@@ -189,7 +190,7 @@ func (c *coalescer) add(pkt []byte) {
 		s.tcp, s.v6 = true, iphLen == 40
 		s.gsoSize = len(pkt) - iphLen - tcphLen
 		s.nextSeq = binary.BigEndian.Uint32(pkt[iphLen+4:]) + uint32(s.gsoSize)
-		s.ended = pkt[iphLen+13]&tcpFlagPSH != 0
+		s.ended = psh
 	}
 }
 
@@ -207,7 +208,7 @@ func (c *coalescer) merge(s *segment, pkt []byte) bool {
 	head := s.pkt()
 	ip, th := s.iphLen, s.tcphLen
 	payload := len(pkt) - ip - th
-	if s.ended || payload > s.gsoSize || len(head)+payload > maxIPPacket ||
+	if s.ended || s.big == nil || payload > s.gsoSize || len(head)+payload > maxIPPacket ||
 		binary.BigEndian.Uint32(pkt[ip+4:]) != s.nextSeq {
 		return false
 	}
