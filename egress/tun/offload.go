@@ -69,11 +69,12 @@ const (
 	maxIPPacket = 65535
 	// maxBatchSegments is how many segments one batch holds before add reports it full.
 	maxBatchSegments = 32
-	// smallSegment is the buffer for a packet that cannot start a merge; bigger ones take a maxIPPacket buffer.
+	// smallSegment is the buffer for a packet that cannot grow by merging; bigger ones take a maxIPPacket buffer.
 	smallSegment = 2048
 )
 
-// Segment buffers are pooled across ports: a port holds them only between add and the write.
+// Segment buffers are pooled across ports: a port holds them only between add and the write (and readLoop a big
+// one from the device being readable to the last packet delivered).
 var (
 	bigSegBufs   = sync.Pool{New: func() any { return new([vnetHdrLen + maxIPPacket]byte) }}
 	smallSegBufs = sync.Pool{New: func() any { return new([vnetHdrLen + smallSegment]byte) }}
