@@ -331,7 +331,7 @@ func split(b []byte, emit func(off, end int)) bool {
 	var proto uint8
 	switch {
 	case h.gsoType == gsoTCPv4 && !v6 || h.gsoType == gsoTCPv6 && v6:
-		if len(pkt) < iphLen+20 {
+		if len(pkt) < iphLen+20 || pkt[iphLen+12]>>4 < 5 {
 			return false
 		}
 		proto, hdrLen = protoTCP, iphLen+int(pkt[iphLen+12]>>4)*4
@@ -345,7 +345,10 @@ func split(b []byte, emit func(off, end int)) bool {
 	}
 	var tmpl [maxSplitHeaders]byte
 	copy(tmpl[:], pkt[:hdrLen])
-	seq0 := binary.BigEndian.Uint32(tmpl[iphLen+4:])
+	var seq0 uint32
+	if proto == protoTCP {
+		seq0 = binary.BigEndian.Uint32(tmpl[iphLen+4:])
+	}
 	id0 := binary.BigEndian.Uint16(tmpl[4:])
 	for i, off := 0, hdrLen; off < len(pkt); i, off = i+1, off+gso {
 		n := min(gso, len(pkt)-off)

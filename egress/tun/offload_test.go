@@ -107,7 +107,7 @@ func stream(src, dst netip.AddrPort, n, mss int) []tcpSeg {
 }
 
 // batch adds the packets to a merging coalescer and returns it.
-func batch(t *testing.T, gro bool, segs []tcpSeg) *coalescer {
+func batch(t testing.TB, gro bool, segs []tcpSeg) *coalescer {
 	t.Helper()
 	c := &coalescer{gro: gro}
 	t.Cleanup(c.reset)
@@ -359,4 +359,69 @@ func TestOffloadAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { copy(b, burst); split(b, emit) }); a != 0 || n == 0 {
 		t.Errorf("split allocates %.1f times per burst (%d packets), want 0", a, n)
 	}
+}
+
+// FuzzCoalesce: whatever a client sends (two packets, each twice, interleaved), merging never panics, never
+// builds a packet over 64 KiB, and what it merged cuts back (split, as the kernel would) into packets carrying the
+// same TCP payload bytes in order, each with valid checksums.
+func FuzzCoalesce(f *testing.F) {
+	s := stream(cli4, srv4, 2, 600)
+	f.Add(s[0].build(), s[1].build())
+	s6 := stream(cli6, srv6, 2, 600)
+	f.Add(s6[0].build(), s6[1].build())
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		if len(a) > maxPacket || len(b) > maxPacket {
+			return
+		}
+		c := &coalescer{gro: true}
+		defer c.reset()
+		var in [][]byte
+		for _, p := range [][]byte{a, b, a, b} {
+			c.add(p)
+			in = append(in, p)
+		}
+		for i := range c.segs {
+			seg := &c.segs[i]
+			merged, iph, th := seg.merged, seg.iphLen, seg.tcphLen
+			var want []byte // the payloads of the packets merged into this segment, in order
+			if merged > 0 {
+				want = append(want, seg.pkt()[iph+th:]...)
+			}
+			buf := seg.finish()
+			if len(buf) > vnetHdrLen+maxIPPacket {
+				t.Fatalf("segment of %d bytes", len(buf))
+			}
+			if merged == 0 {
+				continue
+			}
+			var got []byte
+			n := 0
+			b2 := bytes.Clone(buf)
+			ok := split(b2, func(off, end int) {
+				p := b2[off:end]
+				n++
+				if iph == 20 && checksum.Checksum(p[:20], 0) != 0xffff || !transportChecksumValid(p, iph, protoTCP) {
+					t.Fatalf("packet %d of a merged segment: checksums not valid", n)
+				}
+				got = append(got, p[iph+th:]...)
+			})
+			if !ok || n != merged+1 || !bytes.Equal(got, want) {
+				t.Fatalf("merged %d packets, cut into %d (ok %v); payload equal %v", merged+1, n, ok, bytes.Equal(got, want))
+			}
+		}
+	})
+}
+
+// FuzzSplit: whatever a device read returns, split never panics and emits only packets inside the buffer, with
+// the header room in front.
+func FuzzSplit(f *testing.F) {
+	c := batch(f, true, stream(cli4, srv4, 4, 500))
+	f.Add(bytes.Clone(c.segs[0].finish()))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		split(b, func(off, end int) {
+			if off < vnetHdrLen || end > len(b) || off > end {
+				t.Fatalf("emitted [%d,%d) of %d bytes", off, end, len(b))
+			}
+		})
+	})
 }
