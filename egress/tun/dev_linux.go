@@ -3,7 +3,7 @@
 package tun
 
 // Creating and configuring one session's TUN device: /dev/net/tun with IFF_VNET_HDR (so the packet I/O can use
-// the kernel's segmentation offloads through wireguard-go's tun package), then addresses, MTU, link state and the
+// the kernel's segmentation offloads both ways: offload.go), then addresses, MTU, link state and the
 // routes behind the client through netlink (vishvananda/netlink). Both need CAP_NET_ADMIN; this file runs either in
 // the server process (root or the capability) or in the privileged helper (package egress/privsep).
 
@@ -114,4 +114,17 @@ func configure(name string, r DeviceRequest) error {
 		}
 	}
 	return nil
+}
+
+// deviceHasVnetHdr reports whether the TUN device behind fd was created with IFF_VNET_HDR (TUNGETIFF): then a
+// virtio-net header precedes every packet read or written.
+func deviceHasVnetHdr(fd int) (bool, error) {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return false, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return false, err
+	}
+	return ifr.Uint16()&unix.IFF_VNET_HDR != 0, nil
 }

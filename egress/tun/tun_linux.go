@@ -8,9 +8,10 @@ package tun
 // restrict_user_to_ports).
 //
 //	client ─► Port.Send: source checked (the session's address or its iroutes), then egress's decision
-//	          (tunPort.check), copied behind a virtio-net header into the port's write buffer, one write(2)
-//	device ─► readLoop: one read(2) returns up to 64 KiB of TCP (TSO) that wireguard-go's tun package splits into
-//	          MTU-sized packets in preallocated buffers; each goes to the session's Deliver
+//	          (tunPort.check), copied into the port's batch, merged with its flow's previous TCP segment where the
+//	          GRO rules allow (offload.go) ─► writeLoop: takes the whole batch, one write(2) per merged segment
+//	device ─► readLoop: once readable, one read(2) into a pooled 64 KiB buffer returns a TCP (TSO) or UDP burst,
+//	          cut in place into MTU-sized packets (split); each goes to the session's Deliver
 
 import (
 	"context"
@@ -25,7 +26,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 
 	"ocgate/egress"
 	"ocgate/protocol/datapath"
@@ -62,11 +62,6 @@ func New(cfg Config) (*Datapath, error) {
 	}
 	return &Datapath{cfg: cfg, log: cfg.Logger, policy: cfg.policy(), ports: make(map[netip.Addr]*tunPort)}, nil
 }
-
-// readBatch is how many packets one device read may return: a 64 KiB TSO segment split at the smallest MTU a
-// client may have (576) would need 113; at the usual ~1400 it needs 47. wireguard-go returns an error for a
-// segment that does not fit, and that packet is lost, so the batch follows the MTU (see newTUNPort).
-const maxReadBatch = 128
 
 // Attach creates the session's device and starts moving its packets.
 func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
@@ -112,17 +107,24 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 		release()
 		return nil, err
 	}
-	dev, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	vnet, err := deviceHasVnetHdr(fd)
+	if err == nil {
+		err = unix.SetNonblock(fd, true) // through the runtime's poller: Close ends a read in progress
+	}
 	if err != nil {
 		unixClose(fd)
 		release()
 		return nil, fmt.Errorf("using %s: %w", name, err)
 	}
-	p := newTUNPort(t, s, dev, name)
+	p := newTUNPort(t, s, os.NewFile(uintptr(fd), name), name)
+	p.vnet, p.fill.gro = vnet, vnet
+	if vnet {
+		p.offloads(true)
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
-		dev.Close()
+		p.file.Close()
 		return nil, errors.New("datapath closed")
 	}
 	t.ports[peer] = p
@@ -130,6 +132,7 @@ func (t *Datapath) Attach(s *datapath.Session) (datapath.Port, error) {
 	t.wg.Add(1)
 	t.mu.Unlock()
 	go p.readLoop()
+	go p.writeLoop()
 	t.log.Debug("device up", "device", name, "session", s.ID, "user", s.User, "peer", peer, "mtu", s.MTU)
 	return p, nil
 }
@@ -187,7 +190,7 @@ func (t *Datapath) Close() error {
 type tunPort struct {
 	t    *Datapath
 	sess *datapath.Session
-	dev  wgtun.Device
+	file *os.File // the device (nil in tests of the per-packet check)
 	name string
 	peer netip.Addr
 
@@ -195,9 +198,17 @@ type tunPort struct {
 	pol     *egress.SessionPolicy // judges every packet from the client
 	keys    []netip.Addr          // the session's Policy.Client keys, in t.peers while attached
 
-	wmu   sync.Mutex
-	wbuf  []byte   // guarded by wmu: virtio header room + one packet
-	wbufs [][]byte // guarded by wmu: {wbuf[:n]}
+	// The write side (see writeLoop): Send adds to fill; writeLoop swaps it for an empty batch and writes it.
+	vnet    bool          // every packet crossing the device has a virtio-net header
+	wmu     sync.Mutex    // guards the fields below
+	wfull   sync.Cond     // on wmu: fill is full
+	fill    *coalescer    // guarded by wmu
+	wshut   bool          // guarded by wmu: no more writes
+	nogro   bool          // guarded by wmu: the kernel refused a merged segment; merge no more
+	writing bool          // guarded by wmu: writeLoop is writing a batch
+	nowSegs []segment     // guarded by wmu: writeNow's, kept so as to allocate nothing
+	wkick   chan struct{} // one token: fill is no longer empty; closed on shutdown
+	wdone   chan struct{} // closed when writeLoop returns
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -206,6 +217,7 @@ type tunPort struct {
 	offloadsOn bool       // guarded by offMu
 
 	dropSource, dropRoute, dropSize, dropPort, dropC2C atomic.Uint64
+	dropMalformed                                      atomic.Uint64 // device reads split could not honour
 }
 
 var _ datapath.CarrierAware = (*tunPort)(nil)
@@ -216,20 +228,19 @@ var _ datapath.CarrierAware = (*tunPort)(nil)
 // over DTLS the offloads save CPU (56-66% instead of 76-78%).
 func (p *tunPort) Carrier(c datapath.Carrier) { p.offloads(c == datapath.CarrierDTLS) }
 
-// offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD). wireguard-go's tun
-// turns them on when it takes the device; with them off the kernel hands over MTU-sized packets (checksums
-// included), which the same read path takes.
+// offloads turns the device's TCP (and UDP) segmentation offloads on or off (TUNSETOFFLOAD): what the kernel may
+// hand over in one read. Attach turns them on; with them off (or refused) the kernel hands over MTU-sized packets
+// (checksums included), which the same read path takes. Writes may carry merged segments either way.
 func (p *tunPort) offloads(on bool) {
 	p.offMu.Lock()
 	defer p.offMu.Unlock()
 	if on == p.offloadsOn || p.closed.Load() {
 		return
 	}
-	f, ok := p.dev.(interface{ File() *os.File })
-	if !ok {
+	if p.file == nil {
 		return
 	}
-	rc, err := f.File().SyscallConn()
+	rc, err := p.file.SyscallConn()
 	if err != nil {
 		return
 	}
@@ -247,17 +258,14 @@ func (p *tunPort) offloads(on bool) {
 	}
 }
 
-// The offloads wireguard-go's tun enables (tun_linux.go there): TCP always with IFF_VNET_HDR, UDP from Linux 6.2.
+// The offloads asked for: TCP (Linux 2.6 on, with IFF_VNET_HDR) and, where the kernel has it (6.2 on), UDP.
 const (
 	tunOffloadsTCP = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	tunOffloadsUDP = unix.TUN_F_USO4 | unix.TUN_F_USO6
 )
 
-// vnetHdrRoom is the room wireguard-go's tun package needs in front of each packet for the virtio-net header.
-const vnetHdrRoom = 16
-
-func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string) *tunPort {
-	p := &tunPort{t: t, sess: s, dev: dev, name: name, pol: t.policy.Session(s), offloadsOn: true}
+func newTUNPort(t *Datapath, s *datapath.Session, file *os.File, name string) *tunPort {
+	p := &tunPort{t: t, sess: s, file: file, name: name, pol: t.policy.Session(s)}
 	for _, a := range s.Addrs {
 		p.sources = append(p.sources, netip.PrefixFrom(a, a.BitLen()))
 		if a.Is4() {
@@ -268,16 +276,19 @@ func newTUNPort(t *Datapath, s *datapath.Session, dev wgtun.Device, name string)
 		}
 	}
 	p.sources = append(p.sources, s.IRoutes...)
-	p.wbuf = make([]byte, vnetHdrRoom+16384+64) // the largest CSTP payload; bigger packets are dropped and counted
-	p.wbufs = make([][]byte, 1)
+	p.fill = &coalescer{}
+	p.wfull.L = &p.wmu
+	p.wkick = make(chan struct{}, 1)
+	p.wdone = make(chan struct{})
 	return p
 }
 
 // DeviceName returns the device's name (vpns0...).
 func (p *tunPort) DeviceName() string { return p.name }
 
-// Send writes one packet from the client to the device. Packets with a foreign source, or that the session's
-// policy refuses, are dropped and counted.
+// Send passes one packet from the client to the device: into the batch that writeLoop writes, or, when nothing
+// is pending and nothing could merge with it, straight to the device. Packets with a foreign source, or that the
+// session's policy refuses, are dropped and counted.
 func (p *tunPort) Send(pkt []byte) error {
 	if p.closed.Load() {
 		return os.ErrClosed
@@ -297,20 +308,98 @@ func (p *tunPort) Send(pkt []byte) error {
 		p.dropRoute.Add(1)
 		return nil
 	}
-	if len(pkt) > len(p.wbuf)-vnetHdrRoom {
+	if len(pkt) > maxPacket {
 		p.dropSize.Add(1)
 		return nil
 	}
 	p.wmu.Lock()
-	n := copy(p.wbuf[vnetHdrRoom:], pkt)
-	p.wbufs[0] = p.wbuf[:vnetHdrRoom+n]
-	_, err := p.dev.Write(p.wbufs, vnetHdrRoom)
-	p.wmu.Unlock()
-	if err != nil && p.closed.Load() {
+	for p.fill.full() && !p.wshut {
+		p.wfull.Wait() // the previous batch is still being written: wait for writeLoop to take this one
+	}
+	if p.wshut {
+		p.wmu.Unlock()
 		return os.ErrClosed
 	}
-	// Other write errors (the device is down, a malformed packet the kernel refused) lose that packet only.
+	if len(p.fill.segs) == 0 && !p.writing && !p.fill.mayMerge(pkt) {
+		// Nothing waits to be written and nothing could join this packet (a pure ACK of a download, a UDP
+		// datagram): write it now, in the caller's goroutine, rather than hand it over.
+		p.writeNow(pkt)
+		p.wmu.Unlock()
+		return nil
+	}
+	if len(p.fill.segs) == 0 {
+		select {
+		case p.wkick <- struct{}{}:
+		default:
+		}
+	}
+	p.fill.add(pkt)
+	p.wmu.Unlock()
 	return nil
+}
+
+// maxPacket is the largest packet Send takes: the largest CSTP payload; bigger ones are dropped and counted.
+const maxPacket = 16384 + 64
+
+// writeLoop writes the batches Send fills: it takes the whole batch at once (Send goes on filling an empty one
+// meanwhile), so that packets that arrive while a write is in progress go out merged, and a lone packet goes out
+// at once. Each segment is one write(2). Write errors (the device is down, a malformed packet the kernel refused)
+// lose that packet only; a merged segment the kernel refuses is written again cut up, and the port merges no more.
+func (p *tunPort) writeLoop() {
+	defer close(p.wdone)
+	spare := &coalescer{gro: p.vnet}
+	for range p.wkick {
+		p.wmu.Lock()
+		p.fill, spare = spare, p.fill
+		p.fill.gro = p.vnet && !p.nogro
+		p.writing = true
+		p.wfull.Broadcast()
+		p.wmu.Unlock()
+		for i := range spare.segs {
+			s := &spare.segs[i]
+			b := s.finish()
+			if !p.vnet {
+				b = b[vnetHdrLen:]
+			}
+			if _, err := p.file.Write(b); err != nil && s.merged > 0 {
+				p.noMerge(b)
+			}
+		}
+		spare.reset()
+		p.wmu.Lock()
+		p.writing = false
+		p.wmu.Unlock()
+	}
+	spare.reset()
+}
+
+// writeNow writes one packet at once, behind an empty virtio-net header. The caller holds wmu: no batch is being
+// written meanwhile, so packets keep their order.
+func (p *tunPort) writeNow(pkt []byte) {
+	var c coalescer // gro false: a copy behind an empty header
+	c.segs = p.nowSegs[:0]
+	c.add(pkt)
+	b := c.segs[0].finish()
+	if !p.vnet {
+		b = b[vnetHdrLen:]
+	}
+	p.file.Write(b) // an error loses this packet only, as in writeLoop
+	c.reset()
+	p.nowSegs = c.segs
+}
+
+// noMerge writes the merged segment b cut up again, and turns merging off for the port's later batches.
+func (p *tunPort) noMerge(b []byte) {
+	p.wmu.Lock()
+	if !p.nogro {
+		p.nogro, p.fill.gro = true, false
+		p.t.log.Warn("the device refused a merged TCP segment; writing packets one by one", "device", p.name)
+	}
+	p.wmu.Unlock()
+	split(b, func(off, end int) {
+		vnetHdr{}.put(b[off-vnetHdrLen:])
+		p.file.Write(b[off-vnetHdrLen : end])
+	})
 }
 
 // check is the per-packet check of a packet from the client: ok is false for a packet that does not parse or
@@ -328,24 +417,48 @@ func (p *tunPort) check(pkt []byte) (v egress.Verdict, ok bool) {
 	return p.pol.Decide(f), true
 }
 
-// readLoop delivers the device's packets to the session until the device is closed.
+// readLoop delivers the device's packets to the session until the device is closed. The read buffer comes from
+// a pool once the device is readable, so that an idle session holds none; a TSO burst is cut in place (split).
 func (p *tunPort) readLoop() {
 	defer p.t.wg.Done()
-	mtu := p.sess.MTU
-	batch := min(maxReadBatch, 65536/(mtu-40)+2)
-	if p.dev.BatchSize() == 1 {
-		batch = 1
+	rc, err := p.file.SyscallConn()
+	if err != nil {
+		p.t.log.Error("device read", "device", p.name, "err", err)
+		return
 	}
-	bufs := make([][]byte, batch)
-	sizes := make([]int, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, vnetHdrRoom+max(mtu, 1500))
+	var (
+		buf     *[vnetHdrLen + maxIPPacket]byte
+		n       int
+		readErr error
+	)
+	read := func(fd uintptr) bool {
+		buf = bigSegBufs.Get().(*[vnetHdrLen + maxIPPacket]byte)
+		n, readErr = unix.Read(int(fd), buf[:])
+		if readErr == unix.EAGAIN {
+			bigSegBufs.Put(buf)
+			buf = nil
+			return false // wait until readable
+		}
+		return true
 	}
+	deliver := func(off, end int) { p.sess.Deliver(buf[off:end]) }
 	failures := 0
 	for {
-		n, err := p.dev.Read(bufs, sizes, vnetHdrRoom)
-		for i := range n {
-			p.sess.Deliver(bufs[i][vnetHdrRoom : vnetHdrRoom+sizes[i]])
+		err := rc.Read(read)
+		if err == nil {
+			err = readErr
+		}
+		if err == nil && n > 0 {
+			b := buf[:n]
+			if !p.vnet {
+				p.sess.Deliver(b)
+			} else if !split(b, deliver) {
+				p.dropMalformed.Add(1)
+			}
+		}
+		if buf != nil {
+			bigSegBufs.Put(buf)
+			buf = nil
 		}
 		if err == nil {
 			failures = 0
@@ -354,8 +467,7 @@ func (p *tunPort) readLoop() {
 		if p.closed.Load() || errors.Is(err, os.ErrClosed) {
 			return
 		}
-		// A packet wireguard-go could not split or check-sum: that packet is lost. Many in a row mean the
-		// device itself fails.
+		// Many failures in a row mean the device itself fails.
 		if failures++; failures > 1000 {
 			p.t.log.Error("device read keeps failing; closing it", "device", p.name, "err", err)
 			p.Close()
@@ -370,8 +482,15 @@ func (p *tunPort) readLoop() {
 func (p *tunPort) Close() error {
 	p.closeOnce.Do(func() {
 		p.closed.Store(true)
-		p.wmu.Lock() // no write in progress on a descriptor being closed
-		p.dev.Close()
+		p.wmu.Lock()
+		p.wshut = true
+		close(p.wkick)
+		p.wfull.Broadcast()
+		p.wmu.Unlock()
+		<-p.wdone // no write in progress on a descriptor being closed
+		p.file.Close()
+		p.wmu.Lock()
+		p.fill.reset() // packets not yet written are lost with the device
 		p.wmu.Unlock()
 		p.t.mu.Lock()
 		if p.t.ports[p.peer] == p {
@@ -380,9 +499,9 @@ func (p *tunPort) Close() error {
 		p.t.unregister(p)
 		p.t.mu.Unlock()
 		s, r, z, o, c := p.dropSource.Load(), p.dropRoute.Load(), p.dropSize.Load(), p.dropPort.Load(), p.dropC2C.Load()
-		if s+r+z+o+c > 0 {
+		if m := p.dropMalformed.Load(); s+r+z+o+c+m > 0 {
 			p.t.log.Info("device closed", "device", p.name, "dropped_spoofed", s, "dropped_not_routed", r,
-				"dropped_oversize", z, "dropped_port", o, "dropped_client_to_client", c)
+				"dropped_oversize", z, "dropped_port", o, "dropped_client_to_client", c, "dropped_device_reads", m)
 		}
 	})
 	return nil
