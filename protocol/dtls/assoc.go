@@ -75,6 +75,13 @@ type assoc struct {
 	pionClosed  chan struct{}
 	pionOnce    sync.Once
 	suites      []pion.CipherSuiteID // PSK suites offered to this client
+	// early holds the application records that come before the tunnel has attached (holdEarly, flushEarly). pion
+	// keeps only one of those that reach it before it marks its handshake complete (its Read is not ready for them;
+	// pion v3.1 drops the rest), and a client sends its first packets as soon as it has our Finished, which can be
+	// before that mark is set here: a ping sent right after the handshake was lost one time in twelve.
+	earlyMu   sync.Mutex
+	early     []*datagram // guarded by earlyMu
+	earlyDone bool        // guarded by earlyMu: flushed; records go their normal way
 
 	readDL *deadline.Deadline // pion's read deadline
 }
@@ -98,8 +105,8 @@ func newAssoc(d *Server, r *reg, peer netip.AddrPort, pc *net.UDPConn) *assoc {
 		done: make(chan struct{}), readDL: deadline.New(), pionClosed: make(chan struct{})}
 }
 
-// push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
-func (a *assoc) push(b []byte, st *stats) {
+// copyDatagram returns a datagram holding a copy of b.
+func copyDatagram(b []byte) *datagram {
 	var g *datagram
 	if len(b) <= datagramBufLen {
 		g = datagramPool.Get().(*datagram)
@@ -107,6 +114,44 @@ func (a *assoc) push(b []byte, st *stats) {
 		g = &datagram{b: make([]byte, len(b))}
 	}
 	g.n = copy(g.b, b)
+	return g
+}
+
+// holdEarly keeps a copy of application record b until flushEarly (a full queue drops it); false once flushed:
+// b then goes its normal way.
+func (a *assoc) holdEarly(b []byte, st *stats) bool {
+	a.earlyMu.Lock()
+	defer a.earlyMu.Unlock()
+	if a.earlyDone {
+		return false
+	}
+	if len(a.early) >= handshakeQueueLen {
+		st.queueFull.Add(1)
+		return true
+	}
+	a.early = append(a.early, copyDatagram(b))
+	return true
+}
+
+// flushEarly hands the held records to deliver (nil drops them: the handshake failed) and lets the next ones go
+// their normal way. A record that arrives meanwhile may overtake the held ones; the replay window (64 records)
+// takes them in any order.
+func (a *assoc) flushEarly(deliver func(b []byte)) {
+	a.earlyMu.Lock()
+	held := a.early
+	a.early, a.earlyDone = nil, true
+	a.earlyMu.Unlock()
+	for _, g := range held {
+		if deliver != nil {
+			deliver(g.b[:g.n])
+		}
+		releaseDatagram(g)
+	}
+}
+
+// push queues a copy of b; a full queue drops it (the client's congestion control sees a loss).
+func (a *assoc) push(b []byte, st *stats) {
+	g := copyDatagram(b)
 	if a.pionRetired.Load() {
 		st.dropped.Add(1) // an alert or a stray handshake record: nobody reads them any more
 		releaseDatagram(g)
@@ -176,6 +221,7 @@ func (a *assoc) handshake() {
 		if conn != nil {
 			conn.Close()
 		}
+		a.flushEarly(nil)
 		a.d.failed(a)
 		return
 	}
@@ -191,10 +237,16 @@ func (a *assoc) handshake() {
 	}
 	if !a.d.promote(a) || a.isClosed() {
 		conn.Close()
+		a.flushEarly(nil)
 		a.close()
 		return
 	}
 	a.reg.established(c)
+	if c.fast != nil {
+		a.flushEarly(c.openFast)
+	} else {
+		a.flushEarly(func(b []byte) { a.push(b, &a.d.stats) }) // pion's handshake is complete: it queues them now
+	}
 	if c.fast != nil {
 		// Only now that the tunnel has attached its handlers: records the client sent meanwhile wait in pion's
 		// queue and are delivered, not dropped (a packet sent right after the handshake would be lost).

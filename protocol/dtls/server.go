@@ -191,6 +191,9 @@ func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) {
 				c.openFast(b) // here, in the socket's reader: no queue, no goroutine per session
 				return
 			}
+			if a.holdEarly(b, &d.stats) {
+				return // until the tunnel has attached (assoc.go)
+			}
 		} else if n := a.newcomer.Load(); n != nil {
 			n.push(b, &d.stats) // the flights of a handshake running beside a
 			return
