@@ -375,10 +375,8 @@ func FuzzCoalesce(f *testing.F) {
 		}
 		c := &coalescer{gro: true}
 		defer c.reset()
-		var in [][]byte
 		for _, p := range [][]byte{a, b, a, b} {
 			c.add(p)
-			in = append(in, p)
 		}
 		for i := range c.segs {
 			seg := &c.segs[i]
