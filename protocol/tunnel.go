@@ -423,7 +423,11 @@ func (t *tunnel) receiveData(pkt []byte, now int64, overDTLS bool) {
 		t.sess.dtlsRxBytes.Add(n)
 	}
 	if t.sess.rxLimit.allow(len(pkt)) {
-		t.port.Send(pkt)
+		if b, ok := t.port.(datapath.Burster); ok && overDTLS {
+			b.SendBurst(pkt) // DTLS records come in recvmmsg batches, each ended by endBurst (tunnel_dtls.go)
+		} else {
+			t.port.Send(pkt)
+		}
 	} else {
 		t.sess.rxDropped.Add(1)
 	}
