@@ -160,6 +160,9 @@ func TestChecksumsVerified(t *testing.T) {
 			if got := checksumsValid(tc.pkt); got != tc.ok {
 				t.Fatalf("checksumsValid = %v, want %v", got, tc.ok)
 			}
+			if n := testing.AllocsPerRun(100, func() { checksumsValid(tc.pkt) }); n != 0 {
+				t.Fatalf("%v allocations per packet", n)
+			}
 		})
 	}
 }
