@@ -237,20 +237,45 @@ func (p *port) send(pkt []byte, burst bool) error {
 		return nil
 	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	held := false
 	if burst {
-		pb.NetworkProtocolNumber = proto
-		pb.RXChecksumValidated = true
 		p.burstMu.Lock()
-		if p.burst == nil {
-			p.burst = p.s.gros.Get().(*gro.GRO)
+		// Only TCP segments with data are worth holding; anything else goes in at once unless segments are held,
+		// which it must not overtake (GRO passes it on in order). The ACKs of a download are mostly this case.
+		if p.burst != nil || hasTCPData(pkt) {
+			if p.burst == nil {
+				p.burst = p.s.gros.Get().(*gro.GRO)
+			}
+			pb.NetworkProtocolNumber = proto
+			pb.RXChecksumValidated = true
+			p.burst.Enqueue(pb) // takes its own reference when it holds the packet
+			held = true
 		}
-		p.burst.Enqueue(pb) // takes its own reference when it holds the packet
 		p.burstMu.Unlock()
-	} else {
+	}
+	if !held {
 		p.s.link.InjectInbound(proto, pb)
 	}
 	pb.DecRef()
 	return nil
+}
+
+// hasTCPData reports whether pkt is a TCP segment that carries data (IPv4 or IPv6 without extension headers).
+func hasTCPData(pkt []byte) bool {
+	var seg []byte
+	if pkt[0]>>4 == 4 {
+		ihl := int(pkt[0]&0xf) * 4
+		if pkt[9] != tcpProtocolNumber || len(pkt) < ihl+20 {
+			return false
+		}
+		seg = pkt[ihl:]
+	} else {
+		if pkt[6] != tcpProtocolNumber || len(pkt) < 60 {
+			return false
+		}
+		seg = pkt[40:]
+	}
+	return len(seg) > int(seg[12]>>4)*4
 }
 
 // peer returns the session holding dst when dst is another client's address, else nil.
