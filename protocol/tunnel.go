@@ -2,7 +2,7 @@ package protocol
 
 // A tunnel is one CONNECTed TLS connection carrying a session's CSTP frames. Flow:
 //
-//	client ──TLS──► readLoop (the connection's goroutine) ──DATA──► datapath Port.Send
+//	client ──TLS──► readLoop (the connection's goroutine) ──DATA──► datapath Port.Send (SendBurst: see receiveData)
 //	                   │ DPD-REQ ──► ctrl queue                      │
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //

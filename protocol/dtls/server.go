@@ -15,7 +15,8 @@
 // Sockets: the server reads one UDP socket, or several bound to the same address in one SO_REUSEPORT group (Listen),
 // each with its own reader goroutine. The kernel hashes a client's address and port to one socket of the group, so
 // each reader (which also opens that client's records and runs the datapath's input for them) takes a share of the
-// clients instead of one goroutine doing it for all. The association table is the server's, so any reader
+// clients instead of one goroutine doing it for all. After each recvmmsg batch the reader ends the burst of every
+// association it delivered records to (Conn.OnBurstEnd), so the datapath can take a batch's packets together. The association table is the server's, so any reader
 // dispatches any datagram; an association sends on the socket its ClientHello came in on.
 //
 // A registration is made per CONNECT (Register): the App-ID handed to the client and the PSK exported from that
