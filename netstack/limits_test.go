@@ -48,6 +48,13 @@ func newLimitStack(t testing.TB, mod func(*Config)) *Stack {
 // into the Port, what the server delivers is injected into it; mod adjusts the session.
 func attachClient(t *testing.T, s *Stack, ip netip.Addr, mod func(*datapath.Session)) *testClient {
 	t.Helper()
+	return attachClientSending(t, s, ip, mod, false)
+}
+
+// attachClientSending is attachClient whose packets go in as bursts (SendBurst) when burst is set: a burst ends
+// when the client has nothing more queued, as the DTLS reader's ends with its recvmmsg batch.
+func attachClientSending(t *testing.T, s *Stack, ip netip.Addr, mod func(*datapath.Session), burst bool) *testClient {
+	t.Helper()
 	c := &testClient{ep: channel.New(1024, 1500, "")}
 	c.st = stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocolWithOptions(ipv4.Options{AllowExternalLoopbackTraffic: true})},
@@ -81,7 +88,15 @@ func attachClient(t *testing.T, s *Stack, ip netip.Addr, mod func(*datapath.Sess
 				return
 			}
 			v := pkt.ToView()
-			c.port.Send(v.AsSlice())
+			if burst {
+				b := c.port.(datapath.Burster)
+				b.SendBurst(v.AsSlice())
+				if c.ep.NumQueued() == 0 {
+					b.EndBurst()
+				}
+			} else {
+				c.port.Send(v.AsSlice())
+			}
 			v.Release()
 			pkt.DecRef()
 		}

@@ -2,8 +2,10 @@ package netstack
 
 // Packets in both directions:
 //
-//	client ─► Port.Send: source checked against the session's addresses, copied into a PacketBuffer,
-//	          InjectInbound (gVisor processes it in the caller's goroutine)
+//	client ─► Port.Send: source checked against the session's addresses, checksums verified (rxchecksum.go),
+//	          copied into a PacketBuffer, InjectInbound (gVisor processes it in the caller's goroutine).
+//	          SendBurst instead holds TCP segments in the port's GRO (gVisor's receive coalescing) until EndBurst,
+//	          which hands each flow's consecutive segments to the stack as one
 //	stack  ─► link.WritePackets: bytes copied once, into a pooled datapath.Buffer whose room the tunnel frames the
 //	          packet in, destination looked up (no lock), the session's DeliverBuffer (which queues it; it never
 //	          blocks)
@@ -23,6 +25,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"ocgate/egress"
 	"ocgate/protocol/datapath"
@@ -34,6 +37,10 @@ import (
 // It declares gVisor's software GSO: a TCP sender then builds segments of up to GSOMaxSize and cuts them into MSS
 // packets in one pass (tcp.sendTCPBatch), which reach WritePackets as one list, instead of running its send path
 // (options, header, route, NIC) once per MSS. Nothing of it reaches the wire: the packets are MSS-sized as before.
+//
+// It declares receive checksum offload: gVisor's NIC marks every inbound packet's checksums verified by the link
+// (it overwrites the flag a packet carries with this capability), which GRO needs, as a coalesced segment's TCP
+// checksum is its first segment's. Port.Send verifies them before injecting (rxchecksum.go).
 type link struct {
 	*channel.Endpoint
 	s *Stack
@@ -48,6 +55,24 @@ func newLink(s *Stack, mtu uint32) *link {
 	ep := channel.New(0, mtu, "")
 	ep.SupportedGSOKind = stack.GVisorGSOSupported
 	return &link{Endpoint: ep, s: s}
+}
+
+// Capabilities implements stack.LinkEndpoint: receive checksum offload (see link).
+func (*link) Capabilities() stack.LinkEndpointCapabilities { return stack.CapabilityRXChecksumOffload }
+
+// groDispatcher is the dispatcher of the ports' GRO: what it flushes is injected like any packet.
+type groDispatcher struct{ l *link }
+
+func (d groDispatcher) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	d.l.InjectInbound(proto, pkt)
+}
+func (groDispatcher) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// newGRO is the New of the stack's pool of GROs (port.burst).
+func (l *link) newGRO() any {
+	g := &gro.GRO{Dispatcher: groDispatcher{l}}
+	g.Init(true)
+	return g
 }
 
 // GSOMaxSize is the largest segment the TCP sender builds before cutting it up: gVisor's maximum.
@@ -137,6 +162,12 @@ type port struct {
 	mu      sync.Mutex
 	closers map[io.Closer]struct{} // guarded by mu: live flows' conns, closed with the port
 	wg      sync.WaitGroup
+
+	// burstMu guards burst: the GRO holding this port's segments between SendBurst and EndBurst, nil otherwise. It
+	// comes from the stack's pool for the burst only (a GRO is ~6 KiB), so an idle session holds none. One reader
+	// sends a session's bursts (its DTLS socket's), so the lock is uncontended.
+	burstMu sync.Mutex
+	burst   *gro.GRO
 }
 
 func newPort(s *Stack, sess *datapath.Session) *port {
@@ -146,7 +177,24 @@ func newPort(s *Stack, sess *datapath.Session) *port {
 var errClosed = errors.New("netstack: port closed")
 
 // Send injects a packet from the client.
-func (p *port) Send(pkt []byte) error {
+func (p *port) Send(pkt []byte) error { return p.send(pkt, false) }
+
+// SendBurst is Send, except that a TCP segment may be held, and coalesced with the flow's next ones, until
+// EndBurst (datapath.Burster).
+func (p *port) SendBurst(pkt []byte) error { return p.send(pkt, true) }
+
+// EndBurst hands the segments SendBurst held to the stack.
+func (p *port) EndBurst() {
+	p.burstMu.Lock()
+	if g := p.burst; g != nil {
+		p.burst = nil
+		g.Flush()
+		p.s.gros.Put(g)
+	}
+	p.burstMu.Unlock()
+}
+
+func (p *port) send(pkt []byte, burst bool) error {
 	if p.closed.Load() {
 		return errClosed
 	}
@@ -184,10 +232,50 @@ func (p *port) Send(pkt []byte) error {
 		!p.s.isGateway(netip.AddrFrom16([16]byte(pkt[24:40]))) && p.takeEcho6(pkt) {
 		return nil
 	}
+	if !checksumsValid(pkt) {
+		p.s.stats.droppedMalformed.Add(1)
+		return nil
+	}
 	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-	p.s.link.InjectInbound(proto, pb)
+	held := false
+	if burst {
+		p.burstMu.Lock()
+		// Only TCP segments with data are worth holding; anything else goes in at once unless segments are held,
+		// which it must not overtake (GRO passes it on in order). The ACKs of a download are mostly this case.
+		if p.burst != nil || hasTCPData(pkt) {
+			if p.burst == nil {
+				p.burst = p.s.gros.Get().(*gro.GRO)
+			}
+			pb.NetworkProtocolNumber = proto
+			pb.RXChecksumValidated = true
+			p.burst.Enqueue(pb) // takes its own reference when it holds the packet
+			held = true
+		}
+		p.burstMu.Unlock()
+	}
+	if !held {
+		p.s.link.InjectInbound(proto, pb)
+	}
 	pb.DecRef()
 	return nil
+}
+
+// hasTCPData reports whether pkt is a TCP segment that carries data (IPv4 or IPv6 without extension headers).
+func hasTCPData(pkt []byte) bool {
+	var seg []byte
+	if pkt[0]>>4 == 4 {
+		ihl := int(pkt[0]&0xf) * 4
+		if pkt[9] != tcpProtocolNumber || len(pkt) < ihl+20 {
+			return false
+		}
+		seg = pkt[ihl:]
+	} else {
+		if pkt[6] != tcpProtocolNumber || len(pkt) < 60 {
+			return false
+		}
+		seg = pkt[40:]
+	}
+	return len(seg) > int(seg[12]>>4)*4
 }
 
 // peer returns the session holding dst when dst is another client's address, else nil.
@@ -251,6 +339,7 @@ func (p *port) Close() error {
 		return nil
 	}
 	p.s.detach(p)
+	p.EndBurst()
 	p.mu.Lock()
 	cs := p.closers
 	p.closers = map[io.Closer]struct{}{}

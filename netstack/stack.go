@@ -117,6 +117,7 @@ type Stack struct {
 	log    *slog.Logger
 	stack  *stack.Stack
 	link   *link
+	gros   sync.Pool // *gro.GRO for the ports' bursts (link.go)
 	dialer egress.Dialer
 	policy *egress.Policy
 	// hostAddrs watches the host's addresses for the policy when the Config named none (closed with the stack).
@@ -275,6 +276,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	// Step 3: one NIC whose link endpoint hands packets to sessions (link.go).
 	s.link = newLink(s, uint32(cfg.MTU))
+	s.gros.New = s.link.newGRO
 	if err := s.stack.CreateNIC(nicID, s.link); err != nil {
 		return fail("creating the NIC", err)
 	}

@@ -14,6 +14,10 @@ type batchConn struct {
 	// what it reads: frames that reach it in one read(2) share one TLS record, which openconnect drops
 	// (docs/protocol.md §6.2), so each frame gets its own write.
 	unbatched bool
+	// beforeRead, when set, runs before each read(2): crypto/tls reads only once it has handed on every complete
+	// record it holds, so the tunnel's reader ends its burst of packets there (tunnel.endTLSBurst). Set before the
+	// tunnel's reader starts, and read by that goroutine only.
+	beforeRead func()
 
 	mu       sync.Mutex
 	batching bool    // guarded by mu
@@ -30,6 +34,14 @@ func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
 // batchBufs lends the buffer for one burst: a connection holds one only between its first buffered write and the
 // flush, so idle tunnels (most of them) hold none.
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, batchSize); return &b }}
+
+// Read reads from the connection, after beforeRead.
+func (c *batchConn) Read(p []byte) (int, error) {
+	if c.beforeRead != nil {
+		c.beforeRead()
+	}
+	return c.Conn.Read(p)
+}
 
 // Write sends p at once, or buffers it while batching is on.
 func (c *batchConn) Write(p []byte) (int, error) {

@@ -2,7 +2,7 @@ package protocol
 
 // A tunnel is one CONNECTed TLS connection carrying a session's CSTP frames. Flow:
 //
-//	client ──TLS──► readLoop (the connection's goroutine) ──DATA──► datapath Port.Send
+//	client ──TLS──► readLoop (the connection's goroutine) ──DATA──► datapath Port.Send (SendBurst: see receiveData)
 //	                   │ DPD-REQ ──► ctrl queue                      │
 //	datapath Deliver ──► data queue (bounded, drop newest when full) ─┴─► writeLoop ──one Write per frame──► TLS
 //
@@ -99,6 +99,9 @@ type tunnel struct {
 	idle         time.Duration
 	start        time.Time
 	port         datapath.Port // set after attach
+	// tlsBurst: readLoop has sent packets as a burst (datapath.Burster) that endTLSBurst has not ended yet. The
+	// reader's only.
+	tlsBurst bool
 
 	data       chan *frame
 	ctrl       chan *frame
@@ -142,7 +145,19 @@ func newTunnel(sess *Session, conn net.Conn, batch *batchConn, in io.Reader, rem
 	}
 	t.lastRecv.Store(now.UnixNano())
 	t.lastData.Store(now.UnixNano())
+	if batch != nil {
+		batch.beforeRead = t.endTLSBurst
+	}
 	return t
+}
+
+// endTLSBurst hands the packets readLoop sent as a burst to the datapath: before each read(2) on the connection,
+// when crypto/tls has passed on all the records it read, and when readLoop ends.
+func (t *tunnel) endTLSBurst() {
+	if t.tlsBurst {
+		t.tlsBurst = false
+		t.port.(datapath.Burster).EndBurst()
+	}
 }
 
 // queueData queues a packet for the client, framed in place in its buffer. It never blocks: false means the
@@ -339,6 +354,7 @@ func (t *tunnel) checkTimers(now time.Time, dpdSentAt int64) int64 {
 // user-disconnect reason), which invalidates the cookie.
 func (t *tunnel) readLoop() (logout bool) {
 	defer t.recoverPanic("reader")
+	defer t.endTLSBurst()
 	buf := make([]byte, 2*cstp.HeaderLen+2048)
 	for {
 		typ, payload, err := cstp.ReadFrame(t.in, &buf)
@@ -423,7 +439,16 @@ func (t *tunnel) receiveData(pkt []byte, now int64, overDTLS bool) {
 		t.sess.dtlsRxBytes.Add(n)
 	}
 	if t.sess.rxLimit.allow(len(pkt)) {
-		t.port.Send(pkt)
+		// In bursts: DTLS records come in recvmmsg batches, each ended by endBurst (tunnel_dtls.go); TLS records
+		// in reads, each ended by endTLSBurst. A TLS connection without a batchConn below (tests) sends singly.
+		if b, ok := t.port.(datapath.Burster); ok && (overDTLS || t.batch != nil) {
+			b.SendBurst(pkt)
+			if !overDTLS {
+				t.tlsBurst = true
+			}
+		} else {
+			t.port.Send(pkt)
+		}
 	} else {
 		t.sess.rxDropped.Add(1)
 	}

@@ -105,6 +105,7 @@ func (t *tunnel) dtlsEstablished(c *dtls.Conn) {
 	}
 	if c.Fast() {
 		// Under dtlsMu, so that stopDTLS cannot have come and gone before the handlers are in place.
+		c.OnBurstEnd(t.endBurst)
 		c.Attach(func(rec []byte) {
 			defer t.recoverPanic("DTLS record handler")
 			t.dtlsRecord(c, rec)
@@ -131,6 +132,7 @@ func (t *tunnel) dropDTLS(c *dtls.Conn, why string) {
 		t.dtlsActive.Store(false)
 		t.carrier(datapath.CarrierTLS)
 		c.Close()
+		t.endBurst() // a burst Close cut short
 		t.log.Info("DTLS down; using TLS", "id", t.sess.ID, "user", t.sess.User, "reason", why)
 	}
 }
@@ -155,6 +157,16 @@ func (t *tunnel) dtlsReadLoop(c *dtls.Conn) {
 			return
 		}
 		t.dtlsRecord(c, buf[:n])
+		t.endBurst()
+	}
+}
+
+// endBurst hands the packets of the DTLS records received since the last call to the datapath (receiveData sends
+// them as a burst, datapath.Burster): after each recvmmsg batch on the fast path, after each record otherwise.
+func (t *tunnel) endBurst() {
+	defer t.recoverPanic("DTLS burst end")
+	if b, ok := t.port.(datapath.Burster); ok {
+		b.EndBurst()
 	}
 }
 
@@ -213,6 +225,7 @@ func (t *tunnel) stopDTLS() {
 			t.log.Debug("DTLS fast path", "id", t.sess.ID, "bad_records", bad, "queue_full", queueFull)
 		}
 		c.Close()
+		t.endBurst()
 	}
 	t.dtlsWG.Wait()
 }

@@ -1,6 +1,7 @@
 # bench/lib.sh — shared helpers for the VPN benchmarks (sourced, not run).
 #
-# Topology (fixed names, so one run at a time):
+# Topology (names from OCB_PREFIX, "ocb" by default: one run at a time per prefix; two runs at once need two
+# prefixes, of at most 12 characters):
 #   netns ocb-srv: veth ocb-vs 10.99.0.1/24, target 10.77.0.1/32 on lo (this kernel has no dummy driver)
 #   netns ocb-cli: veth ocb-vc 10.99.0.2/24, the client (openconnect) and its TUN
 # Everything a script starts is tracked; on exit the trap kills those PIDs, then whatever still runs inside the two
@@ -11,8 +12,9 @@
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SNS=ocb-srv
-CNS=ocb-cli
+OCB_PREFIX=${OCB_PREFIX:-ocb}
+SNS=$OCB_PREFIX-srv
+CNS=$OCB_PREFIX-cli
 SRV_ADDR=10.99.0.1
 CLI_ADDR=10.99.0.2
 TARGET=10.77.0.1
@@ -82,10 +84,10 @@ netns_up() {
   ns_fresh "$SNS"; ns_fresh "$CNS"
   ip netns add "$SNS"; ip netns add "$CNS"
   ip -n "$SNS" link set lo up; ip -n "$CNS" link set lo up
-  ip link add ocb-vs type veth peer name ocb-vc
-  ip link set ocb-vs netns "$SNS"; ip link set ocb-vc netns "$CNS"
-  ip -n "$SNS" addr add "$SRV_ADDR/24" dev ocb-vs; ip -n "$SNS" link set ocb-vs up
-  ip -n "$CNS" addr add "$CLI_ADDR/24" dev ocb-vc; ip -n "$CNS" link set ocb-vc up
+  ip link add "$OCB_PREFIX-vs" type veth peer name "$OCB_PREFIX-vc"
+  ip link set "$OCB_PREFIX-vs" netns "$SNS"; ip link set "$OCB_PREFIX-vc" netns "$CNS"
+  ip -n "$SNS" addr add "$SRV_ADDR/24" dev "$OCB_PREFIX-vs"; ip -n "$SNS" link set "$OCB_PREFIX-vs" up
+  ip -n "$CNS" addr add "$CLI_ADDR/24" dev "$OCB_PREFIX-vc"; ip -n "$CNS" link set "$OCB_PREFIX-vc" up
   ip -n "$SNS" addr add "$TARGET/32" dev lo
   ip netns exec "$SNS" sysctl -qw net.ipv4.ip_forward=1
   wait_for 10 ip netns exec "$CNS" ping -c1 -W1 "$SRV_ADDR" || fail "veth not up"

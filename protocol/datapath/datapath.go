@@ -75,6 +75,15 @@ type Port interface {
 	Close() error
 }
 
+// Burster is implemented by ports that coalesce the packets of a burst before processing them (the netstack:
+// gVisor's receive coalescing, GRO, which hands consecutive segments of a TCP flow to the stack as one). SendBurst
+// is Send, except that the port may hold the packet until EndBurst; a caller that uses it must call EndBurst when
+// the burst is over, before it waits for more packets (the DTLS socket reader: after each recvmmsg batch).
+type Burster interface {
+	SendBurst(pkt []byte) error
+	EndBurst()
+}
+
 // Carrier is what carries a session's packets to and from its client at the moment.
 type Carrier uint8
 

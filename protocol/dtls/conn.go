@@ -43,10 +43,14 @@ type Conn struct {
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
 	// reaches a tunnel after it let go of the association.
-	mu       sync.RWMutex
-	onRecord func(rec []byte) // guarded by mu; rec is valid during the call only
-	onError  func(error)      // guarded by mu: pion's side failed before it was retired
-	closed   bool             // guarded by mu
+	mu         sync.RWMutex
+	onRecord   func(rec []byte) // guarded by mu; rec is valid during the call only
+	onBurstEnd func()           // guarded by mu: the records of a recvmmsg batch have all been delivered
+	onError    func(error)      // guarded by mu: pion's side failed before it was retired
+	closed     bool             // guarded by mu
+	// inBurst is set by the socket's reader when it delivers a record of this association, and cleared when it
+	// ends the burst (Server.serve).
+	inBurst atomic.Bool
 }
 
 // Fast reports whether the fast path handles the application records: they are then delivered to the handlers
@@ -65,6 +69,26 @@ func (c *Conn) Attach(onRecord func(rec []byte), onError func(error)) {
 	c.mu.Unlock()
 }
 
+// OnBurstEnd has f called (fast path only) after the records of one batch of datagrams (one recvmmsg) have been
+// delivered to onRecord, and after each record pion passes on: onRecord may hold work until then (a
+// datapath.Burster's). f runs in the socket's reader too and must not block.
+func (c *Conn) OnBurstEnd(f func()) {
+	c.mu.Lock()
+	if !c.closed {
+		c.onBurstEnd = f
+	}
+	c.mu.Unlock()
+}
+
+func (c *Conn) endBurst() {
+	c.inBurst.Store(false)
+	c.mu.RLock()
+	if c.onBurstEnd != nil {
+		c.onBurstEnd()
+	}
+	c.mu.RUnlock()
+}
+
 func (c *Conn) deliver(rec []byte) {
 	c.mu.RLock()
 	if c.onRecord != nil {
@@ -74,18 +98,19 @@ func (c *Conn) deliver(rec []byte) {
 }
 
 // openFast opens an application record in place (in the socket reader's buffer) and delivers it. The first good
-// one retires pion.
-func (c *Conn) openFast(b []byte) {
+// one retires pion. It reports whether the delivery started a burst, which the caller must end (endBurst).
+func (c *Conn) openFast(b []byte) (started bool) {
 	c.openMu.Lock()
 	pt, ok := c.fast.Open(b)
 	c.openMu.Unlock()
 	if !ok {
-		return // counted in fast.Bad, or not for this epoch
+		return false // counted in fast.Bad, or not for this epoch
 	}
 	if !c.retired.Load() && c.retired.CompareAndSwap(false, true) {
 		c.retirePionLater()
 	}
 	c.deliver(pt)
+	return !c.inBurst.Swap(true)
 }
 
 // drainPion keeps pion reading, so that it answers handshake retransmissions and alerts; application data it
@@ -111,6 +136,7 @@ func (c *Conn) drainPion() {
 			return
 		}
 		c.deliver(buf[:n])
+		c.endBurst()
 	}
 }
 
@@ -169,7 +195,7 @@ func (c *Conn) Close() error {
 	c.assoc.close()
 	c.mu.Lock() // waits for a record being delivered
 	c.closed = true
-	c.onRecord, c.onError = nil, nil
+	c.onRecord, c.onBurstEnd, c.onError = nil, nil, nil
 	c.mu.Unlock()
 	if conn := c.pion.Load(); conn != nil {
 		return conn.Close()

@@ -15,7 +15,8 @@
 // Sockets: the server reads one UDP socket, or several bound to the same address in one SO_REUSEPORT group (Listen),
 // each with its own reader goroutine. The kernel hashes a client's address and port to one socket of the group, so
 // each reader (which also opens that client's records and runs the datapath's input for them) takes a share of the
-// clients instead of one goroutine doing it for all. The association table is the server's, so any reader
+// clients instead of one goroutine doing it for all. After each recvmmsg batch the reader ends the burst of every
+// association it delivered records to (Conn.OnBurstEnd), so the datapath can take a batch's packets together. The association table is the server's, so any reader
 // dispatches any datagram; an association sends on the socket its ClientHello came in on.
 //
 // A registration is made per CONNECT (Register): the App-ID handed to the client and the PSK exported from that
@@ -150,6 +151,7 @@ func (d *Server) serve(pc *net.UDPConn) error {
 	if err != nil {
 		return err
 	}
+	burst := make([]*Conn, 0, udpBatchLen) // the associations whose records this batch delivered: their bursts end with it
 	for {
 		n, err := r.Read()
 		if err != nil {
@@ -166,11 +168,18 @@ func (d *Server) serve(pc *net.UDPConn) error {
 		}
 		for i := range n {
 			if b, from, ok := r.Datagram(i); ok {
-				d.dispatch(pc, b, from)
+				if c := d.dispatch(pc, b, from); c != nil {
+					burst = append(burst, c)
+				}
 			} else {
 				d.stats.dropped.Add(1)
 			}
 		}
+		for i, c := range burst {
+			c.endBurst()
+			burst[i] = nil
+		}
+		burst = burst[:0]
 	}
 }
 
@@ -181,34 +190,37 @@ func (d *Server) assocOf(from netip.AddrPort) *assoc {
 	return nil
 }
 
-// dispatch handles datagram b from client address from, read from socket pc.
-func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) {
+// dispatch handles datagram b from client address from, read from socket pc. It returns the association whose
+// burst the datagram started (Conn.openFast), if any.
+func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) *Conn {
 	hello := isClientHello(b)
 	a := d.assocOf(from)
 	if a != nil && !hello {
 		if b[0] == dtlsrec.AppData {
 			if c := a.live.Load(); c != nil {
-				c.openFast(b) // here, in the socket's reader: no queue, no goroutine per session
-				return
+				if c.openFast(b) { // here, in the socket's reader: no queue, no goroutine per session
+					return c
+				}
+				return nil
 			}
 			if a.holdEarly(b, &d.stats) {
 				return // until the tunnel has attached (assoc.go)
 			}
 		} else if n := a.newcomer.Load(); n != nil {
 			n.push(b, &d.stats) // the flights of a handshake running beside a
-			return
+			return nil
 		}
 		a.push(b, &d.stats)
-		return
+		return nil
 	}
 	if !hello {
 		d.stats.dropped.Add(1)
-		return
+		return nil
 	}
 	id, ok := helloAppID(b)
 	if !ok {
 		d.stats.dropped.Add(1)
-		return
+		return nil
 	}
 	d.mu.Lock()
 	r := d.regs[id]
@@ -220,13 +232,13 @@ func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) {
 		} else {
 			d.stats.dropped.Add(1)
 		}
-		return
+		return nil
 	}
 	if p := handshakeFrom(a, r); p != nil {
 		// A retransmitted ClientHello for the handshake in progress from this address.
 		d.mu.Unlock()
 		p.push(b, &d.stats)
-		return
+		return nil
 	}
 	na := newAssoc(d, r, from, pc)
 	na.suites = pskSuites
@@ -254,6 +266,7 @@ func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) {
 	d.stats.started.Add(1)
 	na.push(b, &d.stats)
 	go na.handshake()
+	return nil
 }
 
 // handshakeFrom returns the handshake of r in progress from a's address: a itself, or the one running beside it.
