@@ -243,7 +243,11 @@ func (a *assoc) handshake() {
 	}
 	a.reg.established(c)
 	if c.fast != nil {
-		a.flushEarly(c.openFast)
+		a.flushEarly(func(b []byte) {
+			if c.openFast(b) {
+				c.endBurst() // as drainPion does: this goroutine is not the socket's reader, which ends bursts
+			}
+		})
 	} else {
 		a.flushEarly(func(b []byte) { a.push(b, &a.d.stats) }) // pion's handshake is complete: it queues them now
 	}

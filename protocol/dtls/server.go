@@ -204,7 +204,7 @@ func (d *Server) dispatch(pc *net.UDPConn, b []byte, from netip.AddrPort) *Conn 
 				return nil
 			}
 			if a.holdEarly(b, &d.stats) {
-				return // until the tunnel has attached (assoc.go)
+				return nil // until the tunnel has attached (assoc.go)
 			}
 		} else if n := a.newcomer.Load(); n != nil {
 			n.push(b, &d.stats) // the flights of a handshake running beside a
