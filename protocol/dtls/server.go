@@ -45,10 +45,13 @@ import (
 
 const (
 	// AppIDLen is the length of an App-ID (the ClientHello's session_id).
-	AppIDLen              = 32
-	handshakeTimeout      = 10 * time.Second
-	handshakeQueueLen     = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
-	maxDatagram           = 65535
+	AppIDLen          = 32
+	handshakeTimeout  = 10 * time.Second
+	handshakeQueueLen = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
+	// maxDatagram is the largest datagram the readers accept (a longer one is truncated and dropped): a record of
+	// the largest link MTU (mtu: 9000) with room to spare for any suite's overhead. Each reader holds udpBatchLen
+	// buffers of it, so 64 KiB here cost 2 MiB per socket of the group.
+	maxDatagram           = 9216
 	udpBatchLen           = 32 // datagrams per recvmmsg(2)
 	pionRetireDelay       = 500 * time.Millisecond
 	datagramBufLen        = 2048
