@@ -62,6 +62,10 @@ const (
 	limitedLogMinInterval = time.Second
 )
 
+// pionQuietRetireDelay: pion is retired this long after the handshake when the client has sent nothing (retirePion):
+// it covers a client's retransmissions of its last flight at 1 s and 3 s. A variable for tests.
+var pionQuietRetireDelay = 4 * time.Second
+
 // AppID identifies a registration: the App-ID (PSK mode) or session id (legacy mode) the client puts in its
 // ClientHello.
 type AppID [AppIDLen]byte

@@ -58,6 +58,49 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	}
 }
 
+// An idle client (no records after its handshake) has pion retired after pionQuietRetireDelay, without the tunnel
+// hearing of an error; its records still arrive through the fast path afterwards.
+func TestDTLSPionRetiredWhenQuiet(t *testing.T) {
+	defer func(d time.Duration) { pionQuietRetireDelay = d }(pionQuietRetireDelay)
+	pionQuietRetireDelay = 50 * time.Millisecond
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), true)
+	go d.Serve()
+	defer d.Close()
+	appID := NewAppID()
+	psk := bytes.Repeat([]byte{0x42}, 32)
+	got := make(chan *Conn, 1)
+	recs := make(chan []byte, 1)
+	cancel := d.Register(appID, psk, nil, func(c *Conn) {
+		c.Attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
+		got <- c
+	})
+	defer cancel()
+	client, _ := pskClient(t, pc.LocalAddr(), appID, psk, pion.TLS_PSK_WITH_AES_128_GCM_SHA256)
+	var c *Conn
+	select {
+	case c = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no association established")
+	}
+	waitFor(t, "pion to be retired with no record from the client", func() bool { return c.pion.Load() == nil })
+	msg := append([]byte{cstp.Data}, "after"...)
+	if _, err := client.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rec := <-recs:
+		if !bytes.Equal(rec, msg) {
+			t.Fatalf("record %q, want %q", rec, msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the record sent after pion's retirement was not delivered")
+	}
+}
+
 // A pion DTLS client against the whole server side: demultiplexing by App-ID (the client "resumes" a session
 // whose id is the App-ID, which puts it in the ClientHello like openconnect does), pion's handshake, then the fast
 // path both ways, for both suite families.
