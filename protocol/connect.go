@@ -15,8 +15,9 @@ package protocol
 //	runConnectScript   connect_script (and host_update_script) for each tunnel connection; a reconnect or a
 //	                   takeover first runs disconnect_script for the connection it replaces
 //	writeConnectResponse  the tunnel parameters, in one TLS write
-//	runTunnel          readLoop here, writeLoop beside it, until the tunnel ends; then the session waits for
-//	                   a reconnect (or ends, after a logout)
+//	runTunnel          on a fresh goroutine (serveConn's, which ran the TLS handshake and the login, exits: its
+//	                   grown stack would stay with the session), readLoop there and writeLoop beside it, until
+//	                   the tunnel ends; then the session waits for a reconnect (or ends, after a logout)
 
 import (
 	"crypto/sha256"
@@ -37,25 +38,26 @@ import (
 	"ocgate/protocol/dtls"
 )
 
-// handleConnect answers a CONNECT and runs the tunnel on this connection until it ends.
-func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) {
+// handleConnect answers a CONNECT. It returns the tunnel the connection now carries, for runTunnel, or nil when
+// the CONNECT was refused.
+func (s *Server) handleConnect(st *connState, req *request, raw net.Conn) (*Session, *tunnel) {
 	sess, ok := s.checkCookie(st, req)
 	if !ok {
-		return
+		return nil, nil
 	}
 	t, base := s.newTunnelFor(st, req, sess)
 	dtlsHdr := s.offerDTLS(st, req, sess, t)
 	if !s.attachTunnel(st, req, sess, t) {
-		return
+		return nil, nil
 	}
 	if t.firstConnect && len(sess.pcfg.iroutes) > 0 {
 		s.runRouteCmds(sess, "route-add")
 	}
 	if !s.runConnectScript(st, sess, t) {
-		return
+		return nil, nil
 	}
 	s.writeConnectResponse(st, req, sess, t, raw, base, dtlsHdr)
-	s.runTunnel(st, sess, t)
+	return sess, t
 }
 
 // refuse answers a CONNECT with an error status and closes the connection.

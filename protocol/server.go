@@ -523,14 +523,14 @@ func (st *connState) idle() {
 
 func (s *Server) serveConn(a arrival) {
 	c := a.conn
-	defer s.untrack(c)
-	remote := a.peer
+	tunnel := false // the connection went on to serveTunnel's goroutine, which untracks it
 	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("panic serving connection", "remote", remote, "panic", p, "stack", string(debug.Stack()))
-			c.Close()
+		if !tunnel {
+			s.untrack(c)
 		}
 	}()
+	remote := a.peer
+	defer func() { s.connPanicked(c, remote, recover()) }()
 	authDeadline := time.Now().Add(s.conf().AuthTimeout)
 	var local netip.AddrPort
 	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && !a.proxy {
@@ -608,7 +608,12 @@ func (s *Server) serveConn(a arrival) {
 			st.userAgent = ua
 		}
 		if req.method == "CONNECT" {
-			s.handleConnect(st, req, c)
+			if sess, t := s.handleConnect(st, req, c); t != nil {
+				// A fresh goroutine's stack starts small; this one's was grown by the TLS handshake and the
+				// login, and the collector would not shrink it back while the session lasts.
+				tunnel = true
+				go s.serveTunnel(c, remote, st, sess, t)
+			}
 			return
 		}
 		resp := s.handleHTTP(st, req)
@@ -620,6 +625,21 @@ func (s *Server) serveConn(a arrival) {
 	}
 	s.log.Info("connection closed", "remote", st.remote, "reason", fmt.Sprintf("more than %d requests", maxRequestsPerConn))
 	st.stream.Close()
+}
+
+// serveTunnel runs the tunnel connection c carries until it ends (runTunnel).
+func (s *Server) serveTunnel(c net.Conn, remote netip.AddrPort, st *connState, sess *Session, t *tunnel) {
+	defer s.untrack(c)
+	defer func() { s.connPanicked(c, remote, recover()) }()
+	s.runTunnel(st, sess, t)
+}
+
+// connPanicked logs a panic p (nil: none) of a connection's goroutine and closes the connection.
+func (s *Server) connPanicked(c net.Conn, remote netip.AddrPort, p any) {
+	if p != nil {
+		s.log.Error("panic serving connection", "remote", remote, "panic", p, "stack", string(debug.Stack()))
+		c.Close()
+	}
 }
 
 // handshakeFailed logs a failed TLS handshake and scores it ban_points_connection on top of the connection's

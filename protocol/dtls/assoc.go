@@ -68,9 +68,9 @@ type assoc struct {
 	done          chan struct{}
 	closeOnce     sync.Once
 	handshakeDone atomic.Bool
-	// pion's side, retired once the fast path has heard from the client (retirePionLater): its Close then ends only
-	// pion's goroutines, its writes are dropped (no close_notify reaches the client), what would go to it is
-	// dropped.
+	// pion's side, retired once the fast path has heard from the client, or after a quiet moment (retirePion): its
+	// Close then ends only pion's goroutines, its writes are dropped (no close_notify reaches the client), what
+	// would go to it is dropped.
 	pionRetired atomic.Bool
 	pionClosed  chan struct{}
 	pionOnce    sync.Once
@@ -228,7 +228,7 @@ func (a *assoc) handshake() {
 	a.handshakeDone.Store(true)
 	a.d.stats.completed.Add(1)
 	st, _ := conn.ConnectionState()
-	c := &Conn{assoc: a, suite: st.CipherSuiteID}
+	c := &Conn{assoc: a, suite: st.CipherSuiteID, heard: make(chan struct{})}
 	c.pion.Store(conn)
 	if !a.d.fastPath {
 		// pion's record layer for everything (see NewServer)
@@ -254,8 +254,9 @@ func (a *assoc) handshake() {
 	if c.fast != nil {
 		// Only now that the tunnel has attached its handlers: records the client sent meanwhile wait in pion's
 		// queue and are delivered, not dropped (a packet sent right after the handshake would be lost).
-		a.d.wg.Add(1)
+		a.d.wg.Add(2)
 		go c.drainPion()
+		go c.retirePion()
 	}
 }
 

@@ -27,7 +27,7 @@ const pionReadBufLen = 1 + cstp.MaxPayload + 64
 // Conn is an established association: records are "type || payload" packets (docs/protocol.md §7.5).
 // WriteRecord may be called from one goroutine at a time; Close from any.
 type Conn struct {
-	// pion's connection: nil once retired (retirePionLater), so that its handshake state and buffers are freed while
+	// pion's connection: nil once retired (retirePion), so that its handshake state and buffers are freed while
 	// the session stays.
 	pion  atomic.Pointer[pion.Conn]
 	assoc *assoc
@@ -38,8 +38,9 @@ type Conn struct {
 	// of a SO_REUSEPORT group, so one reader opens all of an association's records and the lock is uncontended;
 	// it keeps the window right should the group rehash (a socket closing) while records arrive.
 	openMu        sync.Mutex
-	retired       atomic.Bool // the fast path has opened a record: pion is being retired (retirePionLater)
-	probeAnswered atomic.Bool // FirstProbe has said true
+	retired       atomic.Bool   // pion is being retired (retirePion)
+	heard         chan struct{} // closed when the fast path has opened its first record
+	probeAnswered atomic.Bool   // FirstProbe has said true
 
 	// The tunnel's handlers. Close takes mu, so once it returns no call is in progress or will start: nothing
 	// reaches a tunnel after it let go of the association.
@@ -107,7 +108,7 @@ func (c *Conn) openFast(b []byte) (started bool) {
 		return false // counted in fast.Bad, or not for this epoch
 	}
 	if !c.retired.Load() && c.retired.CompareAndSwap(false, true) {
-		c.retirePionLater()
+		close(c.heard) // retirePion
 	}
 	c.deliver(pt)
 	return !c.inBurst.Swap(true)
@@ -140,15 +141,21 @@ func (c *Conn) drainPion() {
 	}
 }
 
-// retirePionLater ends pion's part a moment after the client has sent application data under the new keys, which
-// it does only after it received our Finished: no handshake retransmission can be due any more. The moment is for
-// records the client sent before the tunnel attached (pion holds them until drainPion has passed them on). pion's
-// goroutines and buffers (and drainPion) go; a close_notify the client may send later is dropped, the tunnel's
-// DPD and the CSTP channel carry on as before. Memory per idle DTLS session: see the closing note of issue 6.
-func (c *Conn) retirePionLater() {
-	c.assoc.d.wg.Add(1)
-	go func() {
-		defer c.assoc.d.wg.Done()
+// retirePion ends pion's part (fast path only) a moment after the client has sent application data under the new
+// keys, which it does only after it received our Finished: no handshake retransmission can be due any more. The
+// moment is for records the client sent before the tunnel attached (pion holds them until drainPion has passed them
+// on). A client that sends nothing (an idle session, which may not send for a DPD interval) has pion retired
+// pionQuietRetireDelay after the handshake: one that lost our Finished has retransmitted its last flight by then
+// (DTLS timers start at 1 s and double, RFC 6347 §4.2.4.1) and pion has answered it. pion's goroutines and buffers
+// (and drainPion) go; a close_notify or a late retransmission the client may send afterwards is dropped (such a
+// client redoes its handshake later), the tunnel's DPD and the CSTP channel carry on as before. Memory per idle
+// DTLS session: see the closing note of issue 6, and docs/performance.md.
+func (c *Conn) retirePion() {
+	defer c.assoc.d.wg.Done()
+	quiet := time.NewTimer(pionQuietRetireDelay)
+	defer quiet.Stop()
+	select {
+	case <-c.heard:
 		t := time.NewTimer(pionRetireDelay)
 		defer t.Stop()
 		select {
@@ -156,11 +163,17 @@ func (c *Conn) retirePionLater() {
 		case <-c.assoc.done:
 			return // Close closes pion
 		}
-		c.assoc.pionRetired.Store(true)
-		if conn := c.pion.Swap(nil); conn != nil {
-			conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+	case <-quiet.C:
+		if !c.retired.CompareAndSwap(false, true) {
+			<-c.heard // the first record came just now: retire at once, as it has been quiet until then
 		}
-	}()
+	case <-c.assoc.done:
+		return
+	}
+	c.assoc.pionRetired.Store(true)
+	if conn := c.pion.Swap(nil); conn != nil {
+		conn.Close() // its close_notify is dropped by WriteTo; its Close of the PacketConn ends only pion's side
+	}
 }
 
 // ReadRecord reads one record through pion's record layer into buf, which must hold at least RecordBufLen bytes:

@@ -46,10 +46,13 @@ import (
 
 const (
 	// AppIDLen is the length of an App-ID (the ClientHello's session_id).
-	AppIDLen              = 32
-	handshakeTimeout      = 10 * time.Second
-	handshakeQueueLen     = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
-	maxDatagram           = 65535
+	AppIDLen          = 32
+	handshakeTimeout  = 10 * time.Second
+	handshakeQueueLen = 32 // pion's queue: handshake flights, alerts, records before the fast path is on
+	// maxDatagram is the largest datagram the readers accept (a longer one is truncated and dropped): a record of
+	// the largest link MTU (mtu: 9000) with room to spare for any suite's overhead. Each reader holds udpBatchLen
+	// buffers of it, so 64 KiB here cost 2 MiB per socket of the group.
+	maxDatagram           = 9216
 	udpBatchLen           = 32 // datagrams per recvmmsg(2)
 	pionRetireDelay       = 500 * time.Millisecond
 	datagramBufLen        = 2048
@@ -59,6 +62,10 @@ const (
 	socketBufferSize      = 4 << 20
 	limitedLogMinInterval = time.Second
 )
+
+// pionQuietRetireDelay: pion is retired this long after the handshake when the client has sent nothing (retirePion):
+// it covers a client's retransmissions of its last flight at 1 s and 3 s. A variable for tests.
+var pionQuietRetireDelay = 4 * time.Second
 
 // AppID identifies a registration: the App-ID (PSK mode) or session id (legacy mode) the client puts in its
 // ClientHello.

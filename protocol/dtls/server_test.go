@@ -58,42 +58,78 @@ func TestDTLSDropsStrangers(t *testing.T) {
 	}
 }
 
+// An idle client (no records after its handshake) has pion retired after pionQuietRetireDelay, without the tunnel
+// hearing of an error; its records still arrive through the fast path afterwards.
+func TestDTLSPionRetiredWhenQuiet(t *testing.T) {
+	defer func(d time.Duration) { pionQuietRetireDelay = d }(pionQuietRetireDelay)
+	pionQuietRetireDelay = 50 * time.Millisecond
+	client, _, got, recs := fastPathClient(t, pion.TLS_PSK_WITH_AES_128_GCM_SHA256)
+	c := established(t, got)
+	waitFor(t, "pion to be retired with no record from the client", func() bool { return c.pion.Load() == nil })
+	msg := append([]byte{cstp.Data}, "after"...)
+	if _, err := client.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rec := <-recs:
+		if !bytes.Equal(rec, msg) {
+			t.Fatalf("record %q, want %q", rec, msg)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the record sent after pion's retirement was not delivered")
+	}
+}
+
+// fastPathClient starts a fast-path server on loopback with one registration, whose associations arrive on got and
+// whose records go to recs (attached from the callback, as the tunnel does), and a pion client for it that has
+// completed its handshake.
+func fastPathClient(t *testing.T, suite pion.CipherSuiteID) (client *pion.Conn, cpc *recordingConn, got chan *Conn, recs chan []byte) {
+	t.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), true)
+	go d.Serve()
+	t.Cleanup(func() { d.Close() })
+	appID := NewAppID()
+	psk := bytes.Repeat([]byte{0x42}, 32)
+	got = make(chan *Conn, 2)
+	recs = make(chan []byte, 4)
+	cancel := d.Register(appID, psk, nil, func(c *Conn) {
+		c.Attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
+		got <- c
+	})
+	t.Cleanup(cancel)
+	client, cpc = pskClient(t, pc.LocalAddr(), appID, psk, suite)
+	return client, cpc, got, recs
+}
+
+// established waits for the association of fastPathClient's client.
+func established(t *testing.T, got chan *Conn) *Conn {
+	t.Helper()
+	select {
+	case c := <-got:
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no association established")
+	}
+	return nil
+}
+
 // A pion DTLS client against the whole server side: demultiplexing by App-ID (the client "resumes" a session
 // whose id is the App-ID, which puts it in the ClientHello like openconnect does), pion's handshake, then the fast
 // path both ways, for both suite families.
 func TestDTLSFastPathWithPionClient(t *testing.T) {
 	for _, suite := range []pion.CipherSuiteID{pion.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256, pion.TLS_PSK_WITH_AES_128_GCM_SHA256} {
 		t.Run(suite.String(), func(t *testing.T) {
-			pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			d := NewServer([]*net.UDPConn{pc}, slog.New(slog.DiscardHandler), true)
-			go d.Serve()
-			defer d.Close()
-			appID := NewAppID()
-			psk := bytes.Repeat([]byte{0x42}, 32)
-			got := make(chan *Conn, 2)
-			recs := make(chan []byte, 4)
-			// As the tunnel does: attached from the callback.
-			cancel := d.Register(appID, psk, nil, func(c *Conn) {
-				c.Attach(func(rec []byte) { recs <- bytes.Clone(rec) }, func(err error) { t.Errorf("pion failed: %v", err) })
-				got <- c
-			})
-			defer cancel()
-
-			client, cpc := pskClient(t, pc.LocalAddr(), appID, psk, suite)
+			client, cpc, got, recs := fastPathClient(t, suite)
 			// A record sent the moment the client's handshake is done, maybe before the server has attached.
 			early := append([]byte{cstp.Data}, "early"...)
 			if _, err := client.Write(early); err != nil {
 				t.Fatal(err)
 			}
-			var c *Conn
-			select {
-			case c = <-got:
-			case <-time.After(5 * time.Second):
-				t.Fatal("no association established")
-			}
+			c := established(t, got)
 			if !c.Fast() {
 				t.Fatal("the fast path is not on")
 			}
@@ -135,6 +171,7 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			}
 			// Receiving: a sealed record through the demultiplexer to the handler allocates nothing.
 			c.Attach(func([]byte) {}, nil)
+			d, pc := c.assoc.d, c.assoc.pc
 			var sc dtlsrec.Scratch
 			sealer, err := dtlsrec.New(client)
 			if err != nil {
