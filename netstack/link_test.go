@@ -121,7 +121,7 @@ func TestChecksumsVerified(t *testing.T) {
 			src, dst, seg, proto = h.SourceAddress(), h.DestinationAddress(), p[20:], h.TransportProtocol()
 		} else {
 			h := header.IPv6(p)
-			src, dst, seg, proto = h.SourceAddress(), h.DestinationAddress(), p[40:], h.TransportProtocol()
+			src, dst, seg, proto = h.SourceAddress(), h.DestinationAddress(), p[40:], tcpip.TransportProtocolNumber(h.NextHeader()) // the test's packets have no extension headers
 		}
 		off := 16 // TCP
 		if proto == header.UDPProtocolNumber {
