@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -129,19 +130,26 @@ func TestEgressPolicy(t *testing.T) {
 	}
 }
 
-// TestReadmeDefaultCommand: the embedded defaults, run as a non-root user with a fresh home, print a command line
-// and a password that work; a restart reuses them.
-func TestReadmeDefaultCommand(t *testing.T) {
-	t.Parallel()
+// startFreshHomeServer starts the server on its embedded defaults, as an unprivileged user with a fresh HOME and
+// no XDG_STATE_HOME, so that the state goes to ~/.local/state/ocgate (setpriv keeps the environment), in a namespace
+// with the target and a LAN host behind it.
+func startFreshHomeServer(t *testing.T) (*netns, netip.AddrPort, *server) {
 	ns := newNetns(t)
 	ns.startTarget()
 	lan := newLAN(t, ns)
 	home := tempDir(t)
 	chownAll(t, home)
 	s := &server{t: t, ns: ns, port: 8443, stateDir: filepath.Join(home, ".local", "state", "ocgate")}
-	// A fresh HOME and no XDG_STATE_HOME: the state goes to ~/.local/state/ocgate (setpriv keeps the environment).
 	s.env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
 	s.start()
+	return ns, lan, s
+}
+
+// TestReadmeDefaultCommand: the embedded defaults, run as a non-root user with a fresh home, print a command line
+// and a password that work; a restart reuses them.
+func TestReadmeDefaultCommand(t *testing.T) {
+	t.Parallel()
+	ns, lan, s := startFreshHomeServer(t)
 	printed := s.stdout.String()
 	cmdRE := regexp.MustCompile(`(?m)^  (openconnect --servercert (pin-sha256:\S+) -u (\S+) (https://\S+))$`)
 	m := cmdRE.FindStringSubmatch(printed)

@@ -201,14 +201,7 @@ func TestCompleteConfigWithoutHome(t *testing.T) {
 // generated user's password, a restart prints no stale password, and the new one logs in.
 func TestBannerCommands(t *testing.T) {
 	t.Parallel()
-	ns := newNetns(t)
-	ns.startTarget()
-	lan := newLAN(t, ns)
-	home := tempDir(t)
-	chownAll(t, home)
-	s := &server{t: t, ns: ns, port: 8443, stateDir: filepath.Join(home, ".local", "state", "ocgate")}
-	s.env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
-	s.start()
+	ns, lan, s := startFreshHomeServer(t)
 	printed := s.stdout.String()
 	unpriv := regexp.MustCompile(`(?m)^  (openconnect --servercert \S+ -u ocgate --script-tun --script "ocproxy -D 11080" https://\S+)$`).FindStringSubmatch(printed)
 	curl := regexp.MustCompile(`(?m)^  (curl --socks5-hostname 127\.0\.0\.1:11080) http://HOST/$`).FindStringSubmatch(printed)

@@ -10,15 +10,19 @@ import (
 	"time"
 )
 
+// datapathModes are the two datapaths a test runs in: kernel TUN (tun, as root through the privileged helper) and
+// netstack.
+var datapathModes = []struct {
+	name string
+	tun  bool
+}{{"tun", true}, {"netstack", false}}
+
 // TestPerUserOcservKeys: ocserv's per-user keys as the stock client sees them, in both datapaths. alice's file sets
 // ipv4_dns, nbns, split_dns, hostname and no_udp, and an iroute: the client prints the matching X-CSTP headers, gets
 // no DTLS offer, and route_add_cmd ran with ocserv's substitutions at the connect (in tun mode as root, through the
 // privileged helper), route_del_cmd at the logout. carol's idle_timeout ends her idle tunnel.
 func TestPerUserOcservKeys(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		tun  bool
-	}{{"tun", true}, {"netstack", false}} {
+	for _, mode := range datapathModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			perUser := userFiles(t, map[string]string{
@@ -70,10 +74,7 @@ route_del_cmd = "echo del %%{RI} dev=%%{D} >> %s"
 // whose first address is the server's; a second network with explicit_ipv4 gives carol her fixed address there.
 // Both move data through the tunnel, in both datapaths.
 func TestPerUserPools(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		tun  bool
-	}{{"tun", true}, {"netstack", false}} {
+	for _, mode := range datapathModes {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
 			perUser := userFiles(t, map[string]string{
