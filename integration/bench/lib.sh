@@ -246,6 +246,8 @@ record_cpu() { local kv; for kv in $CPU_REPORT; do result "${1}_cpu_${kv%%=*}" "
 # cpu_specs [ROLE:PID...]: server processes, the openconnect client, and any extra
 cpu_specs() { srv_procs | awk '{printf "%s:%s ", $1, $2}'; echo "client:$CLI_PID $*"; }
 iperf_to() { local f=$1; shift; iperf_json "$@" >"$f"; }
+# udp_rcvbuf_errors NS: the namespace's count of UDP datagrams dropped for a full socket receive buffer
+udp_rcvbuf_errors() { ip netns exec "$1" awk '$1 == "Udp:" && $2 ~ /^[0-9]/ {print $6}' /proc/net/snmp; }
 # session_info LOG: the negotiated ciphers, the assigned address and the TUN MTU (if any) as one line
 session_info() {
   local dev

@@ -86,10 +86,16 @@ while read -r role pid; do
   result "pss_$role" "$(pss_kib "$pid")" KiB
 done < <(srv_procs)
 # (b) TCP over DTLS, (f) CPU during it
+d0=$(udp_rcvbuf_errors "$CNS")
 cpu_during "$(cpu_specs)" iperf_to "$W/dtls-up.json" -c "$TARGET" -t "$DURATION" || fail "iperf3 dtls up"
 result tun_dtls_tcp_up "$(tcp_mbps "$W/dtls-up.json")" Mbit/s; record_cpu tun_dtls_tcp_up
+d1=$(udp_rcvbuf_errors "$CNS")
 cpu_during "$(cpu_specs)" iperf_to "$W/dtls-down.json" -c "$TARGET" -t "$DURATION" -R || fail "iperf3 dtls down"
 result tun_dtls_tcp_down "$(tcp_mbps "$W/dtls-down.json")" Mbit/s; record_cpu tun_dtls_tcp_down
+d2=$(udp_rcvbuf_errors "$CNS")
+# Datagrams the client's UDP socket dropped (receive buffer full) during each row: each is a lost TCP segment.
+result tun_dtls_tcp_down_client_drops $((d2 - d1)) datagrams
+info "server UDP receive-buffer drops during dtls up: $(( $(udp_rcvbuf_errors "$SNS") ))"
 # (d) UDP at a fixed rate
 iperf_to "$W/udp-up.json" -c "$TARGET" -u -b "$UDP_RATE" -l 1200 -t "$DURATION" || fail "iperf3 udp up"
 result tun_dtls_udp_up "$(udp_mbps "$W/udp-up.json")" Mbit/s; result tun_dtls_udp_up_loss "$(udp_loss "$W/udp-up.json")" %
