@@ -79,8 +79,17 @@ func (l *link) newGRO() any {
 func (*link) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 
 // WritePackets delivers packets the stack sends to the sessions owning their destinations.
+// The list is one burst (often one segment cut into MTU packets): a session's packets are held (DeliverBufHeld)
+// and its sender kicked once, when the list moves on to another session and at the end, so that the burst
+// leaves in one batch.
 func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
+	var held *port // the session whose packets are held
+	defer func() {
+		if held != nil {
+			held.sess.KickSender()
+		}
+	}()
 	for _, pkt := range pkts.AsSlice() {
 		n++
 		b := datapath.GetBuffer(pkt.Size())
@@ -101,7 +110,13 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			continue
 		}
 		l.s.stats.packetsOut.Add(1)
-		p.sess.DeliverBuf(b)
+		if held != p {
+			if held != nil {
+				held.sess.KickSender()
+			}
+			held = p
+		}
+		p.sess.DeliverBufHeld(b)
 	}
 	return n, nil
 }

@@ -225,11 +225,24 @@ func (s *Session) deliver(pkt []byte) {
 
 // deliverBuffer is the datapath's DeliverBuffer callback: it queues b on the current tunnel, or drops (releases)
 // it when the session has none (the client is reconnecting) or the tunnel's queue is full.
-func (s *Session) deliverBuffer(b *datapath.Buffer) {
+func (s *Session) deliverBuffer(b *datapath.Buffer) { s.queueBuffer(b, false) }
+
+// deliverHeld is the datapath's DeliverHeld callback: deliverBuffer, except that the tunnel's sender is not woken
+// until kick.
+func (s *Session) deliverHeld(b *datapath.Buffer) { s.queueBuffer(b, true) }
+
+func (s *Session) queueBuffer(b *datapath.Buffer, held bool) {
 	t := s.cur.Load()
-	if t == nil || !s.txLimit.allow(b.N) || !t.queueData(b) {
+	if t == nil || !s.txLimit.allow(b.N) || !t.queueData(b, held) {
 		s.txDropped.Add(1)
 		b.Release()
+	}
+}
+
+// kick is the datapath's Kick callback: the packets held for the current tunnel go out.
+func (s *Session) kick() {
+	if t := s.cur.Load(); t != nil {
+		t.kick()
 	}
 }
 
@@ -322,6 +335,8 @@ func (s *Session) attach(t *tunnel, remote netip.AddrPort, want6 bool) (first bo
 			MTU:           t.mtu,
 			Deliver:       s.deliver,
 			DeliverBuffer: s.deliverBuffer,
+			DeliverHeld:   s.deliverHeld,
+			Kick:          s.kick,
 
 			RestrictToRoutes: s.pcfg.restrict,
 			ClientToClient:   s.ucfg.ClientToClient,

@@ -48,12 +48,12 @@ func (t *tunnel) sendDTLS(f *frame) bool {
 	var err error
 	batched := false
 	if c.Fast() {
-		// Fast path: sealed in place into the writer's batch, sent with one sendmmsg when the queue runs dry.
+		// Fast path: sealed in place into the batch, sent with one sendmmsg when the queue runs dry.
 		if t.dbatchConn != c {
 			t.flushDTLS()
 			t.dbatch, err = c.NewBatch()
 			if err != nil {
-				t.dbatch = nil
+				t.dbatch, t.dbatchConn = nil, nil
 				t.dropDTLS(c, "write error: "+err.Error())
 				if z != nil {
 					z.release()

@@ -441,7 +441,12 @@ func (p *tunPort) readLoop() {
 		}
 		return true
 	}
-	deliver := func(off, end int) { p.sess.Deliver(buf[off:end]) }
+	// The packets of one read (a TSO segment cut up) are held and sent as one burst (KickSender).
+	deliver := func(off, end int) {
+		if !p.sess.DeliverCopyHeld(buf[off:end]) {
+			p.dropMalformed.Add(1)
+		}
+	}
 	failures := 0
 	for {
 		err := rc.Read(read)
@@ -452,8 +457,11 @@ func (p *tunPort) readLoop() {
 			b := buf[:n]
 			if !p.vnet {
 				p.sess.Deliver(b)
-			} else if !split(b, deliver) {
-				p.dropMalformed.Add(1)
+			} else {
+				if !split(b, deliver) {
+					p.dropMalformed.Add(1)
+				}
+				p.sess.KickSender()
 			}
 		}
 		if buf != nil {

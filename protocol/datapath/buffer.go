@@ -68,3 +68,31 @@ func (s *Session) DeliverBuf(b *Buffer) {
 	s.Deliver(b.Packet())
 	b.Release()
 }
+
+// DeliverBufHeld is DeliverBuf for a packet of a burst: the session may hold it until KickSender.
+func (s *Session) DeliverBufHeld(b *Buffer) {
+	if s.DeliverHeld != nil {
+		s.DeliverHeld(b)
+		return
+	}
+	s.DeliverBuf(b)
+}
+
+// KickSender ends a burst of DeliverBufHeld calls: what the session holds goes out.
+func (s *Session) KickSender() {
+	if s.Kick != nil {
+		s.Kick()
+	}
+}
+
+// DeliverCopyHeld is DeliverBufHeld with a copy of pkt in a pooled buffer; false when pkt is longer than any
+// buffer holds (it is dropped).
+func (s *Session) DeliverCopyHeld(pkt []byte) bool {
+	b := GetBuffer(len(pkt))
+	if b == nil {
+		return false
+	}
+	copy(b.Packet(), pkt)
+	s.DeliverBufHeld(b)
+	return true
+}

@@ -49,6 +49,13 @@ type Session struct {
 	// the packet), and the carrier writes its framing into b's room in place (buffer.go). Deliver's other rules
 	// hold. A datapath calls DeliverBuf, which falls back on Deliver when DeliverBuffer is nil.
 	DeliverBuffer func(b *Buffer)
+	// DeliverHeld and Kick, when set, split DeliverBuffer in two for a datapath that hands over several packets
+	// at once (gVisor's segmentation offload cutting one segment into MTU packets, a TSO segment from a TUN
+	// device, the ACKs of one inbound burst): DeliverHeld takes b over as DeliverBuffer does but need not send it
+	// yet; Kick sends what is held. A datapath calls DeliverBufHeld and, once its burst is over and before it
+	// waits for anything, KickSender. Kick does not block.
+	DeliverHeld func(b *Buffer)
+	Kick        func()
 }
 
 // PortRules is restrict_user_to_ports (ocserv's syntax, parsed by config).
