@@ -220,7 +220,10 @@ type tunPort struct {
 	dropMalformed                                      atomic.Uint64 // device reads split could not honour
 }
 
-var _ datapath.CarrierAware = (*tunPort)(nil)
+var (
+	_ datapath.CarrierAware = (*tunPort)(nil)
+	_ datapath.Burster      = (*tunPort)(nil)
+)
 
 // Carrier turns the device's segmentation offloads on while the session's carrier is DTLS and off while it is
 // TLS. Measured (TUN mode, stock openconnect): with 64 KiB TSO bursts going into a TLS channel, downloads
@@ -289,7 +292,31 @@ func (p *tunPort) DeviceName() string { return p.name }
 // Send passes one packet from the client to the device: into the batch that writeLoop writes, or, when nothing
 // is pending and nothing could merge with it, straight to the device. Packets with a foreign source, or that the
 // session's policy refuses, are dropped and counted.
-func (p *tunPort) Send(pkt []byte) error {
+func (p *tunPort) Send(pkt []byte) error { return p.send(pkt, false) }
+
+// SendBurst is Send, except that writeLoop is not woken for the packet until EndBurst (or the batch is full), so
+// that a burst from the client (a recvmmsg batch of DTLS records) is merged and written as a whole
+// (datapath.Burster). Without it, writeLoop woke at the burst's first packet and wrote it alone.
+func (p *tunPort) SendBurst(pkt []byte) error { return p.send(pkt, true) }
+
+// EndBurst wakes writeLoop for the packets SendBurst batched.
+func (p *tunPort) EndBurst() {
+	p.wmu.Lock()
+	if len(p.fill.segs) > 0 && !p.wshut {
+		p.kickWriter()
+	}
+	p.wmu.Unlock()
+}
+
+// kickWriter wakes writeLoop (one token waits at most). The caller holds wmu and has checked wshut.
+func (p *tunPort) kickWriter() {
+	select {
+	case p.wkick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *tunPort) send(pkt []byte, burst bool) error {
 	if p.closed.Load() {
 		return os.ErrClosed
 	}
@@ -327,13 +354,13 @@ func (p *tunPort) Send(pkt []byte) error {
 		p.wmu.Unlock()
 		return nil
 	}
-	if len(p.fill.segs) == 0 {
-		select {
-		case p.wkick <- struct{}{}:
-		default:
-		}
+	if len(p.fill.segs) == 0 && !burst {
+		p.kickWriter()
 	}
 	p.fill.add(pkt)
+	if burst && p.fill.full() {
+		p.kickWriter() // the next packet waits for writeLoop to take this batch
+	}
 	p.wmu.Unlock()
 	return nil
 }
