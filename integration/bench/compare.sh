@@ -69,8 +69,15 @@ def add_cpu(d):
             except ValueError: pass
         try: rate = float(d[k][0])
         except ValueError: continue
+        sys_ = 0.0
+        for role in ("main", "secmon", "secmod", "worker", "helper"):
+            try: sys_ += float(d.get(f"{k}_cpu_{role}_sys", ("0",))[0])
+            except ValueError: pass
         if cpu > 0 and rate > 0:
             d[f"{k}_server_cpu_s_per_gib"] = (f"{cpu / 100 * 8 * 2**30 / (rate * 1e6):.1f}", "s/GiB")
+            # The kernel's share: system calls, where the sends, device writes and this machine's delivery to
+            # the client's and the target's sockets run.
+            d[f"{k}_server_sys_s_per_gib"] = (f"{sys_ / 100 * 8 * 2**30 / (rate * 1e6):.1f}", "s/GiB")
 rounds = {}   # name -> [dict per round]
 for n in names:
     rounds[n] = []

@@ -207,6 +207,9 @@ stop_client() {
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 # cpu_ticks PID: utime+stime in clock ticks (0 if gone)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# sys_ticks PID: the part of cpu_ticks spent in the kernel (system calls: for a VPN server, mostly the network
+# stack's work on its sends and device writes, including delivery to the far end's sockets on this machine)
+sys_ticks() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # total_busy: non-idle ticks summed over all CPUs, and total ticks: "busy total"
 total_busy() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -217,8 +220,8 @@ HZ=$(getconf CLK_TCK)
 # and whole-machine busy % (of all cores); sets CPU_REPORT ("role=NN ... machine=NN")
 cpu_during() {
   local specs=$1; shift
-  local s before=() after t0 t1 b0 b1 rc=0 i=0 role pid
-  for s in $specs; do before+=("$(cpu_ticks "${s#*:}")"); done
+  local s before=() sbefore=() after t0 t1 b0 b1 rc=0 i=0 role pid
+  for s in $specs; do before+=("$(cpu_ticks "${s#*:}")"); sbefore+=("$(sys_ticks "${s#*:}")"); done
   read -r b0 t0 < <(total_busy)
   local w0; w0=$(now_ms)
   "$@" || rc=$?
@@ -228,6 +231,7 @@ cpu_during() {
   for s in $specs; do
     role=${s%%:*}; pid=${s#*:}; after=$(cpu_ticks "$pid")
     CPU_REPORT+="$role=$(( (after - before[i]) * 100000 / HZ / (w1 - w0) )) "
+    CPU_REPORT+="${role}_sys=$(( ($(sys_ticks "$pid") - sbefore[i]) * 100000 / HZ / (w1 - w0) )) "
     i=$((i + 1))
   done
   CPU_REPORT+="machine=$(( (b1 - b0) * 100 / (t1 - t0) ))"

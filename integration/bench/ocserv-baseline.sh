@@ -7,7 +7,8 @@
 #                                  connection" and "Configured as" lines (stamped as they arrive on a pipe)
 #   tun_{dtls,tls}_tcp_{up,down}   iperf3 TCP, client → 10.77.0.1 (up) and -R (down), DURATION s each
 #   tun_dtls_udp_{up,down}         iperf3 UDP at UDP_RATE, 1200-byte datagrams: received Mbit/s and loss %
-#   *_cpu_ROLE                     CPU of each server process / the client during that run, % of one core;
+#   *_cpu_ROLE, *_cpu_ROLE_sys     CPU of each server process / the client during that run, % of one core (all, and
+#                                  the part in the kernel: system calls, where sends and device writes run);
 #   *_cpu_machine                  whole machine busy during that run, % of all cores
 #   rss_ROLE / pss_ROLE            memory of each server process with one client connected (KiB)
 # Env: DURATION (10), CONNECT_RUNS (5), UDP_RATE (300M), BENCH_MODES ("dtls tls"; "tls" skips the DTLS runs).
