@@ -186,11 +186,10 @@ func (t *tunnel) kick() { t.dq.signal() }
 // dtlsChunk is how many frames a sender takes from the queue at a time.
 const dtlsChunk = 32
 
-// countData counts a DATA frame of n bytes sent to the client.
+// countData counts a DATA frame of n bytes sent to the client (sendQueued stamps lastData once per chunk).
 func (t *tunnel) countData(n int) {
 	t.sess.txBytes.Add(uint64(n))
 	t.sess.txPackets.Add(1)
-	t.lastData.Store(time.Now().UnixNano())
 }
 
 func (t *tunnel) queueCtrl(f *frame) {
@@ -267,12 +266,15 @@ func (t *tunnel) writeLoop() {
 func (t *tunnel) sendQueued() error {
 	var fs [dtlsChunk]*frame
 	n := t.dq.popN(fs[:])
+	if n > 0 {
+		t.lastData.Store(time.Now().UnixNano())
+	}
 	for i, f := range fs[:n] {
+		m := f.N // f is no longer ours once sent
 		if t.sendDTLS(f) {
-			t.countData(f.N)
+			t.countData(m)
 			continue
 		}
-		m := f.N
 		err := t.writeData(f)
 		f.release()
 		if err != nil {
