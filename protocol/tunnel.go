@@ -77,7 +77,6 @@ func newFrame(typ byte, payload []byte) *frame {
 // setType writes the frame's CSTP header for its payload.
 func (f *frame) setType(typ byte) { cstp.PutHeader(f.B[frameStart:], typ, f.N) }
 
-func (f *frame) typ() byte                { return f.B[frameStart+6] }
 func (f *frame) bytes() []byte            { return f.B[frameStart : datapath.Headroom+f.N] }
 func (f *frame) payload() []byte          { return f.B[datapath.Headroom : datapath.Headroom+f.N] }
 func (f *frame) record() []byte           { return f.B[datapath.Headroom-1 : datapath.Headroom+f.N] }
