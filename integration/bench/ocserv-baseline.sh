@@ -11,7 +11,8 @@
 #                                  the part in the kernel: system calls, where sends and device writes run);
 #   *_cpu_machine                  whole machine busy during that run, % of all cores
 #   rss_ROLE / pss_ROLE            memory of each server process with one client connected (KiB)
-# Env: DURATION (10), CONNECT_RUNS (5), UDP_RATE (300M), BENCH_MODES ("dtls tls"; "tls" skips the DTLS runs).
+# Env: DURATION (10), CONNECT_RUNS (5), UDP_RATE (300M), BENCH_MODES ("dtls tls"; "tls" skips the DTLS runs),
+#      UDP_ROWS (1; 0 skips the fixed-rate UDP rows).
 . "$(dirname "$0")/lib.sh"
 need ip openconnect iperf3 ocpasswd openssl python3 curl
 DURATION=${DURATION:-10}
@@ -97,11 +98,13 @@ d2=$(udp_rcvbuf_errors "$CNS")
 # Datagrams the client's UDP socket dropped (receive buffer full) during each row: each is a lost TCP segment.
 result tun_dtls_tcp_down_client_drops $((d2 - d1)) datagrams
 info "server UDP receive-buffer drops during dtls up: $(( $(udp_rcvbuf_errors "$SNS") ))"
-# (d) UDP at a fixed rate
+# (d) UDP at a fixed rate (UDP_ROWS=0 skips it)
+if [ "${UDP_ROWS:-1}" != 0 ]; then
 iperf_to "$W/udp-up.json" -c "$TARGET" -u -b "$UDP_RATE" -l 1200 -t "$DURATION" || fail "iperf3 udp up"
 result tun_dtls_udp_up "$(udp_mbps "$W/udp-up.json")" Mbit/s; result tun_dtls_udp_up_loss "$(udp_loss "$W/udp-up.json")" %
 iperf_to "$W/udp-down.json" -c "$TARGET" -u -b "$UDP_RATE" -l 1200 -t "$DURATION" -R || fail "iperf3 udp down"
 result tun_dtls_udp_down "$(udp_mbps "$W/udp-down.json")" Mbit/s; result tun_dtls_udp_down_loss "$(udp_loss "$W/udp-down.json")" %
+fi
 stop_client
 fi
 
