@@ -134,6 +134,19 @@ func encodeRequest(req request) ([]byte, error) {
 	return frame(append(b, req.Args...), rpcVersion)
 }
 
+// envelopeHead reads what requests and replies start with: the id and a name (op or code), each a length-prefixed
+// byte string; ok is false when body is cut short.
+func envelopeHead(body []byte) (id uint64, name string, rest []byte, ok bool) {
+	if len(body) < 9 {
+		return 0, "", nil, false
+	}
+	id, n := binary.BigEndian.Uint64(body), int(body[8])
+	if body = body[9:]; len(body) < n {
+		return id, "", nil, false
+	}
+	return id, string(body[:n]), body[n:], true
+}
+
 // decodeRequest reads a request. The id is set as soon as it was read, for the refusal of a request whose rest
 // is malformed.
 func decodeRequest(msg []byte) (request, error) {
@@ -142,21 +155,15 @@ func decodeRequest(msg []byte) (request, error) {
 	if err != nil {
 		return req, err
 	}
-	if len(body) < 9 {
-		return req, fmt.Errorf("%w: request of %d bytes", errMalformed, len(body))
+	var ok bool
+	if req.ID, req.Op, body, ok = envelopeHead(body); !ok {
+		return req, fmt.Errorf("%w: request cut short", errMalformed)
 	}
-	req.ID = binary.BigEndian.Uint64(body)
-	n := int(body[8])
-	body = body[9:]
-	if len(body) < n {
-		return req, fmt.Errorf("%w: operation name cut short", errMalformed)
-	}
-	req.Op = string(body[:n])
-	if args := body[n:]; len(args) > 0 {
-		if !json.Valid(args) {
+	if len(body) > 0 {
+		if !json.Valid(body) {
 			return req, fmt.Errorf("%w: arguments are not JSON", errMalformed)
 		}
-		req.Args = bytes.Clone(args) // (msg is the reader's buffer)
+		req.Args = bytes.Clone(body) // (msg is the reader's buffer)
 	}
 	return req, nil
 }
@@ -183,25 +190,14 @@ func decodeReply(msg []byte) (reply, error) {
 	if err != nil {
 		return rep, err
 	}
-	short := fmt.Errorf("%w: reply cut short", errMalformed)
-	if len(body) < 9 {
-		return rep, short
+	var ok bool
+	rep.ID, rep.Code, body, ok = envelopeHead(body)
+	if !ok || len(body) < 2 || len(body)-2 < int(binary.BigEndian.Uint16(body)) {
+		return rep, fmt.Errorf("%w: reply cut short", errMalformed)
 	}
-	rep.ID = binary.BigEndian.Uint64(body)
-	n := int(body[8])
-	body = body[9:]
-	if len(body) < n+2 {
-		return rep, short
-	}
-	rep.Code = string(body[:n])
-	body = body[n:]
 	m := int(binary.BigEndian.Uint16(body))
-	body = body[2:]
-	if len(body) < m {
-		return rep, short
-	}
-	rep.Err = string(body[:m])
-	if res := body[m:]; len(res) > 0 {
+	rep.Err = string(body[2 : 2+m])
+	if res := body[2+m:]; len(res) > 0 {
 		rep.Result = bytes.Clone(res) // (msg is the reader's buffer)
 	}
 	return rep, nil
