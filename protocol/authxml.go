@@ -74,7 +74,7 @@ func parseClientDoc(contentType string, body []byte) (*clientDoc, error) {
 // once, from an element without children. It reports false for anything else, and parseClientDoc then runs
 // encoding/xml, which accepts or refuses it: whatever this accepts, encoding/xml reads the same way
 // (FuzzClientXMLFast checks that). encoding/xml costs ~15 µs and ~110 allocations per document, a few per cent of
-// a login's CPU in the network process; this, well under a microsecond and no allocation but the strings.
+// a login's CPU in the network process; this, under a microsecond and no allocation but the strings.
 func parseClientXMLFast(b []byte, doc *clientDoc) bool {
 	const (
 		fVersion = 1 << iota
