@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/xml"
 	"strings"
 	"testing"
@@ -91,6 +92,81 @@ func TestFormDoc(t *testing.T) {
 		a.Form.Select.Name != "group_list" || len(a.Form.Select.Options) != 2 || a.Form.Select.Options[0].Label != "Engineering" ||
 		a.Form.Select.Options[1].Selected != "true" || a.Form.Select.Options[0].Selected != "" {
 		t.Fatalf("unexpected form %+v\n%s", a, doc)
+	}
+}
+
+// parseClientDocSlow is parseClientDoc's encoding/xml path alone.
+func parseClientDocSlow(b []byte) (*clientDoc, error) {
+	doc := &clientDoc{}
+	raw := xml.NewDecoder(bytes.NewReader(bytes.TrimSpace(b)))
+	raw.Strict = true
+	err := xml.NewTokenDecoder(&depthLimit{in: raw, max: maxXMLDepth}).Decode(doc)
+	return doc, err
+}
+
+// The fast path reads the documents openconnect sends, and what it reads, encoding/xml reads the same way.
+func TestClientXMLFast(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		fast     bool
+	}{
+		{"openconnect init", ocInit, true},
+		{"openconnect reply, plain password", strings.Replace(ocReply, "p&amp;ss&lt;w", "pass word", 1), true},
+		{"openconnect reply, escaped password", ocReply, false},
+		{"no prolog, single quotes, CRLF", "<config-auth type='auth-reply'>\r\n<auth><username>u</username>" +
+			"<password/></auth></config-auth>\r\n", true},
+		{"group-select", `<config-auth type="init"><group-select>g1</group-select></config-auth>`, true},
+		{"CR in a field", "<config-auth type=\"init\"><version>a\rb</version></config-auth>", false},
+		{"non-ASCII password", `<config-auth type="auth-reply"><auth><password>pässword</password></auth></config-auth>`, false},
+		{"comment", `<config-auth type="init"><!-- x --></config-auth>`, false},
+		{"CDATA", `<config-auth type="init"><version><![CDATA[x]]></version></config-auth>`, false},
+		{"namespace prefix", `<config-auth type="init"><a:version>x</a:version></config-auth>`, false},
+		{"a field twice", `<config-auth type="init"><version>1</version><version>2</version></config-auth>`, false},
+		{"a field with children", `<config-auth type="init"><version>1<b/></version></config-auth>`, false},
+		{"mismatched end", `<config-auth type="init"><a></b></config-auth>`, false},
+		{"other root", `<x type="init"/>`, false},
+		{"text after the root", `<config-auth type="init"/>x`, false},
+		{"unterminated", `<config-auth type="init"><auth>`, false},
+		{"too deep", `<config-auth type="init">` + strings.Repeat("<a>", 16) + strings.Repeat("</a>", 16) + `</config-auth>`, false},
+		{"deepest allowed", `<config-auth type="init">` + strings.Repeat("<a>", 15) + strings.Repeat("</a>", 15) + `</config-auth>`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var fast clientDoc
+			ok := parseClientXMLFast(bytes.TrimSpace([]byte(tc.in)), &fast)
+			if ok != tc.fast {
+				t.Fatalf("fast path took it: %v, want %v", ok, tc.fast)
+			}
+			slow, err := parseClientDocSlow([]byte(tc.in))
+			if ok && (err != nil || fast != *slow) {
+				t.Fatalf("fast path read %+v, encoding/xml %+v (%v)", fast, *slow, err)
+			}
+		})
+	}
+}
+
+// FuzzClientXMLFast: whatever the fast path accepts, encoding/xml accepts and reads the same.
+func FuzzClientXMLFast(f *testing.F) {
+	f.Add([]byte(ocInit))
+	f.Add([]byte(strings.Replace(ocReply, "p&amp;ss&lt;w", "pass word", 1)))
+	f.Add([]byte("<config-auth type='auth-reply'>\r\n<auth><username>u</username><password/></auth></config-auth>"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var fast clientDoc
+		if !parseClientXMLFast(bytes.TrimSpace(in), &fast) {
+			return
+		}
+		slow, err := parseClientDocSlow(in)
+		if err != nil || fast != *slow {
+			t.Fatalf("%q: fast path read %+v, encoding/xml %+v (%v)", in, fast, *slow, err)
+		}
+	})
+}
+
+func BenchmarkParseClientDoc(b *testing.B) {
+	reply := []byte(strings.Replace(ocReply, "p&amp;ss&lt;w", "pass word", 1))
+	b.ReportAllocs()
+	for b.Loop() {
+		parseClientDoc("application/xml", []byte(ocInit))
+		parseClientDoc("application/xml", reply)
 	}
 }
 

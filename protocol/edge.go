@@ -179,7 +179,9 @@ func (s *Server) banned(a netip.Addr, now time.Time) (banned, first bool) {
 	return s.bans.Banned(a, now)
 }
 
-// addBanPoints is bans.Add for a known address; an unknown one scores nothing.
+// addBanPoints is bans.Add for a known address; an unknown one scores nothing, and nothing scores while
+// max_ban_score is 0 (bans disabled, as in ocserv): every store would drop the points, and the security module's
+// would take a round trip to it for each connection.
 func (s *Server) addBanPoints(a netip.Addr, points int, now time.Time) bool {
-	return a.IsValid() && s.bans.Add(a, points, now)
+	return a.IsValid() && s.conf().MaxBanScore > 0 && s.bans.Add(a, points, now)
 }

@@ -217,7 +217,7 @@ func TestForwardedForParse(t *testing.T) {
 		{[]string{""}, ""},
 	} {
 		t.Run(strings.Join(tc.hdr, "|"), func(t *testing.T) {
-			req := &request{header: map[string][]string{}}
+			req := &request{}
 			for _, v := range tc.hdr {
 				req.header.Add("X-Forwarded-For", v)
 			}

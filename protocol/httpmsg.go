@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/textproto"
 	"strconv"
 	"strings"
 )
@@ -39,11 +38,42 @@ func badRequest(format string, args ...any) error {
 type request struct {
 	method string
 	target string // the request target as sent, e.g. "/auth" or "/CSCOSSLC/tunnel"
-	header textproto.MIMEHeader
+	header header
 	body   []byte
 }
 
 func (r *request) get(name string) string { return r.header.Get(name) }
+
+// header is a request's header fields in the order they came, their names as sent. Lookups ignore case, as
+// HTTP's field names do. A list, not textproto.MIMEHeader's map: a login's three requests carry ~15 fields each,
+// and the map, a slice per name and each name's canonical form were a third of reading them.
+type header []headerField
+
+type headerField struct{ name, value string }
+
+// Get returns the first value of the named field, or "".
+func (h header) Get(name string) string {
+	for _, f := range h {
+		if len(f.name) == len(name) && strings.EqualFold(f.name, name) {
+			return f.value
+		}
+	}
+	return ""
+}
+
+// Values returns every value of the named field, in order.
+func (h header) Values(name string) []string {
+	var vs []string
+	for _, f := range h {
+		if len(f.name) == len(name) && strings.EqualFold(f.name, name) {
+			vs = append(vs, f.value)
+		}
+	}
+	return vs
+}
+
+// Add appends a field.
+func (h *header) Add(name, value string) { *h = append(*h, headerField{name, value}) }
 
 // cookie returns the value of the named cookie in the Cookie header(s), and whether it was present.
 func (r *request) cookie(name string) (string, bool) {
@@ -60,12 +90,31 @@ func (r *request) cookie(name string) (string, bool) {
 
 // readLine reads one CRLF- or LF-terminated line of at most limit bytes (without the line end).
 func readLine(br *bufio.Reader, limit int, budget *int) (string, error) {
-	var line []byte
+	chunk, err := br.ReadSlice('\n')
+	if len(chunk) > limit || len(chunk) > *budget {
+		return "", errLineTooLong()
+	}
+	switch err {
+	case nil: // the whole line was buffered: one copy, into the string
+		*budget -= len(chunk)
+		return string(bytes.TrimSuffix(chunk[:len(chunk)-1], []byte("\r"))), nil
+	case bufio.ErrBufferFull:
+		return readLongLine(br, append([]byte(nil), chunk...), limit, budget)
+	case io.EOF:
+		if len(chunk) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	return "", err
+}
+
+// readLongLine is readLine for a line longer than the reader's buffer, line holding its start.
+func readLongLine(br *bufio.Reader, line []byte, limit int, budget *int) (string, error) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		line = append(line, chunk...)
 		if len(line) > limit || len(line) > *budget {
-			return "", &httpError{status: 431, reason: "Request Header Fields Too Large", detail: "header line too long"}
+			return "", errLineTooLong()
 		}
 		if err == nil {
 			break
@@ -73,8 +122,8 @@ func readLine(br *bufio.Reader, limit int, budget *int) (string, error) {
 		if err == bufio.ErrBufferFull {
 			continue
 		}
-		if err == io.EOF && len(line) > 0 {
-			err = io.ErrUnexpectedEOF
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // (line holds the first chunk)
 		}
 		return "", err
 	}
@@ -82,6 +131,10 @@ func readLine(br *bufio.Reader, limit int, budget *int) (string, error) {
 	line = bytes.TrimSuffix(line, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
 	return string(line), nil
+}
+
+func errLineTooLong() error {
+	return &httpError{status: 431, reason: "Request Header Fields Too Large", detail: "header line too long"}
 }
 
 // readRequest reads one request with its body. io.EOF means the client closed the connection between requests.
@@ -99,7 +152,7 @@ func readRequest(br *bufio.Reader) (*request, error) {
 	if proto != "HTTP/1.1" && proto != "HTTP/1.0" {
 		return nil, badRequest("unsupported protocol %.32q", proto)
 	}
-	req := &request{method: method, target: target, header: make(textproto.MIMEHeader)}
+	req := &request{method: method, target: target, header: make(header, 0, 16)}
 	for n := 0; ; n++ {
 		line, err := readLine(br, maxHeaderBytes, &budget)
 		if err != nil {
@@ -115,7 +168,7 @@ func readRequest(br *bufio.Reader) (*request, error) {
 		if !ok || k == "" || strings.ContainsAny(k, " \t") {
 			return nil, badRequest("malformed header line %.64q", line)
 		}
-		req.header.Add(textproto.CanonicalMIMEHeaderKey(k), strings.TrimSpace(v))
+		req.header.Add(k, strings.TrimSpace(v))
 	}
 	if te := req.get("Transfer-Encoding"); te != "" {
 		return nil, &httpError{status: 501, reason: "Not Implemented", detail: "transfer-encoding " + te}
@@ -153,20 +206,26 @@ func (r *response) add(name, value string) { r.header = append(r.header, name+":
 
 // bytes renders the response. Every response carries a Content-Length: the client needs body framing.
 func (r *response) bytes() []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", r.status, r.reason)
+	n := 64 + len(r.reason) + len(r.body)
 	for _, h := range r.header {
-		b.WriteString(h)
-		b.WriteString("\r\n")
+		n += len(h) + 2
+	}
+	b := make([]byte, 0, n)
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(r.status), 10)
+	b = append(append(append(b, ' '), r.reason...), "\r\n"...)
+	for _, h := range r.header {
+		b = append(append(b, h...), "\r\n"...)
 	}
 	if r.close {
-		b.WriteString("Connection: close\r\n")
+		b = append(b, "Connection: close\r\n"...)
 	} else {
-		b.WriteString("Connection: Keep-Alive\r\n")
+		b = append(b, "Connection: Keep-Alive\r\n"...)
 	}
-	fmt.Fprintf(&b, "Content-Length: %d\r\n\r\n", len(r.body))
-	b.Write(r.body)
-	return b.Bytes()
+	b = append(b, "Content-Length: "...)
+	b = strconv.AppendInt(b, int64(len(r.body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	return append(b, r.body...)
 }
 
 func errorResponse(status int, reason string) *response {

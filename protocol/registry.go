@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"slices"
 	"sync"
 )
 
@@ -20,26 +21,51 @@ type SessionStore interface {
 	All() []*Session
 	// CountUser returns the number of sessions of a user.
 	CountUser(user string) int
+	// UserSessions returns a snapshot of a user's sessions.
+	UserSessions(user string) []*Session
 	// Len returns the number of sessions.
 	Len() int
 }
 
 // memoryStore is the in-process SessionStore. Sessions are keyed by the SHA-256 of their cookie, so the map
-// lookup's timing says nothing about the cookie itself; the final comparison is constant-time.
+// lookup's timing says nothing about the cookie itself; the final comparison is constant-time. They are indexed
+// by user too: each CONNECT counts its user's sessions (max_same_clients), which must not cost a walk over every
+// session of the server.
 type memoryStore struct {
 	mu       sync.RWMutex
 	byCookie map[[sha256.Size]byte]*Session // guarded by mu
+	byUser   map[string][]*Session          // guarded by mu: the same sessions, by User
 }
 
 // NewMemoryStore returns an empty in-memory session store.
 func NewMemoryStore() SessionStore {
-	return &memoryStore{byCookie: make(map[[sha256.Size]byte]*Session)}
+	return &memoryStore{byCookie: make(map[[sha256.Size]byte]*Session), byUser: make(map[string][]*Session)}
 }
 
 func (m *memoryStore) Add(s *Session) {
+	k := sha256.Sum256([]byte(s.cookie))
 	m.mu.Lock()
-	m.byCookie[sha256.Sum256([]byte(s.cookie))] = s
+	if old := m.byCookie[k]; old != nil {
+		m.dropUser(old)
+	}
+	m.byCookie[k] = s
+	m.byUser[s.User] = append(m.byUser[s.User], s)
 	m.mu.Unlock()
+}
+
+// dropUser removes s from the user index. Called with mu held.
+func (m *memoryStore) dropUser(s *Session) {
+	l := m.byUser[s.User]
+	if i := slices.Index(l, s); i >= 0 {
+		l[i] = l[len(l)-1]
+		l[len(l)-1] = nil
+		l = l[:len(l)-1]
+	}
+	if len(l) == 0 {
+		delete(m.byUser, s.User)
+	} else {
+		m.byUser[s.User] = l
+	}
 }
 
 func (m *memoryStore) Lookup(cookie string) *Session {
@@ -57,6 +83,7 @@ func (m *memoryStore) Remove(s *Session) {
 	m.mu.Lock()
 	if m.byCookie[k] == s {
 		delete(m.byCookie, k)
+		m.dropUser(s)
 	}
 	m.mu.Unlock()
 }
@@ -74,13 +101,13 @@ func (m *memoryStore) All() []*Session {
 func (m *memoryStore) CountUser(user string) int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	n := 0
-	for _, s := range m.byCookie {
-		if s.User == user {
-			n++
-		}
-	}
-	return n
+	return len(m.byUser[user])
+}
+
+func (m *memoryStore) UserSessions(user string) []*Session {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return slices.Clone(m.byUser[user])
 }
 
 func (m *memoryStore) Len() int {

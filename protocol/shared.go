@@ -331,12 +331,18 @@ func (s *Server) roamStart(sid string) (done func()) {
 // sharedAdmit counts the session against max_same_clients across instances at its first CONNECT here. Redis
 // unreachable: the local count decides.
 func (s *Server) sharedAdmit(sess *Session, n int) bool {
+	local := func() bool {
+		if n <= 0 {
+			return sess.admit(nil, n) // no limit: nothing to count
+		}
+		return sess.admit(s.sessions.UserSessions(sess.User), n)
+	}
 	if s.cluster == nil || sess.isAdmitted() || !s.cluster.Healthy() {
-		return sess.admit(s.sessions.All(), n)
+		return local()
 	}
 	ok, err := s.cluster.Admit(sess.User, sess.sidString(), n)
 	if err != nil {
-		return sess.admit(s.sessions.All(), n)
+		return local()
 	}
 	if ok {
 		sess.admit(nil, 0)

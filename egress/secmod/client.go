@@ -200,7 +200,7 @@ func (c *Client) openConn(conn *net.UnixConn, gen uint64) (*workerConn, string) 
 	var rep reply
 	var h Hello
 	if err == nil {
-		if err = decode(buf[:n], &rep); err == nil {
+		if rep, err = decodeReply(buf[:n]); err == nil {
 			err = json.Unmarshal(rep.Result, &h)
 		}
 	}
@@ -439,8 +439,8 @@ func (w *workerConn) readLoop(c *Client) {
 		if err != nil || n == 0 {
 			break
 		}
-		var rep reply
-		if err := decode(buf[:n], &rep); err != nil {
+		rep, err := decodeReply(buf[:n])
+		if err != nil {
 			c.log.Warn("security module: undecodable reply", "err", err)
 			continue
 		}
@@ -474,7 +474,7 @@ func (w *workerConn) call(ctx context.Context, req request) (reply, error) {
 	req.ID = w.next
 	w.pending[req.ID] = ch
 	w.mu.Unlock()
-	if err := send(w.conn, req); err != nil {
+	if err := write(w.conn)(encodeRequest(req)); err != nil {
 		w.mu.Lock()
 		delete(w.pending, req.ID)
 		w.mu.Unlock()

@@ -248,7 +248,9 @@ func TestMalformedRefused(t *testing.T) {
 		})
 	}
 	// Broken frames: the worker cannot answer them by id, but logs, counts and goes on.
-	for _, raw := range [][]byte{{1, 2}, {0, 0, 0, 9, 1, '{'}, {0, 0, 0, 2, 7, '{', '}'}, {0, 0, 0, 1, 1, '['}} {
+	notJSON := append([]byte{0, 0, 0, 17, rpcVersion, 0, 0, 0, 0, 0, 0, 3, 0xe7, 4}, `sign{"a`...) // id 999
+	for _, raw := range [][]byte{{1, 2}, {0, 0, 0, 9, 1, '{'}, {0, 0, 0, 2, 7, '{', '}'}, {0, 0, 0, 1, 1, '['},
+		{0, 0, 0, 3, rpcVersion, 0, 0, 0}, notJSON} {
 		if err := c.SendRaw(raw); err != nil {
 			t.Fatal(err)
 		}

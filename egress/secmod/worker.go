@@ -151,10 +151,10 @@ func ServeWorker(fd int, load Loader, log *slog.Logger) error {
 	}
 	if err != nil {
 		w.key, w.passwords = nil, nil
-		send(conn, reply{Result: mustJSON(Hello{Err: err.Error()})})
+		write(conn)(encodeReply(reply{Result: mustJSON(Hello{Err: err.Error()})}))
 		return err
 	}
-	if err := send(conn, reply{Result: mustJSON(hello)}); err != nil {
+	if err := write(conn)(encodeReply(reply{Result: mustJSON(hello)})); err != nil {
 		return fmt.Errorf("sending the hello: %w", err)
 	}
 	log.Info("security module serving", "uid", os.Getuid(), "key", hello.KeyID[:16])
@@ -166,8 +166,8 @@ func ServeWorker(fd int, load Loader, log *slog.Logger) error {
 		if err != nil || n == 0 {
 			return nil // the network process closed its end (it exited, or replaced this worker)
 		}
-		var req request
-		if err := decode(buf[:n], &req); err != nil {
+		req, err := decodeRequest(buf[:n])
+		if err != nil {
 			w.refuse(req.ID, err)
 			continue
 		}
@@ -230,7 +230,7 @@ func (w *worker) refuse(id uint64, err error) {
 func (w *worker) write(rep reply) {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
-	if err := send(w.conn, rep); err != nil {
+	if err := write(w.conn)(encodeReply(rep)); err != nil {
 		w.log.Warn("security module: replying", "err", err)
 	}
 }
