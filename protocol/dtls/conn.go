@@ -24,6 +24,11 @@ import (
 // pionReadBufLen is what pion's Read needs: room for any record.
 const pionReadBufLen = 1 + cstp.MaxPayload + 64
 
+// drainBufs holds drainPion's read buffers. Each is needed only for the few seconds between a handshake and pion's
+// retirement, so sessions set up one after another take turns with a few of them instead of each leaving 16 KiB of
+// garbage (measured: docs/performance.md, Memory).
+var drainBufs = sync.Pool{New: func() any { return new([pionReadBufLen]byte) }}
+
 // Conn is an established association: records are "type || payload" packets (docs/protocol.md §7.5).
 // WriteRecord may be called from one goroutine at a time; Close from any.
 type Conn struct {
@@ -122,7 +127,9 @@ func (c *Conn) drainPion() {
 	if conn == nil {
 		return // closed already
 	}
-	buf := make([]byte, pionReadBufLen)
+	b := drainBufs.Get().(*[pionReadBufLen]byte)
+	defer drainBufs.Put(b)
+	buf := b[:]
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
