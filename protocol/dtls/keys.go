@@ -50,24 +50,18 @@ func helloRandom(b []byte, typ byte) ([]byte, bool) {
 }
 
 // sawIncoming notes the ClientHello's random (the first one: a retransmission repeats it).
-func (k *keyCapture) sawIncoming(b []byte) {
-	if r, ok := helloRandom(b, 1); ok {
-		k.mu.Lock()
-		if !k.haveClient {
-			copy(k.clientRandom[:], r)
-			k.haveClient = true
-		}
-		k.mu.Unlock()
-	}
-}
+func (k *keyCapture) sawIncoming(b []byte) { k.saw(b, 1, &k.clientRandom, &k.haveClient) }
 
 // sawOutgoing notes our ServerHello's random.
-func (k *keyCapture) sawOutgoing(b []byte) {
-	if r, ok := helloRandom(b, 2); ok {
+func (k *keyCapture) sawOutgoing(b []byte) { k.saw(b, 2, &k.serverRandom, &k.haveServer) }
+
+// saw keeps the random of the first hello of type typ in dst.
+func (k *keyCapture) saw(b []byte, typ byte, dst *[randomLen]byte, have *bool) {
+	if r, ok := helloRandom(b, typ); ok {
 		k.mu.Lock()
-		if !k.haveServer {
-			copy(k.serverRandom[:], r)
-			k.haveServer = true
+		if !*have {
+			copy(dst[:], r)
+			*have = true
 		}
 		k.mu.Unlock()
 	}
