@@ -24,8 +24,11 @@ import (
 const (
 	trimTick        = time.Second
 	trimMinInterval = 10 * time.Second
-	trimAfterAlloc  = 1 << 20   // allocated since the last trim (start-up not counted): ~4 logins; less is not a burst
-	quietAlloc      = 256 << 10 // allocated in one tick: still busy
+	trimAfterAlloc  = 1 << 20 // allocated since the last trim (start-up not counted): ~4 logins; less is not a burst
+	// quietAlloc: allocated in one tick, still busy. Below one login (~100 KB in the network process): at 256 KiB,
+	// stock clients connecting one after another (2-3 a second) looked quiet, the trim ran in the middle of the
+	// burst and the garbage of its tail stayed. An idle server with established sessions allocates ~1 KB a second.
+	quietAlloc = 32 << 10
 )
 
 // trimMemoryWhenQuiet runs until done is closed.
