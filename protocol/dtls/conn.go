@@ -24,11 +24,6 @@ import (
 // pionReadBufLen is what pion's Read needs: room for any record.
 const pionReadBufLen = 1 + cstp.MaxPayload + 64
 
-// drainBufs holds drainPion's read buffers. Each is needed only for the few seconds between a handshake and pion's
-// retirement, so sessions set up one after another take turns with a few of them instead of each leaving 16 KiB of
-// garbage (measured: docs/performance.md, Memory).
-var drainBufs = sync.Pool{New: func() any { return new([pionReadBufLen]byte) }}
-
 // Conn is an established association: records are "type || payload" packets (docs/protocol.md §7.5).
 // WriteRecord may be called from one goroutine at a time; Close from any.
 type Conn struct {
@@ -127,9 +122,10 @@ func (c *Conn) drainPion() {
 	if conn == nil {
 		return // closed already
 	}
-	b := drainBufs.Get().(*[pionReadBufLen]byte)
-	defer drainBufs.Put(b)
-	buf := b[:]
+	// Every record pion decrypts came in a datagram the socket readers accepted, so its plaintext fits in
+	// maxDatagram bytes: 9 KiB of garbage per session instead of pionReadBufLen's 16 (drainPion ends when pion is
+	// retired). A pool kept them longer: sync.Pool holds its buffers through two collections.
+	buf := make([]byte, maxDatagram)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {
