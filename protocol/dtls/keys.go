@@ -1,14 +1,16 @@
 package dtls
 
-// The fast path's record keys, from what the association sees of its handshake instead of pion's exported state.
-// pion exports its state gob-encoded, and decoding it cost ~20 KB and ~290 allocations per session set-up, a fifth
-// of what the network process allocates per login (docs/performance.md, Memory). The keys need the suite, the
-// master secret and the two hello randoms: the randoms cross the association in the clear (the client's ClientHello,
-// which pion reads through ReadFrom, and our ServerHello, which it writes through WriteTo), and pion hands the
-// master secret to a key log writer (NSS key log format: "CLIENT_RANDOM <client random> <master secret>"), which
-// here is the association's memory, wiped once the keys are derived. The key log's client random must match the
-// ClientHello's; anything missing or inconsistent falls back to pion's state (dtlsrec.New). PSK mode only: in
-// legacy mode (a resumed session) pion logs its own random in that place.
+// The fast path's record keys, from what the association sees of its handshake instead of pion's exported state. pion
+// exports its state gob-encoded, and decoding it cost ~20 KB and ~290 allocations per session set-up, an eighth of what
+// the network process allocated per login (docs/performance.md, Memory). The keys need the suite, the master secret and
+// the two hello randoms: the randoms cross the association in the clear (the client's ClientHello, which pion reads
+// through ReadFrom, and our ServerHello, which it writes through WriteTo), and pion hands the master secret to a key
+// log writer (NSS key log format: "CLIENT_RANDOM <client random> <master secret>"), which here is the association's
+// memory, wiped once the keys are derived (pion's warning that a key log compromises security is about writing the
+// secrets out; this copy stays in the process, whose pion state holds the same secret until pion is retired, and whose
+// fast path holds the keys derived from it). The key log's client random must match the ClientHello's; anything missing
+// or inconsistent falls back to pion's state (dtlsrec.New). PSK mode only: in legacy mode (a resumed session) pion logs
+// its own random in that place.
 
 import (
 	"bytes"
