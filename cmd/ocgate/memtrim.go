@@ -6,7 +6,7 @@ package main
 // scavenger returns them slowly and keeps a margin over the goal. So when logins stop, one forced collection and
 // scavenge (debug.FreeOSMemory) returns the burst: with 500 sessions set up 16 at a time it took the anonymous PSS
 // of the server's processes from 52.3 to 47.8 MiB (docs/performance.md), and with 20 stock clients connected one
-// after another, which allocate ~5 MiB, it took the anonymous memory per session from ~215 to ~195 KiB. One or two
+// after another, which allocate ~3 MB, it took the anonymous memory per session from ~215 to ~195 KiB. One or two
 // logins allocate too little to be worth a collection, and do not trigger one; nor does start-up (a first
 // collection then would add the collector's own metadata to the fresh server, measured +0.4 MiB).
 //
@@ -24,8 +24,11 @@ import (
 const (
 	trimTick        = time.Second
 	trimMinInterval = 10 * time.Second
-	trimAfterAlloc  = 1 << 20   // allocated since the last trim (start-up not counted): ~4 logins; less is not a burst
-	quietAlloc      = 256 << 10 // allocated in one tick: still busy
+	trimAfterAlloc  = 1 << 20 // allocated since the last trim (start-up not counted): ~7 logins; less is not a burst
+	// quietAlloc: allocated in one tick, still busy. Below one login (~140 KB in the network process): at 256 KiB,
+	// stock clients connecting one after another (2-3 a second) looked quiet, the trim ran in the middle of the
+	// burst and the garbage of its tail stayed. An idle server with established sessions allocates ~1 KB a second.
+	quietAlloc = 32 << 10
 )
 
 // trimMemoryWhenQuiet runs until done is closed.

@@ -84,6 +84,7 @@ type assoc struct {
 	earlyDone bool        // guarded by earlyMu: flushed; records go their normal way
 
 	readDL *deadline.Deadline // pion's read deadline
+	keys   keyCapture         // the handshake's secrets, for the fast path's keys (keys.go)
 }
 
 // newcomer (above) is a handshake running beside this established association from the same address (a
@@ -201,6 +202,7 @@ func (a *assoc) handshake() {
 		pion.WithExtendedMasterSecret(pion.RequestExtendedMasterSecret),
 		pion.WithInsecureSkipVerifyHello(true), // no HelloVerifyRequest round trip, like ocserv
 		pion.WithMTU(pionMTU),
+		pion.WithKeyLogWriter(&a.keys),
 	}
 	var err error
 	if a.reg.legacy != nil {
@@ -232,7 +234,10 @@ func (a *assoc) handshake() {
 	c.pion.Store(conn)
 	if !a.d.fastPath {
 		// pion's record layer for everything (see NewServer)
+	} else if l, ok := a.keys.layer(st.CipherSuiteID); ok && a.reg.legacy == nil {
+		c.fast = &dtlsrec.Conn{Layer: l, PC: a.pc, Peer: a.peer}
 	} else if f, err := dtlsrec.Dial(conn, a.pc, a.peer); err == nil {
+		a.d.stats.keysFromState.Add(1)
 		c.fast = f
 	}
 	if !a.d.promote(a) || a.isClosed() {
@@ -266,6 +271,9 @@ func (a *assoc) ReadFrom(p []byte) (int, net.Addr, error) {
 	case g := <-a.in:
 		n := copy(p, g.b[:g.n])
 		releaseDatagram(g)
+		if !a.handshakeDone.Load() {
+			a.keys.sawIncoming(p[:n])
+		}
 		return n, a.peerAddr, nil
 	case <-a.done:
 		return 0, nil, net.ErrClosed
@@ -285,6 +293,9 @@ func (a *assoc) WriteTo(p []byte, _ net.Addr) (int, error) {
 	}
 	if a.pionRetired.Load() {
 		return len(p), nil
+	}
+	if !a.handshakeDone.Load() {
+		a.keys.sawOutgoing(p)
 	}
 	return a.pc.WriteToUDPAddrPort(p, a.peer)
 }

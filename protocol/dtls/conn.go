@@ -122,7 +122,10 @@ func (c *Conn) drainPion() {
 	if conn == nil {
 		return // closed already
 	}
-	buf := make([]byte, pionReadBufLen)
+	// Every record pion decrypts came in a datagram the socket readers accepted, so its plaintext fits in
+	// maxDatagram bytes: 9 KiB of garbage per session instead of pionReadBufLen's 16 (drainPion ends when pion is
+	// retired). A pool kept them longer: sync.Pool holds its buffers through two collections.
+	buf := make([]byte, maxDatagram)
 	for {
 		n, err := conn.Read(buf)
 		if err != nil {

@@ -75,6 +75,7 @@ type AppID [AppIDLen]byte
 type stats struct {
 	dropped, started, failed, completed, queueFull atomic.Uint64
 	refusedUnknown                                 atomic.Uint64 // ClientHellos of unknown App-IDs (unknown.go)
+	keysFromState                                  atomic.Uint64 // fast paths keyed from pion's state (keys.go)
 }
 
 // Server is the DTLS side of the VPN server: the demultiplexer of the shared UDP port's sockets.

@@ -133,6 +133,9 @@ func TestDTLSFastPathWithPionClient(t *testing.T) {
 			if !c.Fast() {
 				t.Fatal("the fast path is not on")
 			}
+			if n := c.assoc.d.stats.keysFromState.Load(); n != 0 {
+				t.Errorf("the fast path was keyed from pion's state %d times, not from the handshake's secrets", n)
+			}
 			select {
 			case rec := <-recs:
 				if !bytes.Equal(rec, early) {

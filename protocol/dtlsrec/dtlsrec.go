@@ -69,7 +69,18 @@ type Layer struct {
 	rxNonce        [12]byte
 }
 
-// New derives the record keys of conn, an established pion connection (client or server).
+// Secrets are what a DTLS 1.2 connection's record keys derive from.
+type Secrets struct {
+	Suite                      dtls.CipherSuiteID
+	MasterSecret               []byte // 48 bytes
+	ClientRandom, ServerRandom [32]byte
+	IsClient                   bool
+	LocalEpoch, RemoteEpoch    uint16
+}
+
+// New derives the record keys of conn, an established pion connection (client or server), from its exported
+// state. That state is gob-encoded (~20 KB and ~290 allocations per call): a server that sees the handshake's
+// secrets itself uses FromSecrets.
 func New(conn *dtls.Conn) (*Layer, error) {
 	st, ok := conn.ConnectionState()
 	if !ok {
@@ -83,10 +94,20 @@ func New(conn *dtls.Conn) (*Layer, error) {
 	if err := gob.NewDecoder(bytes.NewReader(raw)).Decode(&ps); err != nil {
 		return nil, err
 	}
+	s := Secrets{Suite: dtls.CipherSuiteID(ps.CipherSuiteID), MasterSecret: ps.MasterSecret, IsClient: ps.IsClient,
+		ClientRandom: ps.RemoteRandom, ServerRandom: ps.LocalRandom, LocalEpoch: ps.LocalEpoch, RemoteEpoch: ps.RemoteEpoch}
+	if ps.IsClient {
+		s.ClientRandom, s.ServerRandom = ps.LocalRandom, ps.RemoteRandom
+	}
+	return FromSecrets(s)
+}
+
+// FromSecrets derives the record keys from s.
+func FromSecrets(ps Secrets) (*Layer, error) {
 	var keyLen, ivLen int
 	newHash := sha256.New
 	gcm := true
-	switch dtls.CipherSuiteID(ps.CipherSuiteID) {
+	switch ps.Suite {
 	case dtls.TLS_PSK_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256:
 		keyLen, ivLen = 16, 4
 	case dtls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, dtls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384:
@@ -99,10 +120,7 @@ func New(conn *dtls.Conn) (*Layer, error) {
 	if len(ps.MasterSecret) != 48 {
 		return nil, errors.New("dtlsrec: unexpected pion state")
 	}
-	clientRandom, serverRandom := ps.RemoteRandom, ps.LocalRandom
-	if ps.IsClient {
-		clientRandom, serverRandom = ps.LocalRandom, ps.RemoteRandom
-	}
+	clientRandom, serverRandom := ps.ClientRandom, ps.ServerRandom
 	// key_block = PRF(master_secret, "key expansion", server_random + client_random): client key, server key,
 	// client IV, server IV (AEAD suites have no MAC keys).
 	seed := append(append([]byte("key expansion"), serverRandom[:]...), clientRandom[:]...)
@@ -125,6 +143,7 @@ func New(conn *dtls.Conn) (*Layer, error) {
 		return cipher.NewGCM(b)
 	}
 	l := &Layer{epoch: ps.LocalEpoch, remoteEpoch: ps.RemoteEpoch, explicitNonce: gcm, sendIV: sendIV, recvIV: recvIV}
+	var err error
 	if l.sendAEAD, err = mk(sendKey); err != nil {
 		return nil, err
 	}
