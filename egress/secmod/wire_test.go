@@ -88,3 +88,39 @@ func TestRPCEnvelope(t *testing.T) {
 		}
 	})
 }
+
+// The worker decodes what the network process sends (a process that parses client bytes, so not trusted): any
+// input is refused with an error or decoded into a request that encodes back to the same frame; never a panic.
+// Replies, which the network process decodes, likewise.
+func FuzzDecodeEnvelope(f *testing.F) {
+	for _, req := range []request{{ID: 7, Op: opSign, Args: []byte(`{"key":"k"}`)}, {ID: 1, Op: "x"}} {
+		b, _ := encodeRequest(req)
+		f.Add(b)
+	}
+	for _, rep := range []reply{{ID: 3, Result: []byte(`{"sig":"AA=="}`)}, {ID: 4, Err: "bad", Code: codeDenied}} {
+		b, _ := encodeReply(rep)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if req, err := decodeRequest(msg); err == nil {
+			b, err := encodeRequest(req)
+			if err != nil {
+				t.Fatalf("decoded request %+v does not encode: %v", req, err)
+			}
+			again, err := decodeRequest(b)
+			if err != nil || again.ID != req.ID || again.Op != req.Op || !bytes.Equal(again.Args, req.Args) {
+				t.Fatalf("request %+v came back as %+v, %v", req, again, err)
+			}
+		}
+		if rep, err := decodeReply(msg); err == nil {
+			b, err := encodeReply(rep)
+			if err != nil {
+				t.Fatalf("decoded reply %+v does not encode: %v", rep, err)
+			}
+			again, err := decodeReply(b)
+			if err != nil || again.ID != rep.ID || again.Code != rep.Code || again.Err != rep.Err || !bytes.Equal(again.Result, rep.Result) {
+				t.Fatalf("reply %+v came back as %+v, %v", rep, again, err)
+			}
+		}
+	})
+}
