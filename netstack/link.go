@@ -85,11 +85,6 @@ func (*link) GSOMaxSize() uint32 { return stack.GVisorGSOMaxSize }
 func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	var held *port // the session whose packets are held
-	defer func() {
-		if held != nil {
-			held.sess.KickSender()
-		}
-	}()
 	for _, pkt := range pkts.AsSlice() {
 		n++
 		b := datapath.GetBuffer(pkt.Size())
@@ -117,6 +112,9 @@ func (l *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			held = p
 		}
 		p.sess.DeliverBufHeld(b)
+	}
+	if held != nil {
+		held.sess.KickSender()
 	}
 	return n, nil
 }

@@ -45,14 +45,6 @@ func (q *dataQueue) popN(dst []*frame) int {
 	return k
 }
 
-// len is the number of frames queued (a snapshot).
-func (q *dataQueue) len() int {
-	q.mu.Lock()
-	n := q.n
-	q.mu.Unlock()
-	return n
-}
-
 // signal wakes the writer (at most one token waits).
 func (q *dataQueue) signal() {
 	select {

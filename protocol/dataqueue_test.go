@@ -19,17 +19,17 @@ func TestDataQueue(t *testing.T) {
 			t.Fatal("push into an empty queue failed")
 		}
 	}
-	var out [dtlsChunk]*frame
+	var out [sendChunk]*frame
 	if n := q.popN(out[:2]); n != 2 || out[0] != frames[0] || out[1] != frames[1] {
 		t.Fatalf("popN(2) = %d: %v %v", n, out[0], out[1])
 	}
 	for _, f := range frames[3:] {
 		if !q.push(f) {
-			t.Fatalf("push %d failed with %d queued", f.N, q.len())
+			t.Fatalf("push %d failed with %d queued", f.N, queued(&q))
 		}
 	}
-	if q.len() != dataQueueLen {
-		t.Fatalf("len = %d, want %d (full)", q.len(), dataQueueLen)
+	if queued(&q) != dataQueueLen {
+		t.Fatalf("len = %d, want %d (full)", queued(&q), dataQueueLen)
 	}
 	extra := (*frame)(&datapath.Buffer{N: -1})
 	if q.push(extra) {
@@ -49,8 +49,8 @@ func TestDataQueue(t *testing.T) {
 			want++
 		}
 	}
-	if want != len(frames) || q.len() != 0 {
-		t.Fatalf("popped up to %d, %d left", want, q.len())
+	if want != len(frames) || queued(&q) != 0 {
+		t.Fatalf("popped up to %d, %d left", want, queued(&q))
 	}
 }
 
@@ -78,10 +78,17 @@ func TestQueueDataHeldWakesAtKick(t *testing.T) {
 	if !woken() {
 		t.Fatal("kick did not wake the writer")
 	}
-	if tun.dq.len() != 5 {
-		t.Fatalf("%d frames queued, want 5", tun.dq.len())
+	if queued(&tun.dq) != 5 {
+		t.Fatalf("%d frames queued, want 5", queued(&tun.dq))
 	}
 	if !tun.queueData(datapath.GetBuffer(100), false) || !woken() {
 		t.Fatal("a packet queued alone did not wake the writer")
 	}
+}
+
+// queued is how many frames q holds.
+func queued(q *dataQueue) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
 }

@@ -182,8 +182,8 @@ func (t *tunnel) queueData(b *datapath.Buffer, held bool) bool {
 // hand-over gives the client to read.
 func (t *tunnel) kick() { t.dq.signal() }
 
-// dtlsChunk is how many frames a sender takes from the queue at a time.
-const dtlsChunk = 32
+// sendChunk is how many frames the writer takes from the data queue at a time.
+const sendChunk = 32
 
 // countData counts a DATA frame of n bytes sent to the client (sendQueued stamps lastData once per chunk).
 func (t *tunnel) countData(n int) {
@@ -229,11 +229,10 @@ func (t *tunnel) writeLoop() {
 		var err error
 		select {
 		case f := <-t.ctrl:
-			_, err = t.conn.Write(f.bytes())
-			f.release()
+			err = t.writeCtrl(f)
 		default:
-			if t.dq.len() > 0 {
-				err = t.sendQueued()
+			var n int
+			if n, err = t.sendQueued(); n > 0 || err != nil {
 				break
 			}
 			t.flushDTLS()
@@ -242,8 +241,7 @@ func (t *tunnel) writeLoop() {
 			}
 			select {
 			case f := <-t.ctrl:
-				_, err = t.conn.Write(f.bytes())
-				f.release()
+				err = t.writeCtrl(f)
 			case <-t.dq.wake:
 			case now := <-tick.C:
 				dpdSentAt = t.checkTimers(now, dpdSentAt)
@@ -260,10 +258,17 @@ func (t *tunnel) writeLoop() {
 	}
 }
 
-// sendQueued sends up to dtlsChunk queued DATA frames: over DTLS while it is up and recently heard from, else as
-// CSTP frames over TLS.
-func (t *tunnel) sendQueued() error {
-	var fs [dtlsChunk]*frame
+// writeCtrl writes a control frame on the TLS connection (below TLS it waits for the next flush with the rest).
+func (t *tunnel) writeCtrl(f *frame) error {
+	_, err := t.conn.Write(f.bytes())
+	f.release()
+	return err
+}
+
+// sendQueued sends up to sendChunk queued DATA frames: over DTLS while it is up and recently heard from, else as
+// CSTP frames over TLS. It returns how many it took from the queue (0: the queue was empty).
+func (t *tunnel) sendQueued() (int, error) {
+	var fs [sendChunk]*frame
 	n := t.dq.popN(fs[:])
 	if n > 0 {
 		t.lastData.Store(time.Now().UnixNano())
@@ -280,11 +285,11 @@ func (t *tunnel) sendQueued() error {
 			for _, g := range fs[i+1 : n] {
 				g.release()
 			}
-			return err
+			return n, err
 		}
 		t.countData(m)
 	}
-	return nil
+	return n, nil
 }
 
 // writeData writes a DATA frame on the TLS connection, as a COMPRESSED frame when that pays (compressFrame).

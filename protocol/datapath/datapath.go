@@ -51,7 +51,7 @@ type Session struct {
 	DeliverBuffer func(b *Buffer)
 	// DeliverHeld and Kick, when set, split DeliverBuffer in two for a datapath that hands over several packets
 	// at once (gVisor's segmentation offload cutting one segment into MTU packets, a TSO segment from a TUN
-	// device, the ACKs of one inbound burst): DeliverHeld takes b over as DeliverBuffer does but need not send it
+	// device): DeliverHeld takes b over as DeliverBuffer does but need not send it
 	// yet; Kick sends what is held. A datapath calls DeliverBufHeld and, once its burst is over and before it
 	// waits for anything, KickSender. Kick does not block.
 	DeliverHeld func(b *Buffer)
