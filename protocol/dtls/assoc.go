@@ -238,6 +238,7 @@ func (a *assoc) handshake() {
 		c.fast = &dtlsrec.Conn{Layer: l, PC: a.pc, Peer: a.peer}
 	} else if f, err := dtlsrec.Dial(conn, a.pc, a.peer); err == nil {
 		a.d.stats.keysFromState.Add(1)
+		a.d.log.Debug("DTLS fast path keyed from pion's state", "peer", a.peer, "legacy", a.reg.legacy != nil)
 		c.fast = f
 	}
 	if !a.d.promote(a) || a.isClosed() {
